@@ -1,0 +1,22 @@
+"""fairstream: streaming end-to-end speech recognition and the fairness work around it."""
+
+from __future__ import annotations
+
+from fairstream.errors import (
+    CheckpointError,
+    CorpusError,
+    FairstreamError,
+    InputDataError,
+    TrainingError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "FairstreamError",
+    "CorpusError",
+    "InputDataError",
+    "CheckpointError",
+    "TrainingError",
+]

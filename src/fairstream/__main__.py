@@ -1,0 +1,3 @@
+from fairstream.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Corpus synthesis, importers and text normalization."""

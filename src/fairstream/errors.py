@@ -1,0 +1,44 @@
+"""Exceptions raised by fairstream.
+
+Hierarchy::
+
+    FairstreamError
+     ├── CorpusError          a corpus directory, manifest or audio file is unusable
+     ├── InputDataError       a user-supplied table, file or value is malformed
+     ├── CheckpointError      a checkpoint is corrupt or belongs to another configuration
+     └── TrainingError        training cannot go on (e.g. the loss stays NaN)
+
+Every message names the bad item (file, utterance id, column or value). ``InputDataError``
+and ``CorpusError`` also derive from ``ValueError`` so that callers catching ``ValueError``
+keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FairstreamError",
+    "CorpusError",
+    "InputDataError",
+    "CheckpointError",
+    "TrainingError",
+]
+
+
+class FairstreamError(Exception):
+    """Base class of every error fairstream raises on purpose."""
+
+
+class CorpusError(FairstreamError, ValueError):
+    """A corpus directory, manifest, transcript or audio file is unusable."""
+
+
+class InputDataError(FairstreamError, ValueError):
+    """A user-supplied table, file or value is malformed."""
+
+
+class CheckpointError(FairstreamError, ValueError):
+    """A checkpoint is corrupt, or was written for another configuration or vocabulary."""
+
+
+class TrainingError(FairstreamError, RuntimeError):
+    """Training cannot continue (for example the loss is NaN batch after batch)."""

@@ -1,0 +1,1 @@
+"""fairstream.features"""

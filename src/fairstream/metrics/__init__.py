@@ -1,0 +1,1 @@
+"""Metrics: word error rate, verification metrics, bootstrap."""
