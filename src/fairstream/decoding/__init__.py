@@ -1,1 +1,15 @@
-"""fairstream.decoding"""
+"""Decoding: greedy and modified beam search (plain functions over a model) and streaming."""
+
+from __future__ import annotations
+
+from fairstream.decoding.beam import modified_beam_search
+from fairstream.decoding.greedy import GreedyState, greedy_search, greedy_search_chunk
+from fairstream.decoding.hypothesis import Hypothesis
+
+__all__ = [
+    "GreedyState",
+    "Hypothesis",
+    "greedy_search",
+    "greedy_search_chunk",
+    "modified_beam_search",
+]

@@ -1,0 +1,229 @@
+"""RNN-T loss benchmark: forward + backward time and extra peak memory on CPU.
+
+Implementations, each measured in its own fresh subprocess:
+
+* ``fairstream``: :func:`fairstream.losses.rnnt_loss` (chunked log-sum-exp, gradient formed once);
+* ``plain_dp``: plain PyTorch autograd — full ``log_softmax``, gather, ``logcumsumexp`` over U in
+  a loop over T, gradient by autograd;
+* ``warprnnt_numba``: ``warprnnt_numba.RNNTLossNumba`` on CPU (one run: it takes ~20 s).
+
+Time: median wall-clock time of ``loss.backward()`` including the forward, over ``--runs`` runs
+after one warm-up run (the warm-up is skipped for warprnnt-numba).
+
+Extra peak memory: in the fresh subprocess the inputs are created and touched first; the
+current resident set size (RSS, ``/proc/self/statm``) is the baseline. Then one forward +
+backward runs (the gradient lands in ``logits.grad`` and is counted: it is part of what a
+loss must produce) and the process's peak RSS (``getrusage(...).ru_maxrss``) after it, minus
+the baseline, is the extra peak. Python's tracemalloc does not see torch's allocator, and large
+torch buffers are returned to the OS when freed, so RSS follows the allocator closely. The
+logits tensor itself is in the baseline.
+
+Usage::
+
+    nice -n 5 .venv/bin/python benchmarks/rnnt_loss.py [--runs 7] [--skip-warp]
+
+Writes ``benchmarks/results/rnnt_loss.json`` (atomically) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+B, T, U, V = 16, 100, 40, 500
+THREADS = 2
+RESULTS = Path(__file__).resolve().parent / "results" / "rnnt_loss.json"
+IMPLEMENTATIONS = ("fairstream", "plain_dp", "warprnnt_numba")
+LABELS = {
+    "fairstream": "fairstream rnnt_loss",
+    "plain_dp": "plain autograd DP (log_softmax + logcumsumexp over U, loop over T)",
+    "warprnnt_numba": "warprnnt-numba 0.4.1 (CPU)",
+}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _plain_dp(logits, targets, logit_lens, target_lens, blank: int = 0):
+    """Reference RNN-T loss (mean over utterances) in plain autograd PyTorch."""
+    import torch
+
+    batch, max_t, max_u1, _ = logits.shape
+    log_probs = logits.log_softmax(-1)
+    blank_lp = log_probs[..., blank]  # (B, T, U+1)
+    idx = targets.unsqueeze(1).expand(batch, max_t, max_u1 - 1).unsqueeze(-1)
+    label_lp = log_probs[:, :, :-1].gather(3, idx).squeeze(-1)  # (B, T, U)
+    cum = torch.cat([label_lp.new_zeros(batch, max_t, 1), label_lp.cumsum(-1)], dim=-1)
+    arrive = torch.full((batch, max_u1), float("-inf"), dtype=logits.dtype)
+    arrive[:, 0] = 0.0
+    rows = []
+    for t in range(max_t):
+        if t > 0:
+            arrive = rows[-1] + blank_lp[:, t - 1]
+        rows.append(torch.logcumsumexp(arrive - cum[:, t], dim=-1) + cum[:, t])
+    alpha = torch.stack(rows, dim=1)
+    b = torch.arange(batch)
+    log_like = alpha[b, logit_lens - 1, target_lens] + blank_lp[b, logit_lens - 1, target_lens]
+    return -log_like.mean()
+
+
+def _worker(name: str, runs: int) -> dict[str, Any]:
+    """Measure one implementation in this (fresh) process."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    if name == "fairstream":
+        from fairstream.losses import rnnt_loss
+
+        def loss_fn(x, y, tl, ul):
+            return rnnt_loss(x, y, tl, ul, reduction="mean")
+    elif name == "plain_dp":
+        loss_fn = _plain_dp
+    elif name == "warprnnt_numba":
+        from warprnnt_numba import RNNTLossNumba
+
+        warp = RNNTLossNumba(blank=0, reduction="mean")
+
+        def loss_fn(x, y, tl, ul):
+            return warp(x, y.int(), tl.int(), ul.int()).reshape(())
+    else:
+        raise SystemExit(f"unknown implementation {name!r}")
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(B, T, U + 1, V, generator=gen).requires_grad_(True)
+    targets = torch.randint(1, V, (B, U), generator=gen)
+    logit_lens = torch.full((B,), T, dtype=torch.int64)
+    target_lens = torch.full((B,), U, dtype=torch.int64)
+
+    baseline = _rss_bytes()
+    peak_before = _peak_rss_bytes()
+    start = time.perf_counter()
+    loss = loss_fn(logits, targets, logit_lens, target_lens)
+    loss.backward()
+    first = time.perf_counter() - start
+    extra_peak = _peak_rss_bytes() - max(baseline, 0)
+    loss_value = float(loss.detach())
+    grad_sum_abs = float(logits.grad.abs().sum())
+    logits.grad = None
+    del loss
+
+    times = [first]
+    if name != "warprnnt_numba":
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            loss = loss_fn(logits, targets, logit_lens, target_lens)
+            loss.backward()
+            times.append(time.perf_counter() - start)
+            logits.grad = None
+            del loss
+    return {
+        "name": name,
+        "label": LABELS[name],
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "first_run_s": first,
+        "extra_peak_bytes": extra_peak,
+        "peak_rss_before_run_bytes": peak_before,
+        "baseline_rss_bytes": baseline,
+        "loss": loss_value,
+        "grad_abs_sum": grad_sum_abs,
+    }
+
+
+def _run_worker(name: str, runs: int) -> dict[str, Any]:
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", name, "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} worker failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs (median reported)")
+    parser.add_argument("--skip-warp", action="store_true", help="leave out warprnnt-numba")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.runs)))
+        return
+
+    names = [n for n in IMPLEMENTATIONS if not (args.skip_warp and n == "warprnnt_numba")]
+    logits_bytes = B * T * (U + 1) * V * 4
+    results = [_run_worker(name, args.runs) for name in names]
+    ours = results[0]
+    for r in results:
+        r["extra_peak_x_logits"] = r["extra_peak_bytes"] / logits_bytes
+        r["loss_abs_diff_vs_fairstream"] = abs(r["loss"] - ours["loss"])
+        r["grad_abs_sum_rel_diff_vs_fairstream"] = abs(
+            r["grad_abs_sum"] / ours["grad_abs_sum"] - 1.0
+        )
+
+    mib = 2.0**20
+    header = f"| implementation | median fwd+bwd | extra peak memory | loss |"
+    print(f"RNN-T loss, B={B} T={T} U={U} V={V} float32, logits {logits_bytes / mib:.1f} MiB, "
+          f"{THREADS} threads")  # fmt: skip
+    print(header)
+    print("|---|---|---|---|")
+    for r in results:
+        runs = len(r["times_s"])
+        print(
+            f"| {r['label']} | {r['median_s']:.3f} s ({runs} run{'s' * (runs > 1)}) "
+            f"| {r['extra_peak_bytes'] / mib:.0f} MiB ({r['extra_peak_x_logits']:.2f}× logits) "
+            f"| {r['loss']:.4f} |"
+        )
+    import torch
+
+    payload = {
+        "benchmark": "rnnt_loss",
+        "shape": {"B": B, "T": T, "U": U, "V": V, "dtype": "float32"},
+        "logits_bytes": logits_bytes,
+        "threads": THREADS,
+        "timed_runs": args.runs,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "method": {
+            "time": "median wall-clock of forward+backward after one warm-up run "
+            "(warprnnt-numba: a single cold run)",
+            "memory": "fresh subprocess per implementation; peak RSS (ru_maxrss) during the "
+            "first forward+backward minus the RSS after creating the inputs; includes the "
+            "gradient stored in logits.grad",
+        },
+        "results": results,
+    }
+    _write_json(RESULTS, payload)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

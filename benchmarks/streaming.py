@@ -1,0 +1,213 @@
+"""Streaming benchmark: real-time factor and per-chunk compute latency on one thread.
+
+Runs :class:`fairstream.decoding.streaming.StreamingRecognizer` (online fbank + CMVN + the
+encoder's ``stream`` + chunked greedy search) over synthetic audio fed in chunks of
+``--chunk-ms`` and times every ``accept`` call. Reported:
+
+* real-time factor (RTF) = compute time / audio duration, whole pipeline;
+* per-chunk compute latency p50 / p95 / max (the time to turn one chunk of audio into an
+  updated partial result);
+* a breakdown: fbank alone, encoder ``stream`` alone, greedy search alone (RTF each);
+* algorithmic latency: the chunk plus what the features and the encoder wait for beyond it
+  (15 ms of analysis window past the 10 ms shift; the LSTM encoder has no lookahead).
+
+Without ``--checkpoint`` the default model configuration is built with random weights
+(vocabulary ``--vocab-size``); a random joiner emits a token on a large share of frames, more
+than a trained model, so greedy search time is if anything over-estimated. With
+``--checkpoint`` the trained model, its tokenizer and CMVN are used.
+
+Usage::
+
+    .venv/bin/python benchmarks/streaming.py [--seconds 30] [--chunk-ms 160] [--checkpoint CK]
+
+Writes ``benchmarks/results/streaming.json`` (atomically) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairstream.decoding.greedy import greedy_search_chunk
+from fairstream.decoding.streaming import StreamingRecognizer
+from fairstream.features.fbank import OnlineFbankExtractor, compute_cmvn, compute_fbank
+from fairstream.models.factory import ModelConfig, build_model
+
+RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
+SR = 16000
+
+
+class _IdTokenizer:
+    """Decodes ids as space-separated numbers (random-weight runs have no tokenizer)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(str(i) for i in ids)
+
+
+def synthetic_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Gliding harmonic tones with syllable-rate envelope and background noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 120 + 40 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t)
+    return (0.2 * voiced * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="audio length per run")
+    parser.add_argument("--chunk-ms", type=int, default=160)
+    parser.add_argument("--vocab-size", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    audio = synthetic_speechlike(args.seconds)
+    if args.checkpoint is not None:
+        from fairstream.training.evaluate import load_transducer
+
+        loaded = load_transducer(args.checkpoint)
+        model, tokenizer, cmvn = loaded.model, loaded.tokenizer, loaded.cmvn
+        model_desc = f"checkpoint {args.checkpoint}"
+        config = None
+    else:
+        torch.manual_seed(0)
+        cfg = ModelConfig(vocab_size=args.vocab_size)
+        model = build_model(cfg)
+        tokenizer = _IdTokenizer(args.vocab_size)
+        cmvn = compute_cmvn([compute_fbank(audio)])
+        model_desc = "default ModelConfig, random weights"
+        config = cfg.to_dict()
+    model.eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms)
+    step = SR * args.chunk_ms // 1000
+
+    def run_pipeline() -> tuple[list[float], float, int]:
+        rec.reset()
+        lat = []
+        t0 = time.perf_counter()
+        for start in range(0, audio.size, step):
+            c0 = time.perf_counter()
+            rec.accept(audio[start : start + step])
+            lat.append(time.perf_counter() - c0)
+        final = rec.finish()
+        return lat, time.perf_counter() - t0, len(final.tokens)
+
+    run_pipeline()  # warm-up
+    latencies: list[float] = []
+    totals: list[float] = []
+    n_tokens = 0
+    for _ in range(args.runs):
+        lat, total, n_tokens = run_pipeline()
+        latencies.extend(lat)
+        totals.append(total)
+    duration = audio.size / SR
+
+    # breakdown, each part alone
+    ext = OnlineFbankExtractor()
+    t0 = time.perf_counter()
+    feats_chunks = [ext.accept(audio[s : s + step]) for s in range(0, audio.size, step)]
+    feats_chunks.append(ext.finish())
+    t_fbank = time.perf_counter() - t0
+    feats = cmvn.apply(np.concatenate(feats_chunks))
+    chunk_frames = rec.chunk_frames
+    enc_state: Any = None
+    enc_chunks = []
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for s in range(0, feats.shape[0], chunk_frames):
+            x = torch.from_numpy(feats[s : s + chunk_frames]).unsqueeze(0)
+            y, y_lens, enc_state = model.stream(x, torch.tensor([x.shape[1]]), enc_state)
+            enc_chunks.append((y, y_lens))
+        t_enc = time.perf_counter() - t0
+        dec_state = None
+        t0 = time.perf_counter()
+        for y, y_lens in enc_chunks:
+            dec_state = greedy_search_chunk(model, y, y_lens, dec_state)
+        t_dec = time.perf_counter() - t0
+    enc_frames = sum(int(yl[0]) for _, yl in enc_chunks)
+
+    rtf = statistics.median(totals) / duration
+    lookahead_ms = 1000 * getattr(model.encoder, "right_context", 0) * 0.01 * model.subsampling
+    result = {
+        "benchmark": "streaming",
+        "model": model_desc,
+        "config": config,
+        "parameters": n_params,
+        "threads": 1,
+        "audio_seconds": duration,
+        "chunk_ms": args.chunk_ms,
+        "runs": args.runs,
+        "rtf": rtf,
+        "chunk_latency_ms": {
+            "p50": 1000 * _pct(latencies, 50),
+            "p95": 1000 * _pct(latencies, 95),
+            "max": 1000 * max(latencies),
+        },
+        "breakdown_rtf": {
+            "fbank": t_fbank / duration,
+            "encoder_stream": t_enc / duration,
+            "greedy_search": t_dec / duration,
+        },
+        "tokens_per_encoder_frame": n_tokens / max(enc_frames, 1),
+        "algorithmic_latency_ms": {
+            "chunk": args.chunk_ms,
+            "fbank_window_beyond_shift": 15.0,
+            "encoder_lookahead": lookahead_ms,
+            "total": args.chunk_ms + 15.0 + lookahead_ms,
+        },
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+    }
+    _atomic_write_json(RESULTS, result)
+
+    lat = result["chunk_latency_ms"]
+    bd = result["breakdown_rtf"]
+    algo = result["algorithmic_latency_ms"]
+    rows = [
+        ("model", f"{model_desc}, {n_params / 1e6:.2f} M parameters"),
+        ("audio / chunk", f"{duration:.1f} s synthetic / {args.chunk_ms} ms, 1 thread"),
+        ("real-time factor (whole pipeline)", f"{rtf:.4f}"),
+        ("chunk compute latency p50 / p95 / max", f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['max']:.2f} ms"),
+        ("RTF fbank / encoder / greedy", f"{bd['fbank']:.4f} / {bd['encoder_stream']:.4f} / {bd['greedy_search']:.4f}"),
+        ("tokens per encoder frame", f"{result['tokens_per_encoder_frame']:.2f}"),
+        ("algorithmic latency", f"{algo['total']:.0f} ms = {args.chunk_ms} chunk + 15 window + {lookahead_ms:.0f} lookahead"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""Readers for everything the audit consumes, from any recognizer.
+
+* Results: CSV / TSV / JSONL / Parquet (configurable column names), with either precomputed
+  error counts (``sub``, ``del``, ``ins`` and ``hits`` or ``n_ref_words``) or ``ref``/``hyp``
+  text scored with :mod:`fairstream.metrics.wer`; Kaldi ``text`` + hypothesis + ``utt2spk``;
+  sclite ``trn`` pairs. The ``results.parquet`` that ``fairstream decode`` writes works as is.
+* Speaker metadata table, zip-level demographics table, speaker or utterance embeddings
+  (``.npy`` + ids, or Parquet/CSV).
+
+Nothing is dropped silently: every row that cannot be used is counted in an
+:class:`Exclusion` (reason, unit, count) that the report prints. The empty-reference rule of
+:mod:`fairstream.metrics.wer` holds everywhere: an utterance with an empty reference adds 0
+reference words and all its hypothesis words as insertions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from fairstream.errors import InputDataError
+from fairstream.metrics.wer import score_pairs
+
+__all__ = [
+    "ColumnMap",
+    "Exclusion",
+    "ResultsTable",
+    "read_results",
+    "read_kaldi",
+    "read_trn",
+    "read_table",
+    "read_speakers",
+    "read_zip_demographics",
+    "read_embeddings",
+    "normalize_zip",
+    "COUNT_COLUMNS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: canonical per-utterance count columns after reading.
+COUNT_COLUMNS = ("sub", "del", "ins", "hits")
+
+Duplicates = Literal["error", "first"]
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Names of the results-table columns (defaults: the ``fairstream decode`` table)."""
+
+    utt_id: str = "utt_id"
+    speaker_id: str = "speaker_id"
+    ref: str = "ref"
+    hyp: str = "hyp"
+    sub: str = "sub"
+    deletions: str = "del"
+    ins: str = "ins"
+    hits: str = "hits"
+    n_ref_words: str = "n_ref_words"
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[str]) -> ColumnMap:
+        """Build from ``["field=column", ...]`` (e.g. ``speaker_id=spk``); unknown fields raise."""
+        kwargs: dict[str, str] = {}
+        valid = set(cls.__dataclass_fields__)
+        for pair in pairs:
+            if "=" not in pair:
+                raise InputDataError(f"column mapping {pair!r} is not of the form field=column")
+            key, value = (p.strip() for p in pair.split("=", 1))
+            key = {"del": "deletions"}.get(key, key)
+            if key not in valid:
+                raise InputDataError(
+                    f"unknown results field {key!r} in mapping {pair!r}; fields: {sorted(valid)}"
+                )
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Rows left out of (part of) the audit, and why.
+
+    Attributes:
+        stage: where they were left out ("results", "speakers", "geo", "geodemographic", ...).
+        reason: human-readable reason.
+        count: how many.
+        unit: "utterances", "speakers" or "rows".
+        examples: up to 5 offending ids or values, for error messages and logs only (the
+            report shows them only when speaker ids are allowed).
+    """
+
+    stage: str
+    reason: str
+    count: int
+    unit: str
+    examples: tuple[str, ...] = ()
+
+    def to_dict(self, *, with_examples: bool = False) -> dict[str, object]:
+        """JSON-ready dict."""
+        d: dict[str, object] = {
+            "stage": self.stage,
+            "reason": self.reason,
+            "count": self.count,
+            "unit": self.unit,
+        }
+        if with_examples:
+            d["examples"] = list(self.examples)
+        return d
+
+
+@dataclass(frozen=True)
+class ResultsTable:
+    """Per-utterance error counts, ready to be reduced per speaker.
+
+    Attributes:
+        utterances: one row per kept utterance with ``utt_id``, ``speaker_id`` (str) and the
+            int64 counts ``sub``, ``del``, ``ins``, ``hits``, plus every other input column
+            passed through (speaker metadata, duration, ...).
+        source: provenance (file path and format, or "DataFrame").
+        n_rows_read: rows in the input before exclusions.
+        n_empty_reference: kept utterances whose reference has 0 words (empty-reference rule).
+        exclusions: rows not kept, with reasons.
+        notes: other facts the report should state (e.g. missing hypotheses scored as empty).
+    """
+
+    utterances: pd.DataFrame
+    source: str
+    n_rows_read: int
+    n_empty_reference: int = 0
+    exclusions: tuple[Exclusion, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+# ----------------------------------------------------------------------------- generic tables
+
+
+def read_table(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
+    """Read a CSV / TSV / JSONL / Parquet table; ``fmt`` overrides the file suffix."""
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(f"input file not found: {path}")
+    kind = (fmt or path.suffix.lstrip(".")).lower()
+    if kind in {"gz", "bz2", "xz"}:
+        kind = Path(path.stem).suffix.lstrip(".").lower()
+    try:
+        if kind in {"parquet", "pq"}:
+            return pd.read_parquet(path)
+        if kind == "csv":
+            return pd.read_csv(path, keep_default_na=True, dtype_backend="numpy_nullable")
+        if kind == "tsv":
+            return pd.read_csv(path, sep="\t", dtype_backend="numpy_nullable")
+        if kind in {"jsonl", "ndjson", "json"}:
+            return pd.read_json(path, lines=kind != "json", dtype_backend="numpy_nullable")
+    except (ValueError, OSError) as exc:
+        raise InputDataError(f"cannot read {path} as {kind}: {exc}") from exc
+    raise InputDataError(
+        f"unknown table format {kind!r} for {path}; use csv, tsv, jsonl or parquet (or --format)"
+    )
+
+
+def _require(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise InputDataError(
+            f"{what} lacks required column(s) {missing}; it has {list(df.columns)}. "
+            "Map names with ColumnMap / --column field=name."
+        )
+
+
+def _as_id(series: pd.Series) -> pd.Series:
+    """ids as python strings, missing stays missing."""
+    out = series.astype("object")
+    mask = out.notna()
+    out[mask] = out[mask].map(str)
+    return out
+
+
+def normalize_zip(values: pd.Series) -> pd.Series:
+    """US zip codes as 5-character strings ("2139" → "02139", "02139-1234" → "02139").
+
+    Anything that is not 1–5 digits (optionally with a ``-NNNN`` suffix) becomes missing.
+    """
+    s = values.astype("object").map(lambda v: None if pd.isna(v) else str(v).strip())
+    s = s.map(lambda v: v[:-2] if isinstance(v, str) and v.endswith(".0") else v)
+    s = s.map(lambda v: v.split("-")[0] if isinstance(v, str) else v)
+    return s.map(
+        lambda v: v.zfill(5) if isinstance(v, str) and v.isdigit() and 1 <= len(v) <= 5 else None
+    ).astype("object")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def read_results(
+    source: str | Path | pd.DataFrame,
+    *,
+    columns: ColumnMap | None = None,
+    fmt: str | None = None,
+    duplicates: Duplicates = "error",
+    rescore: bool = False,
+) -> ResultsTable:
+    """Read a results table (one row per utterance) from a file or a DataFrame.
+
+    Args:
+        source: path (csv/tsv/jsonl/parquet) or a DataFrame.
+        columns: column names; defaults are those of ``fairstream decode``.
+        fmt: table format when the suffix does not say it.
+        duplicates: "error" raises on repeated utterance ids; "first" keeps the first row and
+            records the others as excluded.
+        rescore: score ``ref``/``hyp`` even when count columns are present.
+
+    Raises:
+        InputDataError: a required column is missing, or duplicate ids with ``"error"``.
+    """
+    cm = columns or ColumnMap()
+    if isinstance(source, pd.DataFrame):
+        df, desc = source, "DataFrame"
+    else:
+        df = read_table(source, fmt=fmt)
+        desc = f"{Path(source)} ({fmt or Path(source).suffix.lstrip('.')})"
+    return _results_from_frame(df, cm, desc, duplicates=duplicates, rescore=rescore)
+
+
+def _results_from_frame(
+    df: pd.DataFrame, cm: ColumnMap, desc: str, *, duplicates: Duplicates, rescore: bool
+) -> ResultsTable:
+    n_read = len(df)
+    _require(df, [cm.utt_id, cm.speaker_id], f"results table {desc}")
+    has_counts = all(c in df.columns for c in (cm.sub, cm.deletions, cm.ins)) and (
+        cm.hits in df.columns or cm.n_ref_words in df.columns
+    )
+    has_text = cm.ref in df.columns and cm.hyp in df.columns
+    if not (has_counts and not rescore) and not has_text:
+        raise InputDataError(
+            f"results table {desc} needs either error counts ({cm.sub}, {cm.deletions}, "
+            f"{cm.ins} and {cm.hits} or {cm.n_ref_words}) or texts ({cm.ref}, {cm.hyp}); "
+            f"it has {list(df.columns)}"
+        )
+    exclusions: list[Exclusion] = []
+    notes: list[str] = []
+    out = pd.DataFrame(
+        {"utt_id": _as_id(df[cm.utt_id]), "speaker_id": _as_id(df[cm.speaker_id])}
+    )
+    keep = np.ones(n_read, dtype=bool)
+
+    for col, what in (("utt_id", "utterance id"), ("speaker_id", "speaker id")):
+        bad = out[col].isna().to_numpy()
+        if bad.any():
+            exclusions.append(
+                Exclusion("results", f"missing {what}", int(bad.sum()), "utterances",
+                          tuple(str(i) for i in np.nonzero(bad)[0][:5]))
+            )
+            keep &= ~bad
+
+    if has_counts and not rescore:
+        counts = {}
+        for name, col in (("sub", cm.sub), ("del", cm.deletions), ("ins", cm.ins)):
+            counts[name] = pd.to_numeric(df[col], errors="coerce").astype("float64").to_numpy()
+        if cm.hits in df.columns:
+            counts["hits"] = pd.to_numeric(df[cm.hits], errors="coerce").astype("float64").to_numpy()
+        else:
+            n_ref = pd.to_numeric(df[cm.n_ref_words], errors="coerce").astype("float64").to_numpy()
+            counts["hits"] = n_ref - counts["sub"] - counts["del"]
+        mat = np.stack([counts[c] for c in COUNT_COLUMNS], axis=1)
+        bad = ~np.isfinite(mat).all(axis=1) | (mat < 0).any(axis=1) | (mat != np.round(mat)).any(axis=1)
+        bad &= keep
+        if bad.any():
+            exclusions.append(
+                Exclusion("results", "error counts missing, negative or not integers",
+                          int(bad.sum()), "utterances",
+                          tuple(out["utt_id"].to_numpy()[bad][:5].astype(str)))
+            )
+            keep &= ~bad
+        mat = np.where(np.isfinite(mat), mat, 0).astype(np.int64)
+        for j, c in enumerate(COUNT_COLUMNS):
+            out[c] = mat[:, j]
+    else:
+        ref = df[cm.ref].astype("object")
+        hyp = df[cm.hyp].astype("object")
+        bad = ref.isna().to_numpy() & keep
+        if bad.any():
+            exclusions.append(
+                Exclusion("results", "missing reference text (null, not empty)", int(bad.sum()),
+                          "utterances", tuple(out["utt_id"].to_numpy()[bad][:5].astype(str)))
+            )
+            keep &= ~bad
+        hyp_missing = hyp.isna().to_numpy() & keep
+        if hyp_missing.any():
+            notes.append(
+                f"{int(hyp_missing.sum())} utterances have no hypothesis (null); "
+                "scored as an empty hypothesis (all reference words deleted)"
+            )
+        idx = np.nonzero(keep)[0]
+        refs = [str(r) for r in ref.to_numpy()[idx]]
+        hyps = ["" if h is None or (isinstance(h, float) and np.isnan(h)) else str(h)
+                for h in hyp.to_numpy()[idx]]
+        mat = np.zeros((n_read, 4), dtype=np.int64)
+        scored = score_pairs(refs, hyps)
+        if scored:
+            mat[idx] = np.array(
+                [(c.substitutions, c.deletions, c.insertions, c.hits) for c in scored],
+                dtype=np.int64,
+            )
+        for j, c in enumerate(COUNT_COLUMNS):
+            out[c] = mat[:, j]
+
+    skip = {cm.utt_id, cm.speaker_id, cm.sub, cm.deletions, cm.ins, cm.hits} | set(COUNT_COLUMNS)
+    for col in df.columns:
+        if col not in skip and col not in out.columns:
+            out[col] = df[col].to_numpy()
+
+    out = out[keep].reset_index(drop=True)
+    dup = out["utt_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        ids = out["utt_id"].to_numpy()[dup]
+        if duplicates == "error":
+            raise InputDataError(
+                f"results table {desc} repeats {int(dup.sum())} utterance id(s), e.g. "
+                f"{[str(i) for i in dict.fromkeys(ids)][:5]}; fix the table or keep the first "
+                "row of each id (duplicates='first' / --duplicates first)"
+            )
+        exclusions.append(
+            Exclusion("results", "duplicate utterance id (first row kept)", int(dup.sum()),
+                      "utterances", tuple(ids[:5].astype(str)))
+        )
+        out = out[~dup].reset_index(drop=True)
+    ref_words = out["hits"] + out["sub"] + out["del"]
+    n_empty = int((ref_words == 0).sum())
+    if n_empty:
+        notes.append(
+            f"{n_empty} utterances have an empty reference: they add 0 reference words and "
+            "all their hypothesis words as insertions"
+        )
+    for ex in exclusions:
+        logger.warning("results: excluded %d %s: %s", ex.count, ex.unit, ex.reason)
+    return ResultsTable(
+        utterances=out, source=desc, n_rows_read=n_read, n_empty_reference=n_empty,
+        exclusions=tuple(exclusions), notes=tuple(notes),
+    )
+
+
+def _read_keyed_lines(path: Path) -> dict[str, str]:
+    """Kaldi-style ``key rest-of-line`` file → dict; repeated keys raise."""
+    if not path.exists():
+        raise InputDataError(f"input file not found: {path}")
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        key = parts[0]
+        if key in out:
+            raise InputDataError(f"{path}:{lineno}: utterance id {key!r} appears twice")
+        out[key] = parts[1] if len(parts) > 1 else ""
+    return out
+
+
+def read_kaldi(
+    text: str | Path, hypothesis: str | Path, utt2spk: str | Path
+) -> ResultsTable:
+    """Score a Kaldi data dir ``text`` against a hypothesis file of the same format.
+
+    Utterances with a reference but no hypothesis line (or the reverse), or without a
+    speaker in ``utt2spk``, are excluded and counted.
+    """
+    refs = _read_keyed_lines(Path(text))
+    hyps = _read_keyed_lines(Path(hypothesis))
+    spk = {k: v.split()[0] if v.split() else "" for k, v in _read_keyed_lines(Path(utt2spk)).items()}
+    exclusions: list[Exclusion] = []
+    no_hyp = [u for u in refs if u not in hyps]
+    no_ref = [u for u in hyps if u not in refs]
+    no_spk = [u for u in refs if u in hyps and not spk.get(u)]
+    for ids, reason in ((no_hyp, "reference without hypothesis line"),
+                        (no_ref, "hypothesis without reference line"),
+                        (no_spk, "utterance not in utt2spk")):
+        if ids:
+            exclusions.append(Exclusion("results", reason, len(ids), "utterances", tuple(ids[:5])))
+    uids = [u for u in refs if u in hyps and spk.get(u)]
+    df = pd.DataFrame({
+        "utt_id": uids, "speaker_id": [spk[u] for u in uids],
+        "ref": [refs[u] for u in uids], "hyp": [hyps[u] for u in uids],
+    })
+    table = _results_from_frame(df, ColumnMap(), f"kaldi {text} + {hypothesis} + {utt2spk}",
+                                duplicates="error", rescore=True)
+    return ResultsTable(
+        utterances=table.utterances, source=table.source,
+        n_rows_read=len(refs) + len(no_ref), n_empty_reference=table.n_empty_reference,
+        exclusions=tuple(exclusions) + table.exclusions, notes=table.notes,
+    )
+
+
+def _read_trn(path: Path) -> dict[str, tuple[str, str]]:
+    if not path.exists():
+        raise InputDataError(f"input file not found: {path}")
+    out: dict[str, tuple[str, str]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.endswith(")") or "(" not in line:
+            raise InputDataError(f"{path}:{lineno}: not a trn line 'text (speaker-utt)': {line!r}")
+        cut = line.rindex("(")
+        uid = line[cut + 1:-1].strip()
+        if uid in out:
+            raise InputDataError(f"{path}:{lineno}: utterance id {uid!r} appears twice")
+        speaker = uid.split("-", 1)[0]
+        out[uid] = (speaker, line[:cut].strip())
+    return out
+
+
+def read_trn(reference: str | Path, hypothesis: str | Path) -> ResultsTable:
+    """Score a pair of NIST ``trn`` files (``text (speaker-utt)`` lines, sclite convention:
+    the speaker is the part of the id before the first ``-``)."""
+    refs = _read_trn(Path(reference))
+    hyps = _read_trn(Path(hypothesis))
+    exclusions: list[Exclusion] = []
+    no_hyp = [u for u in refs if u not in hyps]
+    no_ref = [u for u in hyps if u not in refs]
+    for ids, reason in ((no_hyp, "reference without hypothesis line"),
+                        (no_ref, "hypothesis without reference line")):
+        if ids:
+            exclusions.append(Exclusion("results", reason, len(ids), "utterances", tuple(ids[:5])))
+    uids = [u for u in refs if u in hyps]
+    df = pd.DataFrame({
+        "utt_id": uids, "speaker_id": [refs[u][0] for u in uids],
+        "ref": [refs[u][1] for u in uids], "hyp": [hyps[u][1] for u in uids],
+    })
+    table = _results_from_frame(df, ColumnMap(), f"trn {reference} + {hypothesis}",
+                                duplicates="error", rescore=True)
+    return ResultsTable(
+        utterances=table.utterances, source=table.source,
+        n_rows_read=len(refs) + len(no_ref), n_empty_reference=table.n_empty_reference,
+        exclusions=tuple(exclusions) + table.exclusions, notes=table.notes,
+    )
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def read_speakers(
+    source: str | Path | pd.DataFrame, *, speaker_col: str = "speaker_id", fmt: str | None = None
+) -> pd.DataFrame:
+    """Speaker metadata, indexed by speaker id (str). Repeated ids raise :class:`InputDataError`."""
+    df = source.copy() if isinstance(source, pd.DataFrame) else read_table(source, fmt=fmt)
+    _require(df, [speaker_col], "speaker table")
+    ids = _as_id(df[speaker_col])
+    if ids.isna().any():
+        raise InputDataError(f"speaker table has {int(ids.isna().sum())} rows without {speaker_col}")
+    dup = ids.duplicated()
+    if dup.any():
+        raise InputDataError(
+            f"speaker table repeats speaker id(s) {list(ids[dup].unique()[:5])} in {speaker_col}"
+        )
+    df = df.drop(columns=[speaker_col])
+    df.index = pd.Index(ids.to_numpy(), name="speaker_id")
+    if "zip" in df.columns:
+        df["zip"] = normalize_zip(df["zip"]).to_numpy()
+    return df
+
+
+def read_zip_demographics(
+    source: str | Path | pd.DataFrame, *, zip_col: str = "zip", fmt: str | None = None
+) -> pd.DataFrame:
+    """Zip-level demographics indexed by 5-character zip string; repeated or invalid zips raise."""
+    df = source.copy() if isinstance(source, pd.DataFrame) else read_table(source, fmt=fmt)
+    _require(df, [zip_col], "zip demographics table")
+    zips = normalize_zip(df[zip_col])
+    if zips.isna().any():
+        bad = df[zip_col][zips.isna()].astype(str).tolist()[:5]
+        raise InputDataError(f"zip demographics table has invalid zip code(s) {bad} in {zip_col}")
+    if zips.duplicated().any():
+        raise InputDataError(
+            f"zip demographics table repeats zip code(s) {zips[zips.duplicated()].tolist()[:5]}"
+        )
+    df = df.drop(columns=[zip_col])
+    df.index = pd.Index(zips.to_numpy(), name="zip")
+    return df
+
+
+def read_embeddings(
+    source: str | Path | pd.DataFrame,
+    *,
+    ids: str | Path | Sequence[str] | None = None,
+    id_col: str = "speaker_id",
+    vector_col: str = "embedding",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker (or utterance) embeddings.
+
+    Accepted forms: a ``.npy`` matrix (N, D) with ``ids`` (a text file with one id per line,
+    a ``.npy`` of strings, or a sequence); a Parquet/CSV/JSONL table with ``id_col`` and
+    either a list column ``vector_col`` or numeric columns (one per dimension).
+
+    Returns:
+        (ids (N,) object array of str, vectors (N, D) float32).
+    """
+    if isinstance(source, (str, Path)) and Path(source).suffix == ".npy":
+        path = Path(source)
+        if not path.exists():
+            raise InputDataError(f"embedding file not found: {path}")
+        mat = np.load(path, allow_pickle=False)
+        if ids is None:
+            raise InputDataError(f"{path} is a bare matrix: give its ids (--embedding-ids)")
+        if isinstance(ids, (str, Path)):
+            ipath = Path(ids)
+            if not ipath.exists():
+                raise InputDataError(f"embedding id file not found: {ipath}")
+            if ipath.suffix == ".npy":
+                id_arr = np.load(ipath, allow_pickle=False).astype(str)
+            else:
+                id_arr = np.array([ln.strip() for ln in ipath.read_text().splitlines() if ln.strip()])
+        else:
+            id_arr = np.asarray([str(i) for i in ids])
+        if mat.ndim != 2 or mat.shape[0] != id_arr.shape[0]:
+            raise InputDataError(
+                f"embedding matrix {path} has shape {mat.shape} but {id_arr.shape[0]} ids"
+            )
+        return id_arr.astype(object), mat.astype(np.float32)
+    df = source if isinstance(source, pd.DataFrame) else read_table(source)
+    _require(df, [id_col], "embedding table")
+    if vector_col in df.columns:
+        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in df[vector_col]])
+    else:
+        num = df.drop(columns=[id_col]).select_dtypes("number")
+        if num.shape[1] == 0:
+            raise InputDataError(
+                f"embedding table has neither a {vector_col!r} list column nor numeric columns"
+            )
+        vectors = num.to_numpy(dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        bad = df[id_col].to_numpy()[~np.isfinite(vectors).all(axis=1)][:5]
+        raise InputDataError(f"embeddings contain NaN/inf for id(s) {list(bad)}")
+    return _as_id(df[id_col]).to_numpy(), vectors

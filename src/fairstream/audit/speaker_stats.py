@@ -1,0 +1,186 @@
+"""Reduce utterances to per-speaker sufficient statistics.
+
+Every audit method works on this small table (one row per speaker): error counts by type,
+reference words, utterances and speaker metadata. Group WER, the speaker bootstrap, tree
+splits, partitions and clusters are all sums over its rows.
+
+Speaker metadata comes from the speaker table when one is given, else from metadata columns
+passed through in the results table (first value per speaker). Speakers of the results that
+are missing from the speaker table keep their errors and get the explicit category
+``"unknown"`` (and missing coordinates), counted in :attr:`SpeakerStats.notes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fairstream.audit.inputs import Exclusion, ResultsTable, normalize_zip
+from fairstream.errors import InputDataError
+
+__all__ = ["SpeakerStats", "speaker_stats", "UNKNOWN", "STAT_COLUMNS"]
+
+logger = logging.getLogger(__name__)
+
+#: category given to speakers without metadata (and to missing categorical values).
+UNKNOWN = "unknown"
+
+#: numeric sufficient statistics per speaker.
+STAT_COLUMNS = ("n_utterances", "sub", "del", "ins", "hits", "ref_words", "errors")
+
+_NOT_METADATA = {
+    "utt_id", "speaker_id", "ref", "hyp", "sub", "del", "ins", "hits", "n_ref_words",
+    "duration", "timestamps", "text", "cut_id",
+}
+
+
+@dataclass(frozen=True)
+class SpeakerStats:
+    """Per-speaker statistics and metadata.
+
+    Attributes:
+        table: index ``speaker_id`` (str); int64 columns :data:`STAT_COLUMNS` (+ ``duration``
+            float when the results have it) and the metadata columns.
+        metadata_columns: the metadata column names in ``table``.
+        n_unknown_speakers: speakers of the results without a row in the speaker table.
+        n_metadata_only_speakers: speakers in the speaker table with no utterance in the results.
+        exclusions: rows left out (from reading the results).
+        notes: facts for the report.
+    """
+
+    table: pd.DataFrame
+    metadata_columns: tuple[str, ...]
+    n_unknown_speakers: int = 0
+    n_metadata_only_speakers: int = 0
+    exclusions: tuple[Exclusion, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_speakers(self) -> int:
+        """Number of audited speakers."""
+        return len(self.table)
+
+    @property
+    def errors(self) -> np.ndarray:
+        """(S,) int64 errors per speaker."""
+        return self.table["errors"].to_numpy(dtype=np.int64)
+
+    @property
+    def words(self) -> np.ndarray:
+        """(S,) int64 reference words per speaker."""
+        return self.table["ref_words"].to_numpy(dtype=np.int64)
+
+    @property
+    def utterances(self) -> np.ndarray:
+        """(S,) int64 utterances per speaker."""
+        return self.table["n_utterances"].to_numpy(dtype=np.int64)
+
+
+def _is_categorical(s: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s))
+
+
+def speaker_stats(
+    results: ResultsTable,
+    speakers: pd.DataFrame | None = None,
+    *,
+    metadata_columns: Sequence[str] | None = None,
+) -> SpeakerStats:
+    """Sum utterance counts per speaker and attach metadata.
+
+    Args:
+        results: the read results table.
+        speakers: speaker table indexed by speaker id (:func:`~fairstream.audit.inputs.read_speakers`).
+        metadata_columns: restrict metadata to these columns (default: all available).
+
+    Returns:
+        :class:`SpeakerStats` with one row per speaker in the results.
+    """
+    utt = results.utterances
+    codes, uniques = pd.factorize(utt["speaker_id"], sort=True)
+    n = len(uniques)
+    table = pd.DataFrame(index=pd.Index(np.asarray(uniques, dtype=object), name="speaker_id"))
+    table["n_utterances"] = np.bincount(codes, minlength=n).astype(np.int64)
+    for c in ("sub", "del", "ins", "hits"):
+        table[c] = np.bincount(codes, weights=utt[c].to_numpy(np.float64), minlength=n).astype(
+            np.int64
+        )
+    table["ref_words"] = table["sub"] + table["del"] + table["hits"]
+    table["errors"] = table["sub"] + table["del"] + table["ins"]
+    if "duration" in utt.columns:
+        dur = pd.to_numeric(utt["duration"], errors="coerce").astype("float64").fillna(0.0)
+        table["duration"] = np.bincount(codes, weights=dur.to_numpy(), minlength=n)
+
+    notes: list[str] = list(results.notes)
+    passthrough = [c for c in utt.columns if c not in _NOT_METADATA]
+    # metadata passed through in the results: first value per speaker
+    first = np.full(n, -1, dtype=np.int64)
+    order = np.arange(len(codes))[::-1]
+    first[codes[order]] = order
+    meta = pd.DataFrame(index=table.index)
+    for c in passthrough:
+        col = utt[c]
+        if col.map(lambda v: isinstance(v, (list, np.ndarray, dict))).any():
+            continue
+        meta[c] = col.to_numpy()[first]
+        nun = pd.DataFrame({"s": codes, "v": col.astype("object").to_numpy()}).groupby("s")[
+            "v"
+        ].nunique(dropna=False)
+        varying = int((nun > 1).sum())
+        if varying:
+            notes.append(
+                f"results column {c!r} varies within {varying} speakers; the first value per "
+                "speaker is its speaker-level value"
+            )
+
+    n_unknown = 0
+    n_meta_only = 0
+    if speakers is not None:
+        in_meta = table.index.isin(speakers.index)
+        n_unknown = int((~in_meta).sum())
+        n_meta_only = int((~speakers.index.isin(table.index)).sum())
+        joined = speakers.reindex(table.index)
+        for c in joined.columns:
+            meta[c] = joined[c].to_numpy()
+        if n_unknown:
+            n_utts = int(table["n_utterances"].to_numpy()[~in_meta].sum())
+            notes.append(
+                f"{n_unknown} speakers ({n_utts} utterances) of the results have no row in the "
+                f"speaker table: kept, with metadata {UNKNOWN!r} (cohort {UNKNOWN!r})"
+            )
+            logger.warning("%d speakers of the results have no metadata", n_unknown)
+        if n_meta_only:
+            notes.append(
+                f"{n_meta_only} speakers of the speaker table have no utterance in the results"
+            )
+    if metadata_columns is not None:
+        missing = [c for c in metadata_columns if c not in meta.columns]
+        if missing:
+            raise InputDataError(
+                f"metadata column(s) {missing} are in neither the speaker table nor the results; "
+                f"available: {list(meta.columns)}"
+            )
+        meta = meta[list(metadata_columns)]
+    if "zip" in meta.columns:
+        meta["zip"] = normalize_zip(meta["zip"]).to_numpy()
+    for c in meta.columns:
+        s = meta[c]
+        if _is_categorical(s):
+            s = s.astype("object")
+            s = s.where(s.notna(), UNKNOWN).map(str)
+            meta[c] = s.to_numpy()
+        else:
+            meta[c] = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy()
+    table = pd.concat([table, meta], axis=1)
+    return SpeakerStats(
+        table=table,
+        metadata_columns=tuple(meta.columns),
+        n_unknown_speakers=n_unknown,
+        n_metadata_only_speakers=n_meta_only,
+        exclusions=results.exclusions,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,196 @@
+"""``fairstream audit``: find the speaker cohorts a recognizer serves worst."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+__all__ = ["audit"]
+
+
+def _k_range(value: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in value.split("-", 1))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected LOW-HIGH such as 2-10, got {value!r}") from exc
+    if lo < 2 or hi < lo:
+        raise click.BadParameter(f"need 2 <= LOW <= HIGH, got {value!r}")
+    return lo, hi
+
+
+@click.command(
+    "audit",
+    epilog="""\b
+Examples:
+  # the results table written by `fairstream decode`, metadata from the corpus
+  fairstream audit --results results.parquet --corpus-dir data/demo --out audit/
+\b
+  # another recognizer's CSV with its own column names and text to score
+  fairstream audit --results other.csv --column utt_id=id --column speaker_id=spk \\
+      --column ref=reference --column hyp=transcript --speakers speakers.csv \\
+      --methods attribute:accent,attribute:accent+gender,geo --out audit/
+\b
+  # Kaldi or sclite outputs
+  fairstream audit --kaldi-text data/test/text --kaldi-hyp exp/hyp.txt \\
+      --utt2spk data/test/utt2spk --speakers spk.csv --out audit/
+  fairstream audit --trn-ref ref.trn --trn-hyp hyp.trn --speakers spk.csv --out audit/
+\b
+Definitions: WER = Σerrors / Σreference words of a cohort. WER gap (%) =
+(WER_bottom / WER_rest − 1) × 100, rest = every other audited speaker. Bottom-cohort
+share (%) = the bottom cohort's share of speakers (and of reference words).
+Intervals come from a speaker-level bootstrap (speakers resampled, not utterances).
+""",
+)
+@click.option("--results", "results", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Results table, one row per utterance (csv, tsv, jsonl or parquet). Needs "
+                   "utt_id and speaker_id, plus error counts (sub, del, ins, hits or "
+                   "n_ref_words) or texts (ref, hyp).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet"]),
+              help="Format of --results when its suffix does not say it.")
+@click.option("--column", "columns", multiple=True, metavar="FIELD=NAME",
+              help="Map a results field to your column name, e.g. speaker_id=spk or "
+                   "del=deletions. Fields: utt_id speaker_id ref hyp sub del ins hits n_ref_words.")
+@click.option("--kaldi-text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Kaldi reference `text` file (use with --kaldi-hyp and --utt2spk).")
+@click.option("--kaldi-hyp", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Hypotheses in Kaldi `text` format.")
+@click.option("--utt2spk", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Kaldi utt2spk file.")
+@click.option("--trn-ref", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="sclite reference trn file (use with --trn-hyp); speaker = id before the first '-'.")
+@click.option("--trn-hyp", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="sclite hypothesis trn file.")
+@click.option("--speakers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Speaker metadata table with speaker_id (accent, gender, lat, lon, zip, ...). "
+                   "Default: CORPUS_DIR/speakers.csv.")
+@click.option("--zip-demographics", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Zip-level demographics table with a zip column (for geodemo). "
+                   "Default: CORPUS_DIR/zip_demographics.csv.")
+@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Speaker or utterance embeddings: .npy (with --embedding-ids) or a "
+                   "parquet/csv table with speaker_id and an `embedding` list column. Without "
+                   "it, `embedding` uses a fallback fbank-statistics embedding from "
+                   "CORPUS_DIR/audio.")
+@click.option("--embedding-ids", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ids of the rows of an .npy embedding matrix (text, one per line, or .npy).")
+@click.option("--corpus-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A fairstream corpus: default metadata tables, planted cohorts "
+                   "(corpus.json) for the recovery scores, audio for fallback embeddings.")
+@click.option("--methods", default=None, metavar="LIST",
+              help="Comma-separated: attribute:<col>[+<col>...] (WER by a column or an "
+                   "intersection), geo (lat/lon tree), geodemo (zip demographics), embedding "
+                   "(k-means). Default: every method whose inputs are present.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: report.html, report.json, CSV tables.")
+@click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Speaker-bootstrap replicates.")
+@click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Confidence level of the intervals.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap and k-means.")
+@click.option("--min-cohort", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Smallest cohort (speakers) reported; smaller ones are pooled or suppressed.")
+@click.option("--include-speaker-ids", is_flag=True,
+              help="Allow speaker ids and exact locations in the outputs (off by default).")
+@click.option("--max-regions", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Geo tree: maximum number of regions.")
+@click.option("--min-region-speakers", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Geo tree: minimum speakers per region (never below --min-cohort).")
+@click.option("--min-region-words", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Geo tree: minimum reference words per region.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Geo tree: family-wise level of the split tests (a split is kept only if "
+                   "significant under the speaker bootstrap).")
+@click.option("--k", "k", default=None, type=click.IntRange(min=2),
+              help="Embedding: number of k-means clusters (default: best silhouette over --k-range).")
+@click.option("--k-range", default="2-10", show_default=True, help="Embedding: k tried, LOW-HIGH.")
+@click.option("--bottom-share", default=None, type=click.FloatRange(0, 100),
+              help="Embedding: bottom cohort = worst clusters while their speaker share (%) "
+                   "stays within this (default: the worst cluster only).")
+@click.option("--duplicates", type=click.Choice(["error", "first"]), default="error",
+              show_default=True, help="Repeated utterance ids: stop, or keep the first row (counted).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+def audit(
+    results: Path | None, fmt: str | None, columns: tuple[str, ...],
+    kaldi_text: Path | None, kaldi_hyp: Path | None, utt2spk: Path | None,
+    trn_ref: Path | None, trn_hyp: Path | None,
+    speakers: Path | None, zip_demographics: Path | None, embeddings: Path | None,
+    embedding_ids: Path | None, corpus_dir: Path | None, methods: str | None, out_dir: Path,
+    n_boot: int, confidence: float, seed: int, min_cohort: int, include_speaker_ids: bool,
+    max_regions: int, min_region_speakers: int, min_region_words: int, alpha: float,
+    k: int | None, k_range: str, bottom_share: float | None, duplicates: str, progress: bool,
+) -> None:
+    """Audit a recognizer's results: WER by cohort with speaker-bootstrap intervals, and the
+    cohorts it serves worst found three ways (geographic tree, geodemographic partition,
+    embedding k-means). Works on any recognizer's output.
+
+    Writes OUT/report.html (opens offline), OUT/report.json and CSV tables.
+    """
+    from fairstream.audit import (
+        AuditConfig,
+        ColumnMap,
+        EmbeddingConfig,
+        GeodemographicConfig,
+        GeoTreeConfig,
+        PrivacyConfig,
+        read_kaldi,
+        read_results,
+        read_trn,
+        run_audit,
+    )
+    from fairstream.errors import FairstreamError
+
+    sources = sum([results is not None, kaldi_text is not None or kaldi_hyp is not None,
+                   trn_ref is not None or trn_hyp is not None])
+    if sources != 1:
+        raise click.UsageError("give exactly one of --results, --kaldi-text/--kaldi-hyp/--utt2spk, "
+                               "--trn-ref/--trn-hyp")
+    try:
+        if results is not None:
+            table = read_results(results, columns=ColumnMap.from_pairs(columns), fmt=fmt,
+                                 duplicates=duplicates)  # type: ignore[arg-type]
+        elif kaldi_text is not None or kaldi_hyp is not None:
+            if kaldi_text is None or kaldi_hyp is None or utt2spk is None:
+                raise click.UsageError("Kaldi input needs --kaldi-text, --kaldi-hyp and --utt2spk")
+            table = read_kaldi(kaldi_text, kaldi_hyp, utt2spk)
+        else:
+            if trn_ref is None or trn_hyp is None:
+                raise click.UsageError("sclite input needs both --trn-ref and --trn-hyp")
+            table = read_trn(trn_ref, trn_hyp)
+        config = AuditConfig(
+            n_boot=n_boot, confidence=confidence, seed=seed, duplicates=duplicates,
+            privacy=PrivacyConfig(min_cohort_speakers=min_cohort,
+                                  include_speaker_ids=include_speaker_ids),
+            geo=GeoTreeConfig(min_speakers=max(min_region_speakers, min_cohort),
+                              min_words=min_region_words, max_regions=max_regions, alpha=alpha),
+            geodemographic=GeodemographicConfig(min_speakers=min_cohort),
+            embedding=EmbeddingConfig(k=k, k_range=_k_range(k_range), bottom_share=bottom_share,
+                                      seed=seed, min_speakers=min_cohort),
+        )
+        result = run_audit(
+            table, speakers=speakers, zip_demographics=zip_demographics, embeddings=embeddings,
+            embedding_ids=embedding_ids, corpus_dir=corpus_dir, methods=methods,
+            out_dir=out_dir, config=config, progress=progress,
+        )
+    except FairstreamError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    def pct(v: object) -> str:
+        return "—" if not isinstance(v, float) or math.isnan(v) else f"{v:.1f}"
+
+    ov = result.overall
+    click.echo(f"overall WER {100 * ov['wer']:.2f} % over {int(ov['n_speakers'])} speakers, "
+               f"{int(ov['n_utterances'])} utterances")
+    click.echo(f"{'method':<28} {'bottom cohort':<34} {'WER gap %':>10} {'share spk %':>12} "
+               f"{'precision':>9} {'recall':>7}")
+    for _, r in result.methods.iterrows():
+        prec = "—" if math.isnan(r["precision"]) else f"{r['precision']:.2f}"
+        rec = "—" if math.isnan(r["recall"]) else f"{r['recall']:.2f}"
+        click.echo(f"{str(r['method'])[:28]:<28} {str(r['bottom_cohort'])[:34]:<34} "
+                   f"{pct(float(r['wer_gap_pct'])):>10} "
+                   f"{pct(float(r['bottom_share_speakers_pct'])):>12} {prec:>9} {rec:>7}")
+    excluded = sum(x.count for x in result.exclusions)
+    if excluded:
+        click.echo(f"excluded: {excluded} rows/speakers in total (see report, 'Excluded')")
+    click.echo(f"report: {out_dir / 'report.html'}")

@@ -1,0 +1,656 @@
+"""Build the synthetic multi-accent corpus: plan, synthesize, mix, write manifests.
+
+The build is a pure function of ``(config, seed)``:
+
+* speakers come from :func:`fairstream.data.speakers.sample_speakers`;
+* utterance ``i`` draws its text and its per-utterance variation from a generator seeded with
+  ``(seed, i)``, and eSpeak NG is reloaded for every utterance (see
+  :mod:`fairstream.data.espeak`), so audio bytes do not depend on the number of worker
+  processes or on the order in which they finish;
+* FLAC files are written atomically (temporary file + rename), so a file that exists is
+  complete. ``resume=True`` keeps existing files and synthesizes only the missing ones;
+* manifests, tables and the card are written at the end, and ``corpus.json`` gets
+  ``"complete": true`` last: an interrupted build never looks complete.
+
+Signal chain per utterance (D: samples)::
+
+    eSpeak (22,050 Hz) -> resample to 16 kHz -> silence padding -> + noise at SNR
+      -> optional telephone band-pass (300-3400 Hz) -> level (RMS dBFS, peak-limited) -> FLAC 16 bit
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from scipy import fft as sp_fft
+from scipy import signal
+
+from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, parse_voice
+from fairstream.data.presets import FORMAT_VERSION, CorpusConfig
+from fairstream.data.speakers import SPLITS, Speaker, sample_speakers, speakers_frame, zip_demographics
+from fairstream.data.templates import generate_request
+from fairstream.errors import CorpusError
+
+__all__ = [
+    "BuildSummary",
+    "UtteranceSpec",
+    "build_corpus",
+    "make_noise",
+    "plan_utterances",
+    "render_utterance",
+]
+
+logger = logging.getLogger(__name__)
+
+CORPUS_FORMAT = "fairstream-corpus"
+
+
+@dataclass(frozen=True)
+class UtteranceSpec:
+    """Everything needed to render one utterance (picklable; sent to worker processes)."""
+
+    index: int
+    utt_id: str
+    speaker_id: str
+    split: str
+    text: str
+    domain: str
+    voice: str
+    rate: int
+    pitch: int
+    pitch_range: int
+    noise_type: str
+    snr_db: float
+    telephone: bool
+    lead_silence: float
+    trail_silence: float
+    level_dbfs: float
+    synth_seed: int
+    noise_seed: int
+    rel_path: str
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    """What a build did and how fast.
+
+    Attributes:
+        out: corpus directory.
+        n_utterances: utterances in the corpus.
+        n_synthesized: utterances synthesized by this run.
+        n_reused: utterances found on disk (``resume``).
+        hours: total audio hours; ``hours_by_split`` per split.
+        synthesis_seconds: wall time of the synthesis stage of this run.
+        utterances_per_second: ``n_synthesized / synthesis_seconds``.
+        real_time_factor: synthesis wall time / seconds of audio synthesized (lower is faster).
+        total_seconds: wall time of the whole build (incl. manifests and CMVN).
+    """
+
+    out: str
+    preset: str
+    seed: int
+    fingerprint: str
+    jobs: int
+    n_speakers: int
+    n_utterances: int
+    n_synthesized: int
+    n_reused: int
+    hours: float
+    hours_by_split: dict[str, float]
+    synthesis_seconds: float
+    utterances_per_second: float
+    real_time_factor: float
+    cmvn_seconds: float
+    total_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+
+def plan_utterances(config: CorpusConfig, speakers: Sequence[Speaker], seed: int) -> list[UtteranceSpec]:
+    """Every utterance of the corpus, in a fixed order (train, dev, test; speaker by speaker).
+
+    Utterance ``i`` depends only on ``(seed, i)`` and its speaker.
+    """
+    per_split = dict(zip(SPLITS, config.utterances_per_speaker))
+    specs: list[UtteranceSpec] = []
+    for spk in speakers:
+        for k in range(per_split[spk.split]):
+            i = len(specs)
+            rng = np.random.default_rng([seed, 201, i])
+            request = generate_request(np.random.default_rng([seed, 202, i]))
+            rate = int(round(spk.rate * (1.0 + rng.uniform(-config.rate_jitter, config.rate_jitter))))
+            pitch = int(np.clip(spk.pitch + int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1)), 0, 100))
+            utt_id = f"{spk.speaker_id}-{k:03d}"
+            specs.append(UtteranceSpec(
+                index=i, utt_id=utt_id, speaker_id=spk.speaker_id, split=spk.split, text=request.text,
+                domain=request.domain, voice=spk.voice, rate=int(np.clip(rate, 80, 450)), pitch=pitch,
+                pitch_range=spk.pitch_range, noise_type=spk.noise_type,
+                snr_db=round(spk.snr_db + float(rng.uniform(-config.snr_jitter_db, config.snr_jitter_db)), 2),
+                telephone=spk.telephone,
+                lead_silence=round(float(rng.uniform(*config.lead_silence)), 3),
+                trail_silence=round(float(rng.uniform(*config.trail_silence)), 3),
+                level_dbfs=round(float(rng.uniform(*config.level_dbfs)), 2),
+                synth_seed=int(rng.integers(1, 2**31 - 1)),
+                noise_seed=int(rng.integers(0, 2**63 - 1)),
+                rel_path=f"audio/{spk.split}/{spk.speaker_id}/{utt_id}.flac",
+            ))
+    return specs
+
+
+# ------------------------------------------------------------------------------------- signals
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return (x / rms).astype(np.float32) if rms > 0 else x.astype(np.float32)
+
+
+def _colored(rng: np.random.Generator, n: int, exponent: float, white: np.ndarray | None = None) -> np.ndarray:
+    """Noise with power spectrum ∝ 1/f^exponent (0 white, 1 pink, 2 brown). Returns (n,) unit RMS.
+
+    ``white`` (optional) is the excitation to shape instead of fresh white noise.
+    """
+    if white is None:
+        white = rng.standard_normal(sp_fft.next_fast_len(n, real=True))
+    if exponent == 0:
+        return _unit_rms(white[:n])
+    m = len(white)
+    spec = sp_fft.rfft(white)
+    f = np.fft.rfftfreq(m)
+    f[0] = f[1] if m > 1 else 1.0
+    spec = spec / f ** (exponent / 2.0)
+    spec[0] = 0.0
+    return _unit_rms(sp_fft.irfft(spec, m)[:n])
+
+
+@lru_cache(maxsize=8)
+def _resample_filter(up: int, down: int) -> np.ndarray:
+    """The FIR filter scipy's resample_poly designs by default (computed once)."""
+    max_rate = max(up, down)
+    return signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+
+
+@lru_cache(maxsize=8)
+def _sos(kind: str, sample_rate: int) -> np.ndarray:
+    nyq = sample_rate / 2.0
+    if kind == "telephone":
+        return signal.butter(4, [300.0 / nyq, min(3400.0, 0.95 * nyq) / nyq], btype="bandpass", output="sos")
+    if kind == "speech_band":
+        return signal.butter(2, [150.0 / nyq, min(4000.0, 0.95 * nyq) / nyq], btype="bandpass", output="sos")
+    raise AssertionError(kind)
+
+
+def make_noise(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise of a given type.
+
+    Args:
+        kind: ``white``, ``pink``, ``brown``, ``babble`` (several syllable-rate modulated
+            speech-band noise "talkers") or ``hum`` (60 Hz mains hum with harmonics + hiss).
+        n: number of samples.
+        sample_rate: Hz.
+        rng: generator (the only source of randomness).
+
+    Returns:
+        (n,) float32 with RMS 1.
+    """
+    if n <= 0:
+        return np.zeros(0, np.float32)
+    if kind == "white":
+        return _colored(rng, n, 0.0)
+    if kind == "pink":
+        return _colored(rng, n, 1.0)
+    if kind == "brown":
+        return _colored(rng, n, 2.0)
+    if kind == "babble":
+        # several "talkers": white noise with independent 8 Hz syllable-like envelopes,
+        # then shaped once to a pink, speech-band spectrum
+        talkers = int(rng.integers(4, 8))
+        m = sp_fft.next_fast_len(n, real=True)
+        step = sample_rate // 8
+        t_ctrl = np.arange(0, m + step, step)
+        grid = np.arange(m)
+        excitation = np.zeros(m, np.float64)
+        for _ in range(talkers):
+            env = np.interp(grid, t_ctrl, rng.random(len(t_ctrl))) ** 2
+            excitation += env * rng.standard_normal(m)
+        return _unit_rms(signal.sosfilt(_sos("speech_band", sample_rate), _colored(rng, n, 1.0, excitation)))
+    if kind == "hum":
+        t = np.arange(n) / sample_rate
+        hum = sum(np.sin(2 * np.pi * 60.0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
+        return _unit_rms(_unit_rms(hum) + 0.1 * rng.standard_normal(n))
+    raise CorpusError(f"unknown noise type {kind!r}; expected white, pink, brown, babble or hum")
+
+
+def render_utterance(spec: UtteranceSpec, synth: EspeakSynthesizer, sample_rate: int) -> np.ndarray:
+    """Synthesize and mix one utterance.
+
+    Returns:
+        (N,) float32 samples in [-1, 1] at ``sample_rate``.
+    """
+    speech = synth.synthesize(spec.text, voice=spec.voice, rate=spec.rate, pitch=spec.pitch,
+                              pitch_range=spec.pitch_range, seed=spec.synth_seed)
+    if sample_rate != ESPEAK_SAMPLE_RATE:
+        g = math.gcd(sample_rate, ESPEAK_SAMPLE_RATE)
+        up, down = sample_rate // g, ESPEAK_SAMPLE_RATE // g
+        speech = signal.resample_poly(speech, up, down, window=_resample_filter(up, down)).astype(np.float32)
+    speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
+    if speech_power <= 0:
+        raise CorpusError(f"utterance {spec.utt_id}: eSpeak returned silence for {spec.text!r}")
+    lead, trail = int(spec.lead_silence * sample_rate), int(spec.trail_silence * sample_rate)
+    clean = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
+    rng = np.random.default_rng(spec.noise_seed)
+    noise = make_noise(spec.noise_type, len(clean), sample_rate, rng)
+    noise_gain = math.sqrt(speech_power / 10.0 ** (spec.snr_db / 10.0))
+    mix = clean.astype(np.float64) + noise_gain * noise
+    if spec.telephone:
+        mix = signal.sosfilt(_sos("telephone", sample_rate), mix)
+    rms = float(np.sqrt(np.mean(np.square(mix))))
+    mix *= 10.0 ** (spec.level_dbfs / 20.0) / max(rms, 1e-9)
+    peak = float(np.max(np.abs(mix)))
+    if peak > 0.98:
+        mix *= 0.98 / peak
+    return mix.astype(np.float32)
+
+
+def _write_flac_atomic(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        sf.write(str(tmp), samples, sample_rate, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ------------------------------------------------------------------------------------ workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(root: str, sample_rate: int) -> None:
+    _WORKER["root"] = Path(root)
+    _WORKER["sample_rate"] = sample_rate
+    _WORKER["synth"] = EspeakSynthesizer()
+
+
+def _synthesize_one(spec: UtteranceSpec) -> tuple[int, int]:
+    try:
+        samples = render_utterance(spec, _WORKER["synth"], _WORKER["sample_rate"])
+    except CorpusError as e:
+        raise CorpusError(f"utterance {spec.utt_id} ({spec.rel_path}): {e}") from e
+    _write_flac_atomic(_WORKER["root"] / spec.rel_path, samples, _WORKER["sample_rate"])
+    return spec.index, len(samples)
+
+
+def _fbank_of_file(path: str) -> np.ndarray:
+    from fairstream.features.fbank import compute_fbank
+
+    samples, sr = sf.read(path, dtype="float32")
+    return compute_fbank(samples, sample_rate=sr)
+
+
+class _Executor:
+    """Runs a function over items in-process (jobs=1) or in a process pool (forkserver)."""
+
+    def __init__(self, jobs: int, root: Path, sample_rate: int) -> None:
+        self.jobs = jobs
+        self._pool: Any = None
+        if jobs > 1:
+            methods = mp.get_all_start_methods()
+            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+            self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(str(root), sample_rate))
+        else:
+            _init_worker(str(root), sample_rate)
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, ordered: bool) -> Iterator[Any]:
+        if self._pool is None:
+            return map(fn, items)
+        chunk = max(1, min(16, len(items) // (self.jobs * 8) or 1))
+        if ordered:
+            return self._pool.imap(fn, items, chunksize=chunk)
+        return self._pool.imap_unordered(fn, items, chunksize=chunk)
+
+    def close(self, *, terminate: bool = False) -> None:
+        if self._pool is not None:
+            if terminate:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonl_gz(items: Iterable[dict[str, Any]]) -> bytes:
+    """Lhotse-readable JSONL.gz with a fixed gzip header (mtime 0), so equal data → equal bytes."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
+        for item in items:
+            gz.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
+    return buf.getvalue()
+
+
+def _write_manifests(out: Path, specs: Sequence[UtteranceSpec], num_samples: dict[int, int],
+                     speakers: dict[str, Speaker], sample_rate: int) -> None:
+    from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
+
+    for split in SPLITS:
+        recs, sups, cuts = [], [], []
+        for spec in (s for s in specs if s.split == split):
+            n = num_samples[spec.index]
+            duration = n / sample_rate
+            spk = speakers[spec.speaker_id]
+            rec = Recording(id=spec.utt_id, sources=[AudioSource(type="file", channels=[0], source=spec.rel_path)],
+                            sampling_rate=sample_rate, num_samples=n, duration=duration)
+            sup = SupervisionSegment(
+                id=spec.utt_id, recording_id=spec.utt_id, start=0.0, duration=duration, channel=0,
+                text=spec.text, language="en", speaker=spec.speaker_id, gender=spk.gender,
+                custom={
+                    "accent": spk.accent, "gender": spk.gender, "age_band": spk.age_band, "lat": spk.lat,
+                    "lon": spk.lon, "zip": spk.zip, "state": spk.state, "split": split, "voice": spk.voice,
+                    "noise_type": spk.noise_type, "snr_db": spec.snr_db, "telephone": spk.telephone,
+                    "domain": spec.domain,
+                },
+            )
+            cut = MonoCut(id=spec.utt_id, start=0.0, duration=duration, channel=0, recording=rec, supervisions=[sup])
+            recs.append(rec.to_dict())
+            sups.append(sup.to_dict())
+            cuts.append(cut.to_dict())
+        mdir = out / "manifests"
+        _atomic_write_bytes(mdir / f"{split}_recordings.jsonl.gz", _jsonl_gz(recs))
+        _atomic_write_bytes(mdir / f"{split}_supervisions.jsonl.gz", _jsonl_gz(sups))
+        _atomic_write_bytes(mdir / f"{split}_cuts.jsonl.gz", _jsonl_gz(cuts))
+
+
+def _frame_to_csv(path: Path, df: Any) -> None:
+    _atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
+
+
+# --------------------------------------------------------------------------------- out dir
+
+
+def _read_corpus_json(out: Path) -> dict[str, Any]:
+    path = out / "corpus.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorpusError(f"{path} is unreadable ({e}); remove {out} or choose another --out") from e
+    if not isinstance(data, dict) or data.get("format") != CORPUS_FORMAT:
+        raise CorpusError(f"{path} is not a {CORPUS_FORMAT} file; choose another --out")
+    return data
+
+
+def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"output {out} exists and is not a directory")
+    if (out / "corpus.json").exists():
+        existing = _read_corpus_json(out)
+        if existing.get("fingerprint") != header["fingerprint"]:
+            raise CorpusError(
+                f"output directory {out} already holds a different corpus (preset "
+                f"{existing.get('preset')!r}, seed {existing.get('seed')!r}, fingerprint "
+                f"{str(existing.get('fingerprint'))[:12]}) than the one requested (preset "
+                f"{header['preset']!r}, seed {header['seed']}, fingerprint {header['fingerprint'][:12]}); "
+                f"choose another --out or delete it"
+            )
+        if not resume:
+            state = "a complete" if existing.get("complete") else "an unfinished"
+            raise CorpusError(f"output directory {out} already holds {state} build of this corpus; "
+                              f"pass --resume to continue it or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise CorpusError(f"output directory {out} is not empty and holds no corpus.json; choose an empty "
+                          f"or new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(out / "corpus.json", json.dumps({**header, "complete": False}, indent=2) + "\n")
+    for stale in out.glob("audio/*/*/*.tmp"):
+        stale.unlink()
+
+
+# ----------------------------------------------------------------------------------- card
+
+
+def _shares(df: Any, split: str, accents: Sequence[str]) -> dict[str, float]:
+    sub = df[df["split"] == split]
+    n = max(len(sub), 1)
+    return {a: round(float((sub["accent"] == a).sum()) / n, 4) for a in accents}
+
+
+def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str], int],
+          hours: dict[str, float]) -> str:
+    cfg: CorpusConfig = header["_config"]
+    planted = header["planted"]
+    accents = list(cfg.speakers.accents)
+    lines = [
+        f"# Corpus card: fairstream synthetic multi-accent corpus (preset `{header['preset']}`)",
+        "",
+        f"Seed {header['seed']}, fingerprint `{header['fingerprint'][:16]}`, format version {FORMAT_VERSION}.",
+        f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} --out DIR` "
+        "(same seed → identical audio bytes and manifests).",
+        "",
+        "## What is synthetic",
+        "",
+        "**Everything.** No recording of a person is in this corpus.",
+        "",
+        "- Speech: eSpeak NG formant synthesis (the `espeakng-loader` build), one English accent voice and",
+        "  one voice variant per speaker, with per-speaker pitch, pitch range and speaking rate.",
+        "- Text: voice-assistant requests from templates (timers, alarms, music, weather, shopping, smart",
+        "  home, calls and messages, calendar, questions); numbers written as words.",
+        "- Channel: additive noise (white, pink, brown, babble-like, 60 Hz hum) at a per-speaker SNR, and",
+        "  for some speakers a telephone band-limit (300-3400 Hz); 16 kHz, 16-bit FLAC.",
+        "- Speakers: gender follows the voice variant; age band is drawn at random and only nudges rate",
+        "  and pitch range. Home zip codes are real US zip codes (`zipcodes` package) drawn from states",
+        "  tied to the accent (with a share of speakers living anywhere); coordinates are the zip",
+        "  centroid plus about 1 km of jitter.",
+        "- `zip_demographics.csv` is **synthetic**: census-style majority attributes drawn per zip from",
+        "  a regional profile. They correlate with accent through geography; they are not census data",
+        "  and say nothing about real places.",
+        "",
+        "## Planted disparity",
+        "",
+        f"Under-represented accents (the planted cohorts): **{', '.join(planted['under_represented_accents'])}**.",
+        f"Each has a configured share of {cfg.speakers.under_represented_train_share:.0%} of the training "
+        "speakers, while dev and test keep the normal shares. A model trained on `train` should be",
+        "measurably worse on these accents; cohort-discovery methods should find them.",
+        "",
+        "| accent | label | train share | test share |",
+        "|---|---|---:|---:|",
+    ]
+    from fairstream.data.speakers import ACCENT_LABELS
+
+    for a in accents:
+        mark = " (planted)" if a in planted["under_represented_accents"] else ""
+        lines.append(f"| {a}{mark} | {ACCENT_LABELS.get(a, a)} | {planted['train_share'][a]:.1%} | "
+                     f"{planted['test_share'][a]:.1%} |")
+    lines += ["", "## Counts", "", "Hours of audio: " + ", ".join(f"{s} {hours[s]:.2f} h" for s in SPLITS)
+              + f" (total {sum(hours.values()):.2f} h).", "",
+              "Speakers (utterances) per accent and split:", "",
+              "| accent | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+    for a in accents:
+        cells = []
+        for s in SPLITS:
+            n_spk = int(((spk_df["accent"] == a) & (spk_df["split"] == s)).sum())
+            cells.append(f"{n_spk} ({utt_counts.get((a, s), 0)})")
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    for column in ("gender", "age_band", "noise_type", "telephone"):
+        values = sorted(spk_df[column].astype(str).unique())
+        lines += ["", f"Speakers per {column} and split:", "",
+                  f"| {column} | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+        for v in values:
+            cells = [str(int(((spk_df[column].astype(str) == v) & (spk_df["split"] == s)).sum())) for s in SPLITS]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ["", "## Files", "",
+              "`manifests/<split>_{recordings,supervisions,cuts}.jsonl.gz` (Lhotse; audio paths are relative",
+              "to the corpus directory, `fairstream.data.corpus.load_corpus` resolves them), `speakers.csv`,",
+              "`zip_demographics.csv`, `cmvn.json` (global CMVN of 80-dim fbank on train), `audio/`.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- build
+
+
+def build_corpus(
+    config: CorpusConfig,
+    out: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    jobs: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+) -> BuildSummary:
+    """Synthesize a corpus into ``out``.
+
+    Args:
+        config: a preset from :mod:`fairstream.data.presets` (or a modified copy).
+        out: output directory (new or empty; or a previous build of the same corpus with ``resume``).
+        seed: corpus seed.
+        jobs: worker processes for synthesis and CMVN (1 = in this process).
+        resume: continue an unfinished build; finished audio files are kept, not re-synthesized.
+        progress: show tqdm progress bars.
+
+    Returns:
+        A :class:`BuildSummary` (counts, hours, utterances per second).
+
+    Raises:
+        CorpusError: ``out`` holds a different corpus or an unfinished one without ``resume``,
+            an unknown voice, or a synthesis failure (the message names the utterance).
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    if jobs < 1:
+        raise CorpusError(f"jobs must be >= 1, got {jobs}")
+    root = Path(out)
+    fingerprint = config.fingerprint(seed)
+    speakers = sample_speakers(config.speakers, seed)
+    for voice in sorted({s.voice for s in speakers}):
+        parse_voice(voice)  # unknown accent/variant -> CorpusError naming it, before any output
+    specs = plan_utterances(config, speakers, seed)
+    spk_df = speakers_frame(speakers)
+    accents = list(config.speakers.accents)
+    header: dict[str, Any] = {
+        "format": CORPUS_FORMAT,
+        "version": FORMAT_VERSION,
+        "preset": config.preset,
+        "seed": int(seed),
+        "fingerprint": fingerprint,
+        "config": config.to_dict(),
+        "sample_rate": config.sample_rate,
+        "planted": {
+            "under_represented_accents": list(config.speakers.under_represented),
+            "configured_train_share": round(config.speakers.under_represented_train_share, 4),
+            "train_share": _shares(spk_df, "train", accents),
+            "test_share": _shares(spk_df, "test", accents),
+            "dev_share": _shares(spk_df, "dev", accents),
+        },
+    }
+    _prepare_out_dir(root, header, resume)
+
+    num_samples: dict[int, int] = {}
+    todo: list[UtteranceSpec] = []
+    for spec in specs:
+        path = root / spec.rel_path
+        if resume and path.exists():
+            try:
+                num_samples[spec.index] = sf.info(str(path)).frames
+                continue
+            except RuntimeError:
+                logger.warning("re-synthesizing unreadable %s", path)
+        todo.append(spec)
+    n_reused = len(num_samples)
+    logger.info("%d utterances to synthesize, %d reused", len(todo), n_reused)
+
+    executor = _Executor(jobs, root, config.sample_rate)
+    try:
+        t0 = time.perf_counter()
+        synthesized_samples = 0
+        with tqdm(total=len(todo), disable=not progress, unit="utt", desc="synthesize") as bar:
+            for index, n in executor.map(_synthesize_one, todo, ordered=False):
+                num_samples[index] = n
+                synthesized_samples += n
+                bar.update(1)
+        synthesis_seconds = time.perf_counter() - t0
+
+        # global CMVN on (an evenly spaced subset of) train
+        t1 = time.perf_counter()
+        train = [s for s in specs if s.split == "train"]
+        pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), config.cmvn_max_utterances)).round().astype(int))
+        paths = [str(root / train[i].rel_path) for i in pick]
+        from fairstream.features.fbank import compute_cmvn
+
+        feats = executor.map(_fbank_of_file, paths, ordered=True)
+        cmvn = compute_cmvn(tqdm(feats, total=len(paths), disable=not progress, unit="utt", desc="cmvn"))
+        cmvn_seconds = time.perf_counter() - t1
+    except BaseException:
+        executor.close(terminate=True)
+        raise
+    executor.close()
+
+    by_id = {s.speaker_id: s for s in speakers}
+    _write_manifests(root, specs, num_samples, by_id, config.sample_rate)
+    cmvn.save(root / "cmvn.json")
+    _frame_to_csv(root / "speakers.csv", spk_df)
+    _frame_to_csv(root / "zip_demographics.csv", zip_demographics(speakers, seed))
+    hours = {s: 0.0 for s in SPLITS}
+    utt_counts: dict[tuple[str, str], int] = {}
+    for spec in specs:
+        hours[spec.split] += num_samples[spec.index] / config.sample_rate / 3600.0
+        key = (by_id[spec.speaker_id].accent, spec.split)
+        utt_counts[key] = utt_counts.get(key, 0) + 1
+    _atomic_write_text(root / "corpus_card.md", _card({**header, "_config": config}, spk_df, utt_counts, hours))
+    counts = {
+        s: {"speakers": int((spk_df["split"] == s).sum()), "utterances": sum(1 for x in specs if x.split == s),
+            "hours": round(hours[s], 4)}
+        for s in SPLITS
+    }
+    final = {**header, "counts": counts, "complete": True}
+    _atomic_write_text(root / "corpus.json", json.dumps(final, indent=2) + "\n")
+
+    synthesized_seconds_audio = synthesized_samples / config.sample_rate
+    summary = BuildSummary(
+        out=str(root), preset=config.preset, seed=int(seed), fingerprint=fingerprint, jobs=jobs,
+        n_speakers=len(speakers), n_utterances=len(specs), n_synthesized=len(todo), n_reused=n_reused,
+        hours=round(sum(hours.values()), 4), hours_by_split={k: round(v, 4) for k, v in hours.items()},
+        synthesis_seconds=round(synthesis_seconds, 3),
+        utterances_per_second=round(len(todo) / synthesis_seconds, 2) if todo and synthesis_seconds > 0 else 0.0,
+        real_time_factor=round(synthesis_seconds / synthesized_seconds_audio, 5) if synthesized_seconds_audio else 0.0,
+        cmvn_seconds=round(cmvn_seconds, 3), total_seconds=round(time.perf_counter() - t_start, 3),
+    )
+    logger.info("built %s: %s", root, summary)
+    return summary

@@ -1,0 +1,432 @@
+"""RNN-T loss as one custom autograd function that never keeps the full log-softmax.
+
+Dimension letters: B batch, T encoder frames, U target tokens (the lattice has U+1 rows),
+V vocabulary size including the blank.
+
+How it works
+------------
+For every lattice node (b, t, u) the forward pass keeps only two numbers: the blank
+log-probability and the log-probability of the next target token (``B·T·(U+1)`` values each).
+They are gathered from a log-softmax computed chunk by chunk (about 4 MB of logits at a time,
+one fused ATen kernel per chunk) into a scratch buffer that is reused, so the full log-softmax
+never exists. The alpha recursion runs over T, and within a frame row over U as a single
+``logcumsumexp``: with ``S[u] = Σ_{j<u} label[t, j]``,
+
+    alpha[t, u] = S[u] + logcumsumexp_k≤u(alpha[t-1, k] + blank[t-1, k] - S[k]).
+
+The recursions run in float64 on these small (B, T, U+1) tensors whatever the logits' dtype.
+
+The backward pass runs the mirrored beta recursion and forms the gradient once, in a single
+buffer of the logits' size. With the node occupancies (posterior probabilities that the
+alignment leaves node (t, u) by a blank or by the next label)
+
+    A_blank[t, u] = exp(alpha[t, u] + blank[t, u] + beta[t+1, u] - log P)
+    A_label[t, u] = exp(alpha[t, u] + label[t, u] + beta[t, u+1] - log P)
+
+the gradient of ``-log P`` with respect to the logits z[t, u, :] is "softmax minus occupancy":
+
+    dL/dz[t, u, v] = softmax(z[t, u])[v] · (A_blank + A_label)[t, u]
+                     - A_blank[t, u] · [v = blank] - A_label[t, u] · [v = y_{u+1}].
+
+Chunk by chunk, the softmax is written straight into the gradient buffer, scaled in place by
+the node weight (which also carries the reduction and the incoming gradient), and the two
+occupancies are subtracted at their indices. The only large allocation of forward + backward
+is the returned gradient itself.
+
+FastEmit (Yu et al., 2021, "FastEmit: Low-latency Streaming ASR with Sequence-level Emission
+Regularization") is implemented as a change of the gradient only, as in the paper: the gradient
+with respect to the label (non-blank) emission log-probabilities is multiplied by ``1 + λ``
+while the blank one is left alone, and this modified gradient is pushed through the
+log-softmax. Concretely ``A_label`` is replaced by ``(1 + λ)·A_label`` in both places of the
+formula above. The returned loss value is always the plain negative log-likelihood (so logged
+numbers stay comparable across λ); other implementations (NeMo, warprnnt-numba) report
+``(1 + λ)·NLL`` instead, with the same gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from fairstream.errors import InputDataError
+
+__all__ = ["rnnt_loss"]
+
+logger = logging.getLogger(__name__)
+
+Reduction = Literal["mean", "sum", "none"]
+
+# Elements per chunk when streaming over the logits: large enough to keep the number of
+# multi-threaded kernel launches small (they synchronize the intra-op threads, which is
+# costly on a busy machine), small enough for a chunk to stay in the last-level cache
+# between the softmax and the in-place updates that follow it.
+_CHUNK_ELEMENTS = 1 << 20
+
+_NEG_INF = float("-inf")
+
+
+def rnnt_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lens: torch.Tensor,
+    target_lens: torch.Tensor,
+    *,
+    blank: int = 0,
+    reduction: Reduction = "mean",
+    fastemit_lambda: float = 0.0,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """RNN-T negative log-likelihood of the targets given un-normalized joiner outputs.
+
+    Args:
+        logits: (B, T, U+1, V) float32 or float64 joiner outputs before any softmax. Positions
+            beyond an utterance's lengths are padding and may hold anything.
+        targets: (B, U) integer token ids; entries beyond ``target_lens`` are ignored.
+        logit_lens: (B,) integer number of valid frames per utterance, ``1 <= T_b <= T``.
+        target_lens: (B,) integer number of valid tokens per utterance, ``0 <= U_b <= U``.
+        blank: id of the blank symbol (must not occur in the valid targets).
+        reduction: ``"none"`` returns the (B,) per-utterance losses, ``"sum"`` their sum and
+            ``"mean"`` their mean over utterances.
+        fastemit_lambda: FastEmit weight λ >= 0; scales the gradient of the label emission
+            log-probabilities by ``1 + λ`` (see the module docstring). The loss value is not
+            changed.
+        clamp: if given (> 0), every element of each utterance's gradient with respect to the
+            logits is clipped to ``[-clamp, clamp]`` before the reduction weights are applied.
+
+    Returns:
+        A scalar for ``"mean"`` and ``"sum"``, a (B,) tensor for ``"none"``, in the dtype of
+        ``logits``.
+
+    Raises:
+        InputDataError: (a ``ValueError``) naming the first problem found in the arguments.
+    """
+    _validate(logits, targets, logit_lens, target_lens, blank, reduction, fastemit_lambda, clamp)
+    return _RNNTLossFunction.apply(
+        logits,
+        targets.to(device=logits.device, dtype=torch.int64),
+        logit_lens.to(device=logits.device, dtype=torch.int64),
+        target_lens.to(device=logits.device, dtype=torch.int64),
+        blank,
+        reduction,
+        float(fastemit_lambda),
+        None if clamp is None else float(clamp),
+    )
+
+
+def _validate(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lens: torch.Tensor,
+    target_lens: torch.Tensor,
+    blank: int,
+    reduction: str,
+    fastemit_lambda: float,
+    clamp: float | None,
+) -> None:
+    """Raise InputDataError naming the first inconsistent argument."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 4:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InputDataError(f"logits must be a 4-D tensor (B, T, U+1, V), got {shape}")
+    if logits.dtype not in (torch.float32, torch.float64):
+        raise InputDataError(f"logits must be float32 or float64, got {logits.dtype}")
+    batch, max_t, max_u1, vocab = logits.shape
+    for name, tensor, dim in (
+        ("targets", targets, 2),
+        ("logit_lens", logit_lens, 1),
+        ("target_lens", target_lens, 1),
+    ):
+        if not isinstance(tensor, torch.Tensor):
+            raise InputDataError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+            raise InputDataError(f"{name} must have an integer dtype, got {tensor.dtype}")
+        if tensor.dim() != dim:
+            raise InputDataError(f"{name} must be {dim}-D, got shape {tuple(tensor.shape)}")
+        if tensor.shape[0] != batch:
+            raise InputDataError(
+                f"{name} has batch size {tensor.shape[0]} but logits have batch size {batch}"
+            )
+    if targets.shape[1] + 1 != max_u1:
+        raise InputDataError(
+            f"logits dim 2 must be targets.shape[1] + 1 = {targets.shape[1] + 1} "
+            f"(U+1 lattice rows), got {max_u1}"
+        )
+    if batch == 0:
+        raise InputDataError("logits have an empty batch (B = 0)")
+    if max_t == 0 or vocab == 0:
+        raise InputDataError(f"logits have an empty dimension: shape {tuple(logits.shape)}")
+    if not 0 <= blank < vocab:
+        raise InputDataError(f"blank id {blank} is outside the vocabulary [0, {vocab})")
+    if reduction not in ("mean", "sum", "none"):
+        raise InputDataError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not fastemit_lambda >= 0.0:  # also rejects NaN
+        raise InputDataError(f"fastemit_lambda must be >= 0, got {fastemit_lambda}")
+    if clamp is not None and not clamp > 0.0:
+        raise InputDataError(f"clamp must be None or > 0, got {clamp}")
+
+    t_lens = logit_lens.detach().cpu().to(torch.int64)
+    u_lens = target_lens.detach().cpu().to(torch.int64)
+    bad = torch.nonzero((t_lens < 1) | (t_lens > max_t)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise InputDataError(
+            f"logit_lens[{i}] = {int(t_lens[i])} must be in [1, {max_t}] (logits dim 1)"
+        )
+    bad = torch.nonzero((u_lens < 0) | (u_lens > max_u1 - 1)).flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise InputDataError(
+            f"target_lens[{i}] = {int(u_lens[i])} must be in [0, {max_u1 - 1}] (targets dim 1)"
+        )
+    tg = targets.detach().cpu().to(torch.int64)
+    valid = torch.arange(max_u1 - 1).unsqueeze(0) < u_lens.unsqueeze(1)
+    bad = torch.nonzero(valid & (tg == blank))
+    if bad.numel():
+        i, j = (int(x) for x in bad[0])
+        raise InputDataError(f"targets[{i}, {j}] is the blank id {blank}")
+    bad = torch.nonzero(valid & ((tg < 0) | (tg >= vocab)))
+    if bad.numel():
+        i, j = (int(x) for x in bad[0])
+        raise InputDataError(
+            f"targets[{i}, {j}] = {int(tg[i, j])} is outside the vocabulary [0, {vocab})"
+        )
+
+
+def _chunks(t_len: int, u_len: int, vocab: int) -> list[tuple[int, int, int, int]]:
+    """Split a (t_len, u_len, V) block into (t0, t1, u0, u1) pieces of ~_CHUNK_ELEMENTS.
+
+    Pieces span either whole frame rows (u from 0 to u_len) or a part of a single frame row,
+    so a piece of a contiguous (T, U+1, V) tensor is itself contiguous.
+    """
+    row = u_len * vocab
+    if row <= _CHUNK_ELEMENTS:
+        step = max(1, _CHUNK_ELEMENTS // row)
+        return [(t0, min(t0 + step, t_len), 0, u_len) for t0 in range(0, t_len, step)]
+    u_step = max(1, _CHUNK_ELEMENTS // vocab)
+    return [
+        (t0, t0 + 1, u0, min(u0 + u_step, u_len))
+        for t0 in range(t_len)
+        for u0 in range(0, u_len, u_step)
+    ]
+
+
+def _label_index(targets: torch.Tensor, target_lens: torch.Tensor, blank: int) -> torch.Tensor:
+    """(B, U+1) index of the next label at each lattice row; the blank where there is none."""
+    batch, max_u = targets.shape
+    has_label = torch.arange(max_u, device=targets.device) < target_lens.unsqueeze(1)
+    index = torch.full((batch, max_u + 1), blank, dtype=torch.int64, device=targets.device)
+    index[:, :-1] = torch.where(has_label, targets, blank)
+    return index
+
+
+def _emission_log_probs(
+    logits: torch.Tensor, label_index: torch.Tensor, blank: int, t_lens: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blank and next-label log-probabilities, from a chunked log-softmax over V.
+
+    Only frames t < T_b are visited; every lattice row u of those frames is (padding rows
+    too: they are masked by the caller).
+
+    Returns:
+        ``(blank_lp, label_lp)``, each (B, T, U+1) in the dtype of ``logits``; 0 at frames
+        beyond an utterance's length.
+    """
+    batch, max_t, max_u1, vocab = logits.shape
+    blank_lp = logits.new_zeros(batch, max_t, max_u1)
+    label_lp = logits.new_zeros(batch, max_t, max_u1)
+    scratch = logits.new_empty(min(_CHUNK_ELEMENTS, max_t * max_u1 * vocab) + vocab)
+    for b in range(batch):
+        for t0, t1, u0, u1 in _chunks(t_lens[b], max_u1, vocab):
+            x = logits[b, t0:t1, u0:u1].contiguous()  # a view unless logits are strided
+            tmp = scratch[: x.numel()].view(x.shape)
+            torch.ops.aten._log_softmax.out(x, -1, False, out=tmp)
+            blank_lp[b, t0:t1, u0:u1] = tmp[..., blank]
+            index = label_index[b, u0:u1].view(1, -1, 1).expand(t1 - t0, -1, 1)
+            label_lp[b, t0:t1, u0:u1] = tmp.gather(2, index).squeeze(2)
+    return blank_lp, label_lp
+
+
+def _alpha(blank_lp: torch.Tensor, label_lp: torch.Tensor) -> torch.Tensor:
+    """Forward variables log alpha[b, t, u] (log-probability of reaching node (t, u)).
+
+    Args:
+        blank_lp: (B, T, U+1) blank log-probabilities (finite everywhere).
+        label_lp: (B, T, U+1) next-label log-probabilities (finite everywhere).
+
+    Returns:
+        (B, T, U+1) log alpha; values outside an utterance's lattice are meaningless.
+    """
+    batch, max_t, max_u1 = blank_lp.shape
+    # exclusive cumulative label log-probs: S[t, u] = sum_{j<u} label[t, j]
+    cum = torch.zeros_like(label_lp)
+    torch.cumsum(label_lp[:, :, :-1], dim=2, out=cum[:, :, 1:])
+    alpha = torch.empty_like(blank_lp)
+    start = torch.full((batch, max_u1), _NEG_INF, dtype=blank_lp.dtype, device=blank_lp.device)
+    start[:, 0] = 0.0
+    arrive = start
+    for t in range(max_t):
+        if t > 0:
+            arrive = alpha[:, t - 1] + blank_lp[:, t - 1]
+        s = cum[:, t]
+        alpha[:, t] = torch.logcumsumexp(arrive - s, dim=1) + s
+    return alpha
+
+
+def _beta(
+    blank_lp: torch.Tensor, label_lp: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward variables of every utterance's lattice.
+
+    Args:
+        blank_lp: (B, T, U+1) blank log-probabilities (finite everywhere).
+        label_lp: (B, T, U+1) next-label log-probabilities (finite everywhere).
+        t_lens: (B,) valid frames.
+        u_lens: (B,) valid tokens.
+
+    Returns:
+        ``(beta, beta_next)``, both (B, T, U+1): ``beta[t, u]`` is the log-probability of
+        finishing from node (t, u) and ``beta_next[t, u]`` the one of finishing after a blank
+        from (t, u), i.e. ``beta[t+1, u]``, which is 0 at the terminal node (T_b - 1, U_b).
+        Both are -inf outside the lattice.
+    """
+    batch, max_t, max_u1 = blank_lp.shape
+    dtype, device = blank_lp.dtype, blank_lp.device
+    # reversed exclusive cumulative label log-probs: R[t, u] = sum_{j<u} label[t, j] as in
+    # alpha; beta[t, u] = -R[u] + log sum_{k>=u} exp(next[k] + blank[t, k] + R[k])
+    cum = torch.zeros_like(label_lp)
+    torch.cumsum(label_lp[:, :, :-1], dim=2, out=cum[:, :, 1:])
+    final = torch.full((batch, max_u1), _NEG_INF, dtype=dtype, device=device)
+    final[torch.arange(batch, device=device), u_lens] = 0.0
+    ends_after = t_lens.unsqueeze(1)  # (B, 1): row index T_b holds the virtual end
+    beta = torch.empty_like(blank_lp)
+    beta_next = torch.empty_like(blank_lp)
+    nxt = torch.full((batch, max_u1), _NEG_INF, dtype=dtype, device=device)
+    for t in range(max_t - 1, -1, -1):
+        nxt = torch.where(ends_after == t + 1, final, nxt)
+        beta_next[:, t] = nxt
+        s = cum[:, t]
+        x = (nxt + blank_lp[:, t] + s).flip(1)
+        row = torch.logcumsumexp(x, dim=1).flip(1) - s
+        beta[:, t] = row
+        nxt = row
+    return beta, beta_next
+
+
+class _RNNTLossFunction(torch.autograd.Function):
+    """Forward: per-utterance NLL. Backward: softmax − occupancy, formed once in place."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        logit_lens: torch.Tensor,
+        target_lens: torch.Tensor,
+        blank: int,
+        reduction: str,
+        fastemit_lambda: float,
+        clamp: float | None,
+    ) -> torch.Tensor:
+        batch, max_t, max_u1, _ = logits.shape
+        t_list = logit_lens.tolist()
+        u_list = target_lens.tolist()
+        t_idx = torch.arange(max_t, device=logits.device)
+        u_idx = torch.arange(max_u1, device=logits.device)
+        valid = (t_idx.view(1, -1, 1) < logit_lens.view(-1, 1, 1)) & (
+            u_idx.view(1, 1, -1) <= target_lens.view(-1, 1, 1)
+        )
+        label_index = _label_index(targets, target_lens, blank)
+        blank_lp, label_lp = _emission_log_probs(logits, label_index, blank, t_list)
+        # inside the lattice only; 0 elsewhere keeps the recursions finite whatever the padding
+        has_label = valid.clone()
+        has_label[:, :, :-1] &= (label_index[:, :-1] != blank).unsqueeze(1)
+        has_label[:, :, -1] = False
+        zero = torch.zeros((), dtype=torch.float64, device=logits.device)
+        blank_lp = torch.where(valid, blank_lp.to(torch.float64), zero)
+        label_lp = torch.where(has_label, label_lp.to(torch.float64), zero)
+        alpha = _alpha(blank_lp, label_lp)
+        rows = torch.arange(batch, device=logits.device)
+        last_t = logit_lens - 1
+        log_like = alpha[rows, last_t, target_lens] + blank_lp[rows, last_t, target_lens]
+        nll = (-log_like).to(logits.dtype)
+
+        ctx.save_for_backward(
+            logits, blank_lp, label_lp, label_index, alpha, log_like, logit_lens, target_lens
+        )
+        ctx.blank = blank
+        ctx.reduction = reduction
+        ctx.fastemit_lambda = fastemit_lambda
+        ctx.clamp = clamp
+        ctx.lens = (t_list, u_list)
+        if reduction == "none":
+            return nll
+        total = nll.sum()
+        return total / batch if reduction == "mean" else total
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        nones = (None,) * 7
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        (
+            logits,
+            blank_lp,
+            label_lp,
+            label_index,
+            alpha,
+            log_like,
+            logit_lens,
+            target_lens,
+        ) = ctx.saved_tensors
+        t_list, u_list = ctx.lens
+        batch, _, _, vocab = logits.shape
+        blank: int = ctx.blank
+
+        beta, beta_next = _beta(blank_lp, label_lp, logit_lens, target_lens)
+        ll = log_like.view(-1, 1, 1)
+        occ_blank = torch.exp(alpha + blank_lp + beta_next - ll)
+        beta_up = torch.full_like(beta, _NEG_INF)
+        beta_up[:, :, :-1] = beta[:, :, 1:]
+        occ_label = torch.exp(alpha + label_lp + beta_up - ll)
+        if ctx.fastemit_lambda:
+            occ_label.mul_(1.0 + ctx.fastemit_lambda)
+
+        # per-utterance weight of d(total)/d(nll_b)
+        if ctx.reduction == "none":
+            scale = grad_out.to(torch.float64).reshape(batch)
+        else:
+            g = grad_out.to(torch.float64).reshape(())
+            scale = (g / batch if ctx.reduction == "mean" else g).expand(batch)
+        clamp: float | None = ctx.clamp
+        if clamp is None:
+            # fold the reduction weight into the occupancies: one pass fewer over the logits
+            occ_blank.mul_(scale.view(-1, 1, 1))
+            occ_label.mul_(scale.view(-1, 1, 1))
+        weight = (occ_blank + occ_label).to(logits.dtype)
+        occ_blank = occ_blank.to(logits.dtype)
+        occ_label = occ_label.to(logits.dtype)
+        scale_list = scale.tolist()
+
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        max_u1 = logits.shape[2]
+        for b in range(batch):
+            t_len = t_list[b]
+            for t0, t1, u0, u1 in _chunks(t_len, max_u1, vocab):
+                g = grad[b, t0:t1, u0:u1]  # contiguous, see _chunks
+                x = logits[b, t0:t1, u0:u1].contiguous()
+                torch.ops.aten._softmax.out(x, -1, False, out=g)
+                g.mul_(weight[b, t0:t1, u0:u1].unsqueeze(-1))
+                g[..., blank].sub_(occ_blank[b, t0:t1, u0:u1])
+                index = label_index[b, u0:u1].view(1, -1, 1).expand(t1 - t0, -1, 1)
+                g.scatter_add_(2, index, occ_label[b, t0:t1, u0:u1].neg().unsqueeze(-1))
+                if clamp is not None:
+                    g.clamp_(-clamp, clamp).mul_(scale_list[b])
+            # padding (possibly NaN from arbitrary padded logits) gets a zero gradient
+            grad[b, t_len:].zero_()
+            grad[b, :t_len, u_list[b] + 1 :].zero_()
+        return (grad, *nones)

@@ -1,0 +1,101 @@
+"""Explicit streaming state for encoders and predictors.
+
+Every state is a frozen dataclass with named fields: a stream's state goes into a call and a
+new state comes back out; no per-stream state lives on an ``nn.Module``. ``None`` starts a
+stream.
+
+Dimension letters: B batch, L layers, H hidden units, C channels, F frequency bins,
+k predictor context size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "LSTMEncoderState",
+    "StatelessPredictorState",
+    "LSTMPredictorState",
+    "PredictorState",
+]
+
+
+@dataclass(frozen=True)
+class LSTMEncoderState:
+    """Streaming state of :class:`fairstream.models.encoders.lstm.LSTMEncoder`.
+
+    Attributes:
+        conv_buffers: One tensor per subsampling conv layer, shape ``(B, C_in, W, F_in)``:
+            the left context of that layer's input not yet consumed by a stride step
+            (zeros at the start of a stream, exactly the causal padding of a full pass).
+        conv_buffer_lens: One ``(B,)`` int64 tensor per conv layer: how many frames of the
+            buffer are valid for each stream (valid frames come first).
+        h: One ``(B, H)`` tensor per LSTM layer: hidden state after the last frame.
+        c: One ``(B, H)`` tensor per LSTM layer: cell state after the last frame.
+        frames_in: ``(B,)`` int64, feature frames consumed so far.
+        frames_out: ``(B,)`` int64, encoder frames emitted so far.
+    """
+
+    conv_buffers: tuple[Tensor, ...]
+    conv_buffer_lens: tuple[Tensor, ...]
+    h: tuple[Tensor, ...]
+    c: tuple[Tensor, ...]
+    frames_in: Tensor
+    frames_out: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        """Number of streams held."""
+        return int(self.frames_in.shape[0])
+
+
+@dataclass(frozen=True)
+class StatelessPredictorState:
+    """State of the stateless predictor: the last ``k`` tokens seen (blank-padded).
+
+    Attributes:
+        context: ``(B, k)`` int64, oldest token first.
+    """
+
+    context: Tensor
+
+    def select(self, index: Tensor) -> StatelessPredictorState:
+        """Rows ``index`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
+        return StatelessPredictorState(context=self.context.index_select(0, index))
+
+    def where(self, mask: Tensor, other: StatelessPredictorState) -> StatelessPredictorState:
+        """Take rows of ``self`` where ``mask`` ``(B,)`` is true and rows of ``other`` elsewhere."""
+        return StatelessPredictorState(
+            context=torch.where(mask.unsqueeze(1), self.context, other.context)
+        )
+
+
+@dataclass(frozen=True)
+class LSTMPredictorState:
+    """State of the LSTM predictor.
+
+    Attributes:
+        h: ``(L, B, H)`` hidden states.
+        c: ``(L, B, H)`` cell states.
+    """
+
+    h: Tensor
+    c: Tensor
+
+    def select(self, index: Tensor) -> LSTMPredictorState:
+        """Rows ``index`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
+        return LSTMPredictorState(h=self.h.index_select(1, index), c=self.c.index_select(1, index))
+
+    def where(self, mask: Tensor, other: LSTMPredictorState) -> LSTMPredictorState:
+        """Take rows of ``self`` where ``mask`` ``(B,)`` is true and rows of ``other`` elsewhere."""
+        m = mask.view(1, -1, 1)
+        return LSTMPredictorState(
+            h=torch.where(m, self.h, other.h), c=torch.where(m, self.c, other.c)
+        )
+
+
+PredictorState = Union[StatelessPredictorState, LSTMPredictorState]

@@ -1,0 +1,320 @@
+"""Checkpoints: atomic writes, safe loads, compatibility checks and averaging.
+
+A checkpoint is a ``torch.save`` file holding only tensors and plain Python values, so that
+it loads with ``torch.load(weights_only=True)`` (no arbitrary code runs on load)::
+
+    {
+      "format": "fairstream-checkpoint", "version": 1,
+      "config": "<resolved config as JSON>",
+      "model": state_dict,
+      "optimizer": state_dict | None,         # training checkpoints only
+      "progress": {"step": int, "epoch": int, "batch_in_epoch": int, "elapsed_s": float, ...},
+      "rng": {"torch": ByteTensor, "python": tuple, "numpy": tuple} | None,
+      "hooks": [state dicts of training hooks],
+      "extra": {...}                          # e.g. tokenizer model bytes, CMVN tensors
+    }
+
+Files are written to a temporary name in the same directory and moved into place with
+``os.replace``, so a process killed mid-write never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairstream.errors import CheckpointError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "config_differences",
+    "check_compatible",
+    "average_checkpoints",
+    "list_checkpoints",
+    "capture_rng_state",
+    "restore_rng_state",
+]
+
+CHECKPOINT_FORMAT = "fairstream-checkpoint"
+CHECKPOINT_VERSION = 1
+_STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        path: file it was read from.
+        config: the resolved config (plain data, as saved).
+        model: model ``state_dict``.
+        optimizer: optimizer ``state_dict`` (``None`` in model-only files such as averages).
+        progress: step counters (``step``, ``epoch``, ``batch_in_epoch``, ``elapsed_s``, ...).
+        rng: random-number-generator states (see :func:`capture_rng_state`).
+        hooks: state dicts of the training hooks, in hook order.
+        extra: anything else stored by the writer (tokenizer bytes, CMVN, ...).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] | None = None
+    hooks: list[Any] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken when the checkpoint was written (0 if unknown)."""
+        return int(self.progress.get("step", 0))
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: Mapping[str, Any],
+    model: Mapping[str, torch.Tensor],
+    optimizer: Mapping[str, Any] | None = None,
+    progress: Mapping[str, Any] | None = None,
+    rng: Mapping[str, Any] | None = None,
+    hooks: Sequence[Any] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically (temporary file in the same directory + ``os.replace``).
+
+    Args:
+        path: destination file.
+        config: resolved config as plain data (stored as canonical JSON).
+        model: model ``state_dict``.
+        optimizer: optimizer ``state_dict`` for resumable checkpoints.
+        progress: step counters.
+        rng: output of :func:`capture_rng_state`.
+        hooks: state dicts of training hooks.
+        extra: more plain data or tensors to store.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": json.dumps(config, sort_keys=True),
+        "model": {k: v.detach().cpu() for k, v in model.items()},
+        "optimizer": optimizer,
+        "progress": dict(progress or {}),
+        "rng": dict(rng) if rng is not None else None,
+        "hooks": list(hooks),
+        "extra": dict(extra or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a fairstream checkpoint, or holds
+            objects other than tensors and plain data; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        AttributeError,
+        ImportError,
+        TypeError,
+        KeyError,
+    ) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a safe fairstream checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a fairstream checkpoint (no format marker)")
+    if raw.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has version {raw.get('version')!r}; "
+            f"this fairstream reads version {CHECKPOINT_VERSION}"
+        )
+    try:
+        config = json.loads(raw["config"])
+        model = raw["model"]
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has no readable config or model: {exc}") from exc
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"checkpoint {path}: 'model' is not a state_dict of tensors")
+    return Checkpoint(
+        path=path,
+        config=config,
+        model=model,
+        optimizer=raw.get("optimizer"),
+        progress=dict(raw.get("progress") or {}),
+        rng=raw.get("rng"),
+        hooks=list(raw.get("hooks") or []),
+        extra=dict(raw.get("extra") or {}),
+    )
+
+
+def config_differences(
+    a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = ""
+) -> list[tuple[str, Any, Any]]:
+    """Key paths where two plain-data configs differ, as ``(path, value_in_a, value_in_b)``.
+
+    A key present on one side only is reported with ``<missing>`` on the other.
+    """
+    out: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(a) | set(b)):
+        path = f"{prefix}{key}"
+        va = a.get(key, "<missing>")
+        vb = b.get(key, "<missing>")
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out.extend(config_differences(va, vb, f"{path}."))
+        elif va != vb:
+            out.append((path, va, vb))
+    return out
+
+
+def check_compatible(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    sections: Sequence[str] = ("model", "tokenizer"),
+    source: str | Path = "checkpoint",
+) -> None:
+    """Raise if ``saved`` and ``current`` differ in any of ``sections``.
+
+    Args:
+        saved: config stored in a checkpoint.
+        current: config of the run that wants to use it.
+        sections: top-level sections that must match exactly (the architecture and vocabulary).
+        source: name of the checkpoint, for the message.
+
+    Raises:
+        CheckpointError: naming every differing key path with both values.
+    """
+    diffs: list[tuple[str, Any, Any]] = []
+    for section in sections:
+        a = saved.get(section, {})
+        b = current.get(section, {})
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs.extend(config_differences(a, b, f"{section}."))
+        elif a != b:
+            diffs.append((section, a, b))
+    if diffs:
+        shown = "; ".join(f"{p}: {va!r} in checkpoint vs {vb!r} in config" for p, va, vb in diffs[:8])
+        more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        raise CheckpointError(f"{source} was written for another configuration: {shown}{more}")
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    """Average the model weights of several checkpoints of the same model.
+
+    Floating-point tensors are averaged (in float64, cast back); integer tensors (such as
+    batch-norm counters) are taken from the last checkpoint.
+
+    Raises:
+        CheckpointError: no paths, differing model configs, parameter names or shapes (named).
+    """
+    if not paths:
+        raise CheckpointError("average_checkpoints needs at least one checkpoint")
+    first = load_checkpoint(paths[0])
+    acc: dict[str, torch.Tensor] = {}
+    for k, v in first.model.items():
+        acc[k] = v.to(torch.float64).clone() if v.is_floating_point() else v.clone()
+    for p in paths[1:]:
+        ck = load_checkpoint(p)
+        check_compatible(first.config, ck.config, sections=("model",), source=ck.path)
+        if set(ck.model) != set(acc):
+            missing = sorted(set(acc) ^ set(ck.model))
+            raise CheckpointError(
+                f"cannot average {ck.path} with {first.path}: parameters differ ({missing[:5]})"
+            )
+        for k, v in ck.model.items():
+            if v.shape != acc[k].shape:
+                raise CheckpointError(
+                    f"cannot average {ck.path}: {k} has shape {tuple(v.shape)}, "
+                    f"{first.path} has {tuple(acc[k].shape)}"
+                )
+            if v.is_floating_point():
+                acc[k] += v.to(torch.float64)
+            else:
+                acc[k] = v.clone()
+    n = len(paths)
+    return {
+        k: (v / n).to(first.model[k].dtype) if first.model[k].is_floating_point() else v
+        for k, v in acc.items()
+    }
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Periodic checkpoints ``step-<N>.pt`` in ``directory``, oldest (smallest N) first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for p in directory.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """States of the torch, Python and NumPy global generators, as weights-only-safe data."""
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (
+            str(np_state[0]),
+            torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ),
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore generator states captured by :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))

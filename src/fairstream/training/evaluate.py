@@ -1,0 +1,329 @@
+"""Decode cuts with a trained transducer into the results table, and summarize its WER.
+
+The results table has one row per utterance (see the project contracts): ``utt_id,
+speaker_id, ref, hyp, n_ref_words, sub, del, ins, hits, duration, timestamps`` plus the
+speaker metadata passed through (``accent, gender, age_band, lat, lon, zip, split`` and any
+other column of ``speakers.csv``). Texts are normalized; error counts come from
+:func:`fairstream.metrics.wer.score_pairs`. Corpus and group WER are Σerrors / Σwords.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from fairstream.data.text import normalize
+from fairstream.errors import CheckpointError, CorpusError, InputDataError
+from fairstream.features.fbank import Cmvn
+from fairstream.metrics.wer import ErrorCounts, score_pairs, write_trn
+from fairstream.training.checkpoint import load_checkpoint
+
+__all__ = [
+    "LoadedModel",
+    "load_transducer",
+    "decode_cuts",
+    "summarize_wer",
+    "write_results",
+    "read_results",
+    "write_trn_pair",
+    "RESULT_COLUMNS",
+    "METADATA_COLUMNS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns every results table has, in order.
+RESULT_COLUMNS = ["utt_id", "speaker_id", "ref", "hyp", "n_ref_words", "sub", "del", "ins",
+                  "hits", "duration", "timestamps"]
+#: Speaker metadata columns passed through when known.
+METADATA_COLUMNS = ["accent", "gender", "age_band", "lat", "lon", "zip", "split"]
+_PARQUET_KEY = b"fairstream"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A transducer checkpoint ready for inference.
+
+    Attributes:
+        model: the transducer, in eval mode.
+        tokenizer: its tokenizer (vocabulary checked against the model).
+        cmvn: the feature normalization used in training.
+        config: the resolved training config (plain data).
+        path: the checkpoint file.
+    """
+
+    model: Any
+    tokenizer: Any
+    cmvn: Cmvn
+    config: dict[str, Any]
+    path: Path
+
+
+def load_transducer(path: str | os.PathLike[str]) -> LoadedModel:
+    """Rebuild the model, tokenizer and CMVN stored in a training checkpoint.
+
+    Raises:
+        CheckpointError: the file is corrupt, is not a transducer checkpoint, its weights do
+            not fit its config, or its tokenizer and model vocabularies differ.
+    """
+    from fairstream.models.factory import build_model, model_config_from_dict
+    from fairstream.tokenizer import Tokenizer
+
+    ck = load_checkpoint(path)
+    files = ck.extra.get("tokenizer_files")
+    if ck.extra.get("task") != "transducer" or not files or "cmvn_mean" not in ck.extra:
+        raise CheckpointError(
+            f"{ck.path} is not a transducer checkpoint written by `fairstream train` "
+            "(no tokenizer or CMVN inside)"
+        )
+    try:
+        model_cfg = model_config_from_dict(ck.config["model"])
+    except (KeyError, InputDataError) as exc:
+        raise CheckpointError(f"{ck.path}: stored model config is unusable: {exc}") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            Path(tmp, Path(name).name).write_bytes(bytes(data.numpy().tobytes()))
+        try:
+            tokenizer = Tokenizer.load(tmp)
+        except InputDataError as exc:
+            raise CheckpointError(f"{ck.path}: stored tokenizer is unusable: {exc}") from exc
+    if tokenizer.vocab_size != model_cfg.vocab_size:
+        raise CheckpointError(
+            f"{ck.path}: tokenizer vocabulary ({tokenizer.vocab_size}) does not match the "
+            f"model's vocab_size ({model_cfg.vocab_size})"
+        )
+    model = build_model(model_cfg)
+    try:
+        model.load_state_dict(ck.model)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{ck.path}: weights do not fit the stored config: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    model.eval()
+    cmvn = Cmvn(mean=ck.extra["cmvn_mean"].numpy(), std=ck.extra["cmvn_std"].numpy())
+    return LoadedModel(model=model, tokenizer=tokenizer, cmvn=cmvn, config=ck.config,
+                       path=ck.path)
+
+
+def _metadata(cut: Any, speakers: pd.DataFrame | None) -> dict[str, Any]:
+    sup = cut.supervisions[0]
+    meta: dict[str, Any] = {}
+    if speakers is not None and sup.speaker is not None and str(sup.speaker) in speakers.index:
+        row = speakers.loc[str(sup.speaker)]
+        meta.update({k: (None if pd.isna(v) else v) for k, v in row.items()})
+    for k, v in (sup.custom or {}).items():
+        if not isinstance(v, (dict, list)):
+            meta[k] = v
+    return meta
+
+
+@torch.no_grad()
+def decode_cuts(
+    model: Any,
+    tokenizer: Any,
+    cmvn: Cmvn,
+    cuts: Any,
+    *,
+    method: Literal["greedy", "beam"] = "greedy",
+    beam: int = 4,
+    streaming: bool = False,
+    chunk_ms: int = 160,
+    max_duration: float = 120.0,
+    speakers: pd.DataFrame | None = None,
+    split: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Decode every cut and score it against its transcript.
+
+    Args:
+        model: a transducer in eval mode.
+        tokenizer: its tokenizer.
+        cmvn: feature normalization used in training.
+        cuts: a Lhotse ``CutSet``, one supervision with text per cut.
+        method: ``greedy`` or ``beam`` (modified beam search of width ``beam``).
+        beam: beam width.
+        streaming: feed the audio chunk by chunk through
+            :class:`~fairstream.decoding.streaming.StreamingRecognizer` (greedy only).
+        chunk_ms: streaming chunk size.
+        max_duration: seconds of audio per offline batch.
+        speakers: ``speakers.csv`` table; its columns are joined on ``speaker_id``.
+        split: value of the ``split`` column when ``speakers`` has none.
+        progress: progress bar.
+
+    Returns:
+        The results table (see the module doc), in cut-id order.
+
+    Raises:
+        InputDataError: beam search with ``streaming``; an unknown method.
+        CorpusError: a cut without exactly one transcribed supervision (named).
+    """
+    from fairstream.decoding.beam import modified_beam_search
+    from fairstream.decoding.greedy import greedy_search
+    from fairstream.training.data import make_dataloader
+
+    if method not in ("greedy", "beam"):
+        raise InputDataError(f"unknown decoding method {method!r}; use greedy or beam")
+    if streaming and method != "greedy":
+        raise InputDataError("streaming decoding uses greedy search; drop --method beam")
+    cut_list = sorted(cuts, key=lambda c: c.id)
+    for c in cut_list:
+        if len(c.supervisions) != 1 or c.supervisions[0].text is None:
+            raise CorpusError(f"cut {c.id} needs exactly one supervision with a transcript")
+    model.eval()
+    spk_table = None
+    if speakers is not None and "speaker_id" in speakers.columns:
+        spk_table = speakers.astype({"speaker_id": str}).set_index("speaker_id")
+    hyps: dict[str, tuple[str, tuple[float, ...]]] = {}
+    bar = tqdm(total=len(cut_list), desc="decode", unit="utt", disable=not progress)
+    if streaming:
+        from fairstream.decoding.streaming import StreamingRecognizer
+        from fairstream.features.fbank import resample
+
+        rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms)
+        step = int(rec.fbank_config.sample_rate * chunk_ms / 1000)
+        for cut in cut_list:
+            audio = cut.load_audio()
+            audio = audio[0] if audio.ndim == 2 else audio
+            if int(cut.sampling_rate) != rec.fbank_config.sample_rate:
+                audio = resample(audio, int(cut.sampling_rate), rec.fbank_config.sample_rate)
+            rec.reset()
+            for start in range(0, len(audio), step):
+                rec.accept(np.ascontiguousarray(audio[start:start + step], dtype=np.float32))
+            final = rec.finish()
+            hyps[cut.id] = (final.text, tuple(final.timestamps))
+            bar.update(1)
+    else:
+        from lhotse import CutSet
+
+        longest = max((c.duration for c in cut_list), default=1.0)
+        loader = make_dataloader(
+            CutSet.from_cuts(cut_list), tokenizer=tokenizer, cmvn=cmvn,
+            max_duration=max(max_duration, longest), shuffle=False, spec_augment=None, seed=0,
+        )
+        for batch in loader:
+            enc, enc_lens = model.encode(batch.features, batch.feature_lens)
+            if method == "greedy":
+                found = greedy_search(model, enc, enc_lens)
+            else:
+                found = modified_beam_search(model, enc, enc_lens, beam=beam)
+            for cid, h in zip(batch.cut_ids, found):
+                hyps[cid] = (tokenizer.decode(list(h.tokens)), tuple(h.timestamps))
+            bar.update(len(batch.cut_ids))
+    bar.close()
+
+    refs = [normalize(c.supervisions[0].text) for c in cut_list]
+    hyp_texts = [normalize(hyps[c.id][0]) for c in cut_list]
+    counts = score_pairs(refs, hyp_texts, normalized=True)
+    rows = []
+    for cut, ref, hyp, cnt in zip(cut_list, refs, hyp_texts, counts):
+        sup = cut.supervisions[0]
+        row: dict[str, Any] = {
+            "utt_id": cut.id, "speaker_id": str(sup.speaker or ""), "ref": ref, "hyp": hyp,
+            "n_ref_words": cnt.ref_words, "sub": cnt.substitutions, "del": cnt.deletions,
+            "ins": cnt.insertions, "hits": cnt.hits, "duration": float(cut.duration),
+            "timestamps": [float(t) for t in hyps[cut.id][1]],
+        }
+        for k, v in _metadata(cut, spk_table).items():
+            if k not in row:
+                row[k] = v
+        if split is not None and row.get("split") is None:
+            row["split"] = split
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=RESULT_COLUMNS)
+    for col in METADATA_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    if "zip" in df.columns:
+        df["zip"] = df["zip"].map(lambda z: None if z is None or pd.isna(z) else str(z).zfill(5))
+    extra = [c for c in df.columns if c not in RESULT_COLUMNS and c not in METADATA_COLUMNS]
+    return df[RESULT_COLUMNS + METADATA_COLUMNS + extra].reset_index(drop=True)
+
+
+def summarize_wer(df: pd.DataFrame, by: Sequence[str] = ("accent",)) -> pd.DataFrame:
+    """WER overall and per group, Σerrors / Σreference words.
+
+    Args:
+        df: results table.
+        by: grouping columns (none: the overall row only).
+
+    Returns:
+        One row per group plus an ``overall`` row (group columns set to ``"overall"``) with
+        ``utterances, speakers, ref_words, sub, del, ins, errors, wer``.
+
+    Raises:
+        InputDataError: a grouping column is missing (named).
+    """
+    for col in by:
+        if col not in df.columns:
+            raise InputDataError(f"results table has no column {col!r} to group by")
+
+    def _agg(part: pd.DataFrame) -> dict[str, Any]:
+        total = ErrorCounts(int(part["sub"].sum()), int(part["del"].sum()),
+                            int(part["ins"].sum()), int(part["hits"].sum()))
+        return {"utterances": len(part), "speakers": part["speaker_id"].nunique(),
+                "ref_words": total.ref_words, "sub": total.substitutions,
+                "del": total.deletions, "ins": total.insertions, "errors": total.errors,
+                "wer": total.wer if total.ref_words else float("nan")}
+
+    rows = []
+    if by:
+        for key, part in df.groupby(list(by), dropna=False, sort=True):
+            keys = key if isinstance(key, tuple) else (key,)
+            rows.append({**dict(zip(by, keys)), **_agg(part)})
+    rows.append({**{c: "overall" for c in by}, **_agg(df)})
+    return pd.DataFrame(rows)
+
+
+def write_results(df: pd.DataFrame, path: str | os.PathLike[str],
+                  config: Mapping[str, Any] | None = None) -> Path:
+    """Write the results table as Parquet (atomically) with the config JSON in its metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[_PARQUET_KEY] = json.dumps(dict(config or {}), sort_keys=True).encode()
+    table = table.replace_schema_metadata(meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_results(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a results table and the config stored with it."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputDataError(f"cannot read results table {path}: {exc}") from exc
+    raw = (table.schema.metadata or {}).get(_PARQUET_KEY, b"{}")
+    return table.to_pandas(), json.loads(raw)
+
+
+def write_trn_pair(df: pd.DataFrame, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``ref.trn`` and ``hyp.trn`` (NIST sclite format) for the results table."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = df["utt_id"].astype(str).tolist()
+    spk = df["speaker_id"].astype(str).tolist()
+    ref = write_trn(directory / "ref.trn", ids, df["ref"].tolist(), spk, normalized=True)
+    hyp = write_trn(directory / "hyp.trn", ids, df["hyp"].tolist(), spk, normalized=True)
+    return ref, hyp
+

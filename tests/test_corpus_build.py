@@ -1,0 +1,336 @@
+"""Corpus synthesis: layout, metadata, planted disparity, determinism, resume, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import zipcodes
+
+from fairstream.data import synthesis
+from fairstream.data.corpus import load_corpus
+from fairstream.data.espeak import EspeakSynthesizer
+from fairstream.data.presets import CorpusConfig, get_preset
+from fairstream.data.speakers import (
+    AGE_BANDS,
+    NOISE_TYPES,
+    SpeakerConfig,
+    allocate_counts,
+    sample_speakers,
+)
+from fairstream.data.synthesis import build_corpus, make_noise, plan_utterances, render_utterance
+from fairstream.errors import CorpusError
+
+SPEAKER_COLUMNS = ["speaker_id", "split", "accent", "voice", "gender", "age_band", "pitch", "rate", "noise_type",
+                   "snr_db", "telephone", "lat", "lon", "zip", "state"]
+ZIP_COLUMNS = ["zip", "state", "lat", "lon", "majority_race_ethnicity", "majority_income_band",
+               "majority_education", "urbanicity", "majority_age_band", "median_household_income"]
+CUSTOM_KEYS = {"accent", "gender", "age_band", "lat", "lon", "zip"}
+
+
+def mini_config() -> CorpusConfig:
+    """12 utterances: enough to exercise every stage in about a second."""
+    return replace(get_preset("tiny"), preset="mini", speakers=SpeakerConfig(n_train=4, n_dev=2, n_test=2),
+                   utterances_per_speaker=(2, 1, 1), cmvn_max_utterances=4)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def mini_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mini") / "ref"
+    build_corpus(mini_config(), out, seed=3, jobs=1, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------ tiny corpus
+
+
+def test_tiny_corpus_layout_and_counts(tiny_corpus: Path) -> None:
+    corpus = load_corpus(tiny_corpus)
+    assert corpus.info["complete"] is True and corpus.info["preset"] == "tiny"
+    assert corpus.splits == ["train", "dev", "test"]
+    total = sum(len(corpus.cuts(s)) for s in corpus.splits)
+    assert 180 <= total <= 240
+    assert {"corpus.json", "corpus_card.md", "speakers.csv", "zip_demographics.csv", "cmvn.json"} <= {
+        p.name for p in tiny_corpus.iterdir()}
+
+
+def test_speaker_metadata_is_complete(tiny_corpus: Path) -> None:
+    spk = load_corpus(tiny_corpus).speakers
+    assert list(spk.columns[: len(SPEAKER_COLUMNS)]) == SPEAKER_COLUMNS
+    assert not spk[SPEAKER_COLUMNS].isna().any().any()
+    assert spk["speaker_id"].is_unique
+    assert set(spk["gender"]) == {"female", "male"}
+    assert set(spk["age_band"]) <= set(AGE_BANDS)
+    assert set(spk["noise_type"]) <= set(NOISE_TYPES)
+    assert spk["snr_db"].between(5, 45).all()
+    for row in spk.itertuples():
+        assert len(row.zip) == 5
+        match = zipcodes.matching(row.zip)
+        assert match and match[0]["state"] == row.state, row.zip  # a real zip in the stated state
+        assert abs(float(match[0]["lat"]) - row.lat) < 0.2 and abs(float(match[0]["long"]) - row.lon) < 0.2
+        assert row.voice.startswith(row.accent + "+")
+
+
+def test_zip_demographics_cover_every_speaker_and_are_labelled_synthetic(tiny_corpus: Path) -> None:
+    corpus = load_corpus(tiny_corpus)
+    z = corpus.zip_demographics
+    assert list(z.columns[:4]) == ZIP_COLUMNS[:4] and set(ZIP_COLUMNS) <= set(z.columns)
+    assert z["zip"].is_unique and set(corpus.speakers["zip"]) <= set(z["zip"])
+    assert z["synthetic"].all()
+    assert not z[ZIP_COLUMNS].isna().any().any()
+
+
+def test_splits_have_disjoint_speakers_and_supervisions_carry_metadata(tiny_corpus: Path) -> None:
+    corpus = load_corpus(tiny_corpus)
+    seen: dict[str, str] = {}
+    speakers = corpus.speakers.set_index("speaker_id")
+    for split in corpus.splits:
+        for cut in corpus.cuts(split):
+            (sup,) = cut.supervisions
+            assert seen.setdefault(sup.speaker, split) == split, f"{sup.speaker} in two splits"
+            assert CUSTOM_KEYS <= set(sup.custom)
+            assert sup.custom["accent"] == speakers.loc[sup.speaker, "accent"]
+            assert sup.text and sup.text == sup.text.lower() and not any(c.isdigit() for c in sup.text)
+            assert cut.duration == pytest.approx(cut.recording.duration)
+
+
+def test_audio_is_16k_mono_and_matches_manifest(tiny_corpus: Path) -> None:
+    corpus = load_corpus(tiny_corpus)
+    cuts = corpus.cuts("test")
+    for cut in list(cuts)[:10]:
+        audio = cut.load_audio()
+        assert audio.shape == (1, cut.recording.num_samples)
+        assert cut.sampling_rate == 16000
+        assert 0.01 < float(np.abs(audio).max()) < 1.0
+    info = sf.info(str(tiny_corpus / next(iter(cuts)).recording.sources[0].source))
+    assert (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+
+
+def test_planted_disparity_is_visible_in_the_counts(tiny_corpus: Path) -> None:
+    corpus = load_corpus(tiny_corpus)
+    planted = corpus.planted
+    assert planted["under_represented_accents"] == ["en-gb-scotland", "en-029"]
+    spk = corpus.speakers
+    for accent in planted["under_represented_accents"]:
+        train = (spk[spk.split == "train"].accent == accent).mean()
+        test = (spk[spk.split == "test"].accent == accent).mean()
+        assert train == pytest.approx(planted["train_share"][accent], abs=1e-3)
+        assert train < test / 2
+    card = (tiny_corpus / "corpus_card.md").read_text()
+    assert "en-gb-scotland (planted)" in card and "en-029 (planted)" in card and "synthetic" in card
+
+
+def test_demo_preset_sizing_and_planted_shares() -> None:
+    config = get_preset("demo")
+    speakers = sample_speakers(config.speakers, seed=0)
+    df = pd.DataFrame([s.__dict__ for s in speakers])
+    assert (df.split == "train").sum() >= 300
+    assert 5000 <= config.n_utterances <= 9000
+    train = df[df.split == "train"].accent.value_counts(normalize=True)
+    test = df[df.split == "test"].accent.value_counts(normalize=True)
+    for accent in config.speakers.under_represented:
+        assert 0.02 <= train[accent] <= 0.05
+        assert test[accent] >= 0.09
+    # accent and home state are correlated but not identical
+    in_region = np.mean([s.state in synthesis_regions()[s.accent] for s in speakers])
+    assert 0.75 < in_region < 0.98
+    assert len({s.voice for s in speakers}) > 150  # lots of distinct accent+variant voices
+
+
+def synthesis_regions() -> dict[str, tuple[str, ...]]:
+    from fairstream.data.speakers import ACCENT_REGIONS
+
+    return ACCENT_REGIONS
+
+
+def test_cmvn_statistics(tiny_corpus: Path) -> None:
+    mean, std = load_corpus(tiny_corpus).cmvn
+    assert mean.shape == std.shape == (80,)
+    assert np.isfinite(mean).all() and (std > 0).all()
+    assert json.loads((tiny_corpus / "cmvn.json").read_text())["frames"] > 1000
+
+
+def test_allocate_counts_is_exact() -> None:
+    counts = allocate_counts(100, {"a": 0.03, "b": 0.03, "c": 0.94})
+    assert counts == {"a": 3, "b": 3, "c": 94}
+    counts = allocate_counts(10, {"a": 0.01, "b": 0.5, "c": 0.49}, minimum=1)
+    assert sum(counts.values()) == 10 and min(counts.values()) >= 1
+
+
+# ---------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_bytes_across_job_counts(mini_reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    build_corpus(mini_config(), out, seed=3, jobs=2, progress=False)
+    ref, new = _files(mini_reference), _files(out)
+    assert ref.keys() == new.keys()
+    differing = [k for k in ref if ref[k] != new[k]]
+    assert differing == []
+    assert any(k.endswith(".flac") for k in ref) and any(k.endswith(".jsonl.gz") for k in ref)
+
+
+def test_different_seed_gives_different_audio(mini_reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "other"
+    build_corpus(mini_config(), out, seed=4, jobs=1, progress=False)
+    ref = load_corpus(mini_reference).cuts("train")
+    other = load_corpus(out).cuts("train")
+    assert [c.supervisions[0].text for c in ref] != [c.supervisions[0].text for c in other]
+
+
+def test_manifests_are_lhotse_readable_jsonl_gz(mini_reference: Path) -> None:
+    from lhotse import CutSet
+
+    path = mini_reference / "manifests" / "train_cuts.jsonl.gz"
+    first = json.loads(gzip.decompress(path.read_bytes()).splitlines()[0])
+    assert first["recording"]["sources"][0]["source"].startswith("audio/train/")  # relocatable
+    assert len(CutSet.from_file(path)) == 8
+
+
+# ------------------------------------------------------------------------ resume/interrupt
+
+
+def test_interrupted_build_is_not_complete_and_resume_finishes_it(
+        mini_reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "interrupted"
+    real = synthesis.render_utterance
+    calls = {"n": 0}
+
+    def flaky(spec, synth, sr):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(spec, synth, sr)
+
+    monkeypatch.setattr(synthesis, "render_utterance", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(mini_config(), out, seed=3, jobs=1, progress=False)
+    assert json.loads((out / "corpus.json").read_text())["complete"] is False
+    assert not (out / "manifests").exists()
+    assert len(list(out.rglob("*.flac"))) == 5
+    with pytest.raises(CorpusError, match="incomplete"):
+        load_corpus(out)
+    with pytest.raises(CorpusError, match="--resume"):
+        build_corpus(mini_config(), out, seed=3, jobs=1, progress=False)
+
+    calls["n"] = -100  # no more interruptions
+    summary = build_corpus(mini_config(), out, seed=3, jobs=1, resume=True, progress=False)
+    assert (summary.n_reused, summary.n_synthesized) == (5, 7)
+    assert calls["n"] == -100 + 7  # finished utterances were not synthesized again
+    assert _files(out) == _files(mini_reference)
+    load_corpus(out)
+
+
+def test_resume_of_a_complete_corpus_synthesizes_nothing(mini_reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(mini_reference, out)
+    summary = build_corpus(mini_config(), out, seed=3, jobs=1, resume=True, progress=False)
+    assert summary.n_synthesized == 0 and summary.n_reused == 12
+    assert _files(out) == _files(mini_reference)
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_output_dir_with_a_different_corpus_is_refused(mini_reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(mini_reference, out)
+    with pytest.raises(CorpusError, match="different corpus") as info:
+        build_corpus(mini_config(), out, seed=99, jobs=1, resume=True, progress=False)
+    assert str(out) in str(info.value)
+
+
+def test_non_empty_dir_without_corpus_json_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CorpusError, match="not empty"):
+        build_corpus(mini_config(), tmp_path, seed=0, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_accent_or_planted_accent_is_refused() -> None:
+    with pytest.raises(CorpusError, match="en-xx"):
+        SpeakerConfig(n_train=4, n_dev=1, n_test=1, accents=("en-us", "en-xx"), accent_weights=(1.0, 1.0),
+                      under_represented=())
+    with pytest.raises(CorpusError, match="en-gb-scotland"):
+        SpeakerConfig(n_train=4, n_dev=1, n_test=1, accents=("en-us",), accent_weights=(1.0,))
+
+
+def test_unknown_voice_variant_fails_before_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fairstream.data import speakers
+
+    monkeypatch.setattr(speakers, "FEMALE_VARIANTS", ("nosuchvoice",) * 5)
+    monkeypatch.setattr(speakers, "MALE_VARIANTS", ("nosuchvoice",) * 8)
+    with pytest.raises(CorpusError, match="nosuchvoice"):
+        build_corpus(mini_config(), tmp_path / "x", seed=0, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("damage", ["no_corpus_json", "incomplete", "no_manifest", "not_a_dir"])
+def test_load_corpus_names_what_is_wrong(mini_reference: Path, tmp_path: Path, damage: str) -> None:
+    out = tmp_path / "c"
+    shutil.copytree(mini_reference, out)
+    if damage == "no_corpus_json":
+        (out / "corpus.json").unlink()
+        expected = "corpus.json"
+    elif damage == "incomplete":
+        info = json.loads((out / "corpus.json").read_text())
+        (out / "corpus.json").write_text(json.dumps({**info, "complete": False}))
+        expected = "incomplete"
+    elif damage == "no_manifest":
+        (out / "manifests" / "dev_supervisions.jsonl.gz").unlink()
+        expected = "dev_supervisions"
+    else:
+        out = tmp_path / "missing"
+        expected = "does not exist"
+    with pytest.raises(CorpusError, match=expected):
+        load_corpus(out)
+
+
+# ------------------------------------------------------------------------------ signal chain
+
+
+def test_noise_types_have_unit_rms_and_expected_tilt() -> None:
+    sr = 16000
+    low_high = {}
+    for kind in NOISE_TYPES:
+        x = make_noise(kind, sr * 2, sr, np.random.default_rng(0))
+        assert x.shape == (sr * 2,) and np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+        spec = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(len(x), 1 / sr)
+        low_high[kind] = spec[(f > 100) & (f < 500)].mean() / spec[(f > 4000) & (f < 7000)].mean()
+    assert 0.5 < low_high["white"] < 2
+    assert low_high["brown"] > low_high["pink"] > 5 * low_high["white"]
+    with pytest.raises(CorpusError, match="thunder"):
+        make_noise("thunder", 100, sr, np.random.default_rng(0))
+
+
+def test_snr_and_telephone_band_limit() -> None:
+    config = get_preset("tiny")
+    spk = sample_speakers(config.speakers, seed=0)[0]
+    spec = plan_utterances(config, [spk], seed=0)[0]
+    synth = EspeakSynthesizer()
+    quiet = replace(spec, snr_db=40.0, noise_type="white", telephone=False)
+    noisy = replace(spec, snr_db=5.0, noise_type="white", telephone=False)
+    phone = replace(spec, snr_db=40.0, noise_type="white", telephone=True)
+    lead = int(spec.lead_silence * 16000)
+
+    def floor_ratio(x: np.ndarray) -> float:  # noise power in the leading silence vs whole mix
+        return float(np.mean(x[: lead - 400] ** 2) / np.mean(x**2))
+
+    assert floor_ratio(render_utterance(noisy, synth, 16000)) > 100 * floor_ratio(render_utterance(quiet, synth, 16000))
+    x = render_utterance(phone, synth, 16000)
+    spec_x = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / 16000)
+    assert spec_x[f > 5000].sum() < 1e-3 * spec_x.sum()
+    assert np.abs(x).max() <= 0.98 + 1e-6

@@ -1,0 +1,139 @@
+"""StreamingRecognizer: final result == offline greedy on the same audio for any chunking,
+partials grow monotonically, and bad input raises clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fairstream.decoding.greedy import greedy_search
+from fairstream.decoding.streaming import PartialResult, StreamingRecognizer
+from fairstream.errors import InputDataError
+from fairstream.features.fbank import Cmvn, compute_cmvn, compute_fbank
+from fairstream.models.factory import (
+    EncoderConfig,
+    JoinerConfig,
+    ModelConfig,
+    PredictorConfig,
+    build_model,
+)
+from fairstream.models.transducer import Transducer
+from fairstream.tokenizer import Tokenizer
+
+SR = 16000
+
+
+def synthetic_audio(seconds: float, seed: int) -> np.ndarray:
+    """Gliding tones with bursts of noise: varied spectra so a random model emits tokens."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    freq = 200 + 1500 * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    tone = 0.3 * np.sin(2 * np.pi * np.cumsum(freq) / SR)
+    envelope = (np.sin(2 * np.pi * 3.0 * t) > 0).astype(np.float64)
+    noise = 0.05 * rng.standard_normal(t.size)
+    return (tone * envelope + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    out: Path = tmp_path_factory.mktemp("tok")
+    return Tokenizer.train(["hello world"], out, model_type="char")
+
+
+@pytest.fixture(scope="module")
+def cmvn() -> Cmvn:
+    return compute_cmvn([compute_fbank(synthetic_audio(2.0, seed=s)) for s in range(3)])
+
+
+def make_model(vocab: int, kind: str = "stateless") -> Transducer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        encoder=EncoderConfig(
+            "lstm", {"conv_channels": 8, "num_layers": 2, "hidden_dim": 48, "output_dim": 48}
+        ),
+        predictor=PredictorConfig(kind=kind, embed_dim=32, hidden_dim=32),  # type: ignore[arg-type]
+        joiner=JoinerConfig(joint_dim=48),
+        vocab_size=vocab,
+    )
+    return build_model(cfg).eval()
+
+
+def offline_greedy(model: Transducer, audio: np.ndarray, cmvn: Cmvn, max_symbols: int) -> tuple[int, ...]:
+    feats = torch.from_numpy(cmvn.apply(compute_fbank(audio))).unsqueeze(0)
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, torch.tensor([feats.shape[1]]))
+    return greedy_search(model, enc, enc_lens, max_symbols_per_frame=max_symbols)[0].tokens
+
+
+def run_stream(rec: StreamingRecognizer, audio: np.ndarray, chunk_samples: int) -> tuple[list[PartialResult], PartialResult]:
+    partials: list[PartialResult] = []
+    for start in range(0, audio.size, chunk_samples):
+        partials.extend(rec.accept(audio[start : start + chunk_samples]))
+    return partials, rec.finish()
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunk_ms", "chunk_samples"),
+    [
+        ("stateless", 160, 1013),   # audio chunks unrelated to model chunks
+        ("stateless", 10, 160),     # one feature frame per model chunk
+        ("stateless", 30, 4800),    # 3 frames per model chunk
+        ("lstm", 70, 77),           # 7 frames per model chunk, tiny audio chunks
+        ("lstm", 160, 10**6),       # all audio at once
+    ],
+)
+def test_stream_final_equals_offline_greedy(
+    kind: str, chunk_ms: int, chunk_samples: int, tokenizer: Tokenizer, cmvn: Cmvn
+) -> None:
+    model = make_model(tokenizer.vocab_size, kind)
+    audio = synthetic_audio(1.37, seed=11)
+    expected = offline_greedy(model, audio, cmvn, max_symbols=2)
+    assert len(expected) > 3  # the comparison is not between two empty outputs
+    rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms, max_symbols_per_frame=2)
+    partials, final = run_stream(rec, audio, chunk_samples)
+    assert final.is_final and final.tokens == expected
+    assert final.text == tokenizer.decode(list(expected))
+    assert len(final.timestamps) == len(expected)
+    assert final.audio_seconds == pytest.approx(compute_fbank(audio).shape[0] * 0.01)
+    # greedy partials never revise: each is a prefix of the next
+    seq = [p.tokens for p in partials] + [final.tokens]
+    assert all(not p.is_final for p in partials)
+    assert all(b[: len(a)] == a for a, b in zip(seq, seq[1:]))
+
+
+def test_partials_arrive_once_per_model_chunk(tokenizer: Tokenizer, cmvn: Cmvn) -> None:
+    rec = StreamingRecognizer(make_model(tokenizer.vocab_size), tokenizer, cmvn, chunk_ms=160)
+    audio = synthetic_audio(1.0, seed=1)  # 98 feature frames -> 6 full chunks of 16
+    partials, final = run_stream(rec, audio, 800)
+    assert len(partials) == 6
+    assert [p.audio_seconds for p in partials] == pytest.approx([0.16 * i for i in range(1, 7)])
+    assert final.audio_seconds == pytest.approx(0.98)
+
+
+def test_reset_starts_a_new_identical_stream(tokenizer: Tokenizer, cmvn: Cmvn) -> None:
+    rec = StreamingRecognizer(make_model(tokenizer.vocab_size), tokenizer, cmvn)
+    audio = synthetic_audio(0.8, seed=4)
+    _, first = run_stream(rec, audio, 2000)
+    with pytest.raises(InputDataError, match="after finish"):
+        rec.accept(audio[:100])
+    rec.reset()
+    _, second = run_stream(rec, audio, 3000)
+    assert first == second
+
+
+@pytest.mark.parametrize("n_samples", [0, 399])
+def test_empty_or_too_short_audio_raises(n_samples: int, tokenizer: Tokenizer, cmvn: Cmvn) -> None:
+    rec = StreamingRecognizer(make_model(tokenizer.vocab_size), tokenizer, cmvn)
+    rec.accept(np.zeros(n_samples, dtype=np.float32))
+    with pytest.raises(InputDataError, match=f"{n_samples} samples, shorter than one"):
+        rec.finish()
+
+
+def test_mismatched_vocabulary_and_bad_chunk_raise(tokenizer: Tokenizer, cmvn: Cmvn) -> None:
+    with pytest.raises(InputDataError, match=r"tokenizer vocabulary \(39\) does not match"):
+        StreamingRecognizer(make_model(40), tokenizer, cmvn)
+    with pytest.raises(InputDataError, match="multiple of the 10.0 ms"):
+        StreamingRecognizer(make_model(tokenizer.vocab_size), tokenizer, cmvn, chunk_ms=25)

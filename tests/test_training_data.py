@@ -1,0 +1,239 @@
+"""Training batches: shapes and padding, determinism, exact resume, sharding, cache, SpecAugment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from audio_factory import make_cuts
+
+from fairstream.errors import CorpusError, InputDataError
+from fairstream.features import compute_cmvn, compute_fbank
+from fairstream.tokenizer import Tokenizer
+from fairstream.training.data import (
+    Batch,
+    SpecAugmentConfig,
+    load_cut_features,
+    make_dataloader,
+    precompute_features,
+    spec_augment,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    cuts = make_cuts(root / "audio", n=16)
+    tok = Tokenizer.train([c.supervisions[0].text for c in cuts], root / "tok", model_type="char")
+    cmvn = compute_cmvn(load_cut_features(c) for c in cuts)
+    return root, cuts, tok, cmvn
+
+
+def _loader(setup, **kw):
+    _, cuts, tok, cmvn = setup
+    args = {"tokenizer": tok, "cmvn": cmvn, "max_duration": 5.0, "shuffle": True,
+                "spec_augment": SpecAugmentConfig(), "seed": 7}
+    args.update(kw)
+    return make_dataloader(kw.pop("cuts", cuts), **{k: v for k, v in args.items() if k != "cuts"})
+
+
+def _same(a: list[Batch], b: list[Batch]) -> None:
+    assert [x.cut_ids for x in a] == [y.cut_ids for y in b]
+    for x, y in zip(a, b):
+        assert torch.equal(x.features, y.features)
+        assert torch.equal(x.tokens, y.tokens)
+        assert torch.equal(x.feature_lens, y.feature_lens)
+
+
+def test_batch_shapes_padding_and_content(setup) -> None:
+    _, cuts, tok, cmvn = setup
+    by_id = {c.id: c for c in cuts}
+    batches = list(_loader(setup, spec_augment=None))
+    assert sorted(i for b in batches for i in b.cut_ids) == sorted(by_id)  # every cut once
+    for b in batches:
+        n = b.size
+        assert b.features.dtype == torch.float32 and b.features.shape[0] == n and b.features.shape[2] == 80
+        assert b.feature_lens.dtype == torch.int64 and b.tokens.dtype == torch.int64
+        assert b.features.shape[1] == int(b.feature_lens.max())
+        assert b.tokens.shape == (n, int(b.token_lens.max()))
+        assert b.feature_lens.tolist() == sorted(b.feature_lens.tolist(), reverse=True)
+        assert sum(by_id[i].duration for i in b.cut_ids) <= 5.0 + 1e-6
+        for k, cid in enumerate(b.cut_ids):
+            cut = by_id[cid]
+            t, u = int(b.feature_lens[k]), int(b.token_lens[k])
+            expected = cmvn.apply(compute_fbank(cut.load_audio()[0]))
+            np.testing.assert_allclose(b.features[k, :t].numpy(), expected, atol=1e-5)
+            assert torch.all(b.features[k, t:] == 0)
+            assert torch.all(b.tokens[k, u:] == 0) and torch.all(b.tokens[k, :u] > 0)
+            assert tok.decode(b.tokens[k, :u].tolist()) == cut.supervisions[0].text == b.texts[k]
+            assert b.speaker_ids[k] == cut.supervisions[0].speaker
+
+
+def test_deterministic_given_seed_and_epoch(setup) -> None:
+    a, b = _loader(setup), _loader(setup)
+    _same(list(a), list(b))
+    a.set_epoch(1)
+    b.set_epoch(1)
+    e1a, e1b = list(a), list(b)
+    _same(e1a, e1b)
+    e0 = list(_loader(setup))
+    assert [x.cut_ids for x in e0] != [x.cut_ids for x in e1a]  # shuffling depends on the epoch
+
+
+def test_workers_do_not_change_batches(setup) -> None:
+    _same(list(_loader(setup)), list(_loader(setup, num_workers=2)))
+
+
+def test_resume_from_state_dict_is_exact(setup) -> None:
+    full = _loader(setup)
+    full.set_epoch(2)
+    reference = list(full)
+    assert len(reference) >= 4
+
+    first = _loader(setup)
+    first.set_epoch(2)
+    it = iter(first)
+    seen = [next(it) for _ in range(3)]
+    state = first.state_dict()
+    assert state["epoch"] == 2 and state["batches_done"] == 3
+    del it
+
+    resumed = _loader(setup)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(2)  # the training loop does this; it must keep the resume point
+    rest = list(resumed)
+    _same(seen + rest, reference)
+    assert resumed.state_dict()["batches_done"] == len(reference)
+
+    _same(list(_loader(setup).batches(2, skip=3)), reference[3:])
+
+    wrong = _loader(setup, seed=8)
+    with pytest.raises(InputDataError, match="seed"):
+        wrong.load_state_dict(state)
+
+
+def test_rank_sharding_splits_the_data(setup) -> None:
+    _, cuts, _, _ = setup
+    r0 = list(_loader(setup, rank=0, world_size=2, spec_augment=None))
+    r1 = list(_loader(setup, rank=1, world_size=2, spec_augment=None))
+    assert len(r0) == len(r1)  # equal step counts keep DDP ranks in lock step
+    ids0 = {i for b in r0 for i in b.cut_ids}
+    ids1 = {i for b in r1 for i in b.cut_ids}
+    assert ids0 | ids1 == {c.id for c in cuts}
+    assert len(ids0 & ids1) <= 2  # at most the padding lhotse adds to even out the last step
+    with pytest.raises(InputDataError, match="rank 2"):
+        _loader(setup, rank=2, world_size=2)
+
+
+def test_feature_cache_gives_identical_batches_and_is_reused(setup) -> None:
+    root, cuts, _, _ = setup
+    cache = root / "cache"
+    plain = list(_loader(setup))
+    cached = list(_loader(setup, feature_cache=cache))
+    _same(plain, cached)
+    npy = sorted(cache.rglob("*.npy"))
+    assert len(npy) == len(cuts)
+    mtimes = [p.stat().st_mtime_ns for p in npy]
+    again = precompute_features(cuts, cache)
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npy"))] == mtimes  # reused
+    assert all(c.has_features for c in again)
+    c0 = next(iter(again))
+    np.testing.assert_array_equal(load_cut_features(c0), compute_fbank(c0.load_audio()[0]))
+    parallel = {c.id: c for c in precompute_features(cuts, root / "cache2", num_jobs=2)}
+    for c in again:
+        np.testing.assert_array_equal(load_cut_features(parallel[c.id]), load_cut_features(c))
+
+
+def test_spec_augment_masks(setup) -> None:
+    cfg = SpecAugmentConfig(num_freq_masks=2, freq_mask_width=15, time_masks_per_frame=0.02,
+                            time_mask_ratio=0.05, time_mask_max_width=40)
+    feats = torch.full((3, 400, 80), 5.0)
+    lens = torch.tensor([400, 250, 60])
+    feats[1, 250:] = -1.0
+    feats[2, 60:] = -1.0
+    gen = torch.Generator().manual_seed(0)
+    out = spec_augment(feats, lens, cfg, gen)
+    assert torch.equal(feats[0], torch.full((400, 80), 5.0))  # input untouched
+    masked_any = False
+    for b, t in enumerate(lens.tolist()):
+        valid = out[b, :t]
+        assert torch.all(out[b, t:] == -1.0)  # padding untouched
+        zero = valid == 0
+        freq_cols = zero.all(dim=0)
+        time_rows = zero.all(dim=1)
+        assert int(freq_cols.sum()) <= 2 * 15
+        n_masks = min(cfg.max_time_masks, int(t * cfg.time_masks_per_frame))
+        assert int(time_rows.sum()) <= n_masks * min(40, int(t * 0.05))
+        # every zero is explained by a full frequency column or a full time row
+        assert torch.equal(zero, freq_cols[None, :] | time_rows[:, None])
+        masked_any |= bool(zero.any())
+    assert masked_any
+    again = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    other = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(1))
+    assert not torch.equal(out, other)
+
+
+def test_time_masks_grow_with_length() -> None:
+    cfg = SpecAugmentConfig(num_freq_masks=0, time_masks_per_frame=0.05, time_mask_ratio=0.05,
+                            time_mask_max_width=10, max_time_masks=100)
+    gen = torch.Generator().manual_seed(0)
+    short = spec_augment(torch.ones(200, 100, 80), torch.full((200,), 100), cfg, gen)
+    long = spec_augment(torch.ones(200, 1000, 80), torch.full((200,), 1000), cfg, gen)
+    frac_short = (short == 0).all(dim=2).float().mean()
+    frac_long = (long == 0).all(dim=2).float().mean()
+    assert 0 < frac_short and 0 < frac_long
+    assert abs(float(frac_long) - float(frac_short)) < 0.15  # masked share roughly constant
+
+
+def test_time_warp_keeps_shape_and_is_deterministic() -> None:
+    cfg = SpecAugmentConfig(num_freq_masks=0, time_masks_per_frame=0.0, time_warp=10)
+    x = torch.linspace(0, 1, 300)[None, :, None].repeat(2, 1, 80)
+    lens = torch.tensor([300, 200])
+    a = spec_augment(x, lens, cfg, torch.Generator().manual_seed(3))
+    b = spec_augment(x, lens, cfg, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a[0], x[0])
+    assert torch.all(a[0, 1:, 0] >= a[0, :-1, 0] - 1e-6)  # a warp keeps the time order
+    assert torch.equal(a[1, 200:], x[1, 200:])
+
+
+def test_bad_inputs_are_named(setup, tmp_path: Path) -> None:
+    _, cuts, _tok, _cmvn = setup
+    longest = max(cuts, key=lambda c: c.duration)
+    with pytest.raises(InputDataError, match=f"cut {longest.id}"):
+        _loader(setup, max_duration=longest.duration - 0.01)
+    with pytest.raises(InputDataError, match="SpecAugmentConfig.freq_mask_width"):
+        SpecAugmentConfig(freq_mask_width=-1)
+    short = make_cuts(tmp_path, n=1).subset(first=1)
+    tiny = next(iter(short)).truncate(duration=0.01)
+    with pytest.raises(CorpusError, match=f"cut {tiny.id}.*shorter than one analysis window"):
+        load_cut_features(tiny)
+
+
+def test_pipeline_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
+    from fairstream.data.corpus import load_corpus
+    from fairstream.features import Cmvn
+
+    corpus = load_corpus(tiny_corpus)
+    cuts = corpus.cuts("train").to_eager()
+    texts = [c.supervisions[0].text for c in cuts]
+    tok = Tokenizer.train(texts, tmp_path / "tok", vocab_size=60, model_type="bpe")
+    mean, std = corpus.cmvn
+    loader = make_dataloader(cuts, tokenizer=tok, cmvn=Cmvn(mean=mean, std=std), max_duration=30.0,
+                             shuffle=True, spec_augment=SpecAugmentConfig(), seed=0)
+    by_id = {c.id: c for c in cuts}
+    seen = []
+    frames = []
+    for batch in loader:
+        seen += batch.cut_ids
+        for k, cid in enumerate(batch.cut_ids):
+            u = int(batch.token_lens[k])
+            assert tok.decode(batch.tokens[k, :u].tolist()) == by_id[cid].supervisions[0].text
+            frames.append(batch.features[k, : int(batch.feature_lens[k])])
+    assert sorted(seen) == sorted(by_id)
+    allf = torch.cat(frames)
+    # the corpus CMVN normalizes its own train features (masked cells are exactly 0)
+    assert abs(float(allf.mean())) < 0.2 and 0.6 < float(allf.std()) < 1.2

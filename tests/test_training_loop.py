@@ -1,0 +1,235 @@
+"""The training loop: exact resume, NaN skipping, budget stop, checkpoints, DDP, hooks.
+
+Most tests use the tiny regression model of tests/_fake_training.py so that they check the
+loop itself; the transducer tests at the end run it on the real model and data pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from _fake_training import (
+    OPTIM,
+    RUN_CONFIG,
+    SCHEDULE,
+    CountingHook,
+    Interrupted,
+    run,
+    step_losses,
+)
+from fairstream.errors import CheckpointError, TrainingError
+from fairstream.training.checkpoint import list_checkpoints, load_checkpoint
+from fairstream.training.loop import lr_factor
+
+TESTS = Path(__file__).parent
+FAKE = TESTS / "_fake_training.py"
+
+
+def _params(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+# ----------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "expected"),
+    [
+        ("constant", 1, 1 / 3),
+        ("constant", 3, 1.0),
+        ("constant", 50, 1.0),
+        ("noam", 12, 0.5),  # sqrt(3/12)
+        ("cosine", 3, 1.0),
+        ("cosine", 23, 0.05),  # end of decay_steps=20 -> min_lr_ratio
+        ("cosine", 500, 0.05),
+        ("cosine", 13, 0.525),  # half-way: (1 + 0.05) / 2
+        ("exponential", 23, 0.5),  # one half-life of 20 steps after warm-up
+        ("exponential", 10_000, 0.05),  # floored
+    ],
+)
+def test_lr_factor_follows_the_named_schedule(schedule, step, expected):
+    optim = replace(OPTIM, schedule=schedule, warmup_steps=3, decay_steps=20, min_lr_ratio=0.05)
+    assert lr_factor(step, optim) == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "resume_from"),
+    [(6, "step-00000005.pt"),  # mid-epoch checkpoint: resumes inside epoch 0
+     (9, "step-00000007.pt")],  # end-of-epoch checkpoint: resumes at the start of epoch 1
+)
+def test_resume_after_crash_reproduces_uninterrupted_losses(tmp_path, crash_at, resume_from):
+    """Crash after ``crash_at`` steps, resume: steps 1..12 equal an uninterrupted run."""
+    ref_result, ref_model = run(tmp_path / "ref", hooks=(CountingHook(),))
+    ref = step_losses(tmp_path / "ref")
+    assert sorted(ref) == list(range(1, 13))
+    assert ref_result.epochs == 1  # 7 batches per epoch: the run crosses an epoch boundary
+
+    with pytest.raises(Interrupted):
+        run(tmp_path / "b", kill_at=crash_at, hooks=(CountingHook(),))
+    assert list_checkpoints(tmp_path / "b" / "checkpoints")[-1].name == resume_from
+    hook = CountingHook()
+    result, model = run(tmp_path / "b", hooks=(hook,))
+    got = step_losses(tmp_path / "b")
+    assert result.resumed_from is not None and result.resumed_from.name == resume_from
+    assert got == ref  # bit-identical losses, the steps after the checkpoint recomputed
+    assert torch.equal(_params(model), _params(ref_model))
+    assert hook.seen == 12  # hook state restored from the checkpoint + the steps after it
+
+
+def test_resume_after_sigkill_reproduces_uninterrupted_losses(tmp_path):
+    """The process is killed with SIGKILL mid-run and resumed by a new process."""
+    ref_dir, dir_ = tmp_path / "ref", tmp_path / "b"
+    run(ref_dir, schedule=replace(SCHEDULE, max_steps=14))
+    cmd = [sys.executable, str(FAKE), str(dir_)]
+    killed = subprocess.run([*cmd, "--kill-at", "12", "--max-steps", "14"], env=_env(), capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert not (dir_ / "final.pt").exists()
+    assert list_checkpoints(dir_ / "checkpoints")[-1].name == "step-00000010.pt"
+    resumed = subprocess.run([*cmd, "--max-steps", "14"], env=_env(), capture_output=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert step_losses(dir_) == step_losses(ref_dir)
+    a = load_checkpoint(dir_ / "final.pt").model
+    b = load_checkpoint(ref_dir / "final.pt").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_config(tmp_path):
+    run(tmp_path, schedule=replace(SCHEDULE, max_steps=5))
+    other = {**RUN_CONFIG, "model": {"name": "fake", "hidden": 32}}
+    with pytest.raises(CheckpointError, match=r"model\.hidden: 16 in checkpoint vs 32"):
+        run(tmp_path, schedule=replace(SCHEDULE, max_steps=8), run_config=other)
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path):
+    run(tmp_path, schedule=replace(SCHEDULE, max_steps=10))
+    newest = list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert newest.name == "step-00000010.pt"
+    newest.write_bytes(newest.read_bytes()[:200])  # truncated
+    result, _ = run(tmp_path, schedule=replace(SCHEDULE, max_steps=12))
+    assert result.resumed_from is not None and result.resumed_from.name == "step-00000007.pt"
+    assert result.steps == 12
+
+
+def test_no_resume_starts_over(tmp_path):
+    run(tmp_path, schedule=replace(SCHEDULE, max_steps=6))
+    result, _ = run(tmp_path, schedule=replace(SCHEDULE, max_steps=4), resume=False)
+    assert result.resumed_from is None and result.steps == 4
+    assert sorted(step_losses(tmp_path)) == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------- outputs
+
+
+def test_checkpoints_kept_final_and_averaged_models_written(tmp_path):
+    result, model = run(tmp_path)
+    ckpts = list_checkpoints(tmp_path / "checkpoints")
+    # every 5 steps + end of epoch 1 (step 7) + the stop (step 12); keep_last_n = 2
+    assert [p.name for p in ckpts] == ["step-00000010.pt", "step-00000012.pt"]
+    final = load_checkpoint(result.final_checkpoint)
+    assert final.optimizer is None and final.config == RUN_CONFIG
+    assert torch.equal(torch.cat([v.flatten() for v in final.model.values()]), _params(model))
+    avg = load_checkpoint(result.averaged_checkpoint)
+    a, b = (load_checkpoint(p).model for p in ckpts)
+    for k, v in avg.model.items():
+        assert torch.allclose(v, (a[k] + b[k]) / 2, atol=1e-7)
+    assert avg.extra["averaged_from"] == [p.name for p in ckpts]
+    assert result.stop_reason == "max_steps" and result.steps == 12
+
+
+def test_metrics_log_has_the_documented_fields(tmp_path):
+    run(tmp_path, schedule=replace(SCHEDULE, log_interval=4))
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r.get("event") is None]
+    assert [r["step"] for r in steps] == [4, 8, 12]
+    for r in steps:
+        assert {"step", "loss", "lr", "grad_norm", "utt_per_s", "elapsed_s", "mse"} <= set(r)
+        assert r["loss"] > 0 and r["utt_per_s"] > 0
+    valid = [r for r in records if r.get("event") == "validation"]
+    assert valid and all(r["valid_loss"] > 0 for r in valid)
+    assert records[-1]["event"] == "stop" and records[-1]["reason"] == "max_steps"
+
+
+def test_training_reduces_the_loss(tmp_path):
+    result, _ = run(tmp_path, schedule=replace(SCHEDULE, max_steps=None, max_epochs=6,
+                                               log_interval=7, checkpoint_interval=0))
+    losses = step_losses(tmp_path)
+    first, last = losses[min(losses)], losses[max(losses)]
+    assert result.stop_reason == "max_epochs" and result.steps == 42
+    assert last < 0.5 * first
+
+
+# ----------------------------------------------------------------------- bad batches, budget
+
+
+def test_nonfinite_batches_are_skipped_and_counted(tmp_path):
+    result, model = run(tmp_path, nan_batches=frozenset({2, 3}))
+    assert result.skipped_batches == 2 * 2  # batches 2 and 3 of epochs 0 and 1
+    assert torch.isfinite(_params(model)).all()
+    events = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    skipped = [e for e in events if e.get("event") == "skipped_batch"]
+    assert [e["step"] for e in skipped] == [3, 4, 10, 11]
+    assert skipped[0]["cut_ids"][0] == "e0-b2-u0"
+
+
+def test_persistent_nan_stops_with_training_error(tmp_path):
+    sched = replace(SCHEDULE, max_consecutive_nonfinite=3)
+    with pytest.raises(TrainingError, match=r"not finite for 3 batches in a row.*e0-b3-u0"):
+        run(tmp_path, schedule=sched, nan_batches=frozenset({1, 2, 3, 4}))
+
+
+def test_budget_stops_cleanly_and_writes_final_models(tmp_path):
+    ticks = iter(range(0, 10_000, 7))  # every clock reading advances 7 "seconds"
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    sched = replace(SCHEDULE, max_steps=None, budget_minutes=1.0, checkpoint_interval=0)
+    result, _ = run(tmp_path, schedule=sched, clock=clock)
+    assert result.stop_reason == "budget"
+    assert 60.0 <= result.elapsed_s < 80.0
+    assert 0 < result.steps < 12
+    assert load_checkpoint(result.averaged_checkpoint).step == result.steps
+    assert list_checkpoints(tmp_path / "checkpoints")[-1].name == f"step-{result.steps:08d}.pt"
+    # resuming a run whose budget is spent stops at once
+    again, _ = run(tmp_path, schedule=sched, clock=clock)
+    assert again.steps == result.steps and again.stop_reason == "budget"
+
+
+# ----------------------------------------------------------------------- DDP
+
+
+@pytest.mark.ddp
+def test_ddp_two_processes_train_in_lockstep(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(FAKE), str(out),
+           "--max-steps", "6"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == {"world_size": 2, "steps": 6, "epochs": 1,
+                       "params_equal_across_ranks": True, "stop_reason": "max_steps"}
+    ck = load_checkpoint(out / "final.pt")
+    assert ck.progress["world_size"] == 2
+    # 7 batches over 2 ranks (4 + 3): the shorter shard ends each epoch for both ranks
+    assert sorted(step_losses(out)) == [1, 2, 3, 4, 5, 6]
