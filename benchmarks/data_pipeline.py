@@ -9,7 +9,8 @@ SpecAugment on, ``--max-duration`` seconds per batch) is timed in four settings:
 * ``cached``: fbank read from the cache (``num_workers=0``).
 
 Data: the train split of ``--corpus DIR`` (a fairstream corpus), or, without it, ``--synthetic N``
-FLAC files of 2-5 s of tones and noise in a temporary directory.
+FLAC files of 2-5 s of tones and noise in a temporary directory. ``--limit N`` keeps the first
+N train cuts of the corpus.
 
 Usage::
 
@@ -102,6 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--synthetic", type=int, default=300)
+    ap.add_argument("--limit", type=int, default=None, help="use the first N train cuts of --corpus")
     ap.add_argument("--max-duration", type=float, default=200.0)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "data_pipeline.json")
     args = ap.parse_args()
@@ -114,9 +116,11 @@ def main() -> None:
 
             corpus = load_corpus(args.corpus)
             cuts = corpus.cuts("train").to_eager()
+            if args.limit is not None:
+                cuts = cuts.subset(first=args.limit)
             mean, std = corpus.cmvn
             cmvn = Cmvn(mean=mean, std=std)
-            source = f"corpus {args.corpus} (train)"
+            source = f"corpus {args.corpus} (train{f', first {args.limit}' if args.limit else ''})"
         else:
             cuts = synthetic_cuts(tmp, args.synthetic)
             cmvn = compute_cmvn(load_cut_features(c) for c in cuts.subset(first=50))

@@ -2,21 +2,28 @@
 
 Implementations, each measured in its own fresh subprocess:
 
-* ``fairstream``: :func:`fairstream.losses.rnnt_loss` (chunked log-sum-exp, gradient formed once);
+* ``fairstream``: :func:`fairstream.losses.rnnt_loss` (chunked log-softmax, gradient formed once);
 * ``plain_dp``: plain PyTorch autograd — full ``log_softmax``, gather, ``logcumsumexp`` over U in
   a loop over T, gradient by autograd;
 * ``warprnnt_numba``: ``warprnnt_numba.RNNTLossNumba`` on CPU (one run: it takes ~20 s).
 
-Time: median wall-clock time of ``loss.backward()`` including the forward, over ``--runs`` runs
-after one warm-up run (the warm-up is skipped for warprnnt-numba).
+Time: median wall-clock time of forward + ``backward()``, over ``--runs`` runs after one warm-up
+run (the warm-up is skipped for warprnnt-numba), and the median CPU time of the process over
+the same runs (all threads, user + system; less sensitive than wall time to other jobs on a
+shared machine, but it also counts threads spinning while they wait).
 
-Extra peak memory: in the fresh subprocess the inputs are created and touched first; the
-current resident set size (RSS, ``/proc/self/statm``) is the baseline. Then one forward +
-backward runs (the gradient lands in ``logits.grad`` and is counted: it is part of what a
-loss must produce) and the process's peak RSS (``getrusage(...).ru_maxrss``) after it, minus
-the baseline, is the extra peak. Python's tracemalloc does not see torch's allocator, and large
-torch buffers are returned to the OS when freed, so RSS follows the allocator closely. The
-logits tensor itself is in the baseline.
+Extra peak memory: in the fresh subprocess the inputs are created and one warm-up forward +
+backward runs; then the kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` ← 5),
+the current resident set size is the baseline, one more forward + backward runs and the peak
+RSS (``VmHWM``) minus the baseline is the extra peak. The gradient that lands in
+``logits.grad`` is counted (it is part of what a loss must produce); the logits themselves are
+in the baseline. Python's tracemalloc does not see torch's allocator, and large torch buffers
+are returned to the OS when freed, so RSS follows the allocator closely. warprnnt-numba runs
+once, cold: its peak is taken from ``ru_maxrss`` over that single run.
+
+The extra row ``fairstream, THP_MEM_ALLOC_ENABLE=1`` runs ours with PyTorch's switch that
+backs large CPU tensors with transparent huge pages (fewer page faults when the gradient buffer
+is first written); everything else runs with the default environment.
 
 Usage::
 
@@ -42,17 +49,30 @@ from typing import Any
 B, T, U, V = 16, 100, 40, 500
 THREADS = 2
 RESULTS = Path(__file__).resolve().parent / "results" / "rnnt_loss.json"
-IMPLEMENTATIONS = ("fairstream", "plain_dp", "warprnnt_numba")
+IMPLEMENTATIONS = ("fairstream", "fairstream_thp", "plain_dp", "warprnnt_numba")
 LABELS = {
     "fairstream": "fairstream rnnt_loss",
+    "fairstream_thp": "fairstream rnnt_loss, THP_MEM_ALLOC_ENABLE=1",
     "plain_dp": "plain autograd DP (log_softmax + logcumsumexp over U, loop over T)",
     "warprnnt_numba": "warprnnt-numba 0.4.1 (CPU)",
 }
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise SystemExit(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def _peak_rss_bytes() -> int:
@@ -87,7 +107,7 @@ def _worker(name: str, runs: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(THREADS)
-    if name == "fairstream":
+    if name in ("fairstream", "fairstream_thp"):
         from fairstream.losses import rnnt_loss
 
         def loss_fn(x, y, tl, ul):
@@ -110,37 +130,54 @@ def _worker(name: str, runs: int) -> dict[str, Any]:
     logit_lens = torch.full((B,), T, dtype=torch.int64)
     target_lens = torch.full((B,), U, dtype=torch.int64)
 
-    baseline = _rss_bytes()
-    peak_before = _peak_rss_bytes()
-    start = time.perf_counter()
-    loss = loss_fn(logits, targets, logit_lens, target_lens)
-    loss.backward()
-    first = time.perf_counter() - start
-    extra_peak = _peak_rss_bytes() - max(baseline, 0)
-    loss_value = float(loss.detach())
-    grad_sum_abs = float(logits.grad.abs().sum())
-    logits.grad = None
-    del loss
+    cpu_times: list[float] = []
 
-    times = [first]
-    if name != "warprnnt_numba":
+    def one_run() -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = loss_fn(logits, targets, logit_lens, target_lens)
+        loss.backward()
+        cpu_times.append(time.process_time() - cpu_start)
+        return time.perf_counter() - start, float(loss.detach())
+
+    def grad_abs_sum() -> float:
+        # read only after the memory reading: .abs() makes a logits-sized temporary
+        value = float(logits.grad.abs().sum())
+        logits.grad = None
+        return value
+
+    if name == "warprnnt_numba":
+        baseline = _status_bytes("VmRSS")
+        first, loss_value = one_run()
+        extra_peak = _peak_rss_bytes() - baseline
+        grad_sum_abs = grad_abs_sum()
+        times = [first]
+        memory_method = "ru_maxrss over a single cold run"
+    else:
+        first, loss_value = one_run()
+        grad_sum_abs = grad_abs_sum()
+        if _reset_peak_rss():
+            baseline = _status_bytes("VmRSS")
+            one_run()
+            extra_peak = _status_bytes("VmHWM") - baseline
+            memory_method = "VmHWM after clear_refs, second run"
+        else:  # no clear_refs on this kernel
+            baseline, extra_peak, memory_method = 0, -1, "unavailable"
+        logits.grad = None
         times = []
+        cpu_times.clear()
         for _ in range(runs):
-            start = time.perf_counter()
-            loss = loss_fn(logits, targets, logit_lens, target_lens)
-            loss.backward()
-            times.append(time.perf_counter() - start)
+            times.append(one_run()[0])
             logits.grad = None
-            del loss
     return {
         "name": name,
         "label": LABELS[name],
         "median_s": statistics.median(times),
+        "median_cpu_s": statistics.median(cpu_times),
         "times_s": times,
         "first_run_s": first,
         "extra_peak_bytes": extra_peak,
-        "peak_rss_before_run_bytes": peak_before,
         "baseline_rss_bytes": baseline,
+        "memory_method": memory_method,
         "loss": loss_value,
         "grad_abs_sum": grad_sum_abs,
     }
@@ -148,6 +185,9 @@ def _worker(name: str, runs: int) -> dict[str, Any]:
 
 def _run_worker(name: str, runs: int) -> dict[str, Any]:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
+    env.pop("THP_MEM_ALLOC_ENABLE", None)
+    if name == "fairstream_thp":
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", name, "--runs", str(runs)],
         capture_output=True,
@@ -189,15 +229,16 @@ def main() -> None:
         )
 
     mib = 2.0**20
-    header = f"| implementation | median fwd+bwd | extra peak memory | loss |"
+    header = "| implementation | median fwd+bwd (wall) | CPU time | extra peak memory | loss |"
     print(f"RNN-T loss, B={B} T={T} U={U} V={V} float32, logits {logits_bytes / mib:.1f} MiB, "
           f"{THREADS} threads")  # fmt: skip
     print(header)
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for r in results:
         runs = len(r["times_s"])
         print(
             f"| {r['label']} | {r['median_s']:.3f} s ({runs} run{'s' * (runs > 1)}) "
+            f"| {r['median_cpu_s']:.3f} s "
             f"| {r['extra_peak_bytes'] / mib:.0f} MiB ({r['extra_peak_x_logits']:.2f}× logits) "
             f"| {r['loss']:.4f} |"
         )
@@ -215,9 +256,11 @@ def main() -> None:
         "method": {
             "time": "median wall-clock of forward+backward after one warm-up run "
             "(warprnnt-numba: a single cold run)",
-            "memory": "fresh subprocess per implementation; peak RSS (ru_maxrss) during the "
-            "first forward+backward minus the RSS after creating the inputs; includes the "
-            "gradient stored in logits.grad",
+            "memory": "fresh subprocess per implementation; after a warm-up run the peak RSS "
+            "is reset (/proc/self/clear_refs 5) and VmHWM minus VmRSS before one more "
+            "forward+backward is the extra peak (warprnnt-numba: ru_maxrss over its single "
+            "cold run minus VmRSS after creating the inputs); includes the gradient stored "
+            "in logits.grad",
         },
         "results": results,
     }

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from fairstream.audit import AuditConfig, PrivacyConfig, run_audit
+from fairstream.audit import AuditConfig, EmbeddingConfig, PrivacyConfig, run_audit
 from fairstream.audit.synthetic import make_synthetic_audit
 from fairstream.cli import main
 from fairstream.errors import InputDataError
@@ -94,7 +94,7 @@ def test_bad_metadata_is_counted_in_the_report(corpus_dir: Path, tmp_path: Path)
     extra["speaker_id"] = "ghost"
     res = pd.concat([res, extra], ignore_index=True)
     res.loc[0, "sub"] = np.nan
-    spk = pd.read_csv(corpus_dir / "speakers.csv")
+    spk = pd.read_csv(corpus_dir / "speakers.csv", dtype={"zip": str})
     spk.loc[1, "lat"] = np.nan
     spk.loc[2, "zip"] = "99999"
     r = run_audit(res, speakers=spk, zip_demographics=corpus_dir / "zip_demographics.csv",
@@ -181,25 +181,30 @@ def test_cli_help_teaches() -> None:
         assert text in r.output, text
 
 
-def test_on_the_tiny_corpus(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Once the corpus builder's ``tiny_corpus`` fixture exists: audit a results table built on
-    its speakers with the corpus' own metadata and planted cohorts."""
-    try:
-        corpus = request.getfixturevalue("tiny_corpus")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py provides no tiny_corpus fixture yet")
-    root = Path(getattr(corpus, "root", corpus))
+def test_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
+    """The corpus' own speakers.csv, zip_demographics.csv, corpus.json planted cohorts and
+    audio (fallback embedding), with a results table that serves the planted accents worse."""
+    root = Path(tiny_corpus)
     spk = pd.read_csv(root / "speakers.csv")
+    planted = json.loads((root / "corpus.json").read_text())["planted"]["under_represented_accents"]
     rng = np.random.default_rng(0)
     rows = []
-    for s in spk["speaker_id"]:
-        for j in range(3):
-            n = 8
-            sub = int(rng.integers(0, 3))
+    for s, acc in zip(spk["speaker_id"], spk["accent"]):
+        p = 0.4 if acc in planted else 0.05
+        for j in range(4):
+            sub = int(rng.binomial(10, p))
             rows.append({"utt_id": f"{s}_{j}", "speaker_id": s, "sub": sub, "del": 0, "ins": 0,
-                         "hits": n - sub})
-    r = run_audit(pd.DataFrame(rows), corpus_dir=root, methods="attribute:accent",
-                  out_dir=tmp_path, config=AuditConfig(n_boot=50,
-                                                       privacy=PrivacyConfig(min_cohort_speakers=1)))
+                         "hits": 10 - sub})
+    r = run_audit(
+        pd.DataFrame(rows), corpus_dir=root, out_dir=tmp_path,
+        methods="attribute:accent,geo,geodemo,embedding",
+        config=AuditConfig(n_boot=100, privacy=PrivacyConfig(min_cohort_speakers=2),
+                           embedding=EmbeddingConfig(k_range=(2, 4))),
+    )
     assert r.overall["n_speakers"] == len(spk)
+    m = r.methods.set_index("method")
+    assert m.loc["attribute:accent", "bottom_cohort"] in planted
+    assert m.loc["attribute:accent", "precision"] == 1.0
+    assert r.embedding is not None and r.embedding.source.startswith("fallback")
+    assert np.isfinite(m.loc["embedding", "ari_accent"])
     assert (tmp_path / "report.html").exists()

@@ -151,5 +151,5 @@ def test_cmvn_bad_inputs(tmp_path) -> None:
         Cmvn.load(tmp_path / "c.json")
     with pytest.raises(InputDataError, match="std > 0"):
         Cmvn(mean=np.zeros(80), std=np.zeros(80))
-    with pytest.raises(InputDataError, match="dim 40"):
+    with pytest.raises(InputDataError, match="do not end in dim 80"):
         Cmvn(mean=np.zeros(80), std=np.ones(80)).apply(np.zeros((2, 40), dtype=np.float32))

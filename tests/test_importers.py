@@ -82,7 +82,7 @@ def test_kaldi_segments_and_relative_paths(tmp_path: Path) -> None:
     (src / "wav.scp").write_text("rec1 audio/rec1.wav\n")
     (src / "segments").write_text("a rec1 0.0 1.2\nb rec1 1.5 2.9\n")
     (src / "text").write_text("a hello there\nb turn it off\n")
-    (src / "utt2spk").write_text("a s1\nb s1\n")
+    (src / "utt2spk").write_text("a\ts1\n\nb s1\n")  # tabs and blank lines are fine
     import_kaldi_dir(src, tmp_path / "out", audio_root=tmp_path)
     cuts = {c.id: c for c in _cuts(tmp_path / "out")}
     assert set(cuts) == {"a", "b"}
@@ -253,6 +253,7 @@ LHOTSE_BAD = [
     ("empty_text", "s1", "empty transcript", lambda r, s: (r, [dict(x, text=" ") if x["id"] == "s1" else x for x in s])),
     ("no_recording", "s3", "recording r9 unusable", lambda r, s: (r, [dict(x, recording_id="r9") if x["id"] == "s3" else x for x in s])),
     ("missing_file", "r1", "does not exist", lambda r, s: ([dict(x, sources=[dict(x["sources"][0], source="/nonexistent/a.wav")]) if x["id"] == "r1" else x for x in r], s)),
+    ("command_source", "r1", "shell command", lambda r, s: ([dict(x, sources=[{"type": "command", "channels": [0], "source": "sox a.wav -t wav -"}]) if x["id"] == "r1" else x for x in r], s)),
     ("span", "s2", "outside recording", lambda r, s: (r, [dict(x, duration=9.0) if x["id"] == "s2" else x for x in s])),
 ]
 

@@ -3,6 +3,7 @@ config round trips and errors, and a tiny model that learns to transcribe."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -34,7 +35,7 @@ def small_encoder(subsampling: int = 4, seed: int = 0) -> LSTMEncoder:
 
 
 def small_config(**overrides: object) -> ModelConfig:
-    base = dict(
+    base = ModelConfig(
         encoder=EncoderConfig(
             "lstm", {"conv_channels": 8, "num_layers": 2, "hidden_dim": 64, "output_dim": 64}
         ),
@@ -42,8 +43,7 @@ def small_config(**overrides: object) -> ModelConfig:
         joiner=JoinerConfig(joint_dim=48),
         vocab_size=12,
     )
-    base.update(overrides)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def stream_in_chunks(
@@ -240,7 +240,10 @@ def test_config_round_trip_resolves_encoder_defaults() -> None:
     [
         ({"vocab": 10}, r"unknown key\(s\) \['vocab'\]"),
         ({"joiner": {"joint": 3}}, r"unknown key\(s\) \['joint'\] in joiner"),
-        ({"encoder": {"name": "lstm", "kwargs": {"layers": 2}}}, r"unknown option\(s\) \['layers'\]"),
+        (
+            {"encoder": {"name": "lstm", "kwargs": {"layers": 2}}},
+            r"unknown option\(s\) \['layers'\]",
+        ),
         ({"encoder": {"name": "gru"}}, "unknown encoder 'gru'"),
         ({"predictor": {"kind": "transformer"}}, "predictor.kind"),
         ({"vocab_size": 1}, "vocab_size"),
@@ -279,8 +282,12 @@ def test_forward_loss_is_finite_and_backpropagates_to_every_parameter() -> None:
 def test_forward_rejects_mismatched_batches() -> None:
     model = build_model(small_config())
     with pytest.raises(InputDataError, match="batch size mismatch"):
-        model(torch.randn(2, 20, 80), torch.tensor([20, 20]), torch.ones(3, 2, dtype=torch.long),
-              torch.tensor([2, 2, 2]))
+        model(
+            torch.randn(2, 20, 80),
+            torch.tensor([20, 20]),
+            torch.ones(3, 2, dtype=torch.long),
+            torch.tensor([2, 2, 2]),
+        )
 
 
 def make_synthetic_task(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
@@ -307,14 +314,26 @@ def test_tiny_model_overfits_a_handful_of_utterances() -> None:
     from fairstream.decoding.greedy import greedy_search
 
     feats, feat_lens, transcripts = make_synthetic_task()
-    tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(t) for t in transcripts], batch_first=True)
+    tokens = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(t) for t in transcripts], batch_first=True
+    )
     token_lens = torch.tensor([len(t) for t in transcripts])
     torch.manual_seed(0)
     model: Transducer = build_model(
-        small_config(vocab_size=8, ctc_weight=0.2,
-                     encoder=EncoderConfig("lstm", {"conv_channels": 8, "num_layers": 1,
-                                                    "hidden_dim": 64, "output_dim": 64,
-                                                    "dropout": 0.0}))
+        small_config(
+            vocab_size=8,
+            ctc_weight=0.2,
+            encoder=EncoderConfig(
+                "lstm",
+                {
+                    "conv_channels": 8,
+                    "num_layers": 1,
+                    "hidden_dim": 64,
+                    "output_dim": 64,
+                    "dropout": 0.0,
+                },
+            ),
+        )
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
 

@@ -42,12 +42,13 @@ CASES = [  # (reference, hypothesis)
     ("play some music by the beatles", "play music by beatles some"),
     ("yes", "no no no"),  # more insertions than reference words
     ("a b c d e f g h", "h g f e d c b a"),
+    ("", "hello there"),  # empty reference: every hypothesis word is an insertion
 ]
 
 
 def _random_cases(n: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
-    vocab = "a b c d e f the of to".split()
+    vocab = ["a", "b", "c", "d", "e", "f", "the", "of", "to"]
     out = []
     for _ in range(n):
         ref = [rng.choice(vocab) for _ in range(rng.randint(1, 12))]

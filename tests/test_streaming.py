@@ -3,6 +3,7 @@ partials grow monotonically, and bad input raises clear errors."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +62,18 @@ def make_model(vocab: int, kind: str = "stateless") -> Transducer:
     return build_model(cfg).eval()
 
 
-def offline_greedy(model: Transducer, audio: np.ndarray, cmvn: Cmvn, max_symbols: int) -> tuple[int, ...]:
+def offline_greedy(
+    model: Transducer, audio: np.ndarray, cmvn: Cmvn, max_symbols: int
+) -> tuple[int, ...]:
     feats = torch.from_numpy(cmvn.apply(compute_fbank(audio))).unsqueeze(0)
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, torch.tensor([feats.shape[1]]))
     return greedy_search(model, enc, enc_lens, max_symbols_per_frame=max_symbols)[0].tokens
 
 
-def run_stream(rec: StreamingRecognizer, audio: np.ndarray, chunk_samples: int) -> tuple[list[PartialResult], PartialResult]:
+def run_stream(
+    rec: StreamingRecognizer, audio: np.ndarray, chunk_samples: int
+) -> tuple[list[PartialResult], PartialResult]:
     partials: list[PartialResult] = []
     for start in range(0, audio.size, chunk_samples):
         partials.extend(rec.accept(audio[start : start + chunk_samples]))
@@ -78,11 +83,11 @@ def run_stream(rec: StreamingRecognizer, audio: np.ndarray, chunk_samples: int) 
 @pytest.mark.parametrize(
     ("kind", "chunk_ms", "chunk_samples"),
     [
-        ("stateless", 160, 1013),   # audio chunks unrelated to model chunks
-        ("stateless", 10, 160),     # one feature frame per model chunk
-        ("stateless", 30, 4800),    # 3 frames per model chunk
-        ("lstm", 70, 77),           # 7 frames per model chunk, tiny audio chunks
-        ("lstm", 160, 10**6),       # all audio at once
+        ("stateless", 160, 1013),  # audio chunks unrelated to model chunks
+        ("stateless", 10, 160),  # one feature frame per model chunk
+        ("stateless", 30, 4800),  # 3 frames per model chunk
+        ("lstm", 70, 77),  # 7 frames per model chunk, tiny audio chunks
+        ("lstm", 160, 10**6),  # all audio at once
     ],
 )
 def test_stream_final_equals_offline_greedy(
@@ -101,7 +106,7 @@ def test_stream_final_equals_offline_greedy(
     # greedy partials never revise: each is a prefix of the next
     seq = [p.tokens for p in partials] + [final.tokens]
     assert all(not p.is_final for p in partials)
-    assert all(b[: len(a)] == a for a, b in zip(seq, seq[1:]))
+    assert all(b[: len(a)] == a for a, b in itertools.pairwise(seq))
 
 
 def test_partials_arrive_once_per_model_chunk(tokenizer: Tokenizer, cmvn: Cmvn) -> None:

@@ -7,7 +7,13 @@ import collections
 import numpy as np
 import pytest
 
-from fairstream.data.templates import DOMAINS, generate_request, generate_requests, number_to_words, vocabulary
+from fairstream.data.templates import (
+    DOMAINS,
+    generate_request,
+    generate_requests,
+    number_to_words,
+    vocabulary,
+)
 from fairstream.data.text import normalize
 
 NUMBER_CASES = [

@@ -138,9 +138,18 @@ def test_feature_cache_gives_identical_batches_and_is_reused(setup) -> None:
     mtimes = [p.stat().st_mtime_ns for p in npy]
     again = precompute_features(cuts, cache)
     assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npy"))] == mtimes  # reused
+    subset = precompute_features(cuts.subset(first=5), cache)  # another list, same cuts
+    assert len(subset) == 5
+    assert [p.stat().st_mtime_ns for p in sorted(cache.rglob("*.npy"))] == mtimes
     assert all(c.has_features for c in again)
     c0 = next(iter(again))
     np.testing.assert_array_equal(load_cut_features(c0), compute_fbank(c0.load_audio()[0]))
+    victim = Path(c0.features.storage_path) / c0.features.storage_key
+    victim.write_bytes(b"not an array")
+    with pytest.raises(CorpusError, match=f"cut {c0.id}: cached features cannot be read"):
+        load_cut_features(c0)
+    precompute_features(cuts.subset(first=len(cuts) - 1), cache)  # a new list rechecks its files
+    np.testing.assert_array_equal(np.load(victim), compute_fbank(c0.load_audio()[0]))
     parallel = {c.id: c for c in precompute_features(cuts, root / "cache2", num_jobs=2)}
     for c in again:
         np.testing.assert_array_equal(load_cut_features(parallel[c.id]), load_cut_features(c))

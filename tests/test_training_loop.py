@@ -16,16 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _fake_training import (
     OPTIM,
     RUN_CONFIG,
     SCHEDULE,
     CountingHook,
     Interrupted,
+    KillAt,
     run,
     step_losses,
 )
+
 from fairstream.errors import CheckpointError, TrainingError
 from fairstream.training.checkpoint import list_checkpoints, load_checkpoint
 from fairstream.training.loop import lr_factor
@@ -100,12 +101,13 @@ def test_resume_after_sigkill_reproduces_uninterrupted_losses(tmp_path):
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "b"
     run(ref_dir, schedule=replace(SCHEDULE, max_steps=14))
     cmd = [sys.executable, str(FAKE), str(dir_)]
-    killed = subprocess.run([*cmd, "--kill-at", "12", "--max-steps", "14"], env=_env(), capture_output=True, timeout=120)
+    killed = subprocess.run([*cmd, "--kill-at", "12", "--max-steps", "14"], env=_env(),
+                            capture_output=True, timeout=120, check=False)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert not (dir_ / "final.pt").exists()
     assert list_checkpoints(dir_ / "checkpoints")[-1].name == "step-00000010.pt"
     resumed = subprocess.run([*cmd, "--max-steps", "14"], env=_env(), capture_output=True,
-                             timeout=120)
+                             timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert step_losses(dir_) == step_losses(ref_dir)
     a = load_checkpoint(dir_ / "final.pt").model
@@ -224,7 +226,7 @@ def test_ddp_two_processes_train_in_lockstep(tmp_path):
     out = tmp_path / "ddp"
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(FAKE), str(out),
            "--max-steps", "6"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=120)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary == {"world_size": 2, "steps": 6, "epochs": 1,
@@ -233,3 +235,83 @@ def test_ddp_two_processes_train_in_lockstep(tmp_path):
     assert ck.progress["world_size"] == 2
     # 7 batches over 2 ranks (4 + 3): the shorter shard ends each epoch for both ranks
     assert sorted(step_losses(out)) == [1, 2, 3, 4, 5, 6]
+
+
+# ----------------------------------------------------------------------- transducer end to end
+
+
+def _transducer_config(corpus, *extra):
+    from _tiny_asr import tiny_config
+
+    # SpecAugment and dropout on: both must replay identically after a resume
+    return tiny_config(corpus, "spec_augment.num_freq_masks=2", "spec_augment.time_warp=5",
+                       "model.encoder.kwargs.dropout=0.2", "model.predictor.dropout=0.2",
+                       "schedule.checkpoint_interval=3", "schedule.max_steps=6", *extra)
+
+
+def test_transducer_resume_after_crash_is_exact(tmp_path, tmp_path_factory):
+    from _tiny_asr import tiny_corpus_dir
+
+    from fairstream.training.loop import train
+
+    corpus = tiny_corpus_dir(tmp_path_factory)
+    ref = train(_transducer_config(corpus), out_dir=tmp_path / "ref", progress=False)
+    assert ref.steps == 6 and ref.stop_reason == "max_steps"
+    with pytest.raises(Interrupted):
+        train(_transducer_config(corpus), out_dir=tmp_path / "b", progress=False,
+              hooks=(KillAt(5, hard=False),))
+    resumed = train(_transducer_config(corpus), out_dir=tmp_path / "b", progress=False)
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "step-00000003.pt"
+    assert step_losses(tmp_path / "b") == step_losses(tmp_path / "ref")
+    # the checkpoint is self-contained: tokenizer files and CMVN travel with it
+    ck = load_checkpoint(resumed.averaged_checkpoint)
+    assert {"tokenizer.json"} <= set(ck.extra["tokenizer_files"])
+    assert ck.extra["cmvn_mean"].shape == (80,)
+    # another architecture in the same directory is refused, naming the key
+    with pytest.raises(CheckpointError, match=r"model\.encoder\.kwargs\.hidden_dim: 64"):
+        train(_transducer_config(corpus, "model.encoder.kwargs.hidden_dim=32",
+                                 "schedule.max_steps=8"), out_dir=tmp_path / "b", progress=False)
+
+
+def test_train_cli_with_the_default_recipe(tmp_path, tmp_path_factory):
+    from _tiny_asr import TINY_OVERRIDES, tiny_corpus_dir
+    from click.testing import CliRunner
+
+    from fairstream.cli import main
+    from fairstream.training.config import load_config
+
+    corpus = tiny_corpus_dir(tmp_path_factory)
+    recipe = TESTS.parent / "recipes" / "lstm_transducer.yaml"
+    args = ["train", "--config", str(recipe), "--corpus", str(corpus), "--out", str(tmp_path),
+            "--max-steps", "2", "--no-progress", "--budget-minutes", "5"]
+    for o in TINY_OVERRIDES:
+        args += ["--set", o]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "stopped (max_steps) after 2 steps" in res.output
+    resolved = load_config(tmp_path / "config.yaml")
+    assert resolved.model.vocab_size == 39 and resolved.schedule.budget_minutes == 5.0
+    assert resolved.data.corpus == str(corpus)
+    assert (tmp_path / "averaged.pt").is_file() and (tmp_path / "tokenizer").is_dir()
+    bad = CliRunner().invoke(main, [*args, "--set", "optim.lrr=1"])
+    assert bad.exit_code != 0 and "optim.lrr" in bad.output
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_transducer_smoke(tmp_path, tmp_path_factory):
+    from _tiny_asr import TINY_OVERRIDES, tiny_corpus_dir
+
+    corpus = tiny_corpus_dir(tmp_path_factory)
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fairstream", "train",
+           "--config", str(TESTS.parent / "recipes" / "lstm_transducer.yaml"),
+           "--corpus", str(corpus), "--out", str(tmp_path), "--max-steps", "3", "--no-progress"]
+    for o in TINY_OVERRIDES:
+        cmd += ["--set", o]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert proc.stdout.decode().count("stopped (max_steps) after 3 steps") == 1  # rank 0 only
+    ck = load_checkpoint(tmp_path / "final.pt")
+    assert ck.progress["world_size"] == 2 and ck.step == 3
+    assert sorted(step_losses(tmp_path)) == [1, 2, 3]

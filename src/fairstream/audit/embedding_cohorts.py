@@ -185,7 +185,8 @@ def find_embedding_cohorts(
             f"only {len(idx)} speakers have an embedding; k-means needs at least "
             f"{2 * max(cfg.min_speakers, 1)}"
         )
-    x = _normalize(np.asarray(embeddings, dtype=np.float32)[idx], cfg.normalize).astype(np.float32)
+    # float64: sklearn computes float32 distances through a slow chunked float64 upcast
+    x = _normalize(np.asarray(embeddings, dtype=np.float64)[idx], cfg.normalize)
     rng = np.random.default_rng(cfg.seed)
     sub = rng.choice(len(idx), size=min(cfg.silhouette_sample, len(idx)), replace=False)
     sil: dict[int, float] = {}

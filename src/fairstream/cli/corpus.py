@@ -33,7 +33,7 @@ def corpus() -> None:
 @corpus.command("build")
 @click.option("--preset", type=click.Choice(["tiny", "demo", "full"]), default="demo", show_default=True,
               help="Corpus size: tiny (~200 utterances, for tests), demo (~5 h, 400 training speakers), "
-                   "full (~40 h).")
+                   "full (~33 h).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (new or empty; or an unfinished build of the same corpus with --resume).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -136,23 +136,41 @@ def info(directory: Path) -> None:
                        f"test share {planted['test_share'].get(a, 0):.1%}")
 
 
+_split_option = click.option(
+    "--split", type=click.Choice(["train", "dev", "test"]), default="train", show_default=True,
+    help="Split the imported data becomes; import several times to add dev and test.")
+_on_error_option = click.option(
+    "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+    help="Stop at the first bad item (missing audio, empty transcript, duplicate id, ...) or skip "
+         "bad items and list them at the end (and in import_report_<split>.json).")
+_overwrite_option = click.option("--overwrite", is_flag=True, help="Replace the split if --out already has it.")
+
+
 @corpus.command("import-kaldi")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output corpus directory.")
-def import_kaldi(data_dir: Path, out: Path) -> None:
-    """Import a Kaldi data directory (wav.scp, text, utt2spk, optional spk2gender).
+              help="Output corpus directory (new, or an imported corpus to add a split to).")
+@_split_option
+@_on_error_option
+@_overwrite_option
+def import_kaldi(data_dir: Path, out: Path, split: str, on_error: str, overwrite: bool) -> None:
+    """Import a Kaldi data directory (wav.scp, text, utt2spk, optional spk2gender, segments).
 
-    The result has the same layout as a built corpus, so `train`, `decode` and `audit`
-    work on it unchanged.
+    \b
+    The result has the same layout as a built corpus, so train, decode and audit work on
+    it unchanged. Audio stays where it is; non-16 kHz files are resampled on load.
+    Example:
+      fairstream corpus import-kaldi ~/kaldi/egs/x/data/train --out data/mine
+      fairstream corpus import-kaldi ~/kaldi/egs/x/data/test --out data/mine --split test
     """
     from fairstream.data.importers import import_kaldi_dir
 
     try:
-        result = import_kaldi_dir(data_dir, out)
+        report = import_kaldi_dir(data_dir, out, split=split, on_error=on_error,  # type: ignore[arg-type]
+                                  overwrite=overwrite)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"imported {data_dir} into {out}" + (f": {result}" if result is not None else ""))
+    click.echo(f"imported {data_dir} into {out}: {report}")
 
 
 @corpus.command("import-lhotse")
@@ -161,13 +179,22 @@ def import_kaldi(data_dir: Path, out: Path) -> None:
 @click.option("--supervisions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Lhotse SupervisionSet manifest (JSONL or JSONL.gz).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output corpus directory.")
-def import_lhotse(recordings: Path, supervisions: Path, out: Path) -> None:
-    """Import existing Lhotse manifests into a corpus directory."""
+              help="Output corpus directory (new, or an imported corpus to add a split to).")
+@_split_option
+@_on_error_option
+@_overwrite_option
+def import_lhotse(recordings: Path, supervisions: Path, out: Path, split: str, on_error: str,
+                  overwrite: bool) -> None:
+    """Import existing Lhotse recording + supervision manifests into a corpus directory.
+
+    Supervision `custom` fields (accent, age_band, zip, ...) are kept, so the audit can
+    use them.
+    """
     from fairstream.data.importers import import_lhotse_manifests
 
     try:
-        result = import_lhotse_manifests(recordings, supervisions, out)
+        report = import_lhotse_manifests(recordings, supervisions, out, split=split,
+                                         on_error=on_error, overwrite=overwrite)  # type: ignore[arg-type]
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"imported {recordings} + {supervisions} into {out}" + (f": {result}" if result is not None else ""))
+    click.echo(f"imported {recordings} + {supervisions} into {out}: {report}")

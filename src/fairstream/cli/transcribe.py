@@ -37,7 +37,6 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
     """
     import numpy as np
     import soundfile as sf
-
     import torch
 
     from fairstream.decoding.greedy import greedy_search

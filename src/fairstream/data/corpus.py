@@ -25,7 +25,7 @@ from fairstream.errors import CorpusError
 if TYPE_CHECKING:
     from lhotse import CutSet, RecordingSet, SupervisionSet
 
-__all__ = ["Corpus", "load_corpus", "MANIFEST_KINDS"]
+__all__ = ["MANIFEST_KINDS", "Corpus", "load_corpus"]
 
 MANIFEST_KINDS = ("recordings", "supervisions", "cuts")
 _FORMAT = "fairstream-corpus"

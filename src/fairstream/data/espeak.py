@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -165,23 +166,41 @@ def parse_voice(voice: str, data_path: str | os.PathLike[str] | None = None) -> 
 
 
 class _PrivateLibrary:
-    """A per-process private copy of the shared library file, deleted at exit."""
+    """A per-process private copy of the shared library.
 
-    _lock = threading.Lock()
-    _copies: dict[tuple[int, str], Path] = {}
+    On Linux the copy lives in an anonymous in-memory file (``memfd``) that disappears with the
+    process, whatever way it ends; elsewhere it is a temporary file removed at exit.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _copies: ClassVar[dict[tuple[int, str], str]] = {}
+    _fds: ClassVar[list[int]] = []
 
     @classmethod
-    def path_for(cls, library_path: Path) -> Path:
+    def path_for(cls, library_path: Path) -> str:
         key = (os.getpid(), str(library_path))
         with cls._lock:
             copy = cls._copies.get(key)
-            if copy is None or not copy.exists():
-                tmpdir = Path(tempfile.mkdtemp(prefix="fairstream-espeak-"))
-                copy = tmpdir / library_path.name
-                shutil.copy2(library_path, copy)
+            if copy is None:
+                copy = cls._make_copy(library_path)
                 cls._copies[key] = copy
-                atexit.register(shutil.rmtree, tmpdir, True)
             return copy
+
+    @classmethod
+    def _make_copy(cls, library_path: Path) -> str:
+        data = library_path.read_bytes()
+        if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+            fd = os.memfd_create("fairstream-espeak")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            cls._fds.append(fd)
+            return f"/proc/self/fd/{fd}"
+        tmpdir = Path(tempfile.mkdtemp(prefix="fairstream-espeak-"))
+        copy = tmpdir / library_path.name
+        copy.write_bytes(data)
+        atexit.register(shutil.rmtree, tmpdir, True)
+        return str(copy)
 
 
 class EspeakSynthesizer:
@@ -203,10 +222,9 @@ class EspeakSynthesizer:
         library_path: str | os.PathLike[str] | None = None,
         data_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        default_lib, default_data = _default_paths() if library_path is None or data_path is None else (None, None)
-        self.library_path = Path(library_path) if library_path is not None else default_lib
-        self.data_path = Path(data_path) if data_path is not None else default_data
-        assert self.library_path is not None and self.data_path is not None
+        default_lib, default_data = _default_paths()
+        self.library_path: Path = Path(library_path) if library_path is not None else default_lib
+        self.data_path: Path = Path(data_path) if data_path is not None else default_data
         if not self.library_path.is_file():
             raise CorpusError(f"eSpeak NG library {self.library_path} does not exist")
         if not (self.data_path / "phontab").is_file():
@@ -262,7 +280,7 @@ class EspeakSynthesizer:
         for name, value in (("pitch", pitch), ("pitch_range", pitch_range)):
             if not 0 <= value <= 100:
                 raise CorpusError(f"{name} {value} is outside 0..100")
-        lib = ctypes.CDLL(str(_PrivateLibrary.path_for(self.library_path)), mode=ctypes.RTLD_LOCAL)
+        lib = ctypes.CDLL(_PrivateLibrary.path_for(self.library_path), mode=ctypes.RTLD_LOCAL)
         handle = lib._handle
         self._chunks = []
         try:

@@ -100,6 +100,16 @@ class ImportReport:
     num_resampled: int
     skipped: tuple[SkippedItem, ...] = field(default_factory=tuple)
 
+    def __str__(self) -> str:
+        text = (f"split {self.split}: {self.num_utterances} utterances, {self.num_speakers} "
+                f"speakers, {self.hours:.2f} h, {self.num_resampled} recordings resampled to "
+                f"{TARGET_RATE} Hz, {len(self.skipped)} items skipped")
+        if self.skipped:
+            shown = "; ".join(f"{s.item}: {s.reason}" for s in self.skipped[:10])
+            more = f" (+{len(self.skipped) - 10} more)" if len(self.skipped) > 10 else ""
+            text += f" — {shown}{more}; see import_report_{self.split}.json"
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = asdict(self)
@@ -245,10 +255,10 @@ def _read_kaldi_table(
     except FileNotFoundError:
         raise CorpusError(f"Kaldi file {path} does not exist") from None
     for lineno, raw in enumerate(raw_lines, start=1):
-        key_bytes, _, _rest_bytes = raw.strip().partition(b" ")
-        if not key_bytes:
+        fields_ = raw.split(maxsplit=1)
+        if not fields_:
             continue
-        key = key_bytes.decode("utf-8", errors="replace")
+        key = fields_[0].decode("utf-8", errors="replace")
         where = f"{path.name}:{lineno}"
         try:
             line = raw.decode("utf-8")
@@ -489,6 +499,9 @@ def import_lhotse_manifests(
         except Exception as e:  # noqa: BLE001 - any parse failure is this item's fault
             errors(rid, f"malformed recording ({where}): {_first_line(e)}")
             continue
+        if any(s.type == "command" for s in rec.sources):
+            errors(rid, "audio source is a shell command; not supported — write the audio to a file")
+            continue
         missing = [s.source for s in rec.sources if s.type == "file" and not Path(s.source).is_file()]
         if missing:
             errors(rid, f"audio file {missing[0]} does not exist")
@@ -564,10 +577,10 @@ def _read_corpus_json(out: Path) -> dict[str, Any] | None:
             raise CorpusError(f"output directory {out} is not empty and holds no corpus.json")
         return None
     try:
-        info = json.loads(p.read_text(encoding="utf-8"))
+        info: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorpusError(f"{p} is malformed: {e}") from e
-    if info.get("format") != "fairstream-corpus" or "importer" not in info.get("config", {}):
+    if not isinstance(info, dict) or info.get("format") != "fairstream-corpus" or "importer" not in info.get("config", {}):
         raise CorpusError(
             f"output directory {out} already holds a different corpus ({p}); choose another --out"
         )

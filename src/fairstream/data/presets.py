@@ -4,8 +4,8 @@
 preset   speakers tr/dev/te  utterances   use
 =======  ==================  ===========  =================================================
 tiny     24 / 8 / 8          ≈ 200        tests; builds in seconds
-demo     400 / 40 / 96       ≈ 6,600      ≈ 5.5 h of audio; the demo and tutorials
-full     2400 / 160 / 400    ≈ 46,000     ≈ 40 h; experiments that need more data
+demo     400 / 40 / 96       ≈ 7,550      ≈ 5.5 h of audio (≈ 4.4 h train); the demo
+full     2400 / 160 / 400    ≈ 45,000     ≈ 33 h; experiments that need more data
 =======  ==================  ===========  =================================================
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from fairstream.data.speakers import SpeakerConfig
 from fairstream.errors import CorpusError
 
-__all__ = ["CorpusConfig", "PRESETS", "get_preset", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "PRESETS", "CorpusConfig", "get_preset"]
 
 FORMAT_VERSION = 1
 
@@ -90,7 +90,7 @@ PRESETS: dict[str, CorpusConfig] = {
     "demo": CorpusConfig(
         preset="demo",
         speakers=SpeakerConfig(n_train=400, n_dev=40, n_test=96),
-        utterances_per_speaker=(13, 10, 12),
+        utterances_per_speaker=(15, 10, 12),
     ),
     "full": CorpusConfig(
         preset="full",

@@ -87,8 +87,7 @@ MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Andy", "Lee", 
 _STANDARD_SHARE = 0.55  # share of speakers with an f1-f5 / m1-m8 variant
 
 _US_STATES = frozenset(
-    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ "
-    "NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY".split()
+    ["AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY"]
 )
 
 
@@ -392,7 +391,7 @@ def zip_demographics(speakers: Sequence[Speaker], seed: int, *, regional_weight:
     for spk in speakers:
         if spk.zip in rows:
             continue
-        zip_code, lat, lon, city = lookup.get(spk.zip, (spk.zip, spk.lat, spk.lon, spk.city))
+        _, lat, lon, city = lookup.get(spk.zip, (spk.zip, spk.lat, spk.lon, spk.city))
         rng = np.random.default_rng([seed, 103, int(spk.zip)])
         profile = _PROFILES[_state_profile(spk.state) if rng.random() < regional_weight else "en-us"]
         race, income, edu, urban, age = (

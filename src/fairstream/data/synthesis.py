@@ -27,6 +27,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import signal as signal_module
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -41,7 +42,13 @@ from scipy import signal
 
 from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, parse_voice
 from fairstream.data.presets import FORMAT_VERSION, CorpusConfig
-from fairstream.data.speakers import SPLITS, Speaker, sample_speakers, speakers_frame, zip_demographics
+from fairstream.data.speakers import (
+    SPLITS,
+    Speaker,
+    sample_speakers,
+    speakers_frame,
+    zip_demographics,
+)
 from fairstream.data.templates import generate_request
 from fairstream.errors import CorpusError
 
@@ -137,7 +144,7 @@ def plan_utterances(config: CorpusConfig, speakers: Sequence[Speaker], seed: int
             i = len(specs)
             rng = np.random.default_rng([seed, 201, i])
             request = generate_request(np.random.default_rng([seed, 202, i]))
-            rate = int(round(spk.rate * (1.0 + rng.uniform(-config.rate_jitter, config.rate_jitter))))
+            rate = round(spk.rate * (1.0 + float(rng.uniform(-config.rate_jitter, config.rate_jitter))))
             pitch = int(np.clip(spk.pitch + int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1)), 0, 100))
             utt_id = f"{spk.speaker_id}-{k:03d}"
             specs.append(UtteranceSpec(
@@ -235,7 +242,9 @@ def make_noise(kind: str, n: int, sample_rate: int, rng: np.random.Generator) ->
         return _unit_rms(signal.sosfilt(_sos("speech_band", sample_rate), _colored(rng, n, 1.0, excitation)))
     if kind == "hum":
         t = np.arange(n) / sample_rate
-        hum = sum(np.sin(2 * np.pi * 60.0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 6))
+        hum = np.zeros(n, np.float64)
+        for k in range(1, 6):
+            hum += np.sin(2 * np.pi * 60.0 * k * t + rng.uniform(0, 2 * np.pi)) / k
         return _unit_rms(_unit_rms(hum) + 0.1 * rng.standard_normal(n))
     raise CorpusError(f"unknown noise type {kind!r}; expected white, pink, brown, babble or hum")
 
@@ -287,7 +296,9 @@ def _write_flac_atomic(path: Path, samples: np.ndarray, sample_rate: int) -> Non
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(root: str, sample_rate: int) -> None:
+def _init_worker(root: str, sample_rate: int, in_pool: bool = False) -> None:
+    if in_pool:  # Ctrl-C reaches the whole process group: let the parent stop the pool
+        signal_module.signal(signal_module.SIGINT, signal_module.SIG_IGN)
     _WORKER["root"] = Path(root)
     _WORKER["sample_rate"] = sample_rate
     _WORKER["synth"] = EspeakSynthesizer()
@@ -318,7 +329,8 @@ class _Executor:
         if jobs > 1:
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(str(root), sample_rate))
+            self._pool = ctx.Pool(jobs, initializer=_init_worker,
+                                  initargs=(str(root), sample_rate, True))
         else:
             _init_worker(str(root), sample_rate)
 
@@ -461,8 +473,8 @@ def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str],
         f"# Corpus card: fairstream synthetic multi-accent corpus (preset `{header['preset']}`)",
         "",
         f"Seed {header['seed']}, fingerprint `{header['fingerprint'][:16]}`, format version {FORMAT_VERSION}.",
-        f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} --out DIR` "
-        "(same seed → identical audio bytes and manifests).",
+        (f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} --out DIR` "
+         "(same seed → identical audio bytes and manifests)."),
         "",
         "## What is synthetic",
         "",
@@ -485,8 +497,8 @@ def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str],
         "## Planted disparity",
         "",
         f"Under-represented accents (the planted cohorts): **{', '.join(planted['under_represented_accents'])}**.",
-        f"Each has a configured share of {cfg.speakers.under_represented_train_share:.0%} of the training "
-        "speakers, while dev and test keep the normal shares. A model trained on `train` should be",
+        (f"Each has a configured share of {cfg.speakers.under_represented_train_share:.0%} of the training "
+         "speakers, while dev and test keep the normal shares. A model trained on `train` should be"),
         "measurably worse on these accents; cohort-discovery methods should find them.",
         "",
         "| accent | label | train share | test share |",

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Request", "DOMAINS", "generate_request", "generate_requests", "number_to_words", "vocabulary"]
+__all__ = ["DOMAINS", "Request", "generate_request", "generate_requests", "number_to_words", "vocabulary"]
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-         "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def number_to_words(n: int) -> str:
@@ -322,7 +321,7 @@ def _timer(rng: np.random.Generator) -> str:
         f"cancel the {_pick(rng, TIMER_NAMES)} timer",
         f"remind me in {d} to {_pick(rng, REMINDERS)}",
         f"set a timer for {d} called {_pick(rng, TIMER_NAMES)}",
-        f"pause the timer",
+        "pause the timer",
     ))
 
 
@@ -336,7 +335,7 @@ def _alarm(rng: np.random.Generator) -> str:
         f"set a recurring alarm every {day} at {t}",
         f"change my {day} alarm to {t}",
         f"snooze for {number_to_words(int(rng.integers(2, 31)))} minutes",
-        f"turn off all my alarms",
+        "turn off all my alarms",
         f"what alarms do i have {_pick(rng, ('tomorrow', 'this week', 'on ' + day))}",
         f"delete the alarm for {t}",
     ))
@@ -356,10 +355,10 @@ def _music(rng: np.random.Generator) -> str:
         f"who sings {song}",
         f"play my {_pick(rng, ('workout', 'dinner', 'road trip', 'morning', 'sleep', 'party'))} playlist",
         f"turn the volume up to {number_to_words(int(rng.integers(1, 11)))}",
-        f"skip this song",
+        "skip this song",
         f"play something like {artist}",
         f"play {artist} radio on the {room} speaker",
-        f"what's the name of this song",
+        "what's the name of this song",
     ))
 
 
@@ -467,9 +466,7 @@ def _year_words(year: int) -> str:
 
 _WAKE_WORDS = ("hey computer ", "okay assistant ", "hey assistant ")
 _POLITE = ("please ", "can you ", "could you ", "would you ")
-_IMPERATIVES = frozenset("""set start add cancel remind pause wake change snooze turn delete play shuffle skip
-put remove clear order reorder switch dim make lock close call video text send read tell announce drop
-schedule move""".split())
+_IMPERATIVES = frozenset(["set", "start", "add", "cancel", "remind", "pause", "wake", "change", "snooze", "turn", "delete", "play", "shuffle", "skip", "put", "remove", "clear", "order", "reorder", "switch", "dim", "make", "lock", "close", "call", "video", "text", "send", "read", "tell", "announce", "drop", "schedule", "move"])
 
 DOMAINS: dict[str, tuple[float, Callable[[np.random.Generator], str]]] = {
     "timer": (0.12, _timer),

@@ -21,10 +21,10 @@ from fairstream.models.transducer import Transducer
 
 __all__ = [
     "GreedyState",
-    "init_greedy_state",
+    "greedy_hypotheses",
     "greedy_search",
     "greedy_search_chunk",
-    "greedy_hypotheses",
+    "init_greedy_state",
 ]
 
 
@@ -50,7 +50,9 @@ class GreedyState:
     frames_done: Tensor
 
 
-def init_greedy_state(model: Transducer, batch_size: int, device: torch.device | None = None) -> GreedyState:
+def init_greedy_state(
+    model: Transducer, batch_size: int, device: torch.device | None = None
+) -> GreedyState:
     """Fresh state: the predictor has seen the blank start symbol only."""
     blank = torch.full((batch_size,), model.blank_id, dtype=torch.long, device=device)
     out, pstate = model.predict_step(blank, model.predictor.init_state(batch_size, device=device))
@@ -132,7 +134,9 @@ def greedy_search_chunk(
     )
 
 
-def greedy_hypotheses(model: Transducer, state: GreedyState, *, frame_shift: float = 0.01) -> list[Hypothesis]:
+def greedy_hypotheses(
+    model: Transducer, state: GreedyState, *, frame_shift: float = 0.01
+) -> list[Hypothesis]:
     """The hypotheses held by a greedy state (timestamps from the model's subsampling)."""
     spf = frame_seconds(model.subsampling, frame_shift)
     return [

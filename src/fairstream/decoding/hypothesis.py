@@ -32,7 +32,12 @@ class Hypothesis:
 
     @classmethod
     def from_frames(
-        cls, tokens: tuple[int, ...], frames: tuple[int, ...], score: float, *, seconds_per_frame: float
+        cls,
+        tokens: tuple[int, ...],
+        frames: tuple[int, ...],
+        score: float,
+        *,
+        seconds_per_frame: float,
     ) -> Hypothesis:
         """Build a hypothesis, converting encoder frames to seconds."""
         return cls(

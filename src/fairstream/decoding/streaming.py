@@ -101,7 +101,7 @@ class StreamingRecognizer:
         self.tokenizer = tokenizer
         self.cmvn = cmvn
         self.chunk_ms = chunk_ms
-        self.chunk_frames = int(round(chunk_ms / shift_ms))
+        self.chunk_frames = round(chunk_ms / shift_ms)
         self.max_symbols_per_frame = max_symbols_per_frame
         self._extractor = OnlineFbankExtractor(self.fbank_config)
         self.reset()
@@ -168,13 +168,16 @@ class StreamingRecognizer:
             )
         return self._result(is_final=True)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _run(self, chunk: np.ndarray) -> None:
         x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device).unsqueeze(0)
         x_lens = torch.tensor([x.shape[1]], dtype=torch.long, device=self.device)
         y, y_lens, self._encoder_state = self.model.stream(x, x_lens, self._encoder_state)
         self._decoder_state = greedy_search_chunk(
-            self.model, y, y_lens, self._decoder_state,
+            self.model,
+            y,
+            y_lens,
+            self._decoder_state,
             max_symbols_per_frame=self.max_symbols_per_frame,
         )
         self._frames_fed += x.shape[1]

@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, overload
 
 import kaldi_native_fbank as knf
 import numpy as np
@@ -53,7 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -344,20 +345,26 @@ class Cmvn:
         """Feature dimension F."""
         return int(self.mean.size)
 
-    def apply(self, feats: _T) -> _T:
+    @overload
+    def apply(self, feats: np.ndarray) -> np.ndarray: ...
+
+    @overload
+    def apply(self, feats: torch.Tensor) -> torch.Tensor: ...
+
+    def apply(self, feats: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Normalize (T, F) or (B, T, F) features; numpy arrays or torch tensors."""
+        shape = getattr(feats, "shape", None)
+        if shape is None or len(shape) == 0 or shape[-1] != self.dim:
+            raise InputDataError(f"Cmvn: features of shape {shape} do not end in dim {self.dim}")
         if isinstance(feats, np.ndarray):
-            if feats.shape[-1] != self.dim:
-                raise InputDataError(f"Cmvn: features have dim {feats.shape[-1]}, expected {self.dim}")
-            return ((feats - self.mean) / self.std).astype(np.float32, copy=False)  # type: ignore[return-value]
+            out: np.ndarray = ((feats - self.mean) / self.std).astype(np.float32, copy=False)
+            return out
         import torch
 
         if isinstance(feats, torch.Tensor):
-            if feats.shape[-1] != self.dim:
-                raise InputDataError(f"Cmvn: features have dim {feats.shape[-1]}, expected {self.dim}")
             m = torch.from_numpy(self.mean).to(feats.device, feats.dtype)
             s = torch.from_numpy(self.std).to(feats.device, feats.dtype)
-            return (feats - m) / s  # type: ignore[return-value]
+            return (feats - m) / s
         raise InputDataError(f"Cmvn.apply: unsupported feature type {type(feats).__name__}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,7 +45,6 @@ numbers stay comparable across λ); other implementations (NeMo, warprnnt-numba)
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Literal
 
 import torch
@@ -54,8 +53,6 @@ from torch.autograd.function import once_differentiable
 from fairstream.errors import InputDataError
 
 __all__ = ["rnnt_loss"]
-
-logger = logging.getLogger(__name__)
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -248,6 +245,13 @@ def _emission_log_probs(
     return blank_lp, label_lp
 
 
+def _label_prefix_sums(label_lp: torch.Tensor) -> torch.Tensor:
+    """Exclusive prefix sums over U: ``S[b, t, u] = Σ_{j<u} label_lp[b, t, j]``, (B, T, U+1)."""
+    cum = torch.zeros_like(label_lp)
+    cum[:, :, 1:] = label_lp[:, :, :-1].cumsum(dim=2)
+    return cum
+
+
 def _alpha(blank_lp: torch.Tensor, label_lp: torch.Tensor) -> torch.Tensor:
     """Forward variables log alpha[b, t, u] (log-probability of reaching node (t, u)).
 
@@ -259,9 +263,7 @@ def _alpha(blank_lp: torch.Tensor, label_lp: torch.Tensor) -> torch.Tensor:
         (B, T, U+1) log alpha; values outside an utterance's lattice are meaningless.
     """
     batch, max_t, max_u1 = blank_lp.shape
-    # exclusive cumulative label log-probs: S[t, u] = sum_{j<u} label[t, j]
-    cum = torch.zeros_like(label_lp)
-    torch.cumsum(label_lp[:, :, :-1], dim=2, out=cum[:, :, 1:])
+    cum = _label_prefix_sums(label_lp)
     alpha = torch.empty_like(blank_lp)
     start = torch.full((batch, max_u1), _NEG_INF, dtype=blank_lp.dtype, device=blank_lp.device)
     start[:, 0] = 0.0
@@ -293,10 +295,9 @@ def _beta(
     """
     batch, max_t, max_u1 = blank_lp.shape
     dtype, device = blank_lp.dtype, blank_lp.device
-    # reversed exclusive cumulative label log-probs: R[t, u] = sum_{j<u} label[t, j] as in
-    # alpha; beta[t, u] = -R[u] + log sum_{k>=u} exp(next[k] + blank[t, k] + R[k])
-    cum = torch.zeros_like(label_lp)
-    torch.cumsum(label_lp[:, :, :-1], dim=2, out=cum[:, :, 1:])
+    # with S as in _alpha: beta[t, u] = -S[u] + log Σ_{k>=u} exp(next[k] + blank[t, k] + S[k]),
+    # where next = beta[t+1] (or the virtual end after the last frame)
+    cum = _label_prefix_sums(label_lp)
     final = torch.full((batch, max_u1), _NEG_INF, dtype=dtype, device=device)
     final[torch.arange(batch, device=device), u_lens] = 0.0
     ends_after = t_lens.unsqueeze(1)  # (B, 1): row index T_b holds the virtual end
@@ -400,8 +401,8 @@ class _RNNTLossFunction(torch.autograd.Function):
         if ctx.reduction == "none":
             scale = grad_out.to(torch.float64).reshape(batch)
         else:
-            g = grad_out.to(torch.float64).reshape(())
-            scale = (g / batch if ctx.reduction == "mean" else g).expand(batch)
+            upstream = grad_out.to(torch.float64).reshape(())
+            scale = (upstream / batch if ctx.reduction == "mean" else upstream).expand(batch)
         clamp: float | None = ctx.clamp
         if clamp is None:
             # fold the reduction weight into the occupancies: one pass fewer over the logits

@@ -17,15 +17,15 @@ from fairstream.models.transducer import Transducer, TransducerOutput
 
 __all__ = [
     "EncoderConfig",
+    "Joiner",
     "JoinerConfig",
+    "LSTMPredictor",
     "ModelConfig",
     "PredictorConfig",
-    "build_model",
-    "model_config_from_dict",
-    "model_config_to_dict",
-    "Joiner",
-    "LSTMPredictor",
     "StatelessPredictor",
     "Transducer",
     "TransducerOutput",
+    "build_model",
+    "model_config_from_dict",
+    "model_config_to_dict",
 ]

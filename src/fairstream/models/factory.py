@@ -23,13 +23,13 @@ from fairstream.models.transducer import Transducer
 
 __all__ = [
     "EncoderConfig",
-    "PredictorConfig",
     "JoinerConfig",
     "ModelConfig",
+    "PredictorConfig",
     "build_model",
+    "encoder_options",
     "model_config_from_dict",
     "model_config_to_dict",
-    "encoder_options",
 ]
 
 
@@ -116,9 +116,7 @@ def encoder_options(name: str) -> dict[str, Any]:
         InputDataError: if ``name`` is not registered.
     """
     if name not in ENCODERS:
-        raise InputDataError(
-            f"unknown encoder {name!r}; registered encoders: {sorted(ENCODERS)}"
-        )
+        raise InputDataError(f"unknown encoder {name!r}; registered encoders: {sorted(ENCODERS)}")
     params = inspect.signature(ENCODERS[name].__init__).parameters
     return {
         p.name: p.default
@@ -144,9 +142,13 @@ def _validate(config: ModelConfig) -> None:
     if not 0 <= config.blank_id < config.vocab_size:
         raise InputDataError(f"blank_id {config.blank_id} outside [0, {config.vocab_size})")
     if config.predictor.kind not in ("stateless", "lstm"):
-        raise InputDataError(f"predictor.kind must be 'stateless' or 'lstm', got {config.predictor.kind!r}")
+        raise InputDataError(
+            f"predictor.kind must be 'stateless' or 'lstm', got {config.predictor.kind!r}"
+        )
     if config.joiner.activation not in ("tanh", "relu"):
-        raise InputDataError(f"joiner.activation must be 'tanh' or 'relu', got {config.joiner.activation!r}")
+        raise InputDataError(
+            f"joiner.activation must be 'tanh' or 'relu', got {config.joiner.activation!r}"
+        )
     _resolved_encoder_kwargs(config.encoder)
 
 
@@ -164,27 +166,43 @@ def build_model(config: ModelConfig) -> Transducer:
     predictor: StatelessPredictor | LSTMPredictor
     if p.kind == "stateless":
         predictor = StatelessPredictor(
-            config.vocab_size, p.embed_dim, context_size=p.context_size,
-            blank_id=config.blank_id, dropout=p.dropout,
+            config.vocab_size,
+            p.embed_dim,
+            context_size=p.context_size,
+            blank_id=config.blank_id,
+            dropout=p.dropout,
         )
     else:
         predictor = LSTMPredictor(
-            config.vocab_size, p.embed_dim, p.hidden_dim, num_layers=p.num_layers,
-            blank_id=config.blank_id, dropout=p.dropout,
+            config.vocab_size,
+            p.embed_dim,
+            p.hidden_dim,
+            num_layers=p.num_layers,
+            blank_id=config.blank_id,
+            dropout=p.dropout,
         )
     joiner = Joiner(
-        int(encoder.output_dim), predictor.output_dim, config.joiner.joint_dim,
-        config.vocab_size, activation=config.joiner.activation,
+        int(encoder.output_dim),
+        predictor.output_dim,
+        config.joiner.joint_dim,
+        config.vocab_size,
+        activation=config.joiner.activation,
     )
     return Transducer(
-        encoder, predictor, joiner, blank_id=config.blank_id,
-        ctc_weight=config.ctc_weight, fastemit_lambda=config.fastemit_lambda,
+        encoder,
+        predictor,
+        joiner,
+        blank_id=config.blank_id,
+        ctc_weight=config.ctc_weight,
+        fastemit_lambda=config.fastemit_lambda,
     )
 
 
 def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
-        raise InputDataError(f"{where or 'model config'} must be a mapping, got {type(data).__name__}")
+        raise InputDataError(
+            f"{where or 'model config'} must be a mapping, got {type(data).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from fairstream.errors import InputDataError
 from fairstream.models.state import LSTMPredictorState, StatelessPredictorState
 
-__all__ = ["StatelessPredictor", "LSTMPredictor"]
+__all__ = ["LSTMPredictor", "StatelessPredictor"]
 
 
 def _check_tokens(tokens: Tensor, vocab_size: int) -> None:
@@ -63,13 +63,23 @@ class StatelessPredictor(nn.Module):
         self.context_size = context_size
         self.blank_id = blank_id
         self.embedding = nn.Embedding(vocab_size, embed_dim)
-        self.conv = nn.Conv1d(embed_dim, embed_dim, kernel_size=context_size, groups=embed_dim)
+        # depthwise convolution over the k positions: one weight per (channel, position)
+        bound = context_size**-0.5
+        self.conv_weight = nn.Parameter(
+            torch.empty(embed_dim, context_size).uniform_(-bound, bound)
+        )
+        self.conv_bias = nn.Parameter(torch.empty(embed_dim).uniform_(-bound, bound))
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.embedding.weight, std=embed_dim**-0.5)
 
     def _apply(self, embedded: Tensor) -> Tensor:
-        # embedded: (B, N, D) with N >= k -> (B, N-k+1, D)
-        y = self.conv(embedded.transpose(1, 2)).transpose(1, 2)
+        # embedded: (B, N, D) with N >= k -> (B, N-k+1, D). Written as multiply-adds: on CPU
+        # this is much faster than a grouped Conv1d for k of 2-4.
+        k = self.context_size
+        n_out = embedded.shape[1] - k + 1
+        y = self.conv_bias + embedded[:, :n_out] * self.conv_weight[:, 0]
+        for j in range(1, k):
+            y = y + embedded[:, j : j + n_out] * self.conv_weight[:, j]
         return self.dropout(F.relu(y))
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -87,7 +97,9 @@ class StatelessPredictor(nn.Module):
         padded = torch.cat([pad, tokens.long()], dim=1)  # (B, U+k)
         return self._apply(self.embedding(padded))
 
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> StatelessPredictorState:
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None
+    ) -> StatelessPredictorState:
         """State before any token: a context of ``k`` blanks."""
         return StatelessPredictorState(
             context=torch.full(
@@ -95,7 +107,9 @@ class StatelessPredictor(nn.Module):
             )
         )
 
-    def step(self, tokens: Tensor, state: StatelessPredictorState) -> tuple[Tensor, StatelessPredictorState]:
+    def step(
+        self, tokens: Tensor, state: StatelessPredictorState
+    ) -> tuple[Tensor, StatelessPredictorState]:
         """Push one token per stream and return the new output.
 
         Args:
@@ -140,7 +154,10 @@ class LSTMPredictor(nn.Module):
         self.hidden_dim = hidden_dim
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(
-            embed_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+            embed_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)

@@ -11,16 +11,15 @@ k predictor context size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "LSTMEncoderState",
-    "StatelessPredictorState",
     "LSTMPredictorState",
     "PredictorState",
+    "StatelessPredictorState",
 ]
 
 
@@ -98,4 +97,4 @@ class LSTMPredictorState:
         )
 
 
-PredictorState = Union[StatelessPredictorState, LSTMPredictorState]
+PredictorState = StatelessPredictorState | LSTMPredictorState

@@ -39,14 +39,14 @@ from fairstream.errors import CheckpointError
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
-    "save_checkpoint",
-    "load_checkpoint",
-    "config_differences",
-    "check_compatible",
     "average_checkpoints",
-    "list_checkpoints",
     "capture_rng_state",
+    "check_compatible",
+    "config_differences",
+    "list_checkpoints",
+    "load_checkpoint",
     "restore_rng_state",
+    "save_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "fairstream-checkpoint"

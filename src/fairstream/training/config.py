@@ -32,19 +32,19 @@ from fairstream.models.factory import ModelConfig, model_config_from_dict, model
 from fairstream.training.data import SpecAugmentConfig
 
 __all__ = [
-    "TokenizerConfig",
     "DataConfig",
     "OptimConfig",
     "ScheduleConfig",
+    "TokenizerConfig",
     "TrainConfig",
-    "load_config",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "config_to_json",
-    "save_config",
     "from_dict",
+    "load_config",
+    "save_config",
     "to_dict",
-    "apply_overrides",
 ]
 
 T = TypeVar("T")

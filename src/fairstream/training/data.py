@@ -222,13 +222,18 @@ def load_cut_features(cut: Cut, config: FbankConfig | None = None) -> np.ndarray
     feats_meta = getattr(cut, "features", None)
     if feats_meta is not None and feats_meta.type == FEATURE_TYPE:
         try:
-            reader = get_reader(feats_meta.storage_type)(feats_meta.storage_path)
-            arr = np.asarray(reader.read(feats_meta.storage_key), dtype=np.float32)
+            if feats_meta.storage_type == NumpyFilesWriter.name:
+                # plain np.load: the Lhotse reader memoizes arrays per reader instance
+                path = Path(feats_meta.storage_path) / feats_meta.storage_key
+                arr = np.load(path, allow_pickle=False)
+            else:
+                reader = get_reader(feats_meta.storage_type)(feats_meta.storage_path)
+                arr = np.asarray(reader.read(feats_meta.storage_key), dtype=np.float32)
         except Exception as e:
             raise CorpusError(f"cut {cut.id}: cached features cannot be read: {e}") from e
         if arr.ndim != 2 or arr.shape[1] != cfg.num_mel_bins:
             raise CorpusError(f"cut {cut.id}: cached features have shape {arr.shape}")
-        return arr
+        return np.asarray(arr, dtype=np.float32)
     try:
         audio = cut.load_audio()
     except Exception as e:
@@ -243,30 +248,53 @@ def load_cut_features(cut: Cut, config: FbankConfig | None = None) -> np.ndarray
         raise CorpusError(str(e)) from e
 
 
+def _cut_signature(cut: Cut) -> str:
+    rec = cut.recording
+    src = ",".join(str(x.source) for x in rec.sources) if rec is not None else ""
+    tfm = repr([t.to_dict() for t in rec.transforms or []]) if rec is not None else ""
+    return f"{cut.id}|{cut.recording_id}|{cut.start:.4f}|{cut.duration:.4f}|{src}|{tfm}"
+
+
 def _cache_one(args: tuple[dict[str, Any], str, FbankConfig]) -> dict[str, Any]:
+    """Compute (or find) one cut's cached fbank; return the cut dict with ``features`` set."""
     cut_dict, out_dir, cfg = args
     from lhotse.serialization import deserialize_item
 
     cut = deserialize_item(cut_dict)
-    feats = load_cut_features(cut, cfg)
-    with NumpyFilesWriter(out_dir) as writer:
-        key = writer.write(cut.id, feats)
+    digest = hashlib.sha256(f"{_cut_signature(cut)}|{cfg!r}".encode()).hexdigest()
+    safe_id = cut.id.replace(os.sep, "_")
+    key = f"{digest[:2]}/{safe_id}-{digest[:12]}.npy"
+    path = Path(out_dir) / key
+    shape: tuple[int, ...] | None = None
+    if path.is_file():  # written atomically by an earlier call: reuse
+        try:
+            shape = np.load(path, mmap_mode="r").shape
+        except (OSError, ValueError):
+            logger.warning("recomputing unreadable cached features %s", path)
+    if shape is not None and len(shape) == 2 and shape[1] == cfg.num_mel_bins:
+        n_frames, n_feats = shape
+    else:
+        feats = load_cut_features(cut, cfg)
+        n_frames, n_feats = feats.shape
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        with open(tmp, "wb") as f:
+            np.save(f, feats, allow_pickle=False)
+        os.replace(tmp, path)  # concurrent writers (DDP ranks) write identical content
     meta = Features(
-        type=FEATURE_TYPE, num_frames=int(feats.shape[0]), num_features=int(feats.shape[1]),
+        type=FEATURE_TYPE, num_frames=int(n_frames), num_features=int(n_feats),
         frame_shift=cfg.frame_shift, sampling_rate=cfg.sample_rate, start=cut.start,
         duration=cut.duration, storage_type=NumpyFilesWriter.name, storage_path=str(out_dir),
         storage_key=key, recording_id=cut.recording_id, channels=0,
     )
-    return fastcopy(cut, features=meta).to_dict()
+    out: dict[str, Any] = fastcopy(cut, features=meta).to_dict()
+    return out
 
 
 def _cache_fingerprint(cuts: CutSet, cfg: FbankConfig) -> str:
     h = hashlib.sha256(repr(cfg).encode())
     for c in cuts:
-        rec = c.recording
-        src = ",".join(str(s.source) for s in rec.sources) if rec is not None else ""
-        tfm = repr(rec.transforms) if rec is not None else ""
-        h.update(f"{c.id}|{c.recording_id}|{c.start:.4f}|{c.duration:.4f}|{src}|{tfm}\n".encode())
+        h.update((_cut_signature(c) + "\n").encode())
     return h.hexdigest()[:16]
 
 
@@ -278,13 +306,16 @@ def precompute_features(
     num_jobs: int = 1,
     progress: bool = False,
 ) -> CutSet:
-    """Compute fbank once per cut and store it (Lhotse ``NumpyFilesWriter``, one .npy per cut).
+    """Compute fbank once per cut and store it (Lhotse ``numpy_files`` storage, one .npy per cut).
 
     The returned cuts carry a ``features`` manifest pointing at the stored arrays;
     :func:`load_cut_features` (and so :func:`make_dataloader`) reads them instead of decoding
-    audio. Stored features are raw fbank: CMVN and SpecAugment stay on the fly. The cache is
-    keyed by the cut list and the feature config: calling again with the same input reuses
-    ``OUT/cuts_<fingerprint>.jsonl.gz`` without computing anything.
+    audio. Stored features are raw fbank: CMVN and SpecAugment stay on the fly.
+
+    Reuse: each array is named by a hash of the cut (id, audio source, transforms, span) and
+    the feature config and written atomically, so any later call — with the same cuts, a
+    subset, or from another DDP rank at the same time — computes only what is missing. The
+    whole cut list is additionally cached as ``OUT/cuts_<fingerprint>.jsonl.gz``.
 
     Args:
         cuts: cuts with recordings.
@@ -384,7 +415,7 @@ class _CutsDataset(Dataset[Batch]):
         self.rank = rank
         self.fbank_config = fbank_config
 
-    def __getitem__(self, item: tuple[int, int, CutSet]) -> Batch:  # type: ignore[override]
+    def __getitem__(self, item: tuple[int, int, CutSet]) -> Batch:
         epoch, index, cuts = item
         gen = None
         if self.spec_augment_config is not None:
@@ -459,7 +490,7 @@ class BatchLoader:
     def _generate(self, skip: int) -> Iterator[Batch]:
         loader = DataLoader(
             self.dataset,
-            sampler=_IndexedSampler(self.sampler, self.epoch, skip),  # type: ignore[arg-type]
+            sampler=_IndexedSampler(self.sampler, self.epoch, skip),
             batch_size=None,
             num_workers=self.num_workers,
             prefetch_factor=2 if self.num_workers > 0 else None,

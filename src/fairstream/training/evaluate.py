@@ -32,15 +32,15 @@ from fairstream.metrics.wer import ErrorCounts, score_pairs, write_trn
 from fairstream.training.checkpoint import load_checkpoint
 
 __all__ = [
+    "METADATA_COLUMNS",
+    "RESULT_COLUMNS",
     "LoadedModel",
-    "load_transducer",
     "decode_cuts",
+    "load_transducer",
+    "read_results",
     "summarize_wer",
     "write_results",
-    "read_results",
     "write_trn_pair",
-    "RESULT_COLUMNS",
-    "METADATA_COLUMNS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,23 @@ def _metadata(cut: Any, speakers: pd.DataFrame | None) -> dict[str, Any]:
     return meta
 
 
+def _batches(cuts: list[Any], tokenizer: Any, cmvn: Cmvn, max_duration: float) -> Any:
+    """Offline batches of at most ``max_duration`` seconds, similar durations together."""
+    from fairstream.training.data import collate_cuts
+
+    ordered = sorted(cuts, key=lambda c: (c.duration, c.id))
+    group: list[Any] = []
+    total = 0.0
+    for cut in ordered:
+        if group and total + cut.duration > max_duration:
+            yield collate_cuts(group, tokenizer=tokenizer, cmvn=cmvn)
+            group, total = [], 0.0
+        group.append(cut)
+        total += cut.duration
+    if group:
+        yield collate_cuts(group, tokenizer=tokenizer, cmvn=cmvn)
+
+
 @torch.no_grad()
 def decode_cuts(
     model: Any,
@@ -171,8 +188,6 @@ def decode_cuts(
     """
     from fairstream.decoding.beam import modified_beam_search
     from fairstream.decoding.greedy import greedy_search
-    from fairstream.training.data import make_dataloader
-
     if method not in ("greedy", "beam"):
         raise InputDataError(f"unknown decoding method {method!r}; use greedy or beam")
     if streaming and method != "greedy":
@@ -205,14 +220,7 @@ def decode_cuts(
             hyps[cut.id] = (final.text, tuple(final.timestamps))
             bar.update(1)
     else:
-        from lhotse import CutSet
-
-        longest = max((c.duration for c in cut_list), default=1.0)
-        loader = make_dataloader(
-            CutSet.from_cuts(cut_list), tokenizer=tokenizer, cmvn=cmvn,
-            max_duration=max(max_duration, longest), shuffle=False, spec_augment=None, seed=0,
-        )
-        for batch in loader:
+        for batch in _batches(cut_list, tokenizer, cmvn, max_duration):
             enc, enc_lens = model.encode(batch.features, batch.feature_lens)
             if method == "greedy":
                 found = greedy_search(model, enc, enc_lens)
@@ -230,7 +238,7 @@ def decode_cuts(
     for cut, ref, hyp, cnt in zip(cut_list, refs, hyp_texts, counts):
         sup = cut.supervisions[0]
         row: dict[str, Any] = {
-            "utt_id": cut.id, "speaker_id": str(sup.speaker or ""), "ref": ref, "hyp": hyp,
+            "utt_id": sup.id, "speaker_id": str(sup.speaker or ""), "ref": ref, "hyp": hyp,
             "n_ref_words": cnt.ref_words, "sub": cnt.substitutions, "del": cnt.deletions,
             "ins": cnt.insertions, "hits": cnt.hits, "duration": float(cut.duration),
             "timestamps": [float(t) for t in hyps[cut.id][1]],

@@ -63,20 +63,20 @@ from fairstream.training.checkpoint import (
 from fairstream.training.config import OptimConfig, ScheduleConfig
 
 __all__ = [
+    "DataSource",
+    "DistInfo",
+    "GreedyWerHook",
+    "LoaderSource",
     "LossOutput",
     "Objective",
-    "DataSource",
-    "TrainHook",
     "StepInfo",
+    "TrainHook",
     "TrainResult",
-    "DistInfo",
-    "fit",
-    "train",
     "TransducerObjective",
-    "LoaderSource",
-    "GreedyWerHook",
-    "lr_factor",
+    "fit",
     "init_distributed",
+    "lr_factor",
+    "train",
     "unwrap",
 ]
 
@@ -511,7 +511,7 @@ class _Run:
         final = self.out_dir / "final.pt"
         averaged = self.out_dir / "averaged.pt"
         if self.d.is_main:
-            meta = dict(config=self.run_config, progress=self._progress_dict(), extra=self.extra)
+            meta = {"config": self.run_config, "progress": self._progress_dict(), "extra": self.extra}
             save_checkpoint(final, model=self.model.state_dict(), **meta)
             paths = list_checkpoints(self.ckpt_dir)[-max(self.schedule.average_last_n, 1):]
             state = average_checkpoints(paths) if paths else self.model.state_dict()
@@ -960,8 +960,10 @@ def train(
             f"data.max_duration={config.data.max_duration} s is shorter than the longest "
             f"training cut ({longest:.2f} s)"
         )
-    common = dict(tokenizer=tokenizer, cmvn=cmvn, seed=config.seed, rank=d.rank,
-                  world_size=d.world_size, feature_cache=cache)
+    common: dict[str, Any] = {
+        "tokenizer": tokenizer, "cmvn": cmvn, "seed": config.seed, "rank": d.rank,
+        "world_size": d.world_size, "feature_cache": cache,
+    }
     train_loader = make_dataloader(
         train_cuts, max_duration=config.data.max_duration, shuffle=True,
         spec_augment=config.spec_augment, num_workers=config.data.num_workers, **common,

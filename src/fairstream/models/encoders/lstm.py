@@ -40,9 +40,7 @@ def _check_input(x: Tensor, x_lens: Tensor, input_dim: int, *, allow_empty: bool
             f"encoder input must have shape (B, T, {input_dim}), got {tuple(x.shape)}"
         )
     if x_lens.dim() != 1 or x_lens.shape[0] != x.shape[0]:
-        raise InputDataError(
-            f"x_lens must have shape ({x.shape[0]},), got {tuple(x_lens.shape)}"
-        )
+        raise InputDataError(f"x_lens must have shape ({x.shape[0]},), got {tuple(x_lens.shape)}")
     if x_lens.numel():
         if int(x_lens.max()) > x.shape[1]:
             raise InputDataError(
@@ -51,9 +49,7 @@ def _check_input(x: Tensor, x_lens: Tensor, input_dim: int, *, allow_empty: bool
         bad = torch.nonzero(x_lens < (0 if allow_empty else 1)).flatten().tolist()
         if bad:
             what = "negative length" if allow_empty else "no feature frames (empty input)"
-            raise InputDataError(
-                f"batch item(s) {bad} have {what}; lengths {x_lens[bad].tolist()}"
-            )
+            raise InputDataError(f"batch item(s) {bad} have {what}; lengths {x_lens[bad].tolist()}")
 
 
 def _conv_out_len(lens: Tensor) -> Tensor:
@@ -180,9 +176,7 @@ class LSTMEncoder(nn.Module):
             torch.full((batch_size,), _KERNEL - 1, dtype=torch.long, device=device)
             for _ in self._conv_in_shapes
         )
-        zeros = tuple(
-            torch.zeros(batch_size, self.hidden_dim, device=device) for _ in self.lstms
-        )
+        zeros = tuple(torch.zeros(batch_size, self.hidden_dim, device=device) for _ in self.lstms)
         counts = torch.zeros(batch_size, dtype=torch.long, device=device)
         return LSTMEncoderState(
             conv_buffers=buffers,
@@ -282,7 +276,9 @@ def _stream_conv(
     ys: list[Tensor] = []
     rems: list[Tensor] = []
     for i in range(b):
-        seq = torch.cat([buf[i : i + 1, :, : int(buf_len[i])], x[i : i + 1, :, : int(x_lens[i])]], 2)
+        seq = torch.cat(
+            [buf[i : i + 1, :, : int(buf_len[i])], x[i : i + 1, :, : int(x_lens[i])]], 2
+        )
         y, rem = _conv_consume(conv, seq, f_out)
         ys.append(y)
         rems.append(rem)
@@ -309,22 +305,37 @@ def _conv_consume(conv: nn.Conv2d, seq: Tensor, f_out: int) -> tuple[Tensor, Ten
 def _lstm_masked(
     lstm: nn.LSTM, x: Tensor, lens: Tensor, h0: Tensor, c0: Tensor
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Run ``lstm`` on ``x (B, t, H)`` from ``(h0, c0)`` ``(B, H)``; the final state of each
-    stream is taken after its last valid frame (streams with 0 frames keep their state)."""
+    """Run one LSTM layer on a chunk ``x (B, t, H)`` from ``(h0, c0)`` ``(B, H)``.
+
+    Stream ``b`` advances only over its first ``lens[b]`` frames (its state is frozen after
+    them; its outputs past them are padding). The recurrence is written out step by step:
+    for the few frames of a chunk this is several times faster on CPU than ``nn.LSTM``'s
+    oneDNN kernel, whose per-call set-up dominates short sequences, and it handles per-stream
+    lengths without packing. Same arithmetic as ``nn.LSTM`` (gate order i, f, g, o).
+    """
     t = x.shape[1]
     if t == 0:
         return x, (h0, c0)
-    state0 = (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous())
-    if bool((lens == t).all()):
-        out, (h1, c1) = lstm(x, state0)
-        return out, (h1.squeeze(0), c1.squeeze(0))
-    packed = nn.utils.rnn.pack_padded_sequence(
-        x, lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-    )
-    out_p, (h1, c1) = lstm(packed, state0)
-    out, _ = nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=t)
-    keep = (lens > 0).unsqueeze(1)
-    return out, (torch.where(keep, h1.squeeze(0), h0), torch.where(keep, c1.squeeze(0), c0))
+    w_hh_t = lstm.weight_hh_l0.t()
+    gates_x = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, t, 4H)
+    hid = h0.shape[1]
+    h, c = h0, c0
+    uniform = bool((lens == t).all())
+    outs: list[Tensor] = []
+    for i in range(t):
+        g = torch.addmm(gates_x[:, i], h, w_hh_t)
+        sig = torch.sigmoid(g)  # the g-gate slice is unused (it takes tanh)
+        c_new = torch.addcmul(
+            sig[:, hid : 2 * hid] * c, sig[:, :hid], torch.tanh(g[:, 2 * hid : 3 * hid])
+        )
+        h_new = sig[:, 3 * hid :] * torch.tanh(c_new)
+        if uniform:
+            h, c = h_new, c_new
+        else:
+            keep = (lens > i).unsqueeze(1)
+            h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+        outs.append(h_new)
+    return torch.stack(outs, dim=1), (h, c)
 
 
 register_encoder("lstm")(LSTMEncoder)

@@ -1,0 +1,229 @@
+"""Embedding tables: one row per utterance (and a per-speaker table of mean embeddings).
+
+``embeddings.parquet`` columns: ``path`` (the key trial lists use), ``cut_id``, ``speaker_id``,
+``split``, ``duration``, the speaker metadata columns the corpus has (``accent``, ``gender``,
+...), and ``embedding`` (list of E float32). ``<stem>_speakers.parquet`` has one row per
+speaker: ``speaker_id``, ``n_utterances``, metadata, ``embedding`` = the mean of the speaker's
+length-normalized utterance embeddings (what the audit's automatic cohorts cluster). Both
+files carry the checkpoint and its config in the Parquet schema metadata (key ``fairstream``).
+
+Embeddings are whole-utterance (no cropping); utterances are batched by length and padded
+frames are masked out of every statistic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+
+from fairstream.errors import InputDataError
+from fairstream.features.fbank import FbankConfig, compute_fbank, resample, to_float_samples
+from fairstream.sv.train import LoadedExtractor
+from fairstream.training.data import load_cut_features
+
+__all__ = [
+    "embed_features",
+    "embed_cuts",
+    "embed_files",
+    "speaker_means",
+    "write_embeddings",
+    "read_embeddings",
+    "speakers_path",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def embed_features(
+    extractor: LoadedExtractor,
+    feats: Iterable[np.ndarray],
+    *,
+    max_frames: int = 30_000,
+    progress: bool = False,
+    total: int | None = None,
+) -> np.ndarray:
+    """Embed raw fbank features (CMVN is applied here).
+
+    Args:
+        extractor: a loaded extractor.
+        feats: (T_i, F) raw fbank per utterance.
+        max_frames: padded frames per forward pass (bounds memory).
+        progress: progress bar.
+        total: number of utterances (for the bar).
+
+    Returns:
+        (N, E) float32 embeddings in input order.
+    """
+    items = list(feats)
+    order = sorted(range(len(items)), key=lambda i: items[i].shape[0])
+    out = np.zeros((len(items), extractor.model.embedding_dim), dtype=np.float32)
+    bar = tqdm(total=total or len(items), desc="embedding", disable=not progress)
+    start = 0
+    with torch.inference_mode():
+        while start < len(order):
+            longest = items[order[start]].shape[0]
+            end = start + 1
+            while end < len(order) and items[order[end]].shape[0] * (end - start + 1) <= max_frames:
+                end += 1
+            idx = order[start:end]
+            longest = items[idx[-1]].shape[0]
+            x = np.zeros((len(idx), longest, items[idx[0]].shape[1]), dtype=np.float32)
+            for r, i in enumerate(idx):
+                x[r, : items[i].shape[0]] = extractor.cmvn.apply(items[i])
+            lens = torch.tensor([items[i].shape[0] for i in idx])
+            out[idx] = extractor.model(torch.from_numpy(x), lens).numpy()
+            bar.update(len(idx))
+            start = end
+    bar.close()
+    return out
+
+
+def embed_cuts(
+    extractor: LoadedExtractor, cuts: Any, table: pd.DataFrame, *, progress: bool = False
+) -> pd.DataFrame:
+    """Embed every cut of ``table`` (an :func:`~fairstream.sv.utterances.utterance_table`).
+
+    Args:
+        extractor: a loaded extractor.
+        cuts: the lhotse CutSet the table was made from.
+        table: utterance table (``cut_id`` column selects and orders the cuts).
+        progress: progress bar.
+
+    Returns:
+        ``table`` plus an ``embedding`` column.
+    """
+    by_id = {c.id: c for c in cuts}
+    missing = [c for c in table["cut_id"] if c not in by_id]
+    if missing:
+        raise InputDataError(f"{len(missing)} cut(s) of the table are not in the cut set: {missing[:5]}")
+    feats = (load_cut_features(by_id[c]) for c in table["cut_id"])
+    emb = embed_features(extractor, feats, progress=progress, total=len(table))
+    out = table.reset_index(drop=True).copy()
+    out["embedding"] = list(emb)
+    return out
+
+
+def embed_files(
+    extractor: LoadedExtractor, paths: Sequence[str], root: str | Path, *, progress: bool = False
+) -> pd.DataFrame:
+    """Embed audio files named relative to ``root`` (e.g. the files of a VoxCeleb trial list).
+
+    The speaker of ``id10270/x6uYqmx31kE/00001.wav`` is taken as its first path component.
+
+    Raises:
+        InputDataError: a file is missing or unreadable (named).
+    """
+    root = Path(root)
+    cfg = FbankConfig()
+
+    def load(p: str) -> np.ndarray:
+        f = root / p
+        try:
+            audio, rate = sf.read(str(f), dtype="float32", always_2d=True)
+        except (OSError, RuntimeError, sf.LibsndfileError) as exc:
+            raise InputDataError(f"cannot read audio {f}: {exc}") from exc
+        x = to_float_samples(audio.mean(axis=1), name=str(f))
+        if rate != cfg.sample_rate:
+            x = resample(x, int(rate), cfg.sample_rate)
+        return compute_fbank(x, cfg.sample_rate, cfg, name=str(f))
+
+    feats = [load(p) for p in tqdm(paths, desc="features", disable=not progress)]
+    emb = embed_features(extractor, feats, progress=progress)
+    return pd.DataFrame(
+        {
+            "path": list(paths),
+            "cut_id": list(paths),
+            "speaker_id": [Path(p).parts[0] if len(Path(p).parts) > 1 else p for p in paths],
+            "duration": [f.shape[0] / 100.0 for f in feats],
+            "embedding": list(emb),
+        }
+    )
+
+
+def speaker_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-speaker mean of the length-normalized utterance embeddings (+ first metadata value)."""
+    emb = np.stack(table["embedding"].to_numpy()).astype(np.float64)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    keep = [c for c in table.columns if c not in ("embedding", "path", "cut_id", "duration")]
+    rows = []
+    for spk, idx in table.groupby("speaker_id", sort=True).indices.items():
+        row = {c: table[c].iloc[idx[0]] for c in keep}
+        row["speaker_id"] = spk
+        row["n_utterances"] = len(idx)
+        row["embedding"] = emb[idx].mean(axis=0).astype(np.float32)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def speakers_path(path: str | Path) -> Path:
+    """``embeddings.parquet`` -> ``embeddings_speakers.parquet``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_speakers{p.suffix or '.parquet'}")
+
+
+def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+    data = df.copy()
+    data["embedding"] = [np.asarray(e, dtype=np.float32) for e in data["embedding"]]
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[b"fairstream"] = json.dumps(meta, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_embeddings(table: pd.DataFrame, path: str | Path, *, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write the utterance table and the per-speaker table (atomically).
+
+    Returns:
+        (utterance file, speaker file).
+    """
+    path = Path(path)
+    meta = dict(meta or {})
+    _write_parquet(table, path, {**meta, "level": "utterance"})
+    spk = speakers_path(path)
+    _write_parquet(speaker_means(table), spk, {**meta, "level": "speaker"})
+    return path, spk
+
+
+def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read an embedding table: (table without the vectors, (N, E) float32 matrix).
+
+    Raises:
+        InputDataError: missing file or column, embeddings of unequal dimension, or non-finite
+            values (naming the row's path).
+    """
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InputDataError(f"cannot read embeddings {path}: {exc}") from exc
+    key = "path" if "path" in df.columns else "speaker_id"
+    for col in (key, "embedding"):
+        if col not in df.columns:
+            raise InputDataError(f"embeddings {path} have no {col!r} column (have {list(df.columns)})")
+    dims = np.array([len(e) for e in df["embedding"]])
+    if dims.size and (dims != dims[0]).any():
+        i = int(np.flatnonzero(dims != dims[0])[0])
+        raise InputDataError(
+            f"embeddings {path}: {df[key].iloc[i]!r} has dimension {dims[i]}, the first row {dims[0]}"
+        )
+    mat = np.stack(df["embedding"].to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 0), np.float32)
+    bad = ~np.isfinite(mat).all(axis=1)
+    if bad.any():
+        raise InputDataError(f"embeddings {path}: {df[key].iloc[int(np.flatnonzero(bad)[0])]!r} has non-finite values")
+    return df.drop(columns=["embedding"]), mat

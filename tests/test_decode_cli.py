@@ -1,0 +1,179 @@
+"""`fairstream decode` / `fairstream transcribe` and the results table they write."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from _tiny_asr import tiny_corpus_dir, tiny_trained_model
+from click.testing import CliRunner
+
+from fairstream.cli import main
+from fairstream.errors import CheckpointError, InputDataError
+from fairstream.metrics.wer import score_pairs
+from fairstream.training.evaluate import (
+    METADATA_COLUMNS,
+    RESULT_COLUMNS,
+    load_transducer,
+    read_results,
+    summarize_wer,
+)
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory):
+    return tiny_trained_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_corpus_dir(tmp_path_factory)
+
+
+def _invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def offline(exp, corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("decode")
+    res = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--corpus", corpus,
+                   "--out", out / "results.parquet", "--trn-dir", out / "trn", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_results_table_has_the_contract_columns_and_metadata(offline, corpus):
+    out, text = offline
+    df, meta = read_results(out / "results.parquet")
+    assert list(df.columns[: len(RESULT_COLUMNS)]) == RESULT_COLUMNS
+    assert set(METADATA_COLUMNS) <= set(df.columns)
+    assert len(df) == 16 and df["utt_id"].is_unique
+    speakers = pd.read_csv(corpus / "speakers.csv", dtype={"zip": str})
+    merged = df.merge(speakers, on="speaker_id", suffixes=("", "_csv"))
+    for col in ("accent", "gender", "age_band", "zip", "split", "lat"):
+        assert (merged[col] == merged[f"{col}_csv"]).all(), col
+    assert (df["split"] == "test").all()
+    # counts are jiwer's on the normalized texts; n_ref_words = hits + sub + del
+    again = score_pairs(df["ref"].tolist(), df["hyp"].tolist())
+    assert df["sub"].tolist() == [c.substitutions for c in again]
+    assert df["ins"].tolist() == [c.insertions for c in again]
+    assert (df["n_ref_words"] == df["hits"] + df["sub"] + df["del"]).all()
+    assert df["hyp"].str.len().sum() > 0  # a near-random model emits (wrong) tokens
+    ts = df["timestamps"].iloc[int(df["hyp"].str.len().idxmax())]
+    assert len(ts) > 0 and list(ts) == sorted(ts)
+    # config: the training config and the decoding options travel with the table
+    assert meta["train"]["model"]["vocab_size"] == 39
+    assert meta["decode"]["method"] == "greedy" and meta["decode"]["split"] == "test"
+    raw = pq.read_schema(out / "results.parquet").metadata[b"fairstream"]
+    assert json.loads(raw) == meta
+    # printed summary: overall WER is Σerrors/Σwords
+    errors = int((df["sub"] + df["del"] + df["ins"]).sum())
+    assert f"WER {100 * errors / df['n_ref_words'].sum():.2f}%" in text
+    assert "en-gb" in text and "overall" in text
+
+
+def test_trn_files_for_sclite(offline):
+    out, _ = offline
+    ref = (out / "trn" / "ref.trn").read_text().splitlines()
+    hyp = (out / "trn" / "hyp.trn").read_text().splitlines()
+    assert len(ref) == len(hyp) == 16
+    assert ref[0].endswith("(s05-s05_u00)")
+
+
+def test_streaming_decode_matches_offline_greedy(offline, exp, corpus, tmp_path):
+    out, _ = offline
+    res = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--corpus", corpus,
+                   "--out", tmp_path / "s.parquet", "--streaming", "--chunk-ms", "160",
+                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    a, _ = read_results(out / "results.parquet")
+    b, meta = read_results(tmp_path / "s.parquet")
+    assert meta["decode"]["streaming"] is True
+    assert a["hyp"].tolist() == b["hyp"].tolist()
+    for x, y in zip(a["timestamps"], b["timestamps"]):
+        assert list(x) == pytest.approx(list(y))
+
+
+def test_beam_search_and_cuts_manifest(exp, corpus, tmp_path):
+    res = _invoke(["decode", "--checkpoint", exp / "averaged.pt",
+                   "--cuts", corpus / "manifests" / "dev_cuts.jsonl.gz",
+                   "--speakers", corpus / "speakers.csv", "--method", "beam", "--beam", "2",
+                   "--out", tmp_path / "b.parquet", "--no-progress", "--by", "gender"])
+    assert res.exit_code == 0, res.output
+    df, meta = read_results(tmp_path / "b.parquet")
+    assert len(df) == 4 and (df["split"] == "dev").all()  # split taken from speakers.csv
+    assert meta["decode"]["method"] == "beam" and meta["decode"]["cuts"].endswith("dev_cuts.jsonl.gz")
+    assert "female" in res.output
+
+
+def test_transcribe_offline_and_streaming_agree(exp, corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    files = sorted((corpus / "audio" / "test" / "s05").glob("*.flac"))
+    wav = tmp_path / "long.wav"  # ~6 s: all utterances of one speaker in a row
+    sf.write(str(wav), np.concatenate([sf.read(str(f))[0] for f in files]), 16000)
+    offline = _invoke(["transcribe", wav, "--checkpoint", exp / "final.pt"])
+    streamed = _invoke(["transcribe", wav, "--checkpoint", exp / "final.pt", "--stream",
+                        "--chunk-ms", "160", "--timestamps"])
+    assert offline.exit_code == 0 and streamed.exit_code == 0, offline.output + streamed.output
+    lines = streamed.output.splitlines()
+    final = [x for x in lines if "final:" in x]
+    assert len(final) == 1
+    final_text = final[0].split("final: ", 1)[1]
+    assert final_text == offline.output.splitlines()[0]
+    partials = [x.split("… ", 1)[1] for x in lines if "… " in x]
+    assert partials  # printed as the audio comes in
+    assert all(final_text.startswith(p) for p in partials)  # greedy never takes tokens back
+    assert "@" in lines[-1]  # token@seconds
+
+
+def test_bad_inputs_give_clear_errors(exp, corpus, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    res = _invoke(["decode", "--checkpoint", bad, "--corpus", corpus, "--out", tmp_path / "x"])
+    assert res.exit_code != 0 and "bad.pt" in res.output and "corrupt" in res.output
+    res = _invoke(["decode", "--checkpoint", exp / "final.pt", "--out", tmp_path / "x"])
+    assert res.exit_code != 0 and "exactly one of --corpus or --cuts" in res.output
+    silent = tmp_path / "short.wav"
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(str(silent), np.zeros(100, dtype=np.float32), 16000)
+    res = _invoke(["transcribe", silent, "--checkpoint", exp / "final.pt"])
+    assert res.exit_code != 0 and "short" in res.output.lower()
+    # a checkpoint of something that is not a transducer
+    from fairstream.training.checkpoint import save_checkpoint
+
+    other = save_checkpoint(tmp_path / "other.pt", config={"model": {}}, model={})
+    with pytest.raises(CheckpointError, match="not a transducer checkpoint"):
+        load_transducer(other)
+
+
+def test_tokenizer_model_vocab_mismatch_is_refused(exp, tmp_path):
+    from fairstream.training.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(exp / "final.pt")
+    config = json.loads(json.dumps(ck.config))
+    config["model"]["vocab_size"] = 40
+    save_checkpoint(tmp_path / "mismatch.pt", config=config, model=ck.model, extra=ck.extra)
+    with pytest.raises(CheckpointError, match=r"tokenizer vocabulary \(39\).*vocab_size \(40\)"):
+        load_transducer(tmp_path / "mismatch.pt")
+
+
+def test_summarize_wer_is_sum_over_sum():
+    df = pd.DataFrame({
+        "speaker_id": ["a", "a", "b"], "accent": ["x", "x", "y"],
+        "sub": [1, 0, 0], "del": [0, 0, 1], "ins": [0, 0, 1], "hits": [0, 10, 1],
+    })
+    s = summarize_wer(df, by=["accent"])
+    assert s["accent"].tolist() == ["x", "y", "overall"]
+    # group x: 1 error / 11 words (the mean of utterance WERs would be 0.5)
+    assert s["wer"].tolist() == pytest.approx([1 / 11, 2 / 2, 3 / 13])
+    assert s["speakers"].tolist() == [1, 1, 2]
+    with pytest.raises(InputDataError, match="no column 'region'"):
+        summarize_wer(df, by=["region"])
