@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import soundfile as sf
@@ -40,7 +41,7 @@ def build_tiny_corpus(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifests").mkdir(exist_ok=True)
     all_feats = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spk, split, accent, voice, gender, age, lat, lon, zipc, state in SPEAKERS:
         rows.append(dict(zip(COLUMNS, [spk, split, accent, voice, gender, age, lat, lon, zipc,
                                        state])))

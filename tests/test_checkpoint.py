@@ -39,7 +39,7 @@ def test_round_trip_keeps_every_part(tmp_path):
     rng = capture_rng_state()
     path = save_checkpoint(
         tmp_path / "c.pt", config=CONFIG, model=model.state_dict(), optimizer=opt.state_dict(),
-        progress={"step": 7, "epoch": 1}, rng=rng, hooks=[{"ewc": {"lam": 0.5}}],
+        progress={"step": 7, "epoch": 1}, rng=rng, hooks={"EwcHook": {"lam": 0.5}},
         extra={"cmvn_mean": torch.zeros(80), "tokenizer_kind": "char"},
     )
     ck = load_checkpoint(path)
@@ -47,7 +47,7 @@ def test_round_trip_keeps_every_part(tmp_path):
     assert torch.equal(ck.model["weight"], model.weight.detach())
     opt2 = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters())
     opt2.load_state_dict(ck.optimizer)
-    assert ck.hooks == [{"ewc": {"lam": 0.5}}]
+    assert ck.hooks == {"EwcHook": {"lam": 0.5}}
     assert ck.extra["tokenizer_kind"] == "char"
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left
 

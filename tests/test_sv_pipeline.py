@@ -53,9 +53,10 @@ def test_arw_run_records_adversary_state(sv_run: Path) -> None:
     assert not any("lambda_max" in r for r in base)
     ck = torch.load(sv_run / "arw" / "checkpoints" / sorted(p.name for p in (sv_run / "arw" / "checkpoints").iterdir())[-1],
                     weights_only=True)
-    hooks = ck["hooks"]
-    state = hooks["ArwHook"] if isinstance(hooks, dict) else hooks[0]
+    hooks = ck["hooks"][0] if isinstance(ck["hooks"], list) else ck["hooks"]
+    state = hooks.get("ArwHook", hooks)
     assert state["steps"] == 6
+    assert state["clusters"]["centroids"].shape[0] == 2  # --set arw.n_clusters=2 kept with --arw
 
 
 def test_embeddings_tables(sv_run: Path, tiny_corpus: Path) -> None:

@@ -55,9 +55,10 @@ class EmbeddingConfig:
             share of speakers (%) stays ≤ this (at least one cluster); None: the worst cluster.
         normalize: "l2" (cosine geometry, for speaker embeddings), "zscore" (per dimension,
             for the fbank fallback) or "none".
-        silhouette_sample: speakers used to choose k and score silhouettes (a subsample keeps
-            the O(n²) silhouette cheap).
-        n_init: k-means restarts.
+        silhouette_sample: speakers used to choose k, score silhouettes and find initial
+            centres (a subsample keeps the O(n²) silhouette cheap).
+        n_init: k-means++ restarts on the subsample.
+        max_iter: Lloyd iterations of the final fit on all speakers.
         seed: random seed.
         min_speakers: clusters below this size are pooled (privacy).
     """
@@ -66,8 +67,9 @@ class EmbeddingConfig:
     k_range: tuple[int, int] = (2, 10)
     bottom_share: float | None = None
     normalize: Normalization = "l2"
-    silhouette_sample: int = 3000
+    silhouette_sample: int = 2000
     n_init: int = 3
+    max_iter: int = 100
     seed: int = 0
     min_speakers: int = 10
 
@@ -114,20 +116,23 @@ def speaker_mean_embeddings(
         (matrix (S, D) float32 with zero rows for speakers without embedding,
         mask (S,) bool of speakers with one, exclusions).
     """
-    ids = np.asarray(ids).astype(str)
+    ids = np.asarray([str(i) for i in ids], dtype=object)
     spk_index = stats.table.index
-    direct = np.isin(ids, spk_index.to_numpy().astype(str))
+    codes = spk_index.get_indexer(ids)
+    direct = codes >= 0
     exclusions: list[Exclusion] = []
     if not direct.all() and utt_to_speaker is not None:
         mapped = pd.Series(ids).map(utt_to_speaker).to_numpy()
         use_utt = pd.notna(mapped)
         if use_utt.sum() > direct.sum():
-            ids = np.where(use_utt, mapped, ids).astype(str)
-            direct = np.isin(ids, spk_index.to_numpy().astype(str))
+            ids = np.where(use_utt, mapped, ids).astype(object)
+            codes = spk_index.get_indexer(ids)
+            direct = codes >= 0
     if (~direct).any():
         exclusions.append(Exclusion("embedding", "embedding id is not an audited speaker or utterance",
-                                    int((~direct).sum()), "rows", tuple(ids[~direct][:5])))
-    codes = spk_index.get_indexer(ids[direct])
+                                    int((~direct).sum()), "rows",
+                                    tuple(str(i) for i in ids[~direct][:5])))
+    codes = codes[direct]
     s, dim = len(spk_index), vectors.shape[1]
     sums = np.zeros((s, dim), dtype=np.float64)
     if len(codes):
@@ -188,27 +193,35 @@ def find_embedding_cohorts(
     # float64: sklearn computes float32 distances through a slow chunked float64 upcast
     x = _normalize(np.asarray(embeddings, dtype=np.float64)[idx], cfg.normalize)
     rng = np.random.default_rng(cfg.seed)
-    sub = rng.choice(len(idx), size=min(cfg.silhouette_sample, len(idx)), replace=False)
+    sub = np.sort(rng.choice(len(idx), size=min(cfg.silhouette_sample, len(idx)), replace=False))
     sil: dict[int, float] = {}
-    if cfg.k is None:
-        lo, hi = cfg.k_range
-        hi = min(hi, len(sub) - 1)
-        if lo < 2 or hi < lo:
-            raise InputDataError(f"k_range {cfg.k_range} is not usable with {len(sub)} speakers")
-        # small fits: one thread avoids OpenMP start-up and oversubscription costs
-        with threadpool_limits(limits=1):
+    fits: dict[int, KMeans] = {}
+    # k and the initial centres are chosen on a subsample; the final fit refines them on all
+    # speakers (one run from good centres instead of n_init runs of k-means++ on everything)
+    with threadpool_limits(limits=1):  # small fits: avoid OpenMP start-up/oversubscription
+        if cfg.k is None:
+            lo, hi = cfg.k_range
+            hi = min(hi, len(sub) - 1)
+            if lo < 2 or hi < lo:
+                raise InputDataError(f"k_range {cfg.k_range} is not usable with {len(sub)} speakers")
             for k in range(lo, hi + 1):
-                km = KMeans(n_clusters=k, n_init=cfg.n_init, random_state=cfg.seed).fit(x[sub])
-                sil[k] = float(silhouette_score(x[sub], km.labels_))
-        k_best = max(sil, key=lambda kk: sil[kk])
+                fits[k] = KMeans(n_clusters=k, n_init=cfg.n_init, random_state=cfg.seed).fit(x[sub])
+                sil[k] = float(silhouette_score(x[sub], fits[k].labels_))
+            k_best = max(sil, key=lambda kk: sil[kk])
+        else:
+            k_best = cfg.k
+            if k_best < 2 or k_best > len(sub):
+                raise InputDataError(f"k={k_best} clusters for {len(idx)} speakers is not possible")
+            fits[k_best] = KMeans(n_clusters=k_best, n_init=cfg.n_init,
+                                  random_state=cfg.seed).fit(x[sub])
+            if k_best < len(sub):
+                sil[k_best] = float(silhouette_score(x[sub], fits[k_best].labels_))
+    if len(sub) == len(idx):
+        km = fits[k_best]
     else:
-        k_best = cfg.k
-        if k_best < 2 or k_best > len(idx):
-            raise InputDataError(f"k={k_best} clusters for {len(idx)} speakers is not possible")
-    with threadpool_limits(limits=1 if len(idx) < 20_000 else None):
-        km = KMeans(n_clusters=k_best, n_init=cfg.n_init, random_state=cfg.seed).fit(x)
-    if cfg.k is not None and k_best < len(sub):
-        sil[k_best] = float(silhouette_score(x[sub], km.labels_[sub]))
+        with threadpool_limits(limits=1 if len(idx) < 20_000 else None):
+            km = KMeans(n_clusters=k_best, init=fits[k_best].cluster_centers_, n_init=1,
+                        max_iter=cfg.max_iter, random_state=cfg.seed).fit(x)
     raw = np.full(len(has_embedding), -1, dtype=np.int64)
     raw[idx] = km.labels_
     e = stats.errors.astype(np.float64)[idx]

@@ -175,6 +175,8 @@ def _require(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
 
 def _as_id(series: pd.Series) -> pd.Series:
     """ids as python strings, missing stays missing."""
+    if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
+        return series.astype("object")  # a string dtype already holds str (or NA)
     out = series.astype("object")
     mask = out.notna()
     out[mask] = out[mask].map(str)
@@ -458,7 +460,7 @@ def read_speakers(
             f"speaker table repeats speaker id(s) {list(ids[dup].unique()[:5])} in {speaker_col}"
         )
     df = df.drop(columns=[speaker_col])
-    df.index = pd.Index(ids.to_numpy(), name="speaker_id")
+    df.index = pd.Index(ids.to_numpy(), name="speaker_id", dtype=object)
     if "zip" in df.columns:
         df["zip"] = normalize_zip(df["zip"]).to_numpy()
     return df
@@ -479,7 +481,7 @@ def read_zip_demographics(
             f"zip demographics table repeats zip code(s) {zips[zips.duplicated()].tolist()[:5]}"
         )
     df = df.drop(columns=[zip_col])
-    df.index = pd.Index(zips.to_numpy(), name="zip")
+    df.index = pd.Index(zips.to_numpy(), name="zip", dtype=object)
     return df
 
 

@@ -103,7 +103,9 @@ def speaker_stats(
     utt = results.utterances
     codes, uniques = pd.factorize(utt["speaker_id"], sort=True)
     n = len(uniques)
-    table = pd.DataFrame(index=pd.Index(np.asarray(uniques, dtype=object), name="speaker_id"))
+    table = pd.DataFrame(
+        index=pd.Index(np.asarray(uniques, dtype=object), name="speaker_id", dtype=object)
+    )
     table["n_utterances"] = np.bincount(codes, minlength=n).astype(np.int64)
     for c in ("sub", "del", "ins", "hits"):
         table[c] = np.bincount(codes, weights=utt[c].to_numpy(np.float64), minlength=n).astype(
@@ -140,10 +142,14 @@ def speaker_stats(
     n_unknown = 0
     n_meta_only = 0
     if speakers is not None:
-        in_meta = table.index.isin(speakers.index)
+        spk_index = pd.Index(speakers.index.to_numpy(dtype=object), dtype=object)
+        pos = spk_index.get_indexer(table.index)
+        in_meta = pos >= 0
         n_unknown = int((~in_meta).sum())
-        n_meta_only = int((~speakers.index.isin(table.index)).sum())
-        joined = speakers.reindex(table.index)
+        n_meta_only = len(spk_index) - int(np.unique(pos[in_meta]).size)
+        joined = speakers.iloc[np.maximum(pos, 0)].reset_index(drop=True)
+        joined.index = table.index
+        joined[~in_meta] = None
         for c in joined.columns:
             meta[c] = joined[c].to_numpy()
         if n_unknown:

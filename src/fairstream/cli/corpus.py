@@ -71,7 +71,8 @@ def build(preset: str, out: Path, seed: int, jobs: int, resume: bool, no_progres
                f"hours {summary.hours:.2f} (train {hb['train']:.2f}, dev {hb['dev']:.2f}, test {hb['test']:.2f})")
     click.echo(f"  synthesized {summary.n_synthesized} utterances in {summary.synthesis_seconds:.1f} s "
                f"with {summary.jobs} job(s): {summary.utterances_per_second:.1f} utt/s, "
-               f"real-time factor {summary.real_time_factor:.4f}; reused {summary.n_reused}")
+               f"real-time factor {summary.real_time_factor:.4f} (CPU {summary.synthesis_cpu_seconds:.1f} s); "
+               f"reused {summary.n_reused}")
     click.echo(f"  CMVN {summary.cmvn_seconds:.1f} s; total wall time {summary.total_seconds:.1f} s")
     click.echo(f"  corpus card: {Path(summary.out) / 'corpus_card.md'}")
 

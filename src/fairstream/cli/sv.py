@@ -85,10 +85,6 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None, o
 
     _threads(threads)
     sets = list(overrides) + [f"data.corpus={corpus}"]
-    if arw is True:
-        sets.append("arw={}")
-    elif arw is False:
-        sets.append("arw=null")
     if max_steps is not None:
         sets.append(f"schedule.max_steps={max_steps}")
     if budget_minutes is not None:
@@ -96,7 +92,7 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None, o
     if feature_cache is not None:
         sets.append(f"data.feature_cache={feature_cache}")
     try:
-        config = load_sv_config(config_path, sets)
+        config = load_sv_config(config_path, sets, arw=arw)
         result = train_speaker_model(config, out, resume=resume, progress=not no_progress)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e

@@ -102,6 +102,8 @@ class BuildSummary:
         n_reused: utterances found on disk (``resume``).
         hours: total audio hours; ``hours_by_split`` per split.
         synthesis_seconds: wall time of the synthesis stage of this run.
+        synthesis_cpu_seconds: CPU time the workers spent synthesizing (summed over processes;
+            on a shared machine this is the cost, the wall time includes waiting for a core).
         utterances_per_second: ``n_synthesized / synthesis_seconds``.
         real_time_factor: synthesis wall time / seconds of audio synthesized (lower is faster).
         total_seconds: wall time of the whole build (incl. manifests and CMVN).
@@ -119,6 +121,7 @@ class BuildSummary:
     hours: float
     hours_by_split: dict[str, float]
     synthesis_seconds: float
+    synthesis_cpu_seconds: float
     utterances_per_second: float
     real_time_factor: float
     cmvn_seconds: float
@@ -304,13 +307,14 @@ def _init_worker(root: str, sample_rate: int, in_pool: bool = False) -> None:
     _WORKER["synth"] = EspeakSynthesizer()
 
 
-def _synthesize_one(spec: UtteranceSpec) -> tuple[int, int]:
+def _synthesize_one(spec: UtteranceSpec) -> tuple[int, int, float]:
+    cpu = time.process_time()
     try:
         samples = render_utterance(spec, _WORKER["synth"], _WORKER["sample_rate"])
     except CorpusError as e:
         raise CorpusError(f"utterance {spec.utt_id} ({spec.rel_path}): {e}") from e
     _write_flac_atomic(_WORKER["root"] / spec.rel_path, samples, _WORKER["sample_rate"])
-    return spec.index, len(samples)
+    return spec.index, len(samples), time.process_time() - cpu
 
 
 def _fbank_of_file(path: str) -> np.ndarray:
@@ -612,10 +616,12 @@ def build_corpus(
     try:
         t0 = time.perf_counter()
         synthesized_samples = 0
+        synthesis_cpu = 0.0
         with tqdm(total=len(todo), disable=not progress, unit="utt", desc="synthesize") as bar:
-            for index, n in executor.map(_synthesize_one, todo, ordered=False):
+            for index, n, cpu in executor.map(_synthesize_one, todo, ordered=False):
                 num_samples[index] = n
                 synthesized_samples += n
+                synthesis_cpu += cpu
                 bar.update(1)
         synthesis_seconds = time.perf_counter() - t0
 
@@ -659,7 +665,7 @@ def build_corpus(
         out=str(root), preset=config.preset, seed=int(seed), fingerprint=fingerprint, jobs=jobs,
         n_speakers=len(speakers), n_utterances=len(specs), n_synthesized=len(todo), n_reused=n_reused,
         hours=round(sum(hours.values()), 4), hours_by_split={k: round(v, 4) for k, v in hours.items()},
-        synthesis_seconds=round(synthesis_seconds, 3),
+        synthesis_seconds=round(synthesis_seconds, 3), synthesis_cpu_seconds=round(synthesis_cpu, 3),
         utterances_per_second=round(len(todo) / synthesis_seconds, 2) if todo and synthesis_seconds > 0 else 0.0,
         real_time_factor=round(synthesis_seconds / synthesized_seconds_audio, 5) if synthesized_seconds_audio else 0.0,
         cmvn_seconds=round(cmvn_seconds, 3), total_seconds=round(time.perf_counter() - t_start, 3),

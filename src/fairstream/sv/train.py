@@ -63,8 +63,13 @@ class SvTrainConfig:
     seed: int = 0
 
 
-def load_sv_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> SvTrainConfig:
+def load_sv_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, arw: bool | None = None
+) -> SvTrainConfig:
     """Read an optional YAML file, apply ``a.b=c`` overrides, check every key and type.
+
+    ``arw=True`` turns ARW on (default settings unless the file or overrides give some),
+    ``False`` turns it off, ``None`` keeps what the file and overrides say.
 
     Raises:
         InputDataError: unreadable YAML, unknown key or bad value (names the key path).
@@ -75,7 +80,12 @@ def load_sv_config(path: str | Path | None = None, overrides: Sequence[str] = ()
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise InputDataError(f"cannot read SV config {path}: {exc}") from exc
-    return from_dict(SvTrainConfig, apply_overrides(data, overrides))
+    merged = apply_overrides(data, overrides)
+    if arw is True and merged.get("arw") is None:
+        merged["arw"] = {}
+    elif arw is False:
+        merged["arw"] = None
+    return from_dict(SvTrainConfig, merged)
 
 
 def train_speaker_model(

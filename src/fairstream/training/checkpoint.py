@@ -10,7 +10,7 @@ it loads with ``torch.load(weights_only=True)`` (no arbitrary code runs on load)
       "optimizer": state_dict | None,         # training checkpoints only
       "progress": {"step": int, "epoch": int, "batch_in_epoch": int, "elapsed_s": float, ...},
       "rng": {"torch": ByteTensor, "python": tuple, "numpy": tuple} | None,
-      "hooks": [state dicts of training hooks],
+      "hooks": {hook name: state dict of that training hook},
       "extra": {...}                          # e.g. tokenizer model bytes, CMVN tensors
     }
 
@@ -65,7 +65,7 @@ class Checkpoint:
         optimizer: optimizer ``state_dict`` (``None`` in model-only files such as averages).
         progress: step counters (``step``, ``epoch``, ``batch_in_epoch``, ``elapsed_s``, ...).
         rng: random-number-generator states (see :func:`capture_rng_state`).
-        hooks: state dicts of the training hooks, in hook order.
+        hooks: state dicts of the training hooks, by hook name.
         extra: anything else stored by the writer (tokenizer bytes, CMVN, ...).
     """
 
@@ -75,7 +75,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] | None = None
-    hooks: list[Any] = field(default_factory=list)
+    hooks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,7 +92,7 @@ def save_checkpoint(
     optimizer: Mapping[str, Any] | None = None,
     progress: Mapping[str, Any] | None = None,
     rng: Mapping[str, Any] | None = None,
-    hooks: Sequence[Any] = (),
+    hooks: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file in the same directory + ``os.replace``).
@@ -104,7 +104,7 @@ def save_checkpoint(
         optimizer: optimizer ``state_dict`` for resumable checkpoints.
         progress: step counters.
         rng: output of :func:`capture_rng_state`.
-        hooks: state dicts of training hooks.
+        hooks: state dicts of training hooks, by name.
         extra: more plain data or tensors to store.
 
     Returns:
@@ -120,7 +120,7 @@ def save_checkpoint(
         "optimizer": optimizer,
         "progress": dict(progress or {}),
         "rng": dict(rng) if rng is not None else None,
-        "hooks": list(hooks),
+        "hooks": dict(hooks or {}),
         "extra": dict(extra or {}),
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -185,7 +185,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         optimizer=raw.get("optimizer"),
         progress=dict(raw.get("progress") or {}),
         rng=raw.get("rng"),
-        hooks=list(raw.get("hooks") or []),
+        hooks=dict(raw.get("hooks") or {}),
         extra=dict(raw.get("extra") or {}),
     )
 

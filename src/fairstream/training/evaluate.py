@@ -82,7 +82,7 @@ def load_transducer(path: str | os.PathLike[str]) -> LoadedModel:
     from fairstream.models.factory import build_model, model_config_from_dict
     from fairstream.tokenizer import Tokenizer
 
-    ck = load_checkpoint(path)
+    ck = load_checkpoint(Path(path))
     files = ck.extra.get("tokenizer_files")
     if ck.extra.get("task") != "transducer" or not files or "cmvn_mean" not in ck.extra:
         raise CheckpointError(

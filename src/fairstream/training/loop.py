@@ -273,7 +273,8 @@ def lr_factor(step: int, optim: OptimConfig) -> float:
 
 
 def _make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
@@ -443,7 +444,7 @@ class _Run:
             optimizer=self.optimizer.state_dict(),
             progress=self._progress_dict(),
             rng=capture_rng_state(),
-            hooks=[self._hook_states()],
+            hooks=self._hook_states(),
             extra=self.extra,
         )
         keep = max(self.schedule.keep_last_n, self.schedule.average_last_n, 1)
@@ -494,7 +495,7 @@ class _Run:
             consecutive_skipped=int(pr.get("consecutive_skipped", 0)),
             last_valid_loss=pr.get("last_valid_loss"),
         )
-        saved_hooks: dict[str, Any] = dict(ck.hooks[0]) if ck.hooks else {}
+        saved_hooks: dict[str, Any] = dict(ck.hooks)
         for key, hook in zip(self._hook_keys(), self.hooks):
             if key in saved_hooks:
                 hook.load_state_dict(saved_hooks.pop(key))
@@ -511,14 +512,13 @@ class _Run:
         final = self.out_dir / "final.pt"
         averaged = self.out_dir / "averaged.pt"
         if self.d.is_main:
-            meta = {"config": self.run_config, "progress": self._progress_dict(), "extra": self.extra}
-            save_checkpoint(final, model=self.model.state_dict(), **meta)
+            progress = self._progress_dict()
+            save_checkpoint(final, config=self.run_config, model=self.model.state_dict(),
+                            progress=progress, extra=self.extra)
             paths = list_checkpoints(self.ckpt_dir)[-max(self.schedule.average_last_n, 1):]
             state = average_checkpoints(paths) if paths else self.model.state_dict()
-            save_checkpoint(
-                averaged, model=state, **meta | {"extra": self.extra | {
-                    "averaged_from": [p.name for p in paths]}}
-            )
+            save_checkpoint(averaged, config=self.run_config, model=state, progress=progress,
+                            extra=self.extra | {"averaged_from": [p.name for p in paths]})
             logger.info("final model %s, average of %d checkpoints %s", final, len(paths), averaged)
         self._barrier()
         return final, averaged

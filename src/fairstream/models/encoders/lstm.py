@@ -227,7 +227,7 @@ class LSTMEncoder(nn.Module):
         new_h: list[Tensor] = []
         new_c: list[Tensor] = []
         for norm, lstm, h0, c0 in zip(self.norms, self.lstms, state.h, state.c):
-            out, (h1, c1) = _lstm_masked(lstm, norm(h), lens, h0, c0)
+            out, (h1, c1) = _lstm_stream(lstm, norm(h), lens, h0, c0)
             h = h + self.dropout(out)
             new_h.append(h1)
             new_c.append(c1)
@@ -302,7 +302,7 @@ def _conv_consume(conv: nn.Conv2d, seq: Tensor, f_out: int) -> tuple[Tensor, Ten
     return y, seq[:, :, n * _STRIDE :]
 
 
-def _lstm_masked(
+def _lstm_stream(
     lstm: nn.LSTM, x: Tensor, lens: Tensor, h0: Tensor, c0: Tensor
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Run one LSTM layer on a chunk ``x (B, t, H)`` from ``(h0, c0)`` ``(B, H)``.
