@@ -196,7 +196,7 @@ def main() -> None:
                                   if k not in {"total", "report"}), "", ""),
         ("report writing (HTML + plots + JSON + CSV), s", f"{fa['report_s']:.1f}", ""),
         ("peak RSS of the audit process, MB", f"{fa['peak_rss_mb']:.0f}", "<= 4096"),
-        (f"geo regions / k-means k", f"{fa['n_regions']} / {fa['k']}", ""),
+        ("geo regions / k-means k", f"{fa['n_regions']} / {fa['k']}", ""),
         (f"fairlearn MetricFrame {len(sub):,} rows x {args.fairlearn_boot} reps, s",
          f"{t_fl_sub:.2f}", ""),
         (f"ours (read+reduce+bootstrap) {len(sub):,} rows x {args.fairlearn_boot} reps, s",

@@ -255,6 +255,7 @@ def main() -> None:
             "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
+            "load_average_1min_at_end": os.getloadavg()[0],
         },
     }
     _atomic_write_json(RESULTS, result)

@@ -100,9 +100,9 @@ def test_utterance_embeddings_are_averaged_per_speaker() -> None:
     vec = np.stack([np.full(3, float(i % 2)) for i in range(len(utt))]).astype(np.float32)
     import pandas as pd
 
-    mat, has, ex = speaker_mean_embeddings(utt, vec, stats, pd.Series(spk, index=utt))
+    mat, has, _ex = speaker_mean_embeddings(utt, vec, stats, pd.Series(spk, index=utt))
     assert has.all() and np.allclose(mat, 0.5)
-    mat2, has2, ex2 = speaker_mean_embeddings(np.array(["zzz"]), vec[:1], stats)
+    _mat2, has2, ex2 = speaker_mean_embeddings(np.array(["zzz"]), vec[:1], stats)
     assert not has2.any()
     assert {x.reason for x in ex2} == {"embedding id is not an audited speaker or utterance",
                                        "speaker has no embedding"}

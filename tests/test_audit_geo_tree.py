@@ -21,7 +21,7 @@ def _stats(**kw):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_recovers_a_planted_longitude_split(seed: int) -> None:
-    d, stats = _stats(n_speakers=400, geo_factor=2.0, accent_factor=1.0, seed=seed)
+    _d, stats = _stats(n_speakers=400, geo_factor=2.0, accent_factor=1.0, seed=seed)
     boot = SpeakerBootstrap.draw(stats.n_speakers, 300, seed=seed)
     tree = grow_geo_tree(stats, boot, GeoTreeConfig(max_regions=8))
     root = tree.tests[0]

@@ -64,7 +64,7 @@ def test_percentile_interval_ignores_nan_and_handles_empty() -> None:
     lo, hi = percentile_interval(reps, 0.9)
     assert lo[0] == pytest.approx(5.95) and hi[0] == pytest.approx(95.05)
     assert np.isnan(lo[1]) and np.isnan(hi[1])
-    lo0, hi0 = percentile_interval(np.zeros((3, 0)))
+    lo0, _hi0 = percentile_interval(np.zeros((3, 0)))
     assert lo0.shape == (3,) and np.isnan(lo0).all()
     with pytest.raises(ValueError, match="confidence"):
         percentile_interval(reps, 1.5)

@@ -359,3 +359,20 @@ def test_tiny_model_overfits_a_handful_of_utterances() -> None:
         assert transcribe() == transcripts  # 0% token error on every utterance
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", ["stateless", "lstm"])
+def test_model_converts_dtype_with_to_and_still_runs(kind: str) -> None:
+    """``Module.to``/``.double()`` reach every part (no method shadows ``nn.Module`` internals)."""
+    model = build_model(small_config(predictor=PredictorConfig(kind=kind, embed_dim=32)))
+    model = model.double().eval()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    feats = torch.randn(1, 12, 80, dtype=torch.float64)
+    with torch.no_grad():
+        enc, _ = model.encode(feats, torch.tensor([12]))
+        pred = model.predict(torch.tensor([[1, 2]]))
+        step, _ = model.predict_step(torch.tensor([0]), None)
+        assert step.dtype == torch.float64
+        assert model.join(enc, pred).dtype == torch.float64
+        streamed, _, _ = model.stream(feats, torch.tensor([12]), None)
+    torch.testing.assert_close(streamed, enc)

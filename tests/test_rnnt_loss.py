@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from warprnnt_numba import RNNTLossNumba
 
 import fairstream.losses.rnnt as rnnt_module
@@ -117,8 +118,30 @@ def test_matches_autograd_reference(reduction, seed, B, T, U, V, blank, t_lens, 
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("seed", range(20, 32))
+def test_random_shapes_match_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, T, U = (int(torch.randint(1, n, (1,), generator=g)) for n in (5, 7, 6))
+    V = int(torch.randint(2, 9, (1,), generator=g))  # V = 2: the blank and a single label
+    blank = int(torch.randint(0, V, (1,), generator=g))
+    logits, targets, tl, ul = make_case(seed, B, T, U - 1, V, blank=blank)
+    ours, g_ours = grad_of(
+        lambda x: rnnt_loss(x, targets, tl, ul, blank=blank, reduction="none"), logits
+    )
+    ref, g_ref = grad_of(
+        lambda x: reference_loss(x, targets, tl, ul, blank=blank, reduction="none"), logits
+    )
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk", [None, 20], ids=["whole-batch", "chunked"])
 @pytest.mark.parametrize(("seed", "B", "T", "U", "V", "blank", "t_lens", "u_lens"), CASES)
-def test_padding_gets_zero_gradient_and_is_ignored(seed, B, T, U, V, blank, t_lens, u_lens):
+def test_padding_gets_zero_gradient_and_is_ignored(
+    monkeypatch, chunk, seed, B, T, U, V, blank, t_lens, u_lens
+):
+    if chunk is not None:
+        monkeypatch.setattr(rnnt_module, "_CHUNK_ELEMENTS", chunk)
     logits, targets, tl, ul = make_case(seed, B, T, U, V, blank=blank, t_lens=t_lens, u_lens=u_lens)
     loss, grad = grad_of(
         lambda x: rnnt_loss(x, targets, tl, ul, blank=blank, reduction="none"), logits
@@ -184,10 +207,11 @@ def test_float32_close_to_float64_with_large_logits():
 
 
 def test_small_chunks_take_the_same_path(monkeypatch):
-    """Chunks smaller than one (u, V) row split over U; results must not change."""
+    """Whole batch at once (default for small logits), per utterance, or split inside a frame
+    row (chunks smaller than one (U+1, V) row): the results must not change."""
     logits, targets, tl, ul = make_case(9, 3, 6, 5, 7)
     expected = grad_of(lambda x: rnnt_loss(x, targets, tl, ul, reduction="sum"), logits)
-    for chunk in (3, 7, 20, 50):
+    for chunk in (3, 7, 20, 50, 300):
         monkeypatch.setattr(rnnt_module, "_CHUNK_ELEMENTS", chunk)
         got = grad_of(lambda x: rnnt_loss(x, targets, tl, ul, reduction="sum"), logits)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
@@ -345,3 +369,46 @@ def test_padded_targets_may_hold_anything():
     targets = targets.clone()
     targets[1, 1:] = -7  # beyond target_lens[1] = 1
     torch.testing.assert_close(rnnt_loss(logits, targets, tl, ul, reduction="none"), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: the full log-softmax is never materialized; backward allocates one logits-sized buffer
+
+
+class _StorageRecorder(TorchDispatchMode):
+    """Records the size in bytes of every new storage an aten op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                self.seen.setdefault(storage.data_ptr(), storage.nbytes())
+        return out
+
+    def large(self, nbytes: int, exclude: torch.Tensor) -> list[int]:
+        skip = exclude.untyped_storage().data_ptr()
+        return [n for ptr, n in self.seen.items() if n >= nbytes and ptr != skip]
+
+
+def test_forward_never_materializes_logits_sized_tensors(monkeypatch):
+    logits, targets, tl, ul = make_case(17, 8, 12, 6, 40, dtype=torch.float32)
+    logits.requires_grad_(True)
+    full = logits.numel() * logits.element_size()
+    # what happens to large logits: chunks of at most one utterance
+    monkeypatch.setattr(rnnt_module, "_CHUNK_ELEMENTS", logits.numel() // 8)
+
+    with _StorageRecorder() as rec:
+        logits.log_softmax(-1)
+    assert rec.large(full // 4, logits), "the recorder must see a materialized log-softmax"
+
+    with _StorageRecorder() as rec:
+        loss = rnnt_loss(logits, targets, tl, ul)
+    assert rec.large(full // 4, logits) == []
+    with _StorageRecorder() as rec:
+        loss.backward()
+    assert rec.large(full // 4, logits) == [full]  # the gradient, and nothing else that size

@@ -51,8 +51,8 @@ def test_arw_run_records_adversary_state(sv_run: Path) -> None:
     assert any("lambda_max" in r for r in records)
     base = [json.loads(x) for x in (sv_run / "base" / "metrics.jsonl").read_text().splitlines()]
     assert not any("lambda_max" in r for r in base)
-    ck = torch.load(sv_run / "arw" / "checkpoints" / sorted(p.name for p in (sv_run / "arw" / "checkpoints").iterdir())[-1],
-                    weights_only=True)
+    newest = max((sv_run / "arw" / "checkpoints").iterdir(), key=lambda p: p.name)
+    ck = torch.load(newest, weights_only=True)
     hooks = ck["hooks"][0] if isinstance(ck["hooks"], list) else ck["hooks"]
     state = hooks.get("ArwHook", hooks)
     assert state["steps"] == 6
@@ -132,3 +132,18 @@ def test_read_embeddings_names_bad_rows(tmp_path: Path) -> None:
     df.to_parquet(tmp_path / "e.parquet")
     with pytest.raises(InputDataError, match="'b' has non-finite values"):
         read_embeddings(tmp_path / "e.parquet")
+
+
+def test_utterance_paths_do_not_depend_on_the_working_directory(
+    tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fairstream.data.corpus import load_corpus
+    from fairstream.sv.utterances import utterance_table
+
+    absolute = load_corpus(tiny_corpus)
+    expected = utterance_table(absolute.cuts("test"), absolute.root, absolute.speakers)["path"].tolist()
+    monkeypatch.chdir(tiny_corpus.parent)
+    relative = load_corpus(tiny_corpus.name)
+    got = utterance_table(relative.cuts("test"), relative.root, relative.speakers)["path"].tolist()
+    assert got == expected
+    assert all(p.startswith("test/") for p in got)

@@ -63,7 +63,7 @@ from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
 from fairstream.errors import InputDataError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
 
-__all__ = ["AuditConfig", "AuditResult", "run_audit", "parse_methods", "DEFINITIONS"]
+__all__ = ["DEFINITIONS", "AuditConfig", "AuditResult", "parse_methods", "run_audit"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +158,7 @@ def parse_methods(spec: str | Sequence[str]) -> tuple[str, ...]:
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     out = []
     for it in items:
-        if it in {"geo", "geodemo", "embedding"}:
-            out.append(it)
-        elif it.startswith("attribute:") and len(it) > len("attribute:"):
+        if it in {"geo", "geodemo", "embedding"} or it.startswith("attribute:") and len(it) > len("attribute:"):
             out.append(it)
         else:
             raise InputDataError(
@@ -304,7 +302,6 @@ def run_audit(
     t = step("bootstrap weights", t)
 
     min_c = cfg.privacy.min_cohort_speakers
-    partitions: list[Partition] = []
     method_parts: dict[str, Partition] = {}
     ari_codes: dict[str, np.ndarray] = {}
     geo = geodemo = emb = None

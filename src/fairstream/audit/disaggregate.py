@@ -37,13 +37,13 @@ from fairstream.metrics.bootstrap import (
 )
 
 __all__ = [
-    "Partition",
+    "GROUP_COLUMNS",
     "GroupWER",
-    "partition_by",
+    "Partition",
     "apply_min_size",
     "compare_partitions",
     "disaggregate",
-    "GROUP_COLUMNS",
+    "partition_by",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def partition_by(stats: SpeakerStats, by: str | Sequence[str]) -> Partition:
         )
     per_col = [_column_codes(stats.table[c]) for c in cols]
     if len(per_col) == 1:
-        codes, labels = per_col[0]
-        return Partition(name=cols[0], codes=codes, labels=tuple(labels), columns=cols)
+        codes1, labels1 = per_col[0]
+        return Partition(name=cols[0], codes=codes1, labels=tuple(labels1), columns=cols)
     keys = pd.MultiIndex.from_arrays([c for c, _ in per_col])
     codes, uniques = pd.factorize(keys, sort=True)
     labels = tuple(

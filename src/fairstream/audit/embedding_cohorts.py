@@ -32,11 +32,11 @@ from fairstream.audit.speaker_stats import SpeakerStats
 from fairstream.errors import InputDataError
 
 __all__ = [
-    "EmbeddingConfig",
     "EmbeddingCohorts",
-    "speaker_mean_embeddings",
-    "find_embedding_cohorts",
+    "EmbeddingConfig",
     "fallback_embeddings",
+    "find_embedding_cohorts",
+    "speaker_mean_embeddings",
 ]
 
 logger = logging.getLogger(__name__)

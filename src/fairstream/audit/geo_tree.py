@@ -44,8 +44,15 @@ from fairstream.audit.speaker_stats import SpeakerStats
 from fairstream.errors import InputDataError
 from fairstream.metrics.bootstrap import SpeakerBootstrap, ratio_replicates
 
-__all__ = ["GeoTreeConfig", "Region", "SplitTest", "GeoTree", "grow_geo_tree", "valid_coordinates",
-           "regions_frame"]
+__all__ = [
+    "GeoTree",
+    "GeoTreeConfig",
+    "Region",
+    "SplitTest",
+    "grow_geo_tree",
+    "regions_frame",
+    "valid_coordinates",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -28,18 +28,18 @@ from fairstream.errors import InputDataError
 from fairstream.metrics.wer import score_pairs
 
 __all__ = [
+    "COUNT_COLUMNS",
     "ColumnMap",
     "Exclusion",
     "ResultsTable",
-    "read_results",
-    "read_kaldi",
-    "read_trn",
-    "read_table",
-    "read_speakers",
-    "read_zip_demographics",
-    "read_embeddings",
     "normalize_zip",
-    "COUNT_COLUMNS",
+    "read_embeddings",
+    "read_kaldi",
+    "read_results",
+    "read_speakers",
+    "read_table",
+    "read_trn",
+    "read_zip_demographics",
 ]
 
 logger = logging.getLogger(__name__)

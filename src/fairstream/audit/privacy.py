@@ -17,7 +17,7 @@ import numpy as np
 
 from fairstream.audit.disaggregate import apply_min_size
 
-__all__ = ["PrivacyConfig", "coarse_locations", "apply_min_size"]
+__all__ = ["PrivacyConfig", "apply_min_size", "coarse_locations"]
 
 
 @dataclass(frozen=True)

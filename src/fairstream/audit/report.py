@@ -31,7 +31,7 @@ from fairstream.audit.privacy import coarse_locations
 if TYPE_CHECKING:
     from fairstream.audit.api import AuditResult
 
-__all__ = ["write_report", "report_dict"]
+__all__ = ["report_dict", "write_report"]
 
 
 def _atomic_write(path: Path, data: str | bytes) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from fairstream.audit.inputs import Exclusion, ResultsTable, normalize_zip
 from fairstream.errors import InputDataError
 
-__all__ = ["SpeakerStats", "speaker_stats", "UNKNOWN", "STAT_COLUMNS"]
+__all__ = ["STAT_COLUMNS", "UNKNOWN", "SpeakerStats", "speaker_stats"]
 
 logger = logging.getLogger(__name__)
 

@@ -26,10 +26,12 @@ __all__ = ["train"]
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after this much training time (sets schedule.budget_minutes).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Sets schedule.max_steps.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="PyTorch threads per process (sets threads; 1 helps on busy machines).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[str, ...],
           resume: bool, budget_minutes: float | None, max_steps: int | None,
-          no_progress: bool) -> None:
+          threads: int | None, no_progress: bool) -> None:
     """Train a transducer on a corpus directory.
 
     \b
@@ -53,6 +55,8 @@ def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[st
         sets.append(f"schedule.budget_minutes={budget_minutes}")
     if max_steps is not None:
         sets.append(f"schedule.max_steps={max_steps}")
+    if threads is not None:
+        sets.append(f"threads={threads}")
     try:
         config = load_config(config_path, sets)
         result = run_training(config, out_dir=out, resume=resume, progress=not no_progress)

@@ -283,6 +283,7 @@ class EspeakSynthesizer:
         lib = ctypes.CDLL(_PrivateLibrary.path_for(self.library_path), mode=ctypes.RTLD_LOCAL)
         handle = lib._handle
         self._chunks = []
+        initialized = False
         try:
             lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
             lib.espeak_Initialize.restype = ctypes.c_int
@@ -291,6 +292,7 @@ class EspeakSynthesizer:
             )
             if sr != ESPEAK_SAMPLE_RATE:
                 raise CorpusError(f"espeak_Initialize({self.data_path}) failed (returned {sr})")
+            initialized = True
             lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
             lib.espeak_SetSynthCallback(self._callback)
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -311,8 +313,9 @@ class EspeakSynthesizer:
             if status != _EE_OK:
                 raise CorpusError(f"espeak_Synth failed with status {status} for text {text!r}")
             lib.espeak_Synchronize()
-            lib.espeak_Terminate()
         finally:
+            if initialized:
+                lib.espeak_Terminate()
             del lib
             _ctypes.dlclose(handle)
         if not self._chunks:

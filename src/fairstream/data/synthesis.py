@@ -556,7 +556,9 @@ def build_corpus(
         config: a preset from :mod:`fairstream.data.presets` (or a modified copy).
         out: output directory (new or empty; or a previous build of the same corpus with ``resume``).
         seed: corpus seed.
-        jobs: worker processes for synthesis and CMVN (1 = in this process).
+        jobs: worker processes for synthesis and CMVN (1 = in this process). Workers start
+            with ``forkserver`` (``spawn`` where unavailable), so a script that calls this with
+            ``jobs > 1`` needs the usual ``if __name__ == "__main__":`` guard.
         resume: continue an unfinished build; finished audio files are kept, not re-synthesized.
         progress: show tqdm progress bars.
 

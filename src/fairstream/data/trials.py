@@ -28,10 +28,10 @@ __all__ = [
     "Trial",
     "TrialSpec",
     "build_trials",
+    "check_files",
+    "check_known",
     "read_trials",
     "write_trials",
-    "check_known",
-    "check_files",
 ]
 
 logger = logging.getLogger(__name__)

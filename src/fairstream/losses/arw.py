@@ -39,15 +39,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "AdversarialReweighting",
+    "Adversary",
     "ArwConfig",
+    "EmbeddingClusters",
     "PairLosses",
     "PairwiseLoss",
     "arl_normalize",
     "pair_weights",
     "weighted_pair_loss",
-    "Adversary",
-    "EmbeddingClusters",
-    "AdversarialReweighting",
 ]
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ How it works
 ------------
 For every lattice node (b, t, u) the forward pass keeps only two numbers: the blank
 log-probability and the log-probability of the next target token (``B·T·(U+1)`` values each).
-They are gathered from a log-softmax computed chunk by chunk (about 4 MB of logits at a time,
-one fused ATen kernel per chunk) into a scratch buffer that is reused, so the full log-softmax
-never exists. The alpha recursion runs over T, and within a frame row over U as a single
+They are gathered from a log-softmax computed chunk by chunk (at most 2^22 logits at a time,
+one fused ATen kernel per chunk) into a reused scratch buffer, so the full log-softmax never
+exists. The alpha recursion runs over T, and within a frame row over U as a single
 ``logcumsumexp``: with ``S[u] = Σ_{j<u} label[t, j]``,
 
     alpha[t, u] = S[u] + logcumsumexp_k≤u(alpha[t-1, k] + blank[t-1, k] - S[k]).
@@ -56,11 +56,12 @@ __all__ = ["rnnt_loss"]
 
 Reduction = Literal["mean", "sum", "none"]
 
-# Elements per chunk when streaming over the logits: large enough to keep the number of
-# multi-threaded kernel launches small (they synchronize the intra-op threads, which is
-# costly on a busy machine), small enough for a chunk to stay in the last-level cache
-# between the softmax and the in-place updates that follow it.
-_CHUNK_ELEMENTS = 1 << 20
+# Elements per chunk when streaming over the logits (16 MB in float32). Every chunk costs a few
+# multi-threaded kernel launches, and each launch waits for all intra-op threads: on a busy
+# machine that wait, not the arithmetic, dominates, so chunks are large (one utterance per
+# chunk at typical sizes). They still fit the last-level cache between the softmax and the
+# in-place scaling that follows it, and the forward scratch stays far below the logits' size.
+_CHUNK_ELEMENTS = 1 << 22
 
 _NEG_INF = float("-inf")
 
@@ -191,22 +192,44 @@ def _validate(
         )
 
 
-def _chunks(t_len: int, u_len: int, vocab: int) -> list[tuple[int, int, int, int]]:
-    """Split a (t_len, u_len, V) block into (t0, t1, u0, u1) pieces of ~_CHUNK_ELEMENTS.
+Block = tuple[slice, slice, slice]
 
-    Pieces span either whole frame rows (u from 0 to u_len) or a part of a single frame row,
-    so a piece of a contiguous (T, U+1, V) tensor is itself contiguous.
+
+def _blocks(shape: torch.Size, t_lens: list[int]) -> list[Block]:
+    """Split the valid frames of (B, T, U+1, V) logits into pieces of ~_CHUNK_ELEMENTS.
+
+    Each piece is ``(b, t, u)`` slices. Small logits are one piece (the whole tensor, padding
+    included); otherwise pieces lie inside one utterance and span either whole frame rows or
+    a part of a single frame row, and frames beyond the utterance's length are skipped. A
+    piece of a contiguous tensor is therefore itself contiguous.
     """
-    row = u_len * vocab
-    if row <= _CHUNK_ELEMENTS:
-        step = max(1, _CHUNK_ELEMENTS // row)
-        return [(t0, min(t0 + step, t_len), 0, u_len) for t0 in range(0, t_len, step)]
-    u_step = max(1, _CHUNK_ELEMENTS // vocab)
-    return [
-        (t0, t0 + 1, u0, min(u0 + u_step, u_len))
-        for t0 in range(t_len)
-        for u0 in range(0, u_len, u_step)
-    ]
+    _, _, max_u1, vocab = shape
+    if shape.numel() <= _CHUNK_ELEMENTS:
+        return [(slice(None), slice(None), slice(None))]
+    row = max_u1 * vocab
+    blocks: list[Block] = []
+    for b, t_len in enumerate(t_lens):
+        bs = slice(b, b + 1)
+        if row <= _CHUNK_ELEMENTS:
+            step = _CHUNK_ELEMENTS // row
+            blocks += [
+                (bs, slice(t0, min(t0 + step, t_len)), slice(None)) for t0 in range(0, t_len, step)
+            ]
+        else:
+            u_step = max(1, _CHUNK_ELEMENTS // vocab)
+            blocks += [
+                (bs, slice(t0, t0 + 1), slice(u0, min(u0 + u_step, max_u1)))
+                for t0 in range(t_len)
+                for u0 in range(0, max_u1, u_step)
+            ]
+    return blocks
+
+
+def _block_label_index(label_index: torch.Tensor, block: Block, n_frames: int) -> torch.Tensor:
+    """(b, t, u, 1) gather index of the next label for a block with ``n_frames`` frames."""
+    bs, _, us = block
+    index = label_index[bs, us]
+    return index.unsqueeze(1).unsqueeze(-1).expand(-1, n_frames, -1, 1)
 
 
 def _label_index(targets: torch.Tensor, target_lens: torch.Tensor, blank: int) -> torch.Tensor:
@@ -233,15 +256,14 @@ def _emission_log_probs(
     batch, max_t, max_u1, vocab = logits.shape
     blank_lp = logits.new_zeros(batch, max_t, max_u1)
     label_lp = logits.new_zeros(batch, max_t, max_u1)
-    scratch = logits.new_empty(min(_CHUNK_ELEMENTS, max_t * max_u1 * vocab) + vocab)
-    for b in range(batch):
-        for t0, t1, u0, u1 in _chunks(t_lens[b], max_u1, vocab):
-            x = logits[b, t0:t1, u0:u1].contiguous()  # a view unless logits are strided
-            tmp = scratch[: x.numel()].view(x.shape)
-            torch.ops.aten._log_softmax.out(x, -1, False, out=tmp)
-            blank_lp[b, t0:t1, u0:u1] = tmp[..., blank]
-            index = label_index[b, u0:u1].view(1, -1, 1).expand(t1 - t0, -1, 1)
-            label_lp[b, t0:t1, u0:u1] = tmp.gather(2, index).squeeze(2)
+    scratch = logits.new_empty(min(_CHUNK_ELEMENTS, logits.numel()) + vocab)
+    for block in _blocks(logits.shape, t_lens):
+        x = logits[block].contiguous()  # a view unless the logits are strided
+        tmp = scratch[: x.numel()].view(x.shape)
+        torch.ops.aten._log_softmax.out(x, -1, False, out=tmp)
+        blank_lp[block] = tmp[..., blank]
+        index = _block_label_index(label_index, block, x.shape[1])
+        label_lp[block] = tmp.gather(3, index).squeeze(3)
     return blank_lp, label_lp
 
 
@@ -385,7 +407,7 @@ class _RNNTLossFunction(torch.autograd.Function):
             target_lens,
         ) = ctx.saved_tensors
         t_list, u_list = ctx.lens
-        batch, _, _, vocab = logits.shape
+        batch = logits.shape[0]
         blank: int = ctx.blank
 
         beta, beta_next = _beta(blank_lp, label_lp, logit_lens, target_lens)
@@ -411,23 +433,20 @@ class _RNNTLossFunction(torch.autograd.Function):
         weight = (occ_blank + occ_label).to(logits.dtype)
         occ_blank = occ_blank.to(logits.dtype)
         occ_label = occ_label.to(logits.dtype)
-        scale_list = scale.tolist()
 
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        max_u1 = logits.shape[2]
+        scale_col = scale.to(logits.dtype).view(-1, 1, 1, 1)
+        for block in _blocks(logits.shape, t_list):
+            g = grad[block]  # contiguous, see _blocks
+            torch.ops.aten._softmax.out(logits[block].contiguous(), -1, False, out=g)
+            g.mul_(weight[block].unsqueeze(-1))
+            g[..., blank].sub_(occ_blank[block])
+            index = _block_label_index(label_index, block, g.shape[1])
+            g.scatter_add_(3, index, occ_label[block].neg().unsqueeze(-1))
+            if clamp is not None:
+                g.clamp_(-clamp, clamp).mul_(scale_col[block[0]])
+        # padding (possibly NaN from arbitrary padded logits) gets an exact zero gradient
         for b in range(batch):
-            t_len = t_list[b]
-            for t0, t1, u0, u1 in _chunks(t_len, max_u1, vocab):
-                g = grad[b, t0:t1, u0:u1]  # contiguous, see _chunks
-                x = logits[b, t0:t1, u0:u1].contiguous()
-                torch.ops.aten._softmax.out(x, -1, False, out=g)
-                g.mul_(weight[b, t0:t1, u0:u1].unsqueeze(-1))
-                g[..., blank].sub_(occ_blank[b, t0:t1, u0:u1])
-                index = label_index[b, u0:u1].view(1, -1, 1).expand(t1 - t0, -1, 1)
-                g.scatter_add_(2, index, occ_label[b, t0:t1, u0:u1].neg().unsqueeze(-1))
-                if clamp is not None:
-                    g.clamp_(-clamp, clamp).mul_(scale_list[b])
-            # padding (possibly NaN from arbitrary padded logits) gets a zero gradient
-            grad[b, t_len:].zero_()
-            grad[b, :t_len, u_list[b] + 1 :].zero_()
+            grad[b, t_list[b] :].zero_()
+            grad[b, : t_list[b], u_list[b] + 1 :].zero_()
         return (grad, *nones)

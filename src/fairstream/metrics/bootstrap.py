@@ -23,10 +23,10 @@ import scipy.sparse as sp
 
 __all__ = [
     "SpeakerBootstrap",
+    "group_indicator",
     "percentile_interval",
     "ratio_replicates",
     "two_sided_p_value",
-    "group_indicator",
 ]
 
 

@@ -55,23 +55,23 @@ from fairstream.errors import InputDataError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
 
 __all__ = [
-    "OperatingPoints",
+    "DEFAULT_P_TARGETS",
+    "BootstrapResult",
     "DcfPoint",
-    "VerificationMetrics",
     "GroupFairness",
     "Interval",
-    "BootstrapResult",
-    "DEFAULT_P_TARGETS",
-    "operating_points",
-    "det_curve",
-    "eer",
-    "min_dcf",
-    "verification_metrics",
-    "trial_groups",
-    "fairness_discrepancy_rate",
-    "group_fairness",
+    "OperatingPoints",
+    "VerificationMetrics",
     "bootstrap_eer",
     "cosine_scores",
+    "det_curve",
+    "eer",
+    "fairness_discrepancy_rate",
+    "group_fairness",
+    "min_dcf",
+    "operating_points",
+    "trial_groups",
+    "verification_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def verification_metrics(
 # groups
 
 
-def trial_groups(group_a: Sequence[object], group_b: Sequence[object]) -> np.ndarray:
+def trial_groups(group_a: Sequence[object] | np.ndarray, group_b: Sequence[object] | np.ndarray) -> np.ndarray:
     """The group of each trial: the common group of its two sides, ``None`` when they differ.
 
     Args:

@@ -11,7 +11,7 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from torch import nn
 
@@ -182,7 +182,7 @@ def build_model(config: ModelConfig) -> Transducer:
             dropout=p.dropout,
         )
     joiner = Joiner(
-        int(encoder.output_dim),
+        cast(int, encoder.output_dim),
         predictor.output_dim,
         config.joiner.joint_dim,
         config.vocab_size,

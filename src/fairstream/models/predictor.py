@@ -72,7 +72,7 @@ class StatelessPredictor(nn.Module):
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.embedding.weight, std=embed_dim**-0.5)
 
-    def _apply(self, embedded: Tensor) -> Tensor:
+    def _context_conv(self, embedded: Tensor) -> Tensor:
         # embedded: (B, N, D) with N >= k -> (B, N-k+1, D). Written as multiply-adds: on CPU
         # this is much faster than a grouped Conv1d for k of 2-4.
         k = self.context_size
@@ -95,7 +95,7 @@ class StatelessPredictor(nn.Module):
         _check_tokens(tokens, self.vocab_size)
         pad = tokens.new_full((tokens.shape[0], self.context_size), self.blank_id)
         padded = torch.cat([pad, tokens.long()], dim=1)  # (B, U+k)
-        return self._apply(self.embedding(padded))
+        return self._context_conv(self.embedding(padded))
 
     def init_state(
         self, batch_size: int, device: torch.device | None = None
@@ -120,7 +120,7 @@ class StatelessPredictor(nn.Module):
             ``(B, D)`` output and the new state.
         """
         context = torch.cat([state.context[:, 1:], tokens.long().unsqueeze(1)], dim=1)
-        out = self._apply(self.embedding(context)).squeeze(1)
+        out = self._context_conv(self.embedding(context)).squeeze(1)
         return out, StatelessPredictorState(context=context)
 
 
@@ -180,7 +180,8 @@ class LSTMPredictor(nn.Module):
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> LSTMPredictorState:
         """Zero state, before the start symbol."""
-        z = torch.zeros(self.num_layers, batch_size, self.hidden_dim, device=device)
+        dtype = self.embedding.weight.dtype
+        z = torch.zeros(self.num_layers, batch_size, self.hidden_dim, device=device, dtype=dtype)
         return LSTMPredictorState(h=z, c=z.clone())
 
     def step(self, tokens: Tensor, state: LSTMPredictorState) -> tuple[Tensor, LSTMPredictorState]:

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "SpeakerModelConfig",
-    "EcapaTdnn",
-    "AttentiveStatsPool",
     "AAMSoftmax",
+    "AttentiveStatsPool",
+    "EcapaTdnn",
+    "SpeakerModelConfig",
     "build_speaker_extractor",
     "frame_mask",
 ]

@@ -7,7 +7,7 @@ V vocabulary (blank included, id 0 by default), D model dims.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -77,13 +77,13 @@ class Transducer(nn.Module):
         self.ctc_weight = float(ctc_weight)
         self.fastemit_lambda = float(fastemit_lambda)
         self.ctc_head: nn.Linear | None = (
-            nn.Linear(int(encoder.output_dim), self.vocab_size) if ctc_weight > 0 else None
+            nn.Linear(cast(int, encoder.output_dim), self.vocab_size) if ctc_weight > 0 else None
         )
 
     @property
     def subsampling(self) -> int:
         """Feature frames per encoder frame."""
-        return int(self.encoder.subsampling)
+        return cast(int, self.encoder.subsampling)
 
     # ------------------------------------------------------------------ parts
     def encode(self, features: Tensor, feature_lens: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,7 +94,7 @@ class Transducer(nn.Module):
         self, features: Tensor, feature_lens: Tensor, state: Any | None = None
     ) -> tuple[Tensor, Tensor, Any]:
         """Encode the next chunk: ``(B, t, F), (B,), state -> (B, t', D), (B,), state``."""
-        return self.encoder.stream(features, feature_lens, state)
+        return cast(Any, self.encoder).stream(features, feature_lens, state)
 
     def predict(self, tokens: Tensor) -> Tensor:
         """Predictor outputs for every prefix: ``(B, U) -> (B, U+1, D)``."""

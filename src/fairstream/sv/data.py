@@ -35,7 +35,7 @@ from fairstream.errors import InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig, compute_fbank
 from fairstream.training.data import load_cut_features, precompute_features
 
-__all__ = ["SpeakerBatch", "SvDataConfig", "SpeakerBatches", "noise_features"]
+__all__ = ["SpeakerBatch", "SpeakerBatches", "SvDataConfig", "noise_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class SpeakerBatches:
         plan = []
         for b in range(self.n_batches):
             spks = order[b * p:(b + 1) * p]
-            idx = []
+            idx: list[int] = []
             for s in spks:
                 pool = self.cuts_of_speaker[s]
                 idx.extend(rng.choice(pool, k, replace=len(pool) < k))
@@ -210,7 +210,7 @@ class SpeakerBatches:
         g = speech.sum() / max(noise.sum(), 1e-20) / (10.0 ** (snr / 10.0))
         return np.log(speech + g * noise).astype(np.float32)
 
-    def make_batch(self, epoch: int, b: int, indices: Sequence[int]) -> SpeakerBatch:
+    def make_batch(self, epoch: int, b: int, indices: Sequence[int] | np.ndarray) -> SpeakerBatch:
         """Batch ``b`` of ``epoch`` from its planned cut indices (random draws seeded by both)."""
         rng = np.random.default_rng([self.seed, epoch, b + 1])
         crops = [self.cmvn.apply(self._augment(self._crop(int(i), rng), rng, int(i))) for i in indices]

@@ -34,13 +34,13 @@ from fairstream.sv.train import LoadedExtractor
 from fairstream.training.data import load_cut_features
 
 __all__ = [
-    "embed_features",
     "embed_cuts",
+    "embed_features",
     "embed_files",
-    "speaker_means",
-    "write_embeddings",
     "read_embeddings",
+    "speaker_means",
     "speakers_path",
+    "write_embeddings",
 ]
 
 logger = logging.getLogger(__name__)

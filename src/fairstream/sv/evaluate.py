@@ -51,7 +51,7 @@ from fairstream.metrics.verification import (
 from fairstream.sv.plots import plot_det, plot_group_eer
 from fairstream.sv.scoring import index_trials, score_trials
 
-__all__ = ["SvEvalConfig", "SvEvaluation", "evaluate_sv", "write_evaluation", "DEFINITIONS"]
+__all__ = ["DEFINITIONS", "SvEvalConfig", "SvEvaluation", "evaluate_sv", "write_evaluation"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +270,14 @@ def report_markdown(ev: SvEvaluation) -> str:
     lines = [
         "# Speaker-verification evaluation",
         "",
-        f"Scoring: {ev.scoring}. {ev.n_trials} trials ({ev.overall.n_target} target, "
-        f"{ev.overall.n_nontarget} non-target), {ev.n_speakers} speakers.",
-        f"minDCF: C_miss={cfg.c_miss:g}, C_fa={cfg.c_fa:g}, normalized as Kaldi's compute_min_dcf.py "
-        "(divided by min(C_miss·P_target, C_fa·(1−P_target))).",
+        (
+            f"Scoring: {ev.scoring}. {ev.n_trials} trials ({ev.overall.n_target} target, "
+            f"{ev.overall.n_nontarget} non-target), {ev.n_speakers} speakers."
+        ),
+        (
+            f"minDCF: C_miss={cfg.c_miss:g}, C_fa={cfg.c_fa:g}, normalized as Kaldi's compute_min_dcf.py "
+            "(divided by min(C_miss·P_target, C_fa·(1−P_target)))."
+        ),
         f"Intervals: {100 * cfg.level:g}% speaker bootstrap, {cfg.n_boot} replicates. EER in %.",
         "",
         f"| | EER | EER CI | {dcf_heads} |",
@@ -295,11 +299,15 @@ def report_markdown(ev: SvEvaluation) -> str:
         rel = "n/a" if not math.isfinite(g.relative_gap) else f"{100 * g.relative_gap:.1f}%"
         lines += [
             "",
-            f"- EER gap (max − min): {_pct(g.difference)} points ({g.group_max} vs {g.group_min}) "
-            f"{_ci(ci.difference if ci else None)}; relative gap {rel}",
+            (
+                f"- EER gap (max − min): {_pct(g.difference)} points ({g.group_max} vs {g.group_min}) "
+                f"{_ci(ci.difference if ci else None)}; relative gap {rel}"
+            ),
             f"- std of group EERs: {_pct(g.std)} points {_ci(ci.std if ci else None)}",
-            f"- FDR (α={g.fdr_alpha:g}, β={g.fdr_beta:g}, threshold {g.fdr_threshold:.4f} = overall EER "
-            f"threshold): {g.fdr:.4f}",
+            (
+                f"- FDR (α={g.fdr_alpha:g}, β={g.fdr_beta:g}, threshold {g.fdr_threshold:.4f} = overall EER "
+                f"threshold): {g.fdr:.4f}"
+            ),
         ]
         if g.skipped:
             lines.append(f"- no EER (missing target or non-target trials): {', '.join(g.skipped)}")

@@ -34,7 +34,7 @@ from fairstream.models.speaker import AAMSoftmax, EcapaTdnn
 from fairstream.sv.data import SpeakerBatch
 from fairstream.training.loop import LossOutput, StepInfo, TrainHook
 
-__all__ = ["SvLossConfig", "SpeakerForward", "SpeakerTrainingModel", "SpeakerObjective", "ArwHook"]
+__all__ = ["ArwHook", "SpeakerForward", "SpeakerObjective", "SpeakerTrainingModel", "SvLossConfig"]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 from fairstream.data.trials import Trial, check_known
 from fairstream.errors import InputDataError
 
-__all__ = ["TrialIndex", "index_trials", "cosine_trial_scores", "as_norm_stats", "score_trials"]
+__all__ = ["TrialIndex", "as_norm_stats", "cosine_trial_scores", "index_trials", "score_trials"]
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,16 @@ from fairstream.models.speaker import EcapaTdnn, SpeakerModelConfig
 from fairstream.sv.data import SpeakerBatches, SvDataConfig
 from fairstream.sv.objective import ArwHook, SpeakerObjective, SpeakerTrainingModel, SvLossConfig
 from fairstream.training.checkpoint import load_checkpoint
-from fairstream.training.config import OptimConfig, ScheduleConfig, apply_overrides, from_dict, to_dict
+from fairstream.training.config import (
+    OptimConfig,
+    ScheduleConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
 from fairstream.training.loop import TrainHook, TrainResult, fit
 
-__all__ = ["SvTrainConfig", "load_sv_config", "train_speaker_model", "load_extractor", "LoadedExtractor"]
+__all__ = ["LoadedExtractor", "SvTrainConfig", "load_extractor", "load_sv_config", "train_speaker_model"]
 
 logger = logging.getLogger(__name__)
 

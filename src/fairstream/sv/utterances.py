@@ -17,7 +17,7 @@ from lhotse import CutSet
 
 from fairstream.errors import CorpusError
 
-__all__ = ["utterance_table", "cut_path", "METADATA_COLUMNS"]
+__all__ = ["METADATA_COLUMNS", "cut_path", "utterance_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def cut_path(cut: Any, corpus_root: Path) -> str:
     if not sources:
         raise CorpusError(f"cut {cut.id} has no audio source")
     src = Path(str(sources[0].source))
-    if not src.is_absolute():
-        src = corpus_root / src
+    if not src.is_absolute() and not src.exists() and (corpus_root / src).exists():
+        src = corpus_root / src  # a manifest path relative to the corpus, not to the working dir
     audio = (corpus_root / "audio").resolve()
     try:
         return src.resolve().relative_to(audio).as_posix()

@@ -150,7 +150,9 @@ class ScheduleConfig:
 class TrainConfig:
     """Everything a training run needs; saved (resolved) in every checkpoint.
 
-    ``model.vocab_size`` is set from the trained tokenizer when the run starts. The
+    ``model.vocab_size`` is set from the trained tokenizer when the run starts. ``threads``
+    sets ``torch.set_num_threads`` for the run (``None``: PyTorch's default, one per core;
+    1 is much faster when other processes compete for the cores). The
     transducer's objective options (``model.ctc_weight``, ``model.fastemit_lambda``) belong to
     the model config because they decide which heads the model has.
     """
@@ -162,6 +164,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
     seed: int = 0
+    threads: int | None = None
 
 
 # --------------------------------------------------------------------------- generic machinery

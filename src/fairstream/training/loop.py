@@ -431,9 +431,27 @@ class _Run:
         states = {k: h.state_dict() for k, h in zip(self._hook_keys(), self.hooks)}
         return {k: v for k, v in states.items() if v}
 
+    def _rng_state(self) -> dict[str, Any]:
+        """This process's generator states; under DDP also every rank's (``by_rank``)."""
+        state = capture_rng_state()
+        if self.d.world_size > 1:
+            gathered: list[Any] = [None] * self.d.world_size
+            dist.all_gather_object(gathered, state)
+            state = {**state, "by_rank": gathered}
+        return state
+
+    def restore_rng(self, state: Mapping[str, Any]) -> None:
+        """Restore this rank's generator states (rank 0's if the world size changed)."""
+        by_rank = state.get("by_rank")
+        if by_rank is not None and len(by_rank) == self.d.world_size:
+            restore_rng_state(by_rank[self.d.rank])
+        else:
+            restore_rng_state(state)
+
     def save(self) -> None:
-        """Write ``checkpoints/step-N.pt`` (rank 0) and prune old ones."""
+        """Write ``checkpoints/step-N.pt`` (rank 0) and prune old ones (call on every rank)."""
         self.last_saved_step = self.p.step
+        rng = self._rng_state()
         if not self.d.is_main:
             return
         path = self.ckpt_dir / f"step-{self.p.step:08d}.pt"
@@ -443,7 +461,7 @@ class _Run:
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             progress=self._progress_dict(),
-            rng=capture_rng_state(),
+            rng=rng,
             hooks=self._hook_states(),
             extra=self.extra,
         )
@@ -664,7 +682,7 @@ def fit(
             with torch.random.fork_rng(devices=[]):
                 it: Iterator[Any] = iter(train_data.batches(p.epoch, skip=p.batch_in_epoch))
             if pending_rng is not None:
-                restore_rng_state(pending_rng)
+                run.restore_rng(pending_rng)
                 pending_rng = None
             while True:
                 if schedule.max_steps is not None and p.step >= schedule.max_steps:
@@ -928,6 +946,8 @@ def train(
         raise InputDataError("config data.corpus is not set (pass --corpus DIR)")
     out_dir = Path(out_dir)
     d = init_distributed()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(config.data.corpus)

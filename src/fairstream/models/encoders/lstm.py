@@ -19,6 +19,7 @@ F features, C channels, H LSTM size, D output size.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -166,17 +167,24 @@ class LSTMEncoder(nn.Module):
         return self.dropout(self.input_norm(self.input_proj(h)))
 
     # ------------------------------------------------------------------ streaming
-    def init_state(self, batch_size: int, device: torch.device | None = None) -> LSTMEncoderState:
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> LSTMEncoderState:
         """State of ``batch_size`` fresh streams (what ``stream(..., state=None)`` uses)."""
         buffers = tuple(
-            torch.zeros(batch_size, c, _KERNEL - 1, f, device=device)
+            torch.zeros(batch_size, c, _KERNEL - 1, f, device=device, dtype=dtype)
             for c, f in self._conv_in_shapes
         )
         buf_lens = tuple(
             torch.full((batch_size,), _KERNEL - 1, dtype=torch.long, device=device)
             for _ in self._conv_in_shapes
         )
-        zeros = tuple(torch.zeros(batch_size, self.hidden_dim, device=device) for _ in self.lstms)
+        zeros = tuple(
+            torch.zeros(batch_size, self.hidden_dim, device=device, dtype=dtype) for _ in self.lstms
+        )
         counts = torch.zeros(batch_size, dtype=torch.long, device=device)
         return LSTMEncoderState(
             conv_buffers=buffers,
@@ -209,7 +217,7 @@ class LSTMEncoder(nn.Module):
         """
         _check_input(x, x_lens, self.input_dim, allow_empty=True)
         if state is None:
-            state = self.init_state(x.shape[0], device=x.device)
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         elif state.batch_size != x.shape[0]:
             raise InputDataError(
                 f"stream state holds {state.batch_size} streams but the chunk has {x.shape[0]}"
@@ -219,7 +227,7 @@ class LSTMEncoder(nn.Module):
         new_bufs: list[Tensor] = []
         new_buf_lens: list[Tensor] = []
         for conv, buf, buf_len in zip(self.convs, state.conv_buffers, state.conv_buffer_lens):
-            h, lens, rem, rem_len = _stream_conv(conv, buf, buf_len, h, lens)
+            h, lens, rem, rem_len = _stream_conv(cast(nn.Conv2d, conv), buf, buf_len, h, lens)
             h = F.relu(h)
             new_bufs.append(rem)
             new_buf_lens.append(rem_len)
@@ -227,7 +235,7 @@ class LSTMEncoder(nn.Module):
         new_h: list[Tensor] = []
         new_c: list[Tensor] = []
         for norm, lstm, h0, c0 in zip(self.norms, self.lstms, state.h, state.c):
-            out, (h1, c1) = _lstm_stream(lstm, norm(h), lens, h0, c0)
+            out, (h1, c1) = _lstm_stream(cast(nn.LSTM, lstm), norm(h), lens, h0, c0)
             h = h + self.dropout(out)
             new_h.append(h1)
             new_c.append(c1)
@@ -316,8 +324,9 @@ def _lstm_stream(
     t = x.shape[1]
     if t == 0:
         return x, (h0, c0)
-    w_hh_t = lstm.weight_hh_l0.t()
-    gates_x = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0)  # (B, t, 4H)
+    w_ih, w_hh, b_ih, b_hh = (cast(Tensor, p) for p in lstm.parameters())
+    w_hh_t = w_hh.t()
+    gates_x = F.linear(x, w_ih, b_ih + b_hh)  # (B, t, 4H)
     hid = h0.shape[1]
     h, c = h0, c0
     uniform = bool((lens == t).all())
