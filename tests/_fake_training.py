@@ -45,11 +45,12 @@ class FakeData:
 
     def make(self, epoch: int, index: int) -> FakeBatch:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 1009 + index)
-        x = torch.randn(self.batch_size, FEATURES, generator=g)
-        y = x[:, 0] * 2.0 - x[:, 1] + 0.1 * torch.randn(self.batch_size, generator=g)
+        size = self.batch_size + index % 3  # uneven sizes: ranks draw dropout masks unevenly
+        x = torch.randn(size, FEATURES, generator=g)
+        y = x[:, 0] * 2.0 - x[:, 1] + 0.1 * torch.randn(size, generator=g)
         if index in self.nan_batches:
             x = torch.full_like(x, float("nan"))
-        ids = [f"e{epoch}-b{index}-u{k}" for k in range(self.batch_size)]
+        ids = [f"e{epoch}-b{index}-u{k}" for k in range(size)]
         return FakeBatch(x, y, ids)
 
     def batches(self, epoch: int, *, skip: int = 0) -> Iterator[FakeBatch]:

@@ -221,20 +221,34 @@ def test_budget_stops_cleanly_and_writes_final_models(tmp_path):
 
 
 @pytest.mark.ddp
-def test_ddp_two_processes_train_in_lockstep(tmp_path):
+@pytest.mark.slow
+def test_ddp_two_processes_train_in_lockstep_and_resume_exactly(tmp_path):
+    """torchrun, 2 ranks: same weights on both ranks; a SIGKILL + resume changes nothing."""
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    out = tmp_path / "ddp"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(FAKE), str(out),
-           "--max-steps", "6"]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=120, check=False)
+
+    def launch(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [torchrun, "--standalone", "--nproc_per_node", "2", str(FAKE), str(out),
+               "--max-steps", "8", *extra]
+        return subprocess.run(cmd, env=_env(), capture_output=True, timeout=120, check=False)
+
+    proc = launch(tmp_path / "ref")
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary == {"world_size": 2, "steps": 6, "epochs": 1,
-                       "params_equal_across_ranks": True, "stop_reason": "max_steps"}
-    ck = load_checkpoint(out / "final.pt")
-    assert ck.progress["world_size"] == 2
+    summary = json.loads((tmp_path / "ref" / "summary.json").read_text())
     # 7 batches over 2 ranks (4 + 3): the shorter shard ends each epoch for both ranks
-    assert sorted(step_losses(out)) == [1, 2, 3, 4, 5, 6]
+    assert summary == {"world_size": 2, "steps": 8, "epochs": 2,
+                       "params_equal_across_ranks": True, "stop_reason": "max_steps"}
+    assert load_checkpoint(tmp_path / "ref" / "final.pt").progress["world_size"] == 2
+    assert sorted(step_losses(tmp_path / "ref")) == list(range(1, 9))
+
+    killed = launch(tmp_path / "b", "--kill-at", "6")  # after the step-5 checkpoint, mid-epoch
+    assert killed.returncode != 0
+    assert list_checkpoints(tmp_path / "b" / "checkpoints")[-1].name == "step-00000005.pt"
+    proc = launch(tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert step_losses(tmp_path / "b") == step_losses(tmp_path / "ref")
+    a = load_checkpoint(tmp_path / "b" / "final.pt").model
+    b = load_checkpoint(tmp_path / "ref" / "final.pt").model
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ----------------------------------------------------------------------- transducer end to end
