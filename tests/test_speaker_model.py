@@ -114,6 +114,14 @@ def test_speaker_batches_are_balanced_and_deterministic(cuts: CutSet) -> None:
     assert other_epoch.cut_ids != first[0].cut_ids or not torch.equal(other_epoch.features, first[0].features)
 
 
+def test_ranks_take_disjoint_shares_of_the_epoch(cuts: CutSet) -> None:
+    single = [b.cut_ids for b in SpeakerBatches(cuts, IDENTITY, DATA, seed=3).batches(0)]
+    shards = [[b.cut_ids for b in SpeakerBatches(cuts, IDENTITY, DATA, seed=3, rank=r, world_size=2).batches(0)]
+              for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 2
+    assert shards[0] == single[0::2] and shards[1] == single[1::2]
+
+
 def test_noise_augmentation_adds_power() -> None:
     speech = np.log(np.full((60, 80), 1.0, dtype=np.float32))
     data = SpeakerBatches.__new__(SpeakerBatches)  # only the augmentation under test

@@ -147,3 +147,16 @@ def test_utterance_paths_do_not_depend_on_the_working_directory(
     got = utterance_table(relative.cuts("test"), relative.root, relative.speakers)["path"].tolist()
     assert got == expected
     assert all(p.startswith("test/") for p in got)
+
+
+def test_compare_command_on_identical_systems(sv_run: Path) -> None:
+    emb = str(sv_run / "emb.parquet")
+    r = CliRunner().invoke(main, ["sv", "compare", "--trials", str(sv_run / "trials.txt"), "--embeddings", emb,
+                                  "--embeddings", emb, "--names", "a,b", "--group-by", "gender", "--n-boot", "20",
+                                  "--min-group-speakers", "2", "--out", str(sv_run / "cmp"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rows = pd.read_csv(sv_run / "cmp" / "comparison.csv")
+    assert (rows["change"].abs() < 1e-9).all()
+    eer_row = rows[rows["metric"] == "EER (%)"].iloc[0]
+    assert eer_row["paper_relative_change"] == pytest.approx(-0.076)
+    assert "paired" in (sv_run / "cmp" / "comparison.md").read_text()

@@ -263,12 +263,10 @@ def _transducer_config(corpus, *extra):
                        "schedule.checkpoint_interval=3", "schedule.max_steps=6", *extra)
 
 
-def test_transducer_resume_after_crash_is_exact(tmp_path, tmp_path_factory):
-    from _tiny_asr import tiny_corpus_dir
-
+def test_transducer_resume_after_crash_is_exact(tmp_path, tiny_corpus):
     from fairstream.training.loop import train
 
-    corpus = tiny_corpus_dir(tmp_path_factory)
+    corpus = tiny_corpus
     ref = train(_transducer_config(corpus), out_dir=tmp_path / "ref", progress=False)
     assert ref.steps == 6 and ref.stop_reason == "max_steps"
     with pytest.raises(Interrupted):
@@ -303,20 +301,21 @@ def test_train_cli_with_the_default_recipe(tmp_path, tmp_path_factory):
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "stopped (max_steps) after 2 steps" in res.output
-    resolved = load_config(tmp_path / "config.yaml")
+    resolved = load_config(out / "config.yaml")
     assert resolved.model.vocab_size == 39 and resolved.schedule.budget_minutes == 5.0
     assert resolved.data.corpus == str(corpus)
-    assert (tmp_path / "averaged.pt").is_file() and (tmp_path / "tokenizer").is_dir()
+    assert (out / "averaged.pt").is_file() and (out / "tokenizer").is_dir()
+    assert any((tmp_path / "features").glob("cuts_*.jsonl.gz"))  # the feature cache
     bad = CliRunner().invoke(main, [*args, "--set", "optim.lrr=1"])
     assert bad.exit_code != 0 and "optim.lrr" in bad.output
 
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_ddp_transducer_smoke(tmp_path, tmp_path_factory):
-    from _tiny_asr import TINY_OVERRIDES, tiny_corpus_dir
+def test_ddp_transducer_smoke(tmp_path, tiny_corpus):
+    from _tiny_asr import TINY_OVERRIDES
 
-    corpus = tiny_corpus_dir(tmp_path_factory)
+    corpus = tiny_corpus
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fairstream", "train",
            "--config", str(TESTS.parent / "recipes" / "lstm_transducer.yaml"),

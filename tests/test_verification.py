@@ -17,6 +17,7 @@ from sklearn.metrics import roc_curve
 from fairstream.errors import InputDataError
 from fairstream.metrics.verification import (
     bootstrap_eer,
+    bootstrap_eer_difference,
     cosine_scores,
     det_curve,
     eer,
@@ -282,3 +283,24 @@ def test_one_million_trials_score_in_under_five_seconds() -> None:
     elapsed = time.perf_counter() - start
     assert 0.05 < m.eer < 0.25
     assert elapsed < 5.0, f"{elapsed:.2f} s"
+
+
+def test_paired_difference_of_identical_systems_is_zero_and_detects_a_better_one() -> None:
+    rng = np.random.default_rng(2)
+    speakers = [f"s{i}" for i in range(20)]
+    sa, sb, y = [], [], []
+    for i, a in enumerate(speakers):
+        for _ in range(6):
+            sa.append(a), sb.append(a), y.append(1)
+        for b in speakers[i + 1 : i + 7]:
+            sa.append(a), sb.append(b), y.append(0)
+    y_arr = np.array(y)
+    base = rng.normal(1.5 * y_arr, 1.0)
+    groups = trial_groups([int(s[1:]) % 2 for s in sa], [int(s[1:]) % 2 for s in sb])
+    same = bootstrap_eer_difference(base, base, y, sa, sb, groups=groups, n_boot=100)
+    assert same.eer.estimate == 0 and same.eer.low == 0 and same.eer.high == 0
+    better = base + 1.0 * y_arr  # targets score higher: lower EER
+    d = bootstrap_eer_difference(base, better, y, sa, sb, groups=groups, n_boot=200)
+    assert d.eer.estimate == pytest.approx(eer(better, y) - eer(base, y))
+    assert d.eer.high < 0
+    assert d.difference is not None and d.std is not None

@@ -36,11 +36,12 @@ __all__ = ["decode"]
               help="Print the WER per value of this column (repeatable).")
 @click.option("--trn-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write ref.trn / hyp.trn here for NIST sclite.")
+@click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads (default: one per core).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | None,
            speakers: Path | None, out: Path, method: str, beam: int, streaming: bool,
            chunk_ms: int, max_duration: float, group_by: tuple[str, ...], trn_dir: Path | None,
-           no_progress: bool) -> None:
+           threads: int | None, no_progress: bool) -> None:
     """Decode utterances and write the results table (ids, ref, hyp, error counts, duration,
     token timestamps, speaker metadata) with the resolved config in its Parquet metadata.
 
@@ -63,6 +64,10 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
 
     if (corpus is None) == (cuts_path is None):
         raise click.UsageError("give exactly one of --corpus or --cuts")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         loaded = load_transducer(checkpoint)
         spk_table = None

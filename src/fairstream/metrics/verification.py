@@ -61,8 +61,10 @@ __all__ = [
     "GroupFairness",
     "Interval",
     "OperatingPoints",
+    "PairedDifference",
     "VerificationMetrics",
     "bootstrap_eer",
+    "bootstrap_eer_difference",
     "cosine_scores",
     "det_curve",
     "eer",
@@ -500,6 +502,95 @@ def _weighted_eer(sorted_labels: np.ndarray, ends: np.ndarray, w: np.ndarray) ->
     return _eer_from_rates(p_miss, p_fa)[0]
 
 
+def _speaker_codes(
+    y: np.ndarray, speaker_a: Sequence[object], speaker_b: Sequence[object]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Speaker indices of both trial sides; checks that target trials have one speaker."""
+    spk_a = np.asarray([str(x) for x in speaker_a], dtype=object)
+    spk_b = np.asarray([str(x) for x in speaker_b], dtype=object)
+    if spk_a.size != y.size or spk_b.size != y.size:
+        raise InputDataError(f"{y.size} trials but {spk_a.size}/{spk_b.size} speaker labels")
+    bad = (y == 1) & (spk_a != spk_b)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputDataError(
+            f"target trial {i} pairs two speakers ({spk_a[i]!r}, {spk_b[i]!r}); "
+            "a target trial must have one speaker"
+        )
+    names, inv = np.unique(np.r_[spk_a, spk_b].astype(str), return_inverse=True)
+    return inv[: y.size], inv[y.size :], int(names.size)
+
+
+def _replicate_eers(
+    s: np.ndarray,
+    y: np.ndarray,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    groups: np.ndarray | None,
+    draws: np.ndarray,
+    progress: bool,
+) -> tuple[dict[str | None, np.ndarray], dict[str, float]]:
+    """EER of every replicate, overall (key ``None``) and per usable group; plus point EERs."""
+    same = ia == ib
+    subsets: dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def prepare(key: str | None, mask: np.ndarray | None) -> None:
+        idx = np.arange(s.size) if mask is None else np.flatnonzero(mask)
+        order, _, ends = _sort(s[idx])
+        subsets[key] = (idx[order], ends, y[idx[order]])
+
+    prepare(None, None)
+    point_groups: dict[str, float] = {}
+    if groups is not None:
+        for name in _group_names(groups):
+            m = groups == name
+            if 0 < int(y[m].sum()) < int(m.sum()):
+                prepare(name, m)
+                point_groups[name] = verification_metrics(s[m], y[m], p_targets=()).eer
+    n_boot = draws.shape[1]
+    stats = {k: np.full(n_boot, math.nan) for k in subsets}
+    for r in tqdm(range(n_boot), disable=not progress, desc="speaker bootstrap"):
+        c = draws[:, r].astype(np.float64)
+        w = np.where(same, c[ia], c[ia] * c[ib])
+        for key, (idx, ends, ys) in subsets.items():
+            stats[key][r] = _weighted_eer(ys, ends, w[idx])
+    return stats, point_groups
+
+
+def _spread(stats: dict[str | None, np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate: max − min and std of the group EERs (nan if a group is undefined)."""
+    mat = np.stack([stats[k] for k in names])  # (G, R)
+    with np.errstate(invalid="ignore"):
+        complete = np.isfinite(mat).all(axis=0)
+        diffs = np.where(complete, mat.max(axis=0) - mat.min(axis=0), math.nan)
+        stds = np.where(complete, mat.std(axis=0), math.nan)
+    return diffs, stds
+
+
+def _interval(values: np.ndarray, estimate: float, level: float) -> Interval:
+    ok = values[np.isfinite(values)]
+    if ok.size == 0:
+        return Interval(estimate, math.nan, math.nan, level, 0)
+    lo, hi = np.percentile(ok, (100 * (1 - level) / 2, 100 * (1 + level) / 2))
+    return Interval(estimate, float(lo), float(hi), level, int(ok.size))
+
+
+def _check_boot(n_boot: int, level: float) -> None:
+    if n_boot < 1:
+        raise InputDataError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise InputDataError(f"level must be in (0, 1), got {level}")
+
+
+def _as_groups(groups: Sequence[object] | np.ndarray | None, n: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    g = np.asarray(groups, dtype=object)
+    if g.shape != (n,):
+        raise InputDataError(f"{n} trials but {g.size} group labels")
+    return g
+
+
 def bootstrap_eer(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -525,83 +616,88 @@ def bootstrap_eer(
         seed: random seed.
         progress: show a progress bar.
     """
-    if n_boot < 1:
-        raise InputDataError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < level < 1.0:
-        raise InputDataError(f"level must be in (0, 1), got {level}")
+    _check_boot(n_boot, level)
     s, y = _as_trials(scores, labels)
-    spk_a = np.asarray([str(x) for x in speaker_a], dtype=object)
-    spk_b = np.asarray([str(x) for x in speaker_b], dtype=object)
-    if spk_a.size != s.size or spk_b.size != s.size:
-        raise InputDataError(f"{s.size} trials but {spk_a.size}/{spk_b.size} speaker labels")
-    bad = (y == 1) & (spk_a != spk_b)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputDataError(
-            f"target trial {i} pairs two speakers ({spk_a[i]!r}, {spk_b[i]!r}); "
-            "a target trial must have one speaker"
-        )
-    names, inv = np.unique(np.r_[spk_a, spk_b].astype(str), return_inverse=True)
-    ia, ib = inv[: s.size], inv[s.size :]
-    same = ia == ib
-
-    subsets: dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def prepare(key: str | None, mask: np.ndarray | None) -> None:
-        idx = np.arange(s.size) if mask is None else np.flatnonzero(mask)
-        order, _, ends = _sort(s[idx])
-        subsets[key] = (idx[order], ends, y[idx[order]])
-
-    prepare(None, None)
-    point_groups: dict[str, float] = {}
-    if groups is not None:
-        g = np.asarray(groups, dtype=object)
-        if g.shape != s.shape:
-            raise InputDataError(f"{s.size} trials but {g.size} group labels")
-        for name in _group_names(g):
-            m = g == name
-            if 0 < int(y[m].sum()) < int(m.sum()):
-                prepare(name, m)
-                point_groups[name] = verification_metrics(s[m], y[m], p_targets=()).eer
-
-    draws = SpeakerBootstrap.draw(int(names.size), n_boot, seed=seed).weights_t  # (S, R)
-    stats = {k: np.full(n_boot, math.nan) for k in subsets}
-    for r in tqdm(range(n_boot), disable=not progress, desc="speaker bootstrap"):
-        c = draws[:, r].astype(np.float64)
-        w = np.where(same, c[ia], c[ia] * c[ib])
-        for key, (idx, ends, ys) in subsets.items():
-            stats[key][r] = _weighted_eer(ys, ends, w[idx])
-
-    q = (100 * (1 - level) / 2, 100 * (1 + level) / 2)
-
-    def interval(values: np.ndarray, estimate: float) -> Interval:
-        ok = values[np.isfinite(values)]
-        if ok.size == 0:
-            return Interval(estimate, math.nan, math.nan, level, 0)
-        lo, hi = np.percentile(ok, q)
-        return Interval(estimate, float(lo), float(hi), level, int(ok.size))
-
+    ia, ib, n_spk = _speaker_codes(y, speaker_a, speaker_b)
+    g = _as_groups(groups, s.size)
+    draws = SpeakerBootstrap.draw(n_spk, n_boot, seed=seed).weights_t  # (S, R)
+    stats, point_groups = _replicate_eers(s, y, ia, ib, g, draws, progress)
     overall = verification_metrics(s, y, p_targets=()).eer
-    result_groups = {k: interval(stats[k], v) for k, v in point_groups.items()}
     diff_iv = std_iv = None
     if len(point_groups) >= 2:
-        mat = np.stack([stats[k] for k in point_groups])  # (G, n_boot)
-        with np.errstate(invalid="ignore"):
-            complete = np.isfinite(mat).all(axis=0)
-            diffs = np.where(complete, mat.max(axis=0) - mat.min(axis=0), math.nan)
-            stds = np.where(complete, mat.std(axis=0), math.nan)
+        diffs, stds = _spread(stats, list(point_groups))
         pv = np.array(list(point_groups.values()))
-        diff_iv = interval(diffs, float(pv.max() - pv.min()))
-        std_iv = interval(stds, float(pv.std()))
-    logger.info("speaker bootstrap: %d replicates over %d speakers", n_boot, names.size)
+        diff_iv = _interval(diffs, float(pv.max() - pv.min()), level)
+        std_iv = _interval(stds, float(pv.std()), level)
+    logger.info("speaker bootstrap: %d replicates over %d speakers", n_boot, n_spk)
     return BootstrapResult(
         n_boot=n_boot,
-        n_speakers=int(names.size),
+        n_speakers=n_spk,
         level=level,
-        eer=interval(stats[None], overall),
-        group_eer=result_groups,
+        eer=_interval(stats[None], overall, level),
+        group_eer={k: _interval(stats[k], v, level) for k, v in point_groups.items()},
         difference=diff_iv,
         std=std_iv,
+    )
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """System B minus system A on the same trials, with paired speaker-bootstrap intervals.
+
+    ``eer``: difference of overall EERs; ``difference``: of the group EER gaps (max − min);
+    ``std``: of the group EER standard deviations (``None`` without two usable groups).
+    """
+
+    n_boot: int
+    level: float
+    eer: Interval
+    difference: Interval | None = None
+    std: Interval | None = None
+
+
+def bootstrap_eer_difference(
+    scores_a: Sequence[float] | np.ndarray,
+    scores_b: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    speaker_a: Sequence[object],
+    speaker_b: Sequence[object],
+    *,
+    groups: Sequence[object] | np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    progress: bool = False,
+) -> PairedDifference:
+    """Paired speaker bootstrap of ``system B − system A`` (EER, group gap, group std).
+
+    Both systems are scored on the same trials; each replicate draws the speakers once and
+    evaluates both systems on that draw, so the interval reflects the difference, not the
+    two systems' separate sampling noise.
+    """
+    _check_boot(n_boot, level)
+    sa, y = _as_trials(scores_a, labels)
+    sb, _ = _as_trials(scores_b, labels)
+    ia, ib, n_spk = _speaker_codes(y, speaker_a, speaker_b)
+    g = _as_groups(groups, y.size)
+    draws = SpeakerBootstrap.draw(n_spk, n_boot, seed=seed).weights_t
+    stats_a, pa = _replicate_eers(sa, y, ia, ib, g, draws, progress)
+    stats_b, pb = _replicate_eers(sb, y, ia, ib, g, draws, progress)
+    est = verification_metrics(sb, y, p_targets=()).eer - verification_metrics(sa, y, p_targets=()).eer
+    eer_iv = _interval(stats_b[None] - stats_a[None], est, level)
+    names = [k for k in pa if k in pb]
+    if len(names) < 2:
+        return PairedDifference(n_boot, level, eer_iv)
+    da, sd_a = _spread(stats_a, names)
+    db, sd_b = _spread(stats_b, names)
+    va = np.array([pa[k] for k in names])
+    vb = np.array([pb[k] for k in names])
+    return PairedDifference(
+        n_boot,
+        level,
+        eer_iv,
+        _interval(db - da, float((vb.max() - vb.min()) - (va.max() - va.min())), level),
+        _interval(sd_b - sd_a, float(vb.std() - va.std()), level),
     )
 
 

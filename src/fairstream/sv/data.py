@@ -114,15 +114,20 @@ class SpeakerBatches:
         progress: progress bar while loading features.
     """
 
-    def __init__(self, cuts: CutSet, cmvn: Cmvn, config: SvDataConfig, *, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, cuts: CutSet, cmvn: Cmvn, config: SvDataConfig, *, seed: int = 0, progress: bool = False,
+                 rank: int = 0, world_size: int = 1) -> None:
         if config.utterances_per_speaker < 1 or config.speakers_per_batch < 2:
             raise InputDataError(
                 f"need speakers_per_batch >= 2 and utterances_per_speaker >= 1, got "
                 f"{config.speakers_per_batch} and {config.utterances_per_speaker}"
             )
+        if not 0 <= rank < world_size:
+            raise InputDataError(f"rank {rank} is not in [0, {world_size})")
         self.config = config
         self.cmvn = cmvn
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         if config.feature_cache is not None:
             cuts = precompute_features(cuts, Path(config.feature_cache), num_jobs=config.num_jobs, progress=progress)
         self.cut_ids: list[str] = []
@@ -147,7 +152,7 @@ class SpeakerBatches:
         ]
         self.noises = [np.exp(n.astype(np.float64)) for n in noise_features(seed=seed)]
         b = config.speakers_per_batch * config.utterances_per_speaker
-        self.n_batches = config.batches_per_epoch or max(1, len(self.feats) // b)
+        self.n_batches = max(config.batches_per_epoch or len(self.feats) // b, world_size)
         logger.info("%d training cuts of %d speakers, %d batches of %d per epoch",
                     len(self.feats), len(self.speakers), self.n_batches, b)
 
@@ -225,7 +230,12 @@ class SpeakerBatches:
         )
 
     def batches(self, epoch: int, *, skip: int = 0) -> Iterator[SpeakerBatch]:
-        """The batches of ``epoch`` after the first ``skip`` (DataSource protocol)."""
+        """This process's batches of ``epoch`` after its first ``skip`` (DataSource protocol).
+
+        Under DDP, rank ``r`` of ``W`` takes global batches ``r, r + W, r + 2W, ...`` (every
+        rank the same number).
+        """
         plan = self._plan(epoch)
-        for b in range(skip, len(plan)):
+        mine = list(range(self.rank, len(plan) - len(plan) % self.world_size, self.world_size))
+        for b in mine[skip:]:
             yield self.make_batch(epoch, b, plan[b])

@@ -36,7 +36,7 @@ from fairstream.training.config import (
     from_dict,
     to_dict,
 )
-from fairstream.training.loop import TrainHook, TrainResult, fit
+from fairstream.training.loop import TrainHook, TrainResult, fit, init_distributed
 
 __all__ = ["LoadedExtractor", "SvTrainConfig", "load_extractor", "load_sv_config", "train_speaker_model"]
 
@@ -117,7 +117,10 @@ def train_speaker_model(
     corpus = load_corpus(config.data.corpus)
     mean, std = corpus.cmvn
     cmvn = Cmvn(mean, std)
-    data = SpeakerBatches(corpus.cuts(config.data.train_split), cmvn, config.data, seed=config.seed, progress=progress)
+    dist_info = init_distributed()
+    data = SpeakerBatches(corpus.cuts(config.data.train_split), cmvn, config.data, seed=config.seed,
+                          progress=progress and dist_info.is_main, rank=dist_info.rank,
+                          world_size=dist_info.world_size)
     extractor = EcapaTdnn(config.model)
     model = SpeakerTrainingModel(extractor, data.num_speakers, config.loss)
     arw = AdversarialReweighting(config.model.embedding_dim, config.arw) if config.arw is not None else None
@@ -142,6 +145,7 @@ def train_speaker_model(
         },
         resume=resume,
         progress=progress,
+        dist_info=dist_info,
     )
 
 
