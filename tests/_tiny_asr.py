@@ -48,7 +48,7 @@ def tiny_trained_model(corpus: Path, tmp_path_factory, steps: int = 2) -> Path: 
     plenty of (wrong) tokens: good for checking decoding plumbing, useless for accuracy.
     """
     if "exp" not in _CACHE:
-        from fairstream.training.loop import train
+        from fairstream.training.transducer import train
 
         out = tmp_path_factory.mktemp("tiny_exp")
         train(tiny_config(corpus, f"schedule.max_steps={steps}"), out_dir=out, progress=False)

@@ -285,17 +285,19 @@ def test_transducer_resume_after_crash_is_exact(tmp_path, tiny_corpus):
                                  "schedule.max_steps=8"), out_dir=tmp_path / "b", progress=False)
 
 
-def test_train_cli_with_the_default_recipe(tmp_path, tmp_path_factory):
-    from _tiny_asr import TINY_OVERRIDES, tiny_corpus_dir
+def test_train_cli_with_the_default_recipe(tmp_path, tiny_corpus):
+    from _tiny_asr import TINY_OVERRIDES
     from click.testing import CliRunner
 
     from fairstream.cli import main
     from fairstream.training.config import load_config
 
-    corpus = tiny_corpus_dir(tmp_path_factory)
+    corpus = tiny_corpus
     recipe = TESTS.parent / "recipes" / "lstm_transducer.yaml"
-    args = ["train", "--config", str(recipe), "--corpus", str(corpus), "--out", str(tmp_path),
-            "--max-steps", "2", "--no-progress", "--budget-minutes", "5"]
+    out = tmp_path / "exp"
+    args = ["train", "--config", str(recipe), "--corpus", str(corpus), "--out", str(out),
+            "--max-steps", "2", "--no-progress", "--budget-minutes", "5",
+            "--set", f"data.feature_cache={tmp_path / 'features'}"]
     for o in TINY_OVERRIDES:
         args += ["--set", o]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
@@ -319,12 +321,14 @@ def test_ddp_transducer_smoke(tmp_path, tiny_corpus):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fairstream", "train",
            "--config", str(TESTS.parent / "recipes" / "lstm_transducer.yaml"),
-           "--corpus", str(corpus), "--out", str(tmp_path), "--max-steps", "3", "--no-progress"]
+           "--corpus", str(corpus), "--out", str(tmp_path / "exp"), "--max-steps", "3",
+           "--no-progress", "--set", f"data.feature_cache={tmp_path / 'features'}"]
     for o in TINY_OVERRIDES:
         cmd += ["--set", o]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert proc.stdout.decode().count("stopped (max_steps) after 3 steps") == 1  # rank 0 only
-    ck = load_checkpoint(tmp_path / "final.pt")
+    ck = load_checkpoint(tmp_path / "exp" / "final.pt")
     assert ck.progress["world_size"] == 2 and ck.step == 3
-    assert sorted(step_losses(tmp_path)) == [1, 2, 3]
+    assert sorted(step_losses(tmp_path / "exp")) == [1, 2, 3]
+    assert any((tmp_path / "features").glob("cuts_*.jsonl.gz"))

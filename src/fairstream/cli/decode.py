@@ -36,12 +36,14 @@ __all__ = ["decode"]
               help="Print the WER per value of this column (repeatable).")
 @click.option("--trn-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write ref.trn / hyp.trn here for NIST sclite.")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="skip: leave out utterances with unusable audio or transcript, list them at the end.")
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads (default: one per core).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | None,
            speakers: Path | None, out: Path, method: str, beam: int, streaming: bool,
            chunk_ms: int, max_duration: float, group_by: tuple[str, ...], trn_dir: Path | None,
-           threads: int | None, no_progress: bool) -> None:
+           on_error: str, threads: int | None, no_progress: bool) -> None:
     """Decode utterances and write the results table (ids, ref, hyp, error counts, duration,
     token timestamps, speaker metadata) with the resolved config in its Parquet metadata.
 
@@ -86,12 +88,15 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
         df = decode_cuts(
             loaded.model, loaded.tokenizer, loaded.cmvn, cuts, method=method,  # type: ignore[arg-type]
             beam=beam, streaming=streaming, chunk_ms=chunk_ms, max_duration=max_duration,
-            speakers=spk_table, split=split_name, progress=not no_progress,
+            speakers=spk_table, split=split_name, on_error=on_error,  # type: ignore[arg-type]
+            progress=not no_progress,
         )
+        skipped = list(df.attrs.get("skipped", []))
         decoding = {"checkpoint": str(checkpoint), "method": method, "beam": beam,
                     "streaming": streaming, "chunk_ms": chunk_ms,
                     "corpus": str(corpus) if corpus else None, "split": split_name,
-                    "cuts": str(cuts_path) if cuts_path else None}
+                    "cuts": str(cuts_path) if cuts_path else None,
+                    "skipped": [{"cut_id": c, "reason": r} for c, r in skipped]}
         write_results(df, out, {"train": loaded.config, "decode": decoding})
         if trn_dir is not None:
             write_trn_pair(df, trn_dir)
@@ -107,4 +112,8 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
         shown = summary.assign(wer=(100 * summary["wer"]).round(2))
         click.echo(shown[[*by, "speakers", "utterances", "ref_words", "errors", "wer"]]
                    .to_string(index=False))
+    if skipped:
+        click.echo(f"skipped {len(skipped)} utterance(s):")
+        for cut_id, reason in skipped:
+            click.echo(f"  {cut_id}: {reason}")
     click.echo(f"results: {out}")

@@ -46,7 +46,7 @@ def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[st
           --out exp/lstm --budget-minutes 15
     """
     from fairstream.training.config import load_config
-    from fairstream.training.loop import train as run_training
+    from fairstream.training.transducer import train as run_training
 
     sets = list(overrides)
     if corpus is not None:

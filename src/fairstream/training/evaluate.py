@@ -129,21 +129,44 @@ def _metadata(cut: Any, speakers: pd.DataFrame | None) -> dict[str, Any]:
     return meta
 
 
-def _batches(cuts: list[Any], tokenizer: Any, cmvn: Cmvn, max_duration: float) -> Any:
-    """Offline batches of at most ``max_duration`` seconds, similar durations together."""
+def _collate_or_skip(group: list[Any], tokenizer: Any, cmvn: Cmvn, on_error: str,
+                     skipped: list[tuple[str, str]]) -> Any:
+    """Collate a batch; with ``on_error="skip"`` drop (and record) the cuts that fail."""
     from fairstream.training.data import collate_cuts
 
+    try:
+        return collate_cuts(group, tokenizer=tokenizer, cmvn=cmvn)
+    except (CorpusError, InputDataError):
+        if on_error != "skip":
+            raise
+    good = []
+    for cut in group:
+        try:
+            collate_cuts([cut], tokenizer=tokenizer, cmvn=cmvn)
+            good.append(cut)
+        except (CorpusError, InputDataError) as exc:
+            skipped.append((cut.id, str(exc)))
+            logger.warning("skipping %s", exc)
+    return collate_cuts(good, tokenizer=tokenizer, cmvn=cmvn) if good else None
+
+
+def _batches(cuts: list[Any], tokenizer: Any, cmvn: Cmvn, max_duration: float, on_error: str,
+             skipped: list[tuple[str, str]]) -> Any:
+    """Offline batches of at most ``max_duration`` seconds, similar durations together."""
     ordered = sorted(cuts, key=lambda c: (c.duration, c.id))
-    group: list[Any] = []
+    groups: list[list[Any]] = [[]]
     total = 0.0
     for cut in ordered:
-        if group and total + cut.duration > max_duration:
-            yield collate_cuts(group, tokenizer=tokenizer, cmvn=cmvn)
-            group, total = [], 0.0
-        group.append(cut)
+        if groups[-1] and total + cut.duration > max_duration:
+            groups.append([])
+            total = 0.0
+        groups[-1].append(cut)
         total += cut.duration
-    if group:
-        yield collate_cuts(group, tokenizer=tokenizer, cmvn=cmvn)
+    for group in groups:
+        if group:
+            batch = _collate_or_skip(group, tokenizer, cmvn, on_error, skipped)
+            if batch is not None:
+                yield batch
 
 
 @torch.no_grad()
@@ -160,6 +183,7 @@ def decode_cuts(
     max_duration: float = 120.0,
     speakers: pd.DataFrame | None = None,
     split: str | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Decode every cut and score it against its transcript.
@@ -177,10 +201,13 @@ def decode_cuts(
         max_duration: seconds of audio per offline batch.
         speakers: ``speakers.csv`` table; its columns are joined on ``speaker_id``.
         split: value of the ``split`` column when ``speakers`` has none.
+        on_error: ``skip`` leaves out cuts whose audio or transcript is unusable and lists
+            them as ``(cut_id, reason)`` in ``df.attrs["skipped"]``; ``raise`` stops.
         progress: progress bar.
 
     Returns:
-        The results table (see the module doc), in cut-id order.
+        The results table (see the module doc), in cut-id order; ``attrs["skipped"]`` lists
+        skipped cuts (empty unless ``on_error="skip"``).
 
     Raises:
         InputDataError: beam search with ``streaming``; an unknown method.
@@ -192,10 +219,16 @@ def decode_cuts(
         raise InputDataError(f"unknown decoding method {method!r}; use greedy or beam")
     if streaming and method != "greedy":
         raise InputDataError("streaming decoding uses greedy search; drop --method beam")
-    cut_list = sorted(cuts, key=lambda c: c.id)
-    for c in cut_list:
+    skipped: list[tuple[str, str]] = []
+    cut_list = []
+    for c in sorted(cuts, key=lambda c: c.id):
         if len(c.supervisions) != 1 or c.supervisions[0].text is None:
-            raise CorpusError(f"cut {c.id} needs exactly one supervision with a transcript")
+            reason = f"cut {c.id} needs exactly one supervision with a transcript"
+            if on_error != "skip":
+                raise CorpusError(reason)
+            skipped.append((c.id, reason))
+        else:
+            cut_list.append(c)
     model.eval()
     spk_table = None
     if speakers is not None and "speaker_id" in speakers.columns:
@@ -203,24 +236,33 @@ def decode_cuts(
     hyps: dict[str, tuple[str, tuple[float, ...]]] = {}
     bar = tqdm(total=len(cut_list), desc="decode", unit="utt", disable=not progress)
     if streaming:
+        from lhotse.audio.utils import AudioLoadingError
+
         from fairstream.decoding.streaming import StreamingRecognizer
         from fairstream.features.fbank import resample
 
         rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms)
         step = int(rec.fbank_config.sample_rate * chunk_ms / 1000)
         for cut in cut_list:
-            audio = cut.load_audio()
-            audio = audio[0] if audio.ndim == 2 else audio
-            if int(cut.sampling_rate) != rec.fbank_config.sample_rate:
-                audio = resample(audio, int(cut.sampling_rate), rec.fbank_config.sample_rate)
-            rec.reset()
-            for start in range(0, len(audio), step):
-                rec.accept(np.ascontiguousarray(audio[start:start + step], dtype=np.float32))
-            final = rec.finish()
-            hyps[cut.id] = (final.text, tuple(final.timestamps))
             bar.update(1)
+            try:
+                audio = cut.load_audio()
+                audio = audio[0] if audio.ndim == 2 else audio
+                if int(cut.sampling_rate) != rec.fbank_config.sample_rate:
+                    audio = resample(audio, int(cut.sampling_rate), rec.fbank_config.sample_rate)
+                rec.reset()
+                for start in range(0, len(audio), step):
+                    rec.accept(np.ascontiguousarray(audio[start:start + step], dtype=np.float32))
+                final = rec.finish()
+            except (AudioLoadingError, OSError, RuntimeError, ValueError) as exc:  # bad audio
+                if on_error != "skip":
+                    raise CorpusError(f"cut {cut.id}: {exc}") from exc
+                skipped.append((cut.id, f"cut {cut.id}: {exc}"))
+                logger.warning("skipping cut %s: %s", cut.id, exc)
+                continue
+            hyps[cut.id] = (final.text, tuple(final.timestamps))
     else:
-        for batch in _batches(cut_list, tokenizer, cmvn, max_duration):
+        for batch in _batches(cut_list, tokenizer, cmvn, max_duration, on_error, skipped):
             enc, enc_lens = model.encode(batch.features, batch.feature_lens)
             if method == "greedy":
                 found = greedy_search(model, enc, enc_lens)
@@ -230,6 +272,7 @@ def decode_cuts(
                 hyps[cid] = (tokenizer.decode(list(h.tokens)), tuple(h.timestamps))
             bar.update(len(batch.cut_ids))
     bar.close()
+    cut_list = [c for c in cut_list if c.id in hyps]
 
     refs = [normalize(c.supervisions[0].text) for c in cut_list]
     hyp_texts = [normalize(hyps[c.id][0]) for c in cut_list]
@@ -258,7 +301,9 @@ def decode_cuts(
     if "zip" in df.columns:
         df["zip"] = df["zip"].map(lambda z: None if z is None or pd.isna(z) else str(z).zfill(5))
     extra = [c for c in df.columns if c not in RESULT_COLUMNS and c not in METADATA_COLUMNS]
-    return df[RESULT_COLUMNS + METADATA_COLUMNS + extra].reset_index(drop=True)
+    df = df[RESULT_COLUMNS + METADATA_COLUMNS + extra].reset_index(drop=True)
+    df.attrs["skipped"] = skipped
+    return df
 
 
 def summarize_wer(df: pd.DataFrame, by: Sequence[str] = ("accent",)) -> pd.DataFrame:

@@ -1,0 +1,270 @@
+"""Transducer training on a corpus directory, through the one loop of :mod:`.loop`.
+
+:func:`train` opens the corpus, prepares the tokenizer and features, builds the model and the
+bucketing data loaders, and calls :func:`fairstream.training.loop.fit` with
+:class:`TransducerObjective` (plus :class:`GreedyWerHook` when a validation WER is asked for).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from fairstream.errors import CheckpointError
+from fairstream.training.loop import (
+    DistInfo,
+    LossOutput,
+    Objective,
+    TrainHook,
+    TrainResult,
+    fit,
+    init_distributed,
+    unwrap,
+)
+
+__all__ = ["GreedyWerHook", "LoaderSource", "TransducerObjective", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+class TransducerObjective:
+    """RNN-T loss (plus the model's auxiliary CTC term) of a :class:`~fairstream.training.data.Batch`.
+
+    The model computes its own loss (``Transducer.forward``); the options that shape it
+    (``ctc_weight``, ``fastemit_lambda``) are part of the model config.
+    """
+
+    def __call__(self, model: nn.Module, batch: Any) -> LossOutput:
+        out = model(batch.features, batch.feature_lens, batch.tokens, batch.token_lens)
+        metrics = {"rnnt_loss": float(out.rnnt_loss)}
+        if unwrap(model).ctc_head is not None:
+            metrics["ctc_loss"] = float(out.ctc_loss)
+        return LossOutput(out.loss, int(out.num_utterances), metrics)
+
+
+class LoaderSource:
+    """:class:`DataSource` over a :class:`~fairstream.training.data.BatchLoader`.
+
+    Skipped batches are replayed by the sampler only (no audio or features are loaded).
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[Any]:
+        state = dict(self.loader.state_dict())
+        state.update(epoch=epoch, batches_done=skip)
+        self.loader.load_state_dict(state)
+        return iter(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Epoch 0 from its start (for validation sets)."""
+        return iter(self.batches(0))
+
+
+class GreedyWerHook(TrainHook):
+    """Adds ``valid_wer`` (greedy search, Σerrors/Σwords over all ranks) to every validation.
+
+    Args:
+        batches: re-iterable validation batches of this process.
+        tokenizer: turns token ids back into text.
+    """
+
+    def __init__(self, batches: Iterable[Any], tokenizer: Any) -> None:
+        self.batches = batches
+        self.tokenizer = tokenizer
+
+    def on_validation(self, model: nn.Module, step: int) -> Mapping[str, float]:
+        from fairstream.decoding.greedy import greedy_search
+        from fairstream.metrics.wer import score_pairs
+
+        errors = words = 0
+        for batch in self.batches:
+            enc, enc_lens = model.encode(batch.features, batch.feature_lens)  # type: ignore[operator]
+            hyps = greedy_search(model, enc, enc_lens)  # type: ignore[arg-type]
+            texts = [self.tokenizer.decode(list(h.tokens)) for h in hyps]
+            for c in score_pairs(batch.texts, texts):
+                errors += c.errors
+                words += c.ref_words
+        if dist.is_available() and dist.is_initialized():
+            t = torch.tensor([errors, words], dtype=torch.float64)
+            dist.all_reduce(t)
+            errors, words = int(t[0]), int(t[1])
+        return {"valid_wer": errors / words if words else float("nan")}
+
+
+def _spread_subset(cuts: Any, n: int | None) -> Any:
+    """At most ``n`` cuts spread evenly over the (id-sorted) cut set, for a stable subset."""
+    from lhotse import CutSet
+
+    items = sorted(cuts, key=lambda c: c.id)
+    if n is None or n >= len(items):
+        return CutSet.from_cuts(items)
+    step = len(items) / n
+    return CutSet.from_cuts(items[int(k * step)] for k in range(n))
+
+
+def _tokenizer_files(directory: Path) -> dict[str, Tensor]:
+    return {
+        p.name: torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name.startswith("tokenizer.")
+    }
+
+
+def _prepare_tokenizer(config: Any, corpus: Any, out_dir: Path, d: DistInfo, resume: bool) -> Any:
+    """Train (rank 0) or reuse ``OUT/tokenizer``; every rank returns the loaded tokenizer."""
+    from fairstream.tokenizer import Tokenizer
+
+    tok_dir = out_dir / "tokenizer"
+    want = config.tokenizer
+    if d.is_main:
+        existing = None
+        if resume and (tok_dir / "tokenizer.json").exists():
+            existing = Tokenizer.load(tok_dir)
+            if existing.model_type != want.kind or (
+                want.kind != "char" and existing.vocab_size != want.vocab_size
+            ):
+                raise CheckpointError(
+                    f"{tok_dir} holds a {existing.model_type} tokenizer of "
+                    f"{existing.vocab_size} symbols, the config asks for {want.kind} with "
+                    f"vocab_size {want.vocab_size}; use another output directory or --no-resume"
+                )
+        if existing is None:
+            texts = [s.text for c in corpus.cuts(config.data.train_split) for s in c.supervisions
+                     if s.text]
+            Tokenizer.train(texts, tok_dir, vocab_size=want.vocab_size, model_type=want.kind)
+    if d.world_size > 1:
+        dist.barrier()
+    return Tokenizer.load(tok_dir)
+
+
+def train(
+    config: Any,
+    *,
+    out_dir: str | Path,
+    objective: Objective | None = None,
+    hooks: Sequence[TrainHook] = (),
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a transducer on a corpus directory as ``config`` (a ``TrainConfig``) describes.
+
+    Steps: join the DDP group if launched by ``torchrun``; open ``config.data.corpus``; train
+    (or reuse) the tokenizer in ``OUT/tokenizer`` and set ``model.vocab_size`` from it;
+    build the model (seeded); pre-compute features once if ``data.feature_cache`` is set
+    (a relative path is taken inside the corpus directory); build the bucketing data loaders
+    with SpecAugment; then :func:`fit`. Checkpoints also store the tokenizer files and the
+    CMVN statistics, so a checkpoint alone is enough to decode.
+
+    Args:
+        config: the resolved :class:`~fairstream.training.config.TrainConfig`.
+        out_dir: experiment directory.
+        objective: defaults to :class:`TransducerObjective`.
+        hooks: mitigation hooks (see :class:`TrainHook`).
+        resume: continue from ``OUT/checkpoints`` when possible.
+        progress: progress bars.
+
+    Raises:
+        InputDataError: no corpus directory in the config.
+        CorpusError, CheckpointError, TrainingError: see :func:`fit`.
+    """
+    from dataclasses import replace
+
+    from fairstream.data.corpus import load_corpus
+    from fairstream.errors import InputDataError
+    from fairstream.features.fbank import Cmvn
+    from fairstream.models.factory import build_model
+    from fairstream.training.config import config_to_dict, save_config
+    from fairstream.training.data import make_dataloader, precompute_features
+
+    if not config.data.corpus:
+        raise InputDataError("config data.corpus is not set (pass --corpus DIR)")
+    out_dir = Path(out_dir)
+    d = init_distributed()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    if d.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(config.data.corpus)
+    tokenizer = _prepare_tokenizer(config, corpus, out_dir, d, resume)
+    config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+    run_config = config_to_dict(config)
+    if d.is_main:
+        save_config(config, out_dir / "config.yaml")
+    mean, std = corpus.cmvn
+    cmvn = Cmvn(mean=mean, std=std)
+
+    train_cuts = corpus.cuts(config.data.train_split)
+    valid_cuts = _spread_subset(corpus.cuts(config.data.valid_split),
+                                config.data.max_valid_utterances)
+    if config.data.feature_cache:
+        cache = Path(config.data.feature_cache)
+        if not cache.is_absolute():
+            cache = corpus.root / cache
+        jobs = max(1, min(os.cpu_count() or 1, 8))
+        # rank 0 computes the arrays once (in parallel); the others then find them
+        for rank_turn in ((0, 1) if d.world_size > 1 else (0,)):
+            if (rank_turn == 0) == d.is_main:
+                train_cuts = precompute_features(train_cuts, cache, num_jobs=jobs,
+                                                 progress=progress and d.is_main)
+                valid_cuts = precompute_features(valid_cuts, cache, num_jobs=jobs,
+                                                 progress=progress and d.is_main)
+            if d.world_size > 1:
+                dist.barrier()
+
+    longest = max(c.duration for c in train_cuts)
+    if longest > config.data.max_duration:
+        raise InputDataError(
+            f"data.max_duration={config.data.max_duration} s is shorter than the longest "
+            f"training cut ({longest:.2f} s)"
+        )
+    common: dict[str, Any] = {
+        "tokenizer": tokenizer, "cmvn": cmvn, "seed": config.seed, "rank": d.rank,
+        "world_size": d.world_size,  # cached cuts carry their features manifest
+    }
+    train_loader = make_dataloader(
+        train_cuts, max_duration=config.data.max_duration, shuffle=True,
+        spec_augment=config.spec_augment, num_workers=config.data.num_workers, **common,
+    )
+    valid_max = max(config.data.max_duration, max((c.duration for c in valid_cuts), default=1.0))
+    valid_data = LoaderSource(make_dataloader(
+        valid_cuts, max_duration=valid_max, shuffle=False, spec_augment=None, **common,
+    )) if len(valid_cuts) else None
+    all_hooks = list(hooks)
+    n_wer = config.schedule.valid_wer_utterances
+    if n_wer > 0 and len(valid_cuts):
+        wer_cuts = _spread_subset(valid_cuts, n_wer)
+        all_hooks.append(GreedyWerHook(LoaderSource(make_dataloader(
+            wer_cuts, max_duration=valid_max, shuffle=False, spec_augment=None, **common,
+        )), tokenizer))
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %.2f M parameters, vocabulary %d", n_params / 1e6, tokenizer.vocab_size)
+    extra = {
+        "task": "transducer",
+        "tokenizer_files": _tokenizer_files(out_dir / "tokenizer"),
+        "cmvn_mean": torch.from_numpy(cmvn.mean.copy()),
+        "cmvn_std": torch.from_numpy(cmvn.std.copy()),
+        "num_parameters": n_params,
+    }
+    try:
+        return fit(
+            model=model, objective=objective or TransducerObjective(),
+            train_data=LoaderSource(train_loader), valid_data=valid_data,
+            optim=config.optim, schedule=config.schedule, out_dir=out_dir,
+            run_config=run_config, hooks=all_hooks, extra=extra, resume=resume,
+            progress=progress, dist_info=d,
+        )
+    finally:
+        if d.created and dist.is_initialized():
+            dist.destroy_process_group()
