@@ -160,3 +160,4 @@ def test_compare_command_on_identical_systems(sv_run: Path) -> None:
     eer_row = rows[rows["metric"] == "EER (%)"].iloc[0]
     assert eer_row["paper_relative_change"] == pytest.approx(-0.076)
     assert "paired" in (sv_run / "cmp" / "comparison.md").read_text()
+    assert (sv_run / "cmp" / "det.png").stat().st_size > 0

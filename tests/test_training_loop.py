@@ -300,9 +300,11 @@ def test_train_cli_with_the_default_recipe(tmp_path, tiny_corpus):
             "--set", f"data.feature_cache={tmp_path / 'features'}"]
     for o in TINY_OVERRIDES:
         args += ["--set", o]
+    threads = torch.get_num_threads()
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "stopped (max_steps) after 2 steps" in res.output
+    assert torch.get_num_threads() == threads  # the recipe's `threads: 1` is undone afterwards
     resolved = load_config(out / "config.yaml")
     assert resolved.model.vocab_size == 39 and resolved.schedule.budget_minutes == 5.0
     assert resolved.data.corpus == str(corpus)

@@ -304,7 +304,7 @@ def compare(trials_path: Path, embedding_files: tuple[Path, ...], names: str, gr
     """Compare two systems (e.g. baseline vs ARW) on one trial list.
 
     \b
-    Writes OUT/comparison.md (+ .csv, .json): overall EER and minDCF, per-group EER,
+    Writes OUT/comparison.md (+ .csv, .json, det.png): overall EER and minDCF, per-group EER,
     group EER gap and std, FDR for both systems; the change B − A with a PAIRED
     speaker-bootstrap interval (each replicate scores both systems on the same speakers);
     the relative change next to the ARW paper's (EER −7.6%, gender gap −17%, spread −10%).

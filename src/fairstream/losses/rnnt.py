@@ -7,10 +7,10 @@ How it works
 ------------
 For every lattice node (b, t, u) the forward pass keeps only two numbers: the blank
 log-probability and the log-probability of the next target token (``B·T·(U+1)`` values each).
-They are gathered from a log-softmax computed chunk by chunk (at most 2^22 logits at a time,
-one fused ATen kernel per chunk) into a reused scratch buffer, so the full log-softmax never
-exists. The alpha recursion runs over T, and within a frame row over U as a single
-``logcumsumexp``: with ``S[u] = Σ_{j<u} label[t, j]``,
+They are gathered from a log-softmax computed piece by piece (at most 2^22 logits at a time:
+a few short utterances, one utterance, or a part of one; one fused ATen kernel per piece) into
+a reused scratch buffer, so the full log-softmax never exists. The alpha recursion runs over
+T, and within a frame row over U as a single ``logcumsumexp``: with ``S[u] = Σ_{j<u} label[t, j]``,
 
     alpha[t, u] = S[u] + logcumsumexp_k≤u(alpha[t-1, k] + blank[t-1, k] - S[k]).
 
@@ -57,11 +57,10 @@ __all__ = ["rnnt_loss"]
 
 Reduction = Literal["mean", "sum", "none"]
 
-# Elements per chunk when streaming over the logits (16 MB in float32). Every chunk costs a few
-# multi-threaded kernel launches, and each launch waits for all intra-op threads: on a busy
-# machine that wait, not the arithmetic, dominates, so chunks are large (one utterance per
-# chunk at typical sizes). They still fit the last-level cache between the softmax and the
-# in-place scaling that follows it, and the forward scratch stays far below the logits' size.
+# Elements per piece when streaming the forward log-softmax over the logits (16 MB in
+# float32): the size of the forward's scratch buffer. Pieces are large because every piece
+# costs multi-threaded kernel launches, each waiting for all intra-op threads, which is slow
+# on a busy machine; they still fit the last-level cache, and stay far below the logits' size.
 _CHUNK_ELEMENTS = 1 << 22
 
 _NEG_INF = float("-inf")
@@ -234,15 +233,6 @@ def _blocks(shape: torch.Size, t_lens: list[int], chunk: int) -> list[Block]:
     return blocks
 
 
-def _forward_chunk(logits: torch.Tensor) -> int:
-    """Piece size of the forward log-softmax: a quarter of the logits, at least 2^22 values.
-
-    The scratch buffer holds one piece, so this bounds the forward's extra memory; pieces
-    are not smaller because every piece costs a multi-threaded kernel launch.
-    """
-    return max(_CHUNK_ELEMENTS, logits.numel() // 4)
-
-
 def _backward_chunk(logits: torch.Tensor, t_lens: list[int]) -> int:
     """Piece size of the backward pass.
 
@@ -253,7 +243,7 @@ def _backward_chunk(logits: torch.Tensor, t_lens: list[int]) -> int:
     Strided logits are copied piece by piece, so they get the forward's piece size.
     """
     if not logits.is_contiguous():
-        return _forward_chunk(logits)
+        return _CHUNK_ELEMENTS
     batch, max_t = logits.shape[:2]
     if 4 * sum(t_lens) >= 3 * batch * max_t:
         return max(logits.numel(), 1)
@@ -287,9 +277,8 @@ def _emission_log_probs(
     batch, max_t, max_u1, vocab = logits.shape
     blank_lp = logits.new_empty(batch, max_t, max_u1)
     label_lp = logits.new_empty(batch, max_t, max_u1)
-    chunk = _forward_chunk(logits)
-    scratch = logits.new_empty(min(chunk, logits.numel()) + vocab)
-    for block in _blocks(logits.shape, t_lens, chunk):
+    scratch = logits.new_empty(min(_CHUNK_ELEMENTS, logits.numel()) + vocab)
+    for block in _blocks(logits.shape, t_lens, _CHUNK_ELEMENTS):
         x = logits[block].contiguous()  # a view unless the logits are strided
         tmp = scratch[: x.numel()].view(x.shape)
         torch.ops.aten._log_softmax.out(x, -1, False, out=tmp)
@@ -299,113 +288,74 @@ def _emission_log_probs(
     return blank_lp, label_lp
 
 
-# The recursions below work row by row on (B, U+1) tensors: far below the size at which
-# PyTorch splits an operation over threads, so none of them waits for a second thread.
-
-
-def _prefix_sums(label_row: torch.Tensor) -> torch.Tensor:
-    """Exclusive prefix sums over U of a (B, U+1) row: ``S[:, u] = Σ_{j<u} label_row[:, j]``."""
-    cum = torch.zeros_like(label_row)
-    cum[:, 1:] = label_row[:, :-1].cumsum(dim=1)
+def _label_prefix_sums(label_lp: torch.Tensor) -> torch.Tensor:
+    """Exclusive prefix sums over U: ``S[b, t, u] = Σ_{j<u} label_lp[b, t, j]``, (B, T, U+1)."""
+    cum = torch.zeros_like(label_lp)
+    cum[:, :, 1:] = label_lp[:, :, :-1].cumsum(dim=2)
     return cum
 
 
-def _alpha(
-    blank_lp: torch.Tensor, label_lp: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _alpha(blank_lp: torch.Tensor, label_lp: torch.Tensor) -> torch.Tensor:
     """Forward variables log alpha[b, t, u] (log-probability of reaching node (t, u)).
 
     Args:
-        blank_lp: (B, T, U+1) blank log-probabilities (anything outside the lattice).
-        label_lp: (B, T, U+1) next-label log-probabilities (anything outside the lattice).
-        t_lens: (B,) valid frames.
-        u_lens: (B,) valid tokens.
+        blank_lp: (B, T, U+1) blank log-probabilities (finite everywhere).
+        label_lp: (B, T, U+1) next-label log-probabilities (finite everywhere).
 
     Returns:
-        ``(alpha, blank64, label64)``: log alpha and the two log-probabilities in float64 with
-        0 outside the lattice (which keeps both recursions finite whatever the padding held),
-        all (B, T, U+1). Alpha outside the lattice is finite and meaningless.
+        (B, T, U+1) log alpha; values outside an utterance's lattice are meaningless.
     """
     batch, max_t, max_u1 = blank_lp.shape
-    device = blank_lp.device
-    u_idx = torch.arange(max_u1, device=device)
-    on_lattice = u_idx <= u_lens.unsqueeze(1)  # (B, U+1)
-    has_label = u_idx < u_lens.unsqueeze(1)
-    zero = torch.zeros((), dtype=torch.float64, device=device)
-    blank64 = torch.empty(batch, max_t, max_u1, dtype=torch.float64, device=device)
-    label64 = torch.empty_like(blank64)
-    alpha = torch.empty_like(blank64)
-    arrive = torch.full((batch, max_u1), _NEG_INF, dtype=torch.float64, device=device)
-    arrive[:, 0] = 0.0
+    cum = _label_prefix_sums(label_lp)
+    alpha = torch.empty_like(blank_lp)
+    start = torch.full((batch, max_u1), _NEG_INF, dtype=blank_lp.dtype, device=blank_lp.device)
+    start[:, 0] = 0.0
+    arrive = start
     for t in range(max_t):
-        in_frame = (t < t_lens).unsqueeze(1)
-        blank_row = torch.where(in_frame & on_lattice, blank_lp[:, t].to(torch.float64), zero)
-        label_row = torch.where(in_frame & has_label, label_lp[:, t].to(torch.float64), zero)
-        blank64[:, t] = blank_row
-        label64[:, t] = label_row
         if t > 0:
-            arrive = alpha[:, t - 1] + blank64[:, t - 1]
-        s = _prefix_sums(label_row)
+            arrive = alpha[:, t - 1] + blank_lp[:, t - 1]
+        s = cum[:, t]
         alpha[:, t] = torch.logcumsumexp(arrive - s, dim=1) + s
-    return alpha, blank64, label64
+    return alpha
 
 
-def _gradient_terms(
-    alpha: torch.Tensor,
-    blank64: torch.Tensor,
-    label64: torch.Tensor,
-    log_like: torch.Tensor,
-    t_lens: torch.Tensor,
-    u_lens: torch.Tensor,
-    label_factor: float,
-    scale: torch.Tensor,
-    dtype: torch.dtype,
+def _beta(
+    blank_lp: torch.Tensor, label_lp: torch.Tensor, t_lens: torch.Tensor, u_lens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Beta recursion and, from it, the per-node terms of the gradient.
-
-    With ``next = beta[t+1]`` (or, after the last frame, 0 at the terminal row U_b):
-    ``beta[t, u] = -S[u] + log Σ_{k>=u} exp(next[k] + blank[t, k] + S[k])``, S as in _alpha.
-    The occupancies ``A_blank = exp(alpha + blank + next - log P)`` and
-    ``A_label = exp(alpha + label + beta[t, u+1] - log P)`` are the posterior probabilities
-    that the alignment leaves node (t, u) by a blank or by the next label.
+    """Backward variables of every utterance's lattice.
 
     Args:
-        alpha, blank64, label64: (B, T, U+1) float64 as returned by :func:`_alpha`.
-        log_like: (B,) log P of each utterance.
+        blank_lp: (B, T, U+1) blank log-probabilities (finite everywhere).
+        label_lp: (B, T, U+1) next-label log-probabilities (finite everywhere).
         t_lens: (B,) valid frames.
         u_lens: (B,) valid tokens.
-        label_factor: ``1 + λ`` (FastEmit) applied to ``A_label``.
-        scale: (B,) factor of each utterance's terms (reduction and incoming gradient).
-        dtype: dtype of the results.
 
     Returns:
-        ``(weight, minus_occ)``: (B, T, U+1, 1) ``scale·(A_blank + factor·A_label)`` and
-        (B, T, U+1, 2) ``-scale·A_blank``, ``-scale·factor·A_label``; 0 outside the lattice.
+        ``(beta, beta_next)``, both (B, T, U+1): ``beta[t, u]`` is the log-probability of
+        finishing from node (t, u) and ``beta_next[t, u]`` the one of finishing after a blank
+        from (t, u), i.e. ``beta[t+1, u]``, which is 0 at the terminal node (T_b - 1, U_b).
+        Both are -inf outside the lattice.
     """
-    batch, max_t, max_u1 = alpha.shape
-    device = alpha.device
-    final = torch.full((batch, max_u1), _NEG_INF, dtype=torch.float64, device=device)
+    batch, max_t, max_u1 = blank_lp.shape
+    dtype, device = blank_lp.dtype, blank_lp.device
+    # with S as in _alpha: beta[t, u] = -S[u] + log Σ_{k>=u} exp(next[k] + blank[t, k] + S[k]),
+    # where next = beta[t+1] (or the virtual end after the last frame)
+    cum = _label_prefix_sums(label_lp)
+    final = torch.full((batch, max_u1), _NEG_INF, dtype=dtype, device=device)
     final[torch.arange(batch, device=device), u_lens] = 0.0
-    ll = log_like.unsqueeze(1)
-    blank_scale = scale.to(torch.float64).unsqueeze(1)
-    label_scale = blank_scale * label_factor
-    weight = torch.empty(batch, max_t, max_u1, 1, dtype=dtype, device=device)
-    minus_occ = torch.empty(batch, max_t, max_u1, 2, dtype=dtype, device=device)
-    up = torch.full((batch, max_u1), _NEG_INF, dtype=torch.float64, device=device)
-    nxt = torch.full((batch, max_u1), _NEG_INF, dtype=torch.float64, device=device)
+    ends_after = t_lens.unsqueeze(1)  # (B, 1): row index T_b holds the virtual end
+    beta = torch.empty_like(blank_lp)
+    beta_next = torch.empty_like(blank_lp)
+    nxt = torch.full((batch, max_u1), _NEG_INF, dtype=dtype, device=device)
     for t in range(max_t - 1, -1, -1):
-        nxt = torch.where((t_lens == t + 1).unsqueeze(1), final, nxt)
-        blank_row, label_row, alpha_row = blank64[:, t], label64[:, t], alpha[:, t]
-        s = _prefix_sums(label_row)
-        beta_row = torch.logcumsumexp((nxt + blank_row + s).flip(1), dim=1).flip(1) - s
-        up[:, :-1] = beta_row[:, 1:]  # beta[t, u+1]; -inf past the last row
-        occ_blank = torch.exp(alpha_row + blank_row + nxt - ll) * blank_scale
-        occ_label = torch.exp(alpha_row + label_row + up - ll) * label_scale
-        weight[:, t, :, 0] = occ_blank + occ_label
-        minus_occ[:, t, :, 0] = -occ_blank
-        minus_occ[:, t, :, 1] = -occ_label
-        nxt = beta_row
-    return weight, minus_occ
+        nxt = torch.where(ends_after == t + 1, final, nxt)
+        beta_next[:, t] = nxt
+        s = cum[:, t]
+        x = (nxt + blank_lp[:, t] + s).flip(1)
+        row = torch.logcumsumexp(x, dim=1).flip(1) - s
+        beta[:, t] = row
+        nxt = row
+    return beta, beta_next
 
 
 class _RNNTLossFunction(torch.autograd.Function):
@@ -423,24 +373,37 @@ class _RNNTLossFunction(torch.autograd.Function):
         fastemit_lambda: float,
         clamp: float | None,
     ) -> torch.Tensor:
-        batch = logits.shape[0]
+        batch, max_t, max_u1, _ = logits.shape
         t_list = logit_lens.tolist()
+        u_list = target_lens.tolist()
+        t_idx = torch.arange(max_t, device=logits.device)
+        u_idx = torch.arange(max_u1, device=logits.device)
+        valid = (t_idx.view(1, -1, 1) < logit_lens.view(-1, 1, 1)) & (
+            u_idx.view(1, 1, -1) <= target_lens.view(-1, 1, 1)
+        )
         label_index = _label_index(targets, target_lens, blank)
         blank_lp, label_lp = _emission_log_probs(logits, label_index, blank, t_list)
-        alpha, blank64, label64 = _alpha(blank_lp, label_lp, logit_lens, target_lens)
+        # inside the lattice only; 0 elsewhere keeps the recursions finite whatever the padding
+        has_label = valid.clone()
+        has_label[:, :, :-1] &= (label_index[:, :-1] != blank).unsqueeze(1)
+        has_label[:, :, -1] = False
+        zero = torch.zeros((), dtype=torch.float64, device=logits.device)
+        blank_lp = torch.where(valid, blank_lp.to(torch.float64), zero)
+        label_lp = torch.where(has_label, label_lp.to(torch.float64), zero)
+        alpha = _alpha(blank_lp, label_lp)
         rows = torch.arange(batch, device=logits.device)
         last_t = logit_lens - 1
-        log_like = alpha[rows, last_t, target_lens] + blank64[rows, last_t, target_lens]
+        log_like = alpha[rows, last_t, target_lens] + blank_lp[rows, last_t, target_lens]
         nll = (-log_like).to(logits.dtype)
 
         ctx.save_for_backward(
-            logits, blank64, label64, label_index, alpha, log_like, logit_lens, target_lens
+            logits, blank_lp, label_lp, label_index, alpha, log_like, logit_lens, target_lens
         )
         ctx.blank = blank
         ctx.reduction = reduction
         ctx.fastemit_lambda = fastemit_lambda
         ctx.clamp = clamp
-        ctx.lens = (t_list, target_lens.tolist())
+        ctx.lens = (t_list, u_list)
         if reduction == "none":
             return nll
         total = nll.sum()
@@ -456,8 +419,8 @@ class _RNNTLossFunction(torch.autograd.Function):
             return (None, *nones)
         (
             logits,
-            blank64,
-            label64,
+            blank_lp,
+            label_lp,
             label_index,
             alpha,
             log_like,
@@ -467,37 +430,40 @@ class _RNNTLossFunction(torch.autograd.Function):
         t_list, u_list = ctx.lens
         batch = logits.shape[0]
         blank: int = ctx.blank
-        clamp: float | None = ctx.clamp
 
-        # per-utterance weight of d(output)/d(nll_b)
+        beta, beta_next = _beta(blank_lp, label_lp, logit_lens, target_lens)
+        ll = log_like.view(-1, 1, 1)
+        occ_blank = torch.exp(alpha + blank_lp + beta_next - ll)
+        beta_up = torch.full_like(beta, _NEG_INF)
+        beta_up[:, :, :-1] = beta[:, :, 1:]
+        occ_label = torch.exp(alpha + label_lp + beta_up - ll)
+        if ctx.fastemit_lambda:
+            occ_label.mul_(1.0 + ctx.fastemit_lambda)
+
+        # per-utterance weight of d(total)/d(nll_b)
         if ctx.reduction == "none":
             scale = grad_out.to(torch.float64).reshape(batch)
         else:
             upstream = grad_out.to(torch.float64).reshape(())
             scale = (upstream / batch if ctx.reduction == "mean" else upstream).expand(batch)
-        weight, minus_occ = _gradient_terms(
-            alpha,
-            blank64,
-            label64,
-            log_like,
-            logit_lens,
-            target_lens,
-            1.0 + ctx.fastemit_lambda,
-            # with clamp, the reduction weight comes after the clip
-            scale if clamp is None else torch.ones_like(scale),
-            logits.dtype,
-        )
-        # both occupancies are subtracted with one scatter: at the blank and at the next
-        # label (which is the blank too where there is no label; its occupancy is 0 there)
-        index = torch.stack([torch.full_like(label_index, blank), label_index], dim=-1)
-        scale_col = scale.to(logits.dtype).view(-1, 1, 1, 1)
+        clamp: float | None = ctx.clamp
+        if clamp is None:
+            # fold the reduction weight into the occupancies: one pass fewer over the logits
+            occ_blank.mul_(scale.view(-1, 1, 1))
+            occ_label.mul_(scale.view(-1, 1, 1))
+        weight = (occ_blank + occ_label).to(logits.dtype)
+        occ_blank = occ_blank.to(logits.dtype)
+        occ_label = occ_label.to(logits.dtype)
 
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        scale_col = scale.to(logits.dtype).view(-1, 1, 1, 1)
         for block in _blocks(logits.shape, t_list, _backward_chunk(logits, t_list)):
             g = grad[block]  # contiguous, see _blocks
             torch.ops.aten._softmax.out(logits[block].contiguous(), -1, False, out=g)
-            g.mul_(weight[block])
-            g.scatter_add_(3, _expand_to_block(index, block, g.shape[1]), minus_occ[block])
+            g.mul_(weight[block].unsqueeze(-1))
+            g[..., blank].sub_(occ_blank[block])
+            index = _expand_to_block(label_index.unsqueeze(-1), block, g.shape[1])
+            g.scatter_add_(3, index, occ_label[block].neg().unsqueeze(-1))
             if clamp is not None:
                 g.clamp_(-clamp, clamp).mul_(scale_col[block[0]])
         # padding (possibly NaN from arbitrary padded logits) gets an exact zero gradient

@@ -26,6 +26,7 @@ import pandas as pd
 from fairstream.data.trials import Trial
 from fairstream.metrics.verification import PairedDifference, bootstrap_eer_difference, trial_groups
 from fairstream.sv.evaluate import DEFINITIONS, SvEvalConfig, SvEvaluation, evaluate_sv
+from fairstream.sv.plots import plot_det
 from fairstream.sv.scoring import index_trials
 
 __all__ = ["PAPER_ARW", "Comparison", "compare_systems", "comparison_markdown", "write_comparison"]
@@ -143,7 +144,7 @@ def comparison_markdown(c: Comparison, paper: Mapping[str, float] | None = None)
 
 
 def write_comparison(c: Comparison, out_dir: str | Path, paper: Mapping[str, float] | None = None) -> dict[str, Path]:
-    """Write ``comparison.md``, ``comparison.csv`` and ``comparison.json`` (atomically)."""
+    """Write ``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``det.png`` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paper = PAPER_ARW if paper is None else paper
@@ -170,4 +171,6 @@ def write_comparison(c: Comparison, out_dir: str | Path, paper: Mapping[str, flo
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(texts[key], encoding="utf-8")
         os.replace(tmp, path)
+    files["det"] = plot_det({c.names[0]: c.a.curve, c.names[1]: c.b.curve}, out / "det.png",
+                            title=f"DET: {c.names[0]} vs {c.names[1]} ({c.a.scoring})")
     return files

@@ -367,6 +367,7 @@ class _Run:
             self.ddp_model = nn.parallel.DistributedDataParallel(model)
         self.p = _Progress()
         self.last_saved_step = -1
+        self.last_valid_step = -1
 
     # ---------------------------------------------------------------- collective helpers
     def _all_reduce(self, values: list[float], op: Any = None) -> list[float]:
@@ -544,6 +545,7 @@ class _Run:
     def validate(self) -> dict[str, float]:
         """Validation loss (item-weighted mean over all ranks) plus hook metrics."""
         out: dict[str, float] = {}
+        self.last_valid_step = self.p.step
         was_training = self.model.training
         self.model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -766,7 +768,7 @@ def fit(
     p.elapsed_s = elapsed_at_start + (clock() - t0)
     if run.last_saved_step != p.step or stop == "budget":
         run.save()
-    if p.last_valid_loss is None and run.valid_data is not None:
+    if run.last_valid_step != p.step:  # the final model's numbers close the log
         run.validate()
     run._log({"step": p.step, "epoch": p.epoch, "event": "stop", "reason": stop,
               "elapsed_s": round(p.elapsed_s, 3), "skipped_total": p.skipped_total})

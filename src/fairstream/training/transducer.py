@@ -176,6 +176,24 @@ def train(
         InputDataError: no corpus directory in the config.
         CorpusError, CheckpointError, TrainingError: see :func:`fit`.
     """
+    from fairstream.errors import InputDataError
+
+    if not config.data.corpus:
+        raise InputDataError("config data.corpus is not set (pass --corpus DIR)")
+    d = init_distributed()
+    threads_before = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, Path(out_dir), d, objective, hooks, resume, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+        if d.created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: Any, out_dir: Path, d: DistInfo, objective: Objective | None,
+           hooks: Sequence[TrainHook], resume: bool, progress: bool) -> TrainResult:
     from dataclasses import replace
 
     from fairstream.data.corpus import load_corpus
@@ -185,12 +203,6 @@ def train(
     from fairstream.training.config import config_to_dict, save_config
     from fairstream.training.data import make_dataloader, precompute_features
 
-    if not config.data.corpus:
-        raise InputDataError("config data.corpus is not set (pass --corpus DIR)")
-    out_dir = Path(out_dir)
-    d = init_distributed()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(config.data.corpus)
@@ -257,14 +269,10 @@ def train(
         "cmvn_std": torch.from_numpy(cmvn.std.copy()),
         "num_parameters": n_params,
     }
-    try:
-        return fit(
-            model=model, objective=objective or TransducerObjective(),
-            train_data=LoaderSource(train_loader), valid_data=valid_data,
-            optim=config.optim, schedule=config.schedule, out_dir=out_dir,
-            run_config=run_config, hooks=all_hooks, extra=extra, resume=resume,
-            progress=progress, dist_info=d,
-        )
-    finally:
-        if d.created and dist.is_initialized():
-            dist.destroy_process_group()
+    return fit(
+        model=model, objective=objective or TransducerObjective(),
+        train_data=LoaderSource(train_loader), valid_data=valid_data,
+        optim=config.optim, schedule=config.schedule, out_dir=out_dir,
+        run_config=run_config, hooks=all_hooks, extra=extra, resume=resume,
+        progress=progress, dist_info=d,
+    )
