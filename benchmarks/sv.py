@@ -131,7 +131,8 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--utts", type=int, default=100)
     args = p.parse_args()
-    results: dict[str, object] = {"machine": platform.processor() or platform.machine(), "torch_threads": 1}
+    results: dict[str, object] = {"machine": platform.processor() or platform.machine(), "torch_threads": 1,
+                                  "load_average_1min_at_start": os.getloadavg()[0]}
     if (args.corpus / "corpus.json").exists():
         results["extraction"] = extraction_rtf(args.corpus, args.checkpoint, args.utts)
     else:
