@@ -324,7 +324,11 @@ def run_audit(
             if dcfg.min_speakers < min_c:
                 dcfg = GeodemographicConfig(**{**asdict(dcfg), "min_speakers": min_c})
             assert zip_table is not None
-            geodemo = search_geodemographic(stats, zip_table, dcfg)
+            try:
+                geodemo = search_geodemographic(stats, zip_table, dcfg)
+            except InputDataError as exc:  # too few speakers for any partition: say so, go on
+                notes.append(f"geodemo not reported: {exc}")
+                continue
             exclusions += geodemo.exclusions
             method_parts[m] = geodemo.partition
             ari_codes[m] = geodemo.partition.codes
@@ -332,8 +336,12 @@ def run_audit(
             ecfg = cfg.embedding
             if ecfg.min_speakers < min_c:
                 ecfg = EmbeddingConfig(**{**asdict(ecfg), "min_speakers": min_c})
-            emb = _embedding_method(stats, table, embeddings, embedding_ids, corpus, ecfg,
-                                    provenance, progress)
+            try:
+                emb = _embedding_method(stats, table, embeddings, embedding_ids, corpus, ecfg,
+                                        provenance, progress)
+            except InputDataError as exc:  # too few speakers to cluster: say so, go on
+                notes.append(f"embedding not reported: {exc}")
+                continue
             exclusions += emb.exclusions
             method_parts[m] = emb.partition
             ari_codes[m] = emb.cluster_codes

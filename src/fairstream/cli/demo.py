@@ -25,13 +25,15 @@ __all__ = ["demo"]
               help="Override a recipe value, e.g. --set optim.lr=0.001 (repeatable).")
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Training wall-clock budget (default: the recipe's, 15 min).")
+@click.option("--nproc", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Training processes (data-parallel under torchrun, one thread each).")
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
               help="Streaming chunk size for decoding the test split.")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Speaker-bootstrap replicates in the audit.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
-         overrides: tuple[str, ...], budget_minutes: float | None, chunk_ms: int, n_boot: int,
+         overrides: tuple[str, ...], budget_minutes: float | None, nproc: int, chunk_ms: int, n_boot: int,
          no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
@@ -46,7 +48,7 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
     from fairstream.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, preset=preset, seed=seed, jobs=jobs, recipe=recipe,
-                     overrides=overrides, budget_minutes=budget_minutes, chunk_ms=chunk_ms,
+                     overrides=overrides, budget_minutes=budget_minutes, nproc=nproc, chunk_ms=chunk_ms,
                      n_boot=n_boot, progress=not no_progress)
     try:
         result = run_demo(cfg, echo=click.echo)
