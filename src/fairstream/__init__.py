@@ -13,10 +13,10 @@ from fairstream.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__",
-    "FairstreamError",
-    "CorpusError",
-    "InputDataError",
     "CheckpointError",
+    "CorpusError",
+    "FairstreamError",
+    "InputDataError",
     "TrainingError",
+    "__version__",
 ]

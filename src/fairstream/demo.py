@@ -5,7 +5,9 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
 1. ``corpus``  — synthesize the demo corpus (:func:`fairstream.data.synthesis.build_corpus`).
 2. ``train``   — train the default streaming transducer recipe within its time budget.
 3. ``decode``  — decode the test split in streaming mode; write ``results.parquet``.
-4. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
+4. ``speaker`` — train the speaker-embedding extractor (small ECAPA-TDNN) on the training
+   speakers and embed the test split; the audit's automatic cohorts cluster these embeddings.
+5. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
    planted-cohort recovery; write ``audit/report.html``.
 
 ``OUT/summary.md`` collects the numbers; ``OUT/summary.json`` holds the same data.
@@ -27,9 +29,10 @@ from typing import Any
 
 import pandas as pd
 
+from fairstream._io import atomic_write_text as _atomic_write
 from fairstream.errors import TrainingError
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "default_recipe"]
+__all__ = ["DemoConfig", "DemoResult", "default_recipe", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class DemoConfig:
             (one thread each), which is how a 2-core machine is used fully.
         chunk_ms: streaming chunk size used to decode the test split.
         n_boot: speaker-bootstrap replicates in the audit.
+        speaker_model: train a speaker-embedding model for the audit's automatic cohorts
+            (otherwise the audit falls back to fbank statistics).
         progress: progress bars.
     """
 
@@ -68,6 +73,7 @@ class DemoConfig:
     nproc: int = 2
     chunk_ms: int = 160
     n_boot: int = 1000
+    speaker_model: bool = True
     progress: bool = True
 
 
@@ -83,12 +89,6 @@ class DemoResult:
     wer_by_accent: pd.DataFrame
     audit_methods: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[[], None]:
@@ -176,10 +176,18 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
              f"{row.ref_words} words)")
     done()
 
-    # 4. audit --------------------------------------------------------------------------
+    # 4. speaker embeddings ------------------------------------------------------------
+    embeddings: Path | None = None
+    if config.speaker_model:
+        done = _stage("speaker", timings, echo)
+        embeddings = _speaker_embeddings(out, corpus, config, echo)
+        done()
+
+    # 5. audit --------------------------------------------------------------------------
     done = _stage("audit", timings, echo)
     audit_dir = out / "audit"
     audit = run_audit(results_path, corpus_dir=corpus_dir, out_dir=audit_dir,
+                      embeddings=embeddings,
                       config=AuditConfig(n_boot=config.n_boot, seed=config.seed),
                       progress=config.progress)
     echo(f"audit report: {audit_dir / 'report.html'}")
@@ -190,6 +198,36 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     return DemoResult(corpus_dir=corpus_dir, checkpoint=checkpoint, results=results_path,
                       audit_dir=audit_dir, summary=summary_path, wer_by_accent=by_accent,
                       audit_methods=audit.methods, timings=timings)
+
+
+def _speaker_embeddings(out: Path, corpus: Any, config: DemoConfig,
+                        echo: Callable[[str], None]) -> Path:
+    """Train (or reuse) the speaker extractor; embed the test split; per-speaker means path."""
+    from fairstream.sv.embed import embed_cuts, speakers_path, write_embeddings
+    from fairstream.sv.train import load_extractor, load_sv_config, train_speaker_model
+    from fairstream.sv.utterances import utterance_table
+
+    sv_dir = out / "sv"
+    checkpoint = sv_dir / "final.pt"
+    if checkpoint.exists():
+        echo(f"reusing the speaker model {checkpoint}")
+    else:
+        sv_cfg = load_sv_config(None, [f"data.corpus={corpus.root}", f"seed={config.seed}"],
+                                arw=False)
+        result = train_speaker_model(sv_cfg, sv_dir, resume=True, progress=config.progress)
+        echo(f"speaker model: {result.steps} steps in {result.elapsed_s / 60:.1f} min")
+    path = out / "embeddings.parquet"
+    per_speaker = speakers_path(path)
+    if per_speaker.exists() and per_speaker.stat().st_mtime >= checkpoint.stat().st_mtime:
+        echo(f"reusing {per_speaker}")
+        return per_speaker
+    extractor = load_extractor(checkpoint)
+    cuts = corpus.cuts("test")
+    table = utterance_table(cuts, corpus.root, corpus.speakers, split="test")
+    df = embed_cuts(extractor, cuts, table, progress=config.progress)
+    _, per_speaker = write_embeddings(df, path, meta={"checkpoint": str(checkpoint)})
+    echo(f"{len(df)} test utterances embedded -> {per_speaker}")
+    return per_speaker
 
 
 def _train_distributed(recipe: Path, sets: list[str], exp: Path, nproc: int,

@@ -16,10 +16,10 @@ keep working.
 from __future__ import annotations
 
 __all__ = [
-    "FairstreamError",
-    "CorpusError",
-    "InputDataError",
     "CheckpointError",
+    "CorpusError",
+    "FairstreamError",
+    "InputDataError",
     "TrainingError",
 ]
 

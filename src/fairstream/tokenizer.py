@@ -24,13 +24,13 @@ import json
 import logging
 import os
 import string
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import sentencepiece as spm
 
+from fairstream._io import atomic_write_bytes as _atomic_write
 from fairstream.data.text import normalize
 from fairstream.errors import InputDataError
 
@@ -45,19 +45,6 @@ BLANK = "<blk>"
 NORMALIZED_ALPHABET = "'" + string.ascii_lowercase + string.digits
 _SPACE = "\u2581"  # SentencePiece's word-boundary mark
 _FORMAT = "fairstream-tokenizer"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _clean_texts(texts: Iterable[str | bytes]) -> list[str]:

@@ -31,10 +31,13 @@ __all__ = ["demo"]
               help="Streaming chunk size for decoding the test split.")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Speaker-bootstrap replicates in the audit.")
+@click.option("--speaker-model/--no-speaker-model", default=True, show_default=True,
+              help="Train a speaker-embedding model for the audit's automatic cohorts "
+                   "(else the audit uses its fbank-statistics fallback).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
          overrides: tuple[str, ...], budget_minutes: float | None, nproc: int, chunk_ms: int, n_boot: int,
-         no_progress: bool) -> None:
+         speaker_model: bool, no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
     \b
@@ -42,14 +45,16 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
       1. corpus   OUT/corpus           synthetic multi-accent corpus with a planted disparity
       2. train    OUT/exp/averaged.pt  default recipe, 15-minute budget on 2 CPU cores
       3. decode   OUT/results.parquet  streaming decode of the unseen test speakers
-      4. audit    OUT/audit/report.html  cohorts the model serves worst, planted-cohort recovery
+      4. speaker  OUT/sv/final.pt      speaker-embedding model; test speakers embedded
+      5. audit    OUT/audit/report.html  cohorts the model serves worst, planted-cohort recovery
     The headline numbers land in OUT/summary.md.
     """
     from fairstream.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, preset=preset, seed=seed, jobs=jobs, recipe=recipe,
                      overrides=overrides, budget_minutes=budget_minutes, nproc=nproc, chunk_ms=chunk_ms,
-                     n_boot=n_boot, progress=not no_progress)
+                     n_boot=n_boot, speaker_model=speaker_model,
+                     progress=not no_progress)
     try:
         result = run_demo(cfg, echo=click.echo)
     except FairstreamError as e:

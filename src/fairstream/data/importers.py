@@ -38,7 +38,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ import numpy as np
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from tqdm.auto import tqdm
 
+from fairstream._io import atomic_write_bytes as _atomic_bytes
 from fairstream.data.text import normalize
 from fairstream.errors import CorpusError, InputDataError
 from fairstream.features.fbank import FbankConfig, compute_cmvn, compute_fbank
@@ -136,19 +136,6 @@ class _Errors:
 
 
 # --------------------------------------------------------------------------- atomic IO
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
     _atomic_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 

@@ -40,6 +40,8 @@ import soundfile as sf
 from scipy import fft as sp_fft
 from scipy import signal
 
+from fairstream._io import atomic_write_bytes as _atomic_write_bytes
+from fairstream._io import atomic_write_text as _atomic_write_text
 from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, parse_voice
 from fairstream.data.presets import FORMAT_VERSION, CorpusConfig
 from fairstream.data.speakers import (
@@ -357,21 +359,6 @@ class _Executor:
 
 
 # ----------------------------------------------------------------------------------- writing
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _jsonl_gz(items: Iterable[dict[str, Any]]) -> bytes:

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
-__all__ = ["TextNormalizer", "normalize", "DEFAULT_STEPS"]
+__all__ = ["DEFAULT_STEPS", "TextNormalizer", "normalize"]
 
 Step = Callable[[str], str]
 

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, overload
 import kaldi_native_fbank as knf
 import numpy as np
 
+from fairstream._io import atomic_write_text as _atomic_write_text
 from fairstream.errors import InputDataError
 
 __all__ = [
@@ -301,19 +301,6 @@ class OnlineFbankExtractor:
             self._fbank.pop(ready - self._emitted)
         self._emitted = ready
         return frames
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True, eq=False)

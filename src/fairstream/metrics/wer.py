@@ -20,9 +20,10 @@ from pathlib import Path
 
 import jiwer
 
+from fairstream._io import atomic_write_text
 from fairstream.data.text import normalize
 
-__all__ = ["ErrorCounts", "score", "score_pairs", "corpus_wer", "write_trn"]
+__all__ = ["ErrorCounts", "corpus_wer", "score", "score_pairs", "write_trn"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,4 @@ def write_trn(
         spk = speakers[k] if speakers is not None else uid
         t = text if normalized else normalize(text)
         lines.append(f"{t} ({spk.replace('-', '_')}-{uid.replace('-', '_')})\n")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, "".join(lines))

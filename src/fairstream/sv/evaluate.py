@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairstream._io import atomic_write_text as _atomic_text
 from fairstream.data.trials import Trial
 from fairstream.errors import InputDataError
 from fairstream.metrics.verification import (
@@ -316,12 +316,6 @@ def report_markdown(ev: SvEvaluation) -> str:
         lines.append("")
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS.items()]
     return "\n".join(lines) + "\n"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_evaluation(ev: SvEvaluation, trials: Sequence[Trial], out_dir: str | Path) -> dict[str, Path]:
