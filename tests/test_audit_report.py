@@ -208,3 +208,18 @@ def test_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     assert r.embedding is not None and r.embedding.source.startswith("fallback")
     assert np.isfinite(m.loc["embedding", "ari_accent"])
     assert (tmp_path / "report.html").exists()
+
+
+def test_methods_without_enough_speakers_are_reported_not_fatal(tmp_path: Path) -> None:
+    """On 8 speakers no geodemographic side or k-means cluster reaches 10 speakers: the audit
+    still runs the other methods and says why those two are missing."""
+    from fairstream.audit.synthetic import make_synthetic_audit
+
+    d = make_synthetic_audit(n_speakers=8, utts_per_speaker=5, seed=3)
+    out = run_audit(d.results, speakers=d.speakers, zip_demographics=d.zip_demographics,
+                    embeddings=(d.embedding_ids, d.embeddings),
+                    methods="attribute:accent,geodemo,embedding",
+                    config=AuditConfig(n_boot=20))
+    assert set(out.methods["method"]) == {"attribute:accent"}
+    assert any(n.startswith("geodemo not reported") for n in out.notes)
+    assert any(n.startswith("embedding not reported") for n in out.notes)

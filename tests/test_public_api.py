@@ -9,6 +9,7 @@ EXPECTED = {
     "FairstreamError",
     "CorpusError",
     "InputDataError",
+    "TooFewSpeakersError",
     "CheckpointError",
     "TrainingError",
 }

@@ -7,6 +7,7 @@ from fairstream.errors import (
     CorpusError,
     FairstreamError,
     InputDataError,
+    TooFewSpeakersError,
     TrainingError,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "CorpusError",
     "FairstreamError",
     "InputDataError",
+    "TooFewSpeakersError",
     "TrainingError",
     "__version__",
 ]

@@ -5,6 +5,7 @@ Hierarchy::
     FairstreamError
      ├── CorpusError          a corpus directory, manifest or audio file is unusable
      ├── InputDataError       a user-supplied table, file or value is malformed
+     │    └── TooFewSpeakersError  valid data, too few speakers for a method to report
      ├── CheckpointError      a checkpoint is corrupt or belongs to another configuration
      └── TrainingError        training cannot go on (e.g. the loss stays NaN)
 
@@ -34,6 +35,10 @@ class CorpusError(FairstreamError, ValueError):
 
 class InputDataError(FairstreamError, ValueError):
     """A user-supplied table, file or value is malformed."""
+
+
+class TooFewSpeakersError(InputDataError):
+    """The data are valid but hold too few speakers for a method (e.g. k-means, a partition)."""
 
 
 class CheckpointError(FairstreamError, ValueError):

@@ -60,7 +60,7 @@ from fairstream.audit.inputs import (
 from fairstream.audit.privacy import PrivacyConfig
 from fairstream.audit.recovery import load_planted, planted_mask, recovery
 from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
-from fairstream.errors import InputDataError
+from fairstream.errors import InputDataError, TooFewSpeakersError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
 
 __all__ = ["DEFINITIONS", "AuditConfig", "AuditResult", "parse_methods", "run_audit"]
@@ -326,7 +326,7 @@ def run_audit(
             assert zip_table is not None
             try:
                 geodemo = search_geodemographic(stats, zip_table, dcfg)
-            except InputDataError as exc:  # too few speakers for any partition: say so, go on
+            except TooFewSpeakersError as exc:  # no partition is large enough: say so, go on
                 notes.append(f"geodemo not reported: {exc}")
                 continue
             exclusions += geodemo.exclusions
@@ -339,7 +339,7 @@ def run_audit(
             try:
                 emb = _embedding_method(stats, table, embeddings, embedding_ids, corpus, ecfg,
                                         provenance, progress)
-            except InputDataError as exc:  # too few speakers to cluster: say so, go on
+            except TooFewSpeakersError as exc:  # too few speakers to cluster: say so, go on
                 notes.append(f"embedding not reported: {exc}")
                 continue
             exclusions += emb.exclusions

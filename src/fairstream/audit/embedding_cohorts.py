@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from fairstream.audit.disaggregate import Partition, apply_min_size
 from fairstream.audit.inputs import Exclusion
 from fairstream.audit.speaker_stats import SpeakerStats
-from fairstream.errors import InputDataError
+from fairstream.errors import InputDataError, TooFewSpeakersError
 
 __all__ = [
     "EmbeddingCohorts",
@@ -186,7 +186,7 @@ def find_embedding_cohorts(
     cfg = config or EmbeddingConfig()
     idx = np.nonzero(has_embedding)[0]
     if len(idx) < 2 * max(cfg.min_speakers, 1):
-        raise InputDataError(
+        raise TooFewSpeakersError(
             f"only {len(idx)} speakers have an embedding; k-means needs at least "
             f"{2 * max(cfg.min_speakers, 1)}"
         )

@@ -26,7 +26,7 @@ import pandas as pd
 from fairstream.audit.disaggregate import Partition
 from fairstream.audit.inputs import Exclusion
 from fairstream.audit.speaker_stats import UNKNOWN, SpeakerStats
-from fairstream.errors import InputDataError
+from fairstream.errors import InputDataError, TooFewSpeakersError
 
 __all__ = ["GeodemographicConfig", "GeodemographicResult", "search_geodemographic"]
 
@@ -180,7 +180,7 @@ def search_geodemographic(
                          "gap_pct": gap[j]})
             member_sets.append(m_idx[ok][masks[j][codes[ok]]])
     if not rows:
-        raise InputDataError(
+        raise TooFewSpeakersError(
             f"no geodemographic partition leaves {cfg.min_speakers} speakers on both sides"
         )
     cand = pd.DataFrame(rows)
