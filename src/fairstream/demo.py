@@ -60,6 +60,7 @@ class DemoConfig:
         n_boot: speaker-bootstrap replicates in the audit.
         speaker_model: train a speaker-embedding model for the audit's automatic cohorts
             (otherwise the audit falls back to fbank statistics).
+        speaker_steps: training steps of the speaker model (None: its default schedule).
         progress: progress bars.
     """
 
@@ -74,6 +75,7 @@ class DemoConfig:
     chunk_ms: int = 160
     n_boot: int = 1000
     speaker_model: bool = True
+    speaker_steps: int | None = None
     progress: bool = True
 
 
@@ -212,8 +214,10 @@ def _speaker_embeddings(out: Path, corpus: Any, config: DemoConfig,
     if checkpoint.exists():
         echo(f"reusing the speaker model {checkpoint}")
     else:
-        sv_cfg = load_sv_config(None, [f"data.corpus={corpus.root}", f"seed={config.seed}"],
-                                arw=False)
+        sets = [f"data.corpus={corpus.root}", f"seed={config.seed}"]
+        if config.speaker_steps is not None:
+            sets.append(f"schedule.max_steps={config.speaker_steps}")
+        sv_cfg = load_sv_config(None, sets, arw=False)
         result = train_speaker_model(sv_cfg, sv_dir, resume=True, progress=config.progress)
         echo(f"speaker model: {result.steps} steps in {result.elapsed_s / 60:.1f} min")
     path = out / "embeddings.parquet"

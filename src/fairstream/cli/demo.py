@@ -34,10 +34,12 @@ __all__ = ["demo"]
 @click.option("--speaker-model/--no-speaker-model", default=True, show_default=True,
               help="Train a speaker-embedding model for the audit's automatic cohorts "
                    "(else the audit uses its fbank-statistics fallback).")
+@click.option("--speaker-steps", type=click.IntRange(min=1),
+              help="Training steps of the speaker model (default: its schedule, 400).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
          overrides: tuple[str, ...], budget_minutes: float | None, nproc: int, chunk_ms: int, n_boot: int,
-         speaker_model: bool, no_progress: bool) -> None:
+         speaker_model: bool, speaker_steps: int | None, no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
     \b
@@ -54,6 +56,7 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
     cfg = DemoConfig(out=out, preset=preset, seed=seed, jobs=jobs, recipe=recipe,
                      overrides=overrides, budget_minutes=budget_minutes, nproc=nproc, chunk_ms=chunk_ms,
                      n_boot=n_boot, speaker_model=speaker_model,
+                     speaker_steps=speaker_steps,
                      progress=not no_progress)
     try:
         result = run_demo(cfg, echo=click.echo)
