@@ -214,7 +214,9 @@ def _speaker_embeddings(out: Path, corpus: Any, config: DemoConfig,
     if checkpoint.exists():
         echo(f"reusing the speaker model {checkpoint}")
     else:
-        sets = [f"data.corpus={corpus.root}", f"seed={config.seed}"]
+        n_train = int((corpus.speakers["split"] == "train").sum())
+        sets = [f"data.corpus={corpus.root}", f"seed={config.seed}",
+                f"data.speakers_per_batch={min(32, n_train)}"]  # small corpora: fewer per batch
         if config.speaker_steps is not None:
             sets.append(f"schedule.max_steps={config.speaker_steps}")
         sv_cfg = load_sv_config(None, sets, arw=False)
