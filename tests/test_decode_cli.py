@@ -234,3 +234,19 @@ def test_summarize_wer_is_sum_over_sum():
     assert s["speakers"].tolist() == [1, 1, 2]
     with pytest.raises(InputDataError, match="no column 'region'"):
         summarize_wer(df, by=["region"])
+
+
+def test_ctc_head_decoding(exp, corpus, few_cuts, tmp_path):
+    res = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts,
+                   "--speakers", corpus / "speakers.csv", "--method", "ctc",
+                   "--out", tmp_path / "c.parquet", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    df, meta = read_results(tmp_path / "c.parquet")
+    assert len(df) == 4 and meta["decode"]["method"] == "ctc"
+    for ts in df["timestamps"]:
+        assert list(ts) == sorted(ts)
+    bad = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts,
+                   "--method", "ctc", "--streaming", "--out", tmp_path / "s.parquet",
+                   "--no-progress"])
+    assert bad.exit_code != 0 and "streaming decoding uses greedy search" in bad.output
+    assert not (tmp_path / "s.parquet").exists()

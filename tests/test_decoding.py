@@ -118,3 +118,52 @@ def test_bad_search_settings_raise() -> None:
         modified_beam_search(model, enc, enc_lens, beam=0)
     with pytest.raises(InputDataError, match="max_symbols_per_frame"):
         greedy_search(model, enc, enc_lens, max_symbols_per_frame=0)
+
+
+# ---------------------------------------------------------------------------- CTC head
+class _FixedCtcModel:
+    """Stands in for a transducer whose CTC head returns chosen logits (frames × symbols)."""
+
+    blank_id = 0
+    subsampling = 4
+
+    def __init__(self, logits):  # type: ignore[no-untyped-def]
+        self.ctc_head = lambda enc: logits
+
+
+def _one_hot_logits(rows):  # type: ignore[no-untyped-def]
+    import torch
+
+    out = torch.full((len(rows), max(len(r) for r in rows), 5), -10.0)
+    for b, row in enumerate(rows):
+        for t, sym in enumerate(row):
+            out[b, t, sym] = 10.0
+    return out
+
+
+def test_ctc_greedy_merges_repeats_drops_blanks_and_ignores_padding():
+    import torch
+
+    from fairstream.decoding.ctc import ctc_greedy_search
+
+    # item 0: a a _ a b b -> a a b ; item 1: valid 3 frames "_ c c", then padding that says "d"
+    logits = _one_hot_logits([[1, 1, 0, 1, 2, 2], [0, 3, 3, 4, 4, 4]])
+    model = _FixedCtcModel(logits)
+    enc = torch.zeros(2, 6, 8)
+    hyps = ctc_greedy_search(model, enc, torch.tensor([6, 3]))
+    assert hyps[0].tokens == (1, 1, 2) and hyps[0].frames == (0, 3, 4)
+    assert hyps[0].timestamps == (0.0, 0.12, 0.16)  # 4x subsampling of 10 ms frames
+    assert hyps[1].tokens == (3,) and hyps[1].frames == (1,)
+    lp = torch.log_softmax(logits, -1).max(-1).values
+    assert hyps[1].score == pytest.approx(float(lp[1, :3].sum()))
+
+
+def test_ctc_greedy_needs_a_ctc_head():
+    import torch
+
+    from fairstream.decoding.ctc import ctc_greedy_search
+
+    model = _FixedCtcModel(None)
+    model.ctc_head = None
+    with pytest.raises(InputDataError, match="no CTC head"):
+        ctc_greedy_search(model, torch.zeros(1, 2, 8), torch.tensor([2]))

@@ -23,7 +23,10 @@ __all__ = ["decode"]
               help="speakers.csv to join (default: the corpus's).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Results table (Parquet), one row per utterance.")
-@click.option("--method", type=click.Choice(["greedy", "beam"]), default="greedy", show_default=True)
+@click.option("--method", type=click.Choice(["greedy", "beam", "ctc"]), default="greedy",
+              show_default=True,
+              help="greedy or beam: transducer search; ctc: best path of the model's auxiliary "
+                   "CTC head (a diagnostic: how far the encoder alone gets; offline only).")
 @click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True,
               help="Beam width of --method beam.")
 @click.option("--streaming", is_flag=True,

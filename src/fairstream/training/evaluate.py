@@ -176,7 +176,7 @@ def decode_cuts(
     cmvn: Cmvn,
     cuts: Any,
     *,
-    method: Literal["greedy", "beam"] = "greedy",
+    method: Literal["greedy", "beam", "ctc"] = "greedy",
     beam: int = 4,
     streaming: bool = False,
     chunk_ms: int = 160,
@@ -193,7 +193,8 @@ def decode_cuts(
         tokenizer: its tokenizer.
         cmvn: feature normalization used in training.
         cuts: a Lhotse ``CutSet``, one supervision with text per cut.
-        method: ``greedy`` or ``beam`` (modified beam search of width ``beam``).
+        method: ``greedy``, ``beam`` (modified beam search of width ``beam``) or ``ctc``
+            (best path of the auxiliary CTC head, a diagnostic; offline only).
         beam: beam width.
         streaming: feed the audio chunk by chunk through
             :class:`~fairstream.decoding.streaming.StreamingRecognizer` (greedy only).
@@ -214,11 +215,14 @@ def decode_cuts(
         CorpusError: a cut without exactly one transcribed supervision (named).
     """
     from fairstream.decoding.beam import modified_beam_search
+    from fairstream.decoding.ctc import ctc_greedy_search
     from fairstream.decoding.greedy import greedy_search
-    if method not in ("greedy", "beam"):
-        raise InputDataError(f"unknown decoding method {method!r}; use greedy or beam")
+    if method not in ("greedy", "beam", "ctc"):
+        raise InputDataError(f"unknown decoding method {method!r}; use greedy, beam or ctc")
     if streaming and method != "greedy":
-        raise InputDataError("streaming decoding uses greedy search; drop --method beam")
+        raise InputDataError(f"streaming decoding uses greedy search; drop --method {method}")
+    if method == "ctc" and getattr(model, "ctc_head", None) is None:
+        raise InputDataError("--method ctc needs a model trained with a CTC head (ctc_weight > 0)")
     skipped: list[tuple[str, str]] = []
     cut_list = []
     for c in sorted(cuts, key=lambda c: c.id):
@@ -266,6 +270,8 @@ def decode_cuts(
             enc, enc_lens = model.encode(batch.features, batch.feature_lens)
             if method == "greedy":
                 found = greedy_search(model, enc, enc_lens)
+            elif method == "ctc":
+                found = ctc_greedy_search(model, enc, enc_lens)
             else:
                 found = modified_beam_search(model, enc, enc_lens, beam=beam)
             for cid, h in zip(batch.cut_ids, found):
