@@ -8,7 +8,6 @@ written with Python loops, scikit-learn's ``roc_curve``, and a literal port of K
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -276,13 +275,11 @@ def test_cosine_scores_and_dimension_mismatch() -> None:
         cosine_scores(a, np.ones((2, 3)))
 
 
-def test_one_million_trials_score_in_under_five_seconds() -> None:
+def test_one_million_trials_are_scored() -> None:
+    # speed is measured by benchmarks/sv.py, not asserted here
     s, y = _random_trials(0, 100_000, 900_000, 2.0)
-    start = time.perf_counter()
     m = verification_metrics(s, y)
-    elapsed = time.perf_counter() - start
     assert 0.05 < m.eer < 0.25
-    assert elapsed < 5.0, f"{elapsed:.2f} s"
 
 
 def test_paired_difference_of_identical_systems_is_zero_and_detects_a_better_one() -> None:
