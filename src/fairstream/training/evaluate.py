@@ -221,8 +221,6 @@ def decode_cuts(
         raise InputDataError(f"unknown decoding method {method!r}; use greedy, beam or ctc")
     if streaming and method != "greedy":
         raise InputDataError(f"streaming decoding uses greedy search; drop --method {method}")
-    if method == "ctc" and getattr(model, "ctc_head", None) is None:
-        raise InputDataError("--method ctc needs a model trained with a CTC head (ctc_weight > 0)")
     skipped: list[tuple[str, str]] = []
     cut_list = []
     for c in sorted(cuts, key=lambda c: c.id):
