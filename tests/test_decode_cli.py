@@ -248,5 +248,26 @@ def test_ctc_head_decoding(exp, corpus, few_cuts, tmp_path):
     bad = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts,
                    "--method", "ctc", "--streaming", "--out", tmp_path / "s.parquet",
                    "--no-progress"])
-    assert bad.exit_code != 0 and "streaming decoding uses greedy search" in bad.output
+    assert bad.exit_code != 0 and "decoded offline only" in bad.output
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_lm_command_and_fused_streaming_beam_search(exp, corpus, few_cuts, tmp_path):
+    res = _invoke(["lm", "--checkpoint", exp / "averaged.pt", "--corpus", corpus,
+                   "--order", "4", "--out", tmp_path / "lm.json"])
+    assert res.exit_code == 0, res.output
+    assert "fitted NgramLM(order=4" in res.output and "dev perplexity per token" in res.output
+    common = ["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts, "--method",
+              "beam", "--beam", "3", "--lm", tmp_path / "lm.json", "--lm-weight", "0.4",
+              "--no-progress"]
+    off = _invoke([*common, "--out", tmp_path / "off.parquet"])
+    on = _invoke([*common, "--streaming", "--chunk-ms", "80", "--out", tmp_path / "on.parquet"])
+    assert off.exit_code == 0 and on.exit_code == 0, off.output + on.output
+    a, meta = read_results(tmp_path / "off.parquet")
+    b, _ = read_results(tmp_path / "on.parquet")
+    assert list(a["hyp"]) == list(b["hyp"])  # streaming beam search == offline
+    assert meta["decode"]["lm"] == str(tmp_path / "lm.json")
+    assert meta["decode"]["lm_weight"] == 0.4 and meta["decode"]["token_bonus"] == 1.5
+    bad = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts,
+                   "--lm", tmp_path / "lm.json", "--out", tmp_path / "g.parquet"])
+    assert bad.exit_code != 0 and "--lm needs --method beam" in bad.output

@@ -1,12 +1,13 @@
-"""Greedy and modified beam search: beam 1 == greedy, chunked == offline, batch independence,
+"""Greedy and beam search: beam 1 == greedy, chunked == offline, batch independence,
 symbol limits, timestamps and errors."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from fairstream.decoding.beam import modified_beam_search
+from fairstream.decoding.beam import BeamSearchConfig, beam_search
 from fairstream.decoding.greedy import greedy_hypotheses, greedy_search, greedy_search_chunk
 from fairstream.errors import InputDataError
 from fairstream.models.factory import (
@@ -46,7 +47,7 @@ def test_beam_one_equals_greedy_one_symbol_per_frame(kind: str, encoded) -> None
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
     greedy = greedy_search(model, enc, enc_lens, max_symbols_per_frame=1)
-    beam = modified_beam_search(model, enc, enc_lens, beam=1)
+    beam = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=1, max_symbols_per_frame=1))
     assert any(len(h.tokens) > 2 for h in greedy)  # non-trivial outputs
     for g, b in zip(greedy, beam):
         assert g.tokens == b.tokens
@@ -60,7 +61,7 @@ def test_wider_beam_returns_valid_hypotheses(kind: str, encoded) -> None:
     feats, lens = encoded
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
-    hyps = modified_beam_search(model, enc, enc_lens, beam=4)
+    hyps = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=1))
     assert len(hyps) == 3
     for h, n in zip(hyps, enc_lens.tolist()):
         assert 0 not in h.tokens
@@ -115,7 +116,7 @@ def test_bad_search_settings_raise() -> None:
     model = tiny_model()
     enc, enc_lens = torch.randn(1, 3, 48), torch.tensor([3])
     with pytest.raises(InputDataError, match="beam must be >= 1"):
-        modified_beam_search(model, enc, enc_lens, beam=0)
+        beam_search(model, enc, enc_lens, BeamSearchConfig(beam=0))
     with pytest.raises(InputDataError, match="max_symbols_per_frame"):
         greedy_search(model, enc, enc_lens, max_symbols_per_frame=0)
 
@@ -167,3 +168,84 @@ def test_ctc_greedy_needs_a_ctc_head():
     model.ctc_head = None
     with pytest.raises(InputDataError, match="no CTC head"):
         ctc_greedy_search(model, torch.zeros(1, 2, 8), torch.tensor([2]))
+
+
+# ---------------------------------------------------------------------------- beam search + LM
+def _lm_for(vocab: int, order: int = 3):  # type: ignore[no-untyped-def]
+    from fairstream.lm import NgramLM
+
+    rng = np.random.default_rng(0)
+    sentences = [list(rng.integers(1, vocab, rng.integers(3, 9))) for _ in range(40)]
+    return NgramLM.fit(sentences, vocab_size=vocab, order=order)
+
+
+@pytest.mark.parametrize("kind", ["stateless", "lstm"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_chunked_beam_search_equals_offline(kind: str, fused: bool, encoded) -> None:
+    from fairstream.decoding.beam import beam_hypothesis, beam_search_chunk
+
+    model = tiny_model(kind, seed=3)
+    feats, lens = encoded
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+    cfg = BeamSearchConfig(beam=3, max_symbols_per_frame=2,
+                           lm=_lm_for(model.vocab_size) if fused else None,
+                           lm_weight=0.5 if fused else 0.0,
+                           token_bonus=2.5 if fused else 0.5)
+    offline = beam_search(model, enc, enc_lens, cfg)
+    assert any(len(h.tokens) > 2 for h in offline)
+    for size in (1, 3, 7):
+        for b in range(enc.shape[0]):
+            frames = enc[b, : int(enc_lens[b])]
+            state = None
+            for start in range(0, frames.shape[0], size):
+                state = beam_search_chunk(model, frames[start : start + size], state, cfg)
+            assert state is not None and state.frames_done == frames.shape[0]
+            hyp = beam_hypothesis(model, state, cfg)
+            assert (hyp.tokens, hyp.frames) == (offline[b].tokens, offline[b].frames)
+            assert hyp.score == pytest.approx(offline[b].score, abs=1e-4)
+
+
+def test_beam_search_with_several_symbols_per_frame_returns_valid_hypotheses(encoded) -> None:
+    model = tiny_model(seed=4)
+    with torch.no_grad():
+        model.joiner.out.bias[0] -= 4.0  # blank less likely: frames carry several tokens
+    feats, lens = encoded
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+    one = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=1))
+    three = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=3))
+    for h1, h3, n in zip(one, three, enc_lens.tolist()):
+        assert len(h3.tokens) <= 3 * n and 0 not in h3.tokens
+        assert all(h3.frames.count(f) <= 3 for f in set(h3.frames))
+        assert list(h3.frames) == sorted(h3.frames)
+    assert sum(len(h.tokens) for h in three) > sum(len(h.tokens) for h in one)
+
+
+def test_a_dominant_lm_steers_the_search_to_its_sentence(encoded) -> None:
+    from fairstream.lm import NgramLM
+
+    model = tiny_model(seed=6)
+    feats, lens = encoded
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+    sentence = [3, 1, 4, 1, 5, 9, 2, 6]
+    lm = NgramLM.fit([sentence] * 20, vocab_size=model.vocab_size, order=4)
+    plain = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4))
+    fused = beam_search(model, enc, enc_lens,
+                        BeamSearchConfig(beam=4, lm=lm, lm_weight=20.0, token_bonus=20.0))
+    assert plain[0].tokens != tuple(sentence)
+    assert fused[0].tokens == tuple(sentence)  # 90 frames: room for all of it
+    for h in fused:  # shorter utterances still follow the LM's sentence
+        assert h.tokens == tuple(sentence[: len(h.tokens)])
+
+
+def test_bad_beam_settings_raise() -> None:
+    model = tiny_model()
+    enc, enc_lens = torch.randn(1, 3, 48), torch.tensor([3])
+    with pytest.raises(InputDataError, match="max_symbols_per_frame must be >= 1"):
+        beam_search(model, enc, enc_lens, BeamSearchConfig(max_symbols_per_frame=0))
+    with pytest.raises(InputDataError, match="without an LM"):
+        beam_search(model, enc, enc_lens, BeamSearchConfig(lm_weight=0.5))
+    with pytest.raises(InputDataError, match=r"LM vocabulary \(9\) does not match the model's \(16\)"):
+        beam_search(model, enc, enc_lens, BeamSearchConfig(lm=_lm_for(9), lm_weight=0.5))

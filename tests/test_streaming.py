@@ -142,3 +142,30 @@ def test_mismatched_vocabulary_and_bad_chunk_raise(tokenizer: Tokenizer, cmvn: C
         StreamingRecognizer(make_model(40), tokenizer, cmvn)
     with pytest.raises(InputDataError, match="multiple of the 10.0 ms"):
         StreamingRecognizer(make_model(tokenizer.vocab_size), tokenizer, cmvn, chunk_ms=25)
+
+
+@pytest.mark.parametrize(("kind", "chunk_ms", "chunk_samples"),
+                         [("stateless", 10, 160), ("lstm", 70, 77), ("stateless", 160, 1013)])
+def test_stream_with_beam_search_and_lm_equals_offline_beam_search(
+    kind: str, chunk_ms: int, chunk_samples: int, tokenizer: Tokenizer, cmvn: Cmvn
+) -> None:
+    from fairstream.decoding.beam import BeamSearchConfig, beam_search
+    from fairstream.lm import NgramLM
+
+    model = make_model(tokenizer.vocab_size, kind)
+    rng = np.random.default_rng(1)
+    lm = NgramLM.fit([list(rng.integers(1, tokenizer.vocab_size, 6)) for _ in range(30)],
+                     vocab_size=tokenizer.vocab_size, order=3)
+    search = BeamSearchConfig(beam=3, max_symbols_per_frame=2, lm=lm, lm_weight=0.3,
+                              token_bonus=3.0)
+    audio = synthetic_audio(1.37, seed=11)
+    feats = torch.from_numpy(cmvn.apply(compute_fbank(audio))).unsqueeze(0)
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, torch.tensor([feats.shape[1]]))
+    expected = beam_search(model, enc, enc_lens, search)[0]
+    assert len(expected.tokens) > 3
+    rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms, search=search)
+    partials, final = run_stream(rec, audio, chunk_samples)
+    assert final.is_final and final.tokens == expected.tokens
+    assert final.timestamps == expected.timestamps
+    assert partials and all(not p.is_final for p in partials)

@@ -76,6 +76,9 @@ spec_augment: null
         ("model:\n  encoder:\n    kwargs: {no_such_option: 1}\n", [], r"no_such_option"),
         ("- a\n- b\n", [], r"mapping at the top level"),
         ("optim: [1\n", [], r"not valid YAML"),
+        ("", ["decode.lm_order=1"], r"decode\.lm_order must be 0 \(no LM\) or >= 2, got 1"),
+        ("", ["decode.beam=0"], r"decode\.beam and decode\.max_symbols_per_frame must be >= 1"),
+        ("decode:\n  method: viterbi\n", [], r"decode\.method: 'viterbi' is not one of"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, overrides, match):
@@ -106,3 +109,5 @@ def test_overrides_do_not_mutate_their_input():
 def test_shipped_recipes_load(recipe):
     cfg = load_config(recipe)
     assert cfg.schedule.budget_minutes is None or cfg.schedule.budget_minutes > 0
+    if recipe.name == "lstm_transducer.yaml":  # the demo recipe decodes with beam search + LM
+        assert cfg.decode.method == "beam" and cfg.decode.lm_order == 6

@@ -27,8 +27,16 @@ __all__ = ["decode"]
               show_default=True,
               help="greedy or beam: transducer search; ctc: best path of the model's auxiliary "
                    "CTC head (a diagnostic: how far the encoder alone gets; offline only).")
-@click.option("--beam", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--beam", type=click.IntRange(min=1), default=8, show_default=True,
               help="Beam width of --method beam.")
+@click.option("--max-symbols", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Tokens a hypothesis may emit per encoder frame (--method beam).")
+@click.option("--lm", "lm_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Token n-gram LM (from `fairstream lm`) fused into --method beam.")
+@click.option("--lm-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Weight of the LM log-probability (with --lm).")
+@click.option("--token-bonus", type=float, default=None,
+              help="Score added per emitted token  [default: 1.5 with --lm, else 0]")
 @click.option("--streaming", is_flag=True,
               help="Feed the audio chunk by chunk through the streaming recognizer.")
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
@@ -44,7 +52,8 @@ __all__ = ["decode"]
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads (default: one per core).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | None,
-           speakers: Path | None, out: Path, method: str, beam: int, streaming: bool,
+           speakers: Path | None, out: Path, method: str, beam: int, max_symbols: int,
+           lm_path: Path | None, lm_weight: float, token_bonus: float | None, streaming: bool,
            chunk_ms: int, max_duration: float, group_by: tuple[str, ...], trn_dir: Path | None,
            on_error: str, threads: int | None, no_progress: bool) -> None:
     """Decode utterances and write the results table (ids, ref, hyp, error counts, duration,
@@ -55,6 +64,9 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --out results.parquet
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --streaming \\
           --chunk-ms 160 --out results_stream.parquet --trn-dir sclite/
+      fairstream lm --checkpoint exp/lstm/averaged.pt --corpus data/demo --out exp/lstm/lm.json
+      fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --streaming \\
+          --method beam --beam 8 --lm exp/lstm/lm.json --out results_lm.parquet
     """
     import pandas as pd
     from lhotse import CutSet
@@ -69,12 +81,25 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
 
     if (corpus is None) == (cuts_path is None):
         raise click.UsageError("give exactly one of --corpus or --cuts")
+    if lm_path is not None and method != "beam":
+        raise click.UsageError("--lm needs --method beam")
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     try:
         loaded = load_transducer(checkpoint)
+        search = None
+        if method == "beam":
+            from fairstream.decoding.beam import BeamSearchConfig
+            from fairstream.lm import NgramLM
+
+            lm_model = NgramLM.load(lm_path) if lm_path is not None else None
+            if token_bonus is None:
+                token_bonus = 1.5 if lm_model is not None else 0.0
+            search = BeamSearchConfig(beam=beam, max_symbols_per_frame=max_symbols, lm=lm_model,
+                                      lm_weight=lm_weight if lm_model is not None else 0.0,
+                                      token_bonus=token_bonus)
         spk_table = None
         if cuts_path is not None:
             cuts = CutSet.from_file(cuts_path)
@@ -90,12 +115,15 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
             spk_table = pd.read_csv(speakers, dtype={"zip": str, "speaker_id": str})
         df = decode_cuts(
             loaded.model, loaded.tokenizer, loaded.cmvn, cuts, method=method,  # type: ignore[arg-type]
-            beam=beam, streaming=streaming, chunk_ms=chunk_ms, max_duration=max_duration,
+            beam=beam, search=search, streaming=streaming, chunk_ms=chunk_ms, max_duration=max_duration,
             speakers=spk_table, split=split_name, on_error=on_error,  # type: ignore[arg-type]
             progress=not no_progress,
         )
         skipped = list(df.attrs.get("skipped", []))
         decoding = {"checkpoint": str(checkpoint), "method": method, "beam": beam,
+                    "max_symbols": max_symbols, "lm": str(lm_path) if lm_path else None,
+                    "lm_weight": search.lm_weight if search else None,
+                    "token_bonus": search.token_bonus if search else None,
                     "streaming": streaming, "chunk_ms": chunk_ms,
                     "corpus": str(corpus) if corpus else None, "split": split_name,
                     "cuts": str(cuts_path) if cuts_path else None,

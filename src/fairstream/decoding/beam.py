@@ -1,103 +1,293 @@
-"""Modified beam search for transducers (at most one symbol per encoder frame).
+"""Frame-synchronous transducer beam search, offline or chunk by chunk, with optional
+shallow fusion of a token n-gram LM.
 
-At every frame each of the ``beam`` hypotheses is extended by blank or by one token; the
-``beam`` best extensions survive, and extensions with the same token sequence are merged
-(their probabilities added). With ``beam=1`` this is greedy search with one symbol per frame.
+At every encoder frame each live hypothesis may emit up to ``max_symbols_per_frame``
+tokens before a blank moves it to the next frame (as in greedy search; a hypothesis that
+reaches the limit moves on without paying for the blank). Within a frame the search runs in
+rounds: in round ``r`` every hypothesis that has emitted ``r`` tokens at this frame is
+extended by blank (it is done with the frame) and by its best tokens, of which the ``beam``
+best survive to round ``r + 1``. Hypotheses done with the frame that carry the same token
+sequence are merged (probabilities added) and the ``beam`` best go on to the next frame.
+With ``max_symbols_per_frame=1`` this is the modified beam search of Kang et al. (2022);
+with ``beam=1`` and one symbol per frame it equals greedy search with one symbol per frame
+(tested).
 
-Dimension letters: B batch, T' encoder frames, D encoder dims, K live hypotheses, V vocabulary.
+Shallow fusion adds ``lm_weight * log P_LM(token | history)`` and ``token_bonus`` for every
+emitted token, and ``lm_weight * log P_LM(</s> | history)`` when the utterance ends.
+
+:func:`beam_search_chunk` continues a search from an explicit :class:`BeamState`, so a
+streaming decoder reaches exactly the offline result (the offline function runs the same
+loop over all frames at once).
+
+Dimension letters: B batch, T' encoder frames, D encoder dims, J joiner dims, K live
+hypotheses, V vocabulary.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from fairstream.decoding.hypothesis import Hypothesis, frame_seconds
 from fairstream.errors import InputDataError
+from fairstream.lm.ngram import NgramLM
+from fairstream.models.state import PredictorState, cat_states
 from fairstream.models.transducer import Transducer
 
-__all__ = ["modified_beam_search"]
+__all__ = [
+    "BeamSearchConfig",
+    "BeamState",
+    "beam_hypothesis",
+    "beam_search",
+    "beam_search_chunk",
+]
+
+
+@dataclass(frozen=True)
+class BeamSearchConfig:
+    """Settings of :func:`beam_search`.
+
+    Attributes:
+        beam: Hypotheses kept per frame (and per round within a frame).
+        max_symbols_per_frame: Tokens a hypothesis may emit at one encoder frame.
+        lm: Token n-gram LM for shallow fusion (over the model's vocabulary), or ``None``.
+        lm_weight: Weight of the LM log-probability (0 disables fusion).
+        token_bonus: Score added per emitted token; offsets the LM's preference for short
+            outputs (deletions).
+    """
+
+    beam: int = 4
+    max_symbols_per_frame: int = 3
+    lm: NgramLM | None = None
+    lm_weight: float = 0.0
+    token_bonus: float = 0.0
+
+    def check(self, vocab_size: int) -> None:
+        """Raise :class:`InputDataError` on a bad setting or an LM of another vocabulary."""
+        if self.beam < 1:
+            raise InputDataError(f"beam must be >= 1, got {self.beam}")
+        if self.max_symbols_per_frame < 1:
+            raise InputDataError(
+                f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
+            )
+        if self.lm_weight < 0:
+            raise InputDataError(f"lm_weight must be >= 0, got {self.lm_weight}")
+        if self.lm_weight > 0 and self.lm is None:
+            raise InputDataError(f"lm_weight {self.lm_weight} given without an LM")
+        if self.lm is not None and self.lm.vocab_size != vocab_size:
+            raise InputDataError(
+                f"LM vocabulary ({self.lm.vocab_size}) does not match the model's ({vocab_size})"
+            )
+
+    @property
+    def fused(self) -> bool:
+        return self.lm is not None and self.lm_weight > 0
+
+
+@dataclass(frozen=True)
+class BeamState:
+    """Live hypotheses of one stream's beam search, best first.
+
+    Attributes:
+        predictor_state: Predictor state after each hypothesis' last token (batch ``K``).
+        predictor_proj: ``(K, J)`` predictor output after the last token, projected by the
+            joiner (a cache).
+        tokens: Token sequence of each hypothesis.
+        frames: Encoder frame of each token.
+        lm_contexts: LM context after each hypothesis' tokens (empty tuples without an LM).
+        scores: ``(K,)`` float64 search scores (transducer log-probability plus fusion terms).
+        frames_done: Encoder frames consumed.
+    """
+
+    predictor_state: PredictorState
+    predictor_proj: Tensor
+    tokens: tuple[tuple[int, ...], ...]
+    frames: tuple[tuple[int, ...], ...]
+    lm_contexts: tuple[tuple[int, ...], ...]
+    scores: Tensor
+    frames_done: int
+
+
+def init_beam_state(model: Transducer, config: BeamSearchConfig,
+                    device: torch.device | None = None) -> BeamState:
+    """One empty hypothesis: the predictor has seen the blank start symbol only."""
+    start = torch.full((1,), model.blank_id, dtype=torch.long, device=device)
+    out, pstate = model.predict_step(start, model.predictor.init_state(1, device=device))
+    ctx = config.lm.initial_context() if config.lm is not None else ()
+    return BeamState(
+        predictor_state=pstate,
+        predictor_proj=model.joiner.project_predictor(out),
+        tokens=((),),
+        frames=((),),
+        lm_contexts=(ctx,),
+        scores=torch.zeros(1, dtype=torch.float64, device=device),
+        frames_done=0,
+    )
 
 
 @torch.no_grad()
-def modified_beam_search(
+def beam_search_chunk(
+    model: Transducer,
+    encoder_out: Tensor,
+    state: BeamState | None = None,
+    config: BeamSearchConfig | None = None,
+) -> BeamState:
+    """Continue one stream's beam search over its next encoder frames.
+
+    Args:
+        model: The transducer (eval mode).
+        encoder_out: ``(T', D)`` next encoder frames of one stream (``T'`` may be 0).
+        state: From the previous call; ``None`` starts a new search.
+        config: Search settings (the same for every chunk of a stream).
+
+    Returns:
+        The new state.
+    """
+    config = config or BeamSearchConfig()
+    config.check(model.vocab_size)
+    if encoder_out.dim() != 2:
+        raise InputDataError(f"beam_search_chunk takes (T', D) frames of one stream, got "
+                             f"shape {tuple(encoder_out.shape)}")
+    if state is None:
+        state = init_beam_state(model, config, device=encoder_out.device)
+    enc_proj = model.joiner.project_encoder(encoder_out)  # (T', J)
+    for t in range(enc_proj.shape[0]):
+        state = _step_frame(model, enc_proj[t], state, config)
+    return state
+
+
+def _lm_scores(config: BeamSearchConfig, contexts: tuple[tuple[int, ...], ...],
+               vocab: int, device: torch.device) -> Tensor | None:
+    if not config.fused:
+        return None
+    assert config.lm is not None
+    rows = np.stack([config.lm.log_probs(c)[:vocab] for c in contexts])
+    return torch.from_numpy(rows).to(device) * config.lm_weight
+
+
+def _step_frame(model: Transducer, enc_t: Tensor, state: BeamState,
+                config: BeamSearchConfig) -> BeamState:
+    blank = model.blank_id
+    vocab = model.vocab_size
+    t = state.frames_done
+    device = enc_t.device
+    # hypotheses of the current round
+    pstate, pproj = state.predictor_state, state.predictor_proj
+    tokens, frames, ctxs, scores = state.tokens, state.frames, state.lm_contexts, state.scores
+    # hypotheses done with this frame: key -> [score, round, row, frames, lm context]
+    done: dict[tuple[int, ...], list] = {}
+    round_states: list[PredictorState] = []
+    round_projs: list[Tensor] = []
+    limit = config.max_symbols_per_frame
+    for r in range(limit + 1):
+        round_states.append(pstate)
+        round_projs.append(pproj)
+        if r == limit:  # symbol limit reached: move on without the blank
+            moved = scores
+        else:
+            logp = model.joiner.joint(enc_t.unsqueeze(0), pproj).log_softmax(dim=-1).double()
+            moved = scores + logp[:, blank]
+        for i, s in enumerate(moved.tolist()):
+            entry = done.get(tokens[i])
+            if entry is None:
+                done[tokens[i]] = [s, r, i, frames[i], ctxs[i]]
+            else:
+                if s > entry[0]:  # keep the frames of the better path
+                    entry[1:] = [r, i, frames[i], ctxs[i]]
+                entry[0] = float(np.logaddexp(entry[0], s))
+        if r == limit:
+            break
+        ext = scores.unsqueeze(1) + logp + config.token_bonus
+        fused = _lm_scores(config, ctxs, vocab, device)
+        if fused is not None:
+            ext = ext + fused
+        ext[:, blank] = -torch.inf
+        top_scores, top_idx = ext.flatten().topk(min(config.beam, ext.numel()))
+        keep = torch.isfinite(top_scores)
+        if not bool(keep.any()):
+            break
+        top_scores, top_idx = top_scores[keep], top_idx[keep]
+        src = torch.div(top_idx, vocab, rounding_mode="floor")
+        tok = top_idx % vocab
+        out, pstate = model.predict_step(tok, pstate.select(src))
+        pproj = model.joiner.project_predictor(out)
+        src_l, tok_l = src.tolist(), tok.tolist()
+        tokens = tuple(tokens[s] + (k,) for s, k in zip(src_l, tok_l))
+        frames = tuple(frames[s] + (t,) for s in src_l)
+        if config.lm is not None:
+            ctxs = tuple(config.lm.advance(ctxs[s], k) for s, k in zip(src_l, tok_l))
+        else:
+            ctxs = tuple(() for _ in src_l)
+        scores = top_scores
+    best = sorted(done.items(), key=lambda kv: -kv[1][0])[: config.beam]
+    # gather the predictor state of each survivor from the round it finished in
+    offsets = np.cumsum([0] + [len(p) for p in round_projs])
+    rows = torch.tensor([int(offsets[e[1]]) + e[2] for _, e in best], dtype=torch.long,
+                        device=device)
+    all_states = cat_states(round_states)
+    return BeamState(
+        predictor_state=all_states.select(rows),
+        predictor_proj=torch.cat(round_projs).index_select(0, rows),
+        tokens=tuple(k for k, _ in best),
+        frames=tuple(e[3] for _, e in best),
+        lm_contexts=tuple(e[4] for _, e in best),
+        scores=torch.tensor([e[0] for _, e in best], dtype=torch.float64, device=device),
+        frames_done=t + 1,
+    )
+
+
+def beam_hypothesis(model: Transducer, state: BeamState, config: BeamSearchConfig | None = None,
+                    *, final: bool = True, frame_shift: float = 0.01) -> Hypothesis:
+    """The best hypothesis of a state.
+
+    With ``final`` and an LM, each hypothesis first gets ``lm_weight * log P(</s> | tokens)``
+    (the utterance has ended); partial results rank by the running score.
+    """
+    config = config or BeamSearchConfig()
+    scores = state.scores.clone()
+    if final and config.fused:
+        assert config.lm is not None
+        eos = torch.tensor([config.lm.log_probs(c)[config.lm.eos_id] for c in state.lm_contexts],
+                           dtype=torch.float64, device=scores.device)
+        scores += config.lm_weight * eos
+    best = int(scores.argmax())
+    return Hypothesis.from_frames(
+        state.tokens[best], state.frames[best], float(scores[best]),
+        seconds_per_frame=frame_seconds(model.subsampling, frame_shift),
+    )
+
+
+@torch.no_grad()
+def beam_search(
     model: Transducer,
     encoder_out: Tensor,
     encoder_lens: Tensor,
+    config: BeamSearchConfig | None = None,
     *,
-    beam: int = 4,
     frame_shift: float = 0.01,
 ) -> list[Hypothesis]:
-    """Modified beam search, one utterance at a time with the hypotheses batched.
+    """Beam search over whole utterances, one utterance at a time with its hypotheses batched.
 
     Args:
         model: The transducer (eval mode).
         encoder_out: ``(B, T', D)`` from ``model.encode``.
         encoder_lens: ``(B,)``.
-        beam: Hypotheses kept per frame (>= 1).
+        config: Beam width, symbol limit and LM fusion (defaults: beam 4, 3 symbols per frame,
+            no LM).
         frame_shift: Feature frame shift in seconds (for timestamps).
 
     Returns:
-        The best :class:`Hypothesis` (highest score) per utterance.
+        The best :class:`Hypothesis` per utterance; its score is the search score
+        (log-probability summed over merged paths, plus the fusion terms if any).
     """
-    if beam < 1:
-        raise InputDataError(f"beam must be >= 1, got {beam}")
-    spf = frame_seconds(model.subsampling, frame_shift)
+    config = config or BeamSearchConfig()
+    config.check(model.vocab_size)
     results = []
     for b in range(encoder_out.shape[0]):
         n = int(encoder_lens[b])
-        results.append(_search_one(model, encoder_out[b, :n], beam, spf))
+        state = beam_search_chunk(model, encoder_out[b, :n], None, config)
+        results.append(beam_hypothesis(model, state, config, frame_shift=frame_shift))
     return results
-
-
-def _search_one(model: Transducer, enc: Tensor, beam: int, seconds_per_frame: float) -> Hypothesis:
-    blank = model.blank_id
-    device = enc.device
-    enc_proj = model.joiner.project_encoder(enc)  # (T', J)
-    start = torch.full((1,), blank, dtype=torch.long, device=device)
-    out, pstate = model.predict_step(start, model.predictor.init_state(1, device=device))
-    pproj = model.joiner.project_predictor(out)  # (K, J)
-    tokens: list[tuple[int, ...]] = [()]
-    frames: list[tuple[int, ...]] = [()]
-    scores = torch.zeros(1, dtype=torch.float64, device=device)
-    vocab = model.vocab_size
-    for t in range(enc_proj.shape[0]):
-        logp = model.joiner.joint(enc_proj[t].unsqueeze(0), pproj).log_softmax(dim=-1)  # (K, V)
-        total = scores.unsqueeze(1) + logp.double()
-        top_scores, top_idx = total.flatten().topk(min(beam, total.numel()))
-        merged: dict[tuple[int, ...], int] = {}
-        new_src: list[int] = []
-        new_tok: list[int] = []
-        new_tokens: list[tuple[int, ...]] = []
-        new_frames: list[tuple[int, ...]] = []
-        new_scores: list[Tensor] = []
-        for score, idx in zip(top_scores, top_idx.tolist()):
-            src, tok = divmod(idx, vocab)
-            key = tokens[src] if tok == blank else tokens[src] + (tok,)
-            if key in merged:
-                j = merged[key]
-                new_scores[j] = torch.logaddexp(new_scores[j], score)
-                continue
-            merged[key] = len(new_tokens)
-            new_src.append(src)
-            new_tok.append(tok)
-            new_tokens.append(key)
-            new_frames.append(frames[src] if tok == blank else frames[src] + (t,))
-            new_scores.append(score)
-        src_t = torch.tensor(new_src, dtype=torch.long, device=device)
-        tok_t = torch.tensor(new_tok, dtype=torch.long, device=device)
-        emit = tok_t != blank
-        kept_state = pstate.select(src_t)
-        kept_proj = pproj.index_select(0, src_t)
-        if bool(emit.any()):
-            out, stepped = model.predict_step(torch.where(emit, tok_t, blank), kept_state)
-            pstate = stepped.where(emit, kept_state)  # type: ignore[arg-type]
-            pproj = torch.where(emit.unsqueeze(1), model.joiner.project_predictor(out), kept_proj)
-        else:
-            pstate, pproj = kept_state, kept_proj
-        tokens, frames = new_tokens, new_frames
-        scores = torch.stack(new_scores)
-    best = int(scores.argmax())
-    return Hypothesis.from_frames(
-        tokens[best], frames[best], float(scores[best]), seconds_per_frame=seconds_per_frame
-    )

@@ -1,10 +1,11 @@
 """Streaming recognition: audio chunks in, partial transcripts out.
 
 :class:`StreamingRecognizer` chains the online fbank extractor, CMVN, the encoder's
-``stream`` and a chunked greedy search with explicit state. Its final result equals offline
-greedy search on the same audio (``compute_fbank`` -> CMVN -> ``model.encode`` ->
-:func:`~fairstream.decoding.greedy.greedy_search`): the features are identical for any
-chunking, the causal encoder streams exactly, and the greedy loop is the same code.
+``stream`` and a chunked search with explicit state: greedy, or beam search with optional LM
+fusion. Its final result equals the offline search on the same audio (``compute_fbank`` ->
+CMVN -> ``model.encode`` -> :func:`~fairstream.decoding.greedy.greedy_search` or
+:func:`~fairstream.decoding.beam.beam_search`): the features are identical for any chunking,
+the causal encoder streams exactly, and the search loops are the same code.
 
 Latency: a model chunk of ``chunk_ms`` is processed as soon as its last feature frame is
 complete; the LSTM encoder uses no lookahead, so the algorithmic latency is ``chunk_ms``
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from fairstream.decoding.beam import BeamSearchConfig, BeamState, beam_hypothesis, beam_search_chunk
 from fairstream.decoding.greedy import GreedyState, greedy_hypotheses, greedy_search_chunk
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig, OnlineFbankExtractor
@@ -67,6 +69,8 @@ class StreamingRecognizer:
         chunk_ms: Model chunk in milliseconds (a multiple of the feature frame shift).
         max_symbols_per_frame: Greedy symbol limit per encoder frame.
         fbank_config: Feature settings (defaults to the training defaults).
+        search: Beam search settings (width, symbol limit, LM fusion); ``None`` decodes
+            greedily. Partial results show the best hypothesis so far.
 
     Raises:
         InputDataError: on a vocabulary or feature-dimension mismatch or a bad chunk size.
@@ -81,8 +85,12 @@ class StreamingRecognizer:
         chunk_ms: int = 160,
         max_symbols_per_frame: int = 3,
         fbank_config: FbankConfig | None = None,
+        search: BeamSearchConfig | None = None,
     ) -> None:
         self.fbank_config = fbank_config or FbankConfig()
+        if search is not None:
+            search.check(model.vocab_size)
+        self.search = search
         shift_ms = self.fbank_config.frame_shift_ms
         if chunk_ms <= 0 or abs(chunk_ms / shift_ms - round(chunk_ms / shift_ms)) > 1e-6:
             raise InputDataError(
@@ -111,7 +119,7 @@ class StreamingRecognizer:
         self._extractor.reset()
         self._pending = np.zeros((0, self.fbank_config.num_mel_bins), dtype=np.float32)
         self._encoder_state: Any = None
-        self._decoder_state: GreedyState | None = None
+        self._decoder_state: GreedyState | BeamState | None = None
         self._frames_fed = 0
         self._finished = False
 
@@ -173,13 +181,19 @@ class StreamingRecognizer:
         x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device).unsqueeze(0)
         x_lens = torch.tensor([x.shape[1]], dtype=torch.long, device=self.device)
         y, y_lens, self._encoder_state = self.model.stream(x, x_lens, self._encoder_state)
-        self._decoder_state = greedy_search_chunk(
-            self.model,
-            y,
-            y_lens,
-            self._decoder_state,
-            max_symbols_per_frame=self.max_symbols_per_frame,
-        )
+        if self.search is not None:
+            self._decoder_state = beam_search_chunk(
+                self.model, y[0, : int(y_lens[0])], self._decoder_state,  # type: ignore[arg-type]
+                self.search,
+            )
+        else:
+            self._decoder_state = greedy_search_chunk(
+                self.model,
+                y,
+                y_lens,
+                self._decoder_state,  # type: ignore[arg-type]
+                max_symbols_per_frame=self.max_symbols_per_frame,
+            )
         self._frames_fed += x.shape[1]
 
     def _result(self, *, is_final: bool) -> PartialResult:
@@ -187,9 +201,12 @@ class StreamingRecognizer:
             tokens: tuple[int, ...] = ()
             timestamps: tuple[float, ...] = ()
         else:
-            hyp = greedy_hypotheses(
-                self.model, self._decoder_state, frame_shift=self.fbank_config.frame_shift
-            )[0]
+            shift = self.fbank_config.frame_shift
+            if isinstance(self._decoder_state, BeamState):
+                hyp = beam_hypothesis(self.model, self._decoder_state, self.search,
+                                      final=is_final, frame_shift=shift)
+            else:
+                hyp = greedy_hypotheses(self.model, self._decoder_state, frame_shift=shift)[0]
             tokens, timestamps = hyp.tokens, hyp.timestamps
         return PartialResult(
             text=self.tokenizer.decode(list(tokens)),

@@ -20,6 +20,7 @@ __all__ = [
     "LSTMPredictorState",
     "PredictorState",
     "StatelessPredictorState",
+    "cat_states",
 ]
 
 
@@ -98,3 +99,16 @@ class LSTMPredictorState:
 
 
 PredictorState = StatelessPredictorState | LSTMPredictorState
+
+
+def cat_states(states: list[PredictorState]) -> PredictorState:
+    """Concatenate predictor states of one kind along the batch."""
+    first = states[0]
+    if isinstance(first, StatelessPredictorState):
+        return StatelessPredictorState(
+            context=torch.cat([s.context for s in states], dim=0)  # type: ignore[union-attr]
+        )
+    return LSTMPredictorState(
+        h=torch.cat([s.h for s in states], dim=1),  # type: ignore[union-attr]
+        c=torch.cat([s.c for s in states], dim=1),  # type: ignore[union-attr]
+    )

@@ -178,6 +178,7 @@ def decode_cuts(
     *,
     method: Literal["greedy", "beam", "ctc"] = "greedy",
     beam: int = 4,
+    search: Any = None,
     streaming: bool = False,
     chunk_ms: int = 160,
     max_duration: float = 120.0,
@@ -193,11 +194,13 @@ def decode_cuts(
         tokenizer: its tokenizer.
         cmvn: feature normalization used in training.
         cuts: a Lhotse ``CutSet``, one supervision with text per cut.
-        method: ``greedy``, ``beam`` (modified beam search of width ``beam``) or ``ctc``
-            (best path of the auxiliary CTC head, a diagnostic; offline only).
-        beam: beam width.
+        method: ``greedy``, ``beam`` (beam search, see ``search``) or ``ctc`` (best path
+            of the auxiliary CTC head, a diagnostic; offline only).
+        beam: beam width when ``search`` is not given.
+        search: a :class:`~fairstream.decoding.beam.BeamSearchConfig` (beam width, symbols
+            per frame, LM fusion) for ``method="beam"``; default: width ``beam``, no LM.
         streaming: feed the audio chunk by chunk through
-            :class:`~fairstream.decoding.streaming.StreamingRecognizer` (greedy only).
+            :class:`~fairstream.decoding.streaming.StreamingRecognizer` (greedy or beam).
         chunk_ms: streaming chunk size.
         max_duration: seconds of audio per offline batch.
         speakers: ``speakers.csv`` table; its columns are joined on ``speaker_id``.
@@ -211,16 +214,21 @@ def decode_cuts(
         skipped cuts (empty unless ``on_error="skip"``).
 
     Raises:
-        InputDataError: beam search with ``streaming``; an unknown method.
+        InputDataError: CTC decoding with ``streaming``; an unknown method; bad search settings.
         CorpusError: a cut without exactly one transcribed supervision (named).
     """
-    from fairstream.decoding.beam import modified_beam_search
+    from fairstream.decoding.beam import BeamSearchConfig, beam_search
     from fairstream.decoding.ctc import ctc_greedy_search
     from fairstream.decoding.greedy import greedy_search
     if method not in ("greedy", "beam", "ctc"):
         raise InputDataError(f"unknown decoding method {method!r}; use greedy, beam or ctc")
-    if streaming and method != "greedy":
-        raise InputDataError(f"streaming decoding uses greedy search; drop --method {method}")
+    if streaming and method == "ctc":
+        raise InputDataError("the CTC head is decoded offline only; drop --streaming")
+    if method == "beam":
+        search = search if search is not None else BeamSearchConfig(beam=beam)
+        search.check(model.vocab_size)
+    else:
+        search = None
     skipped: list[tuple[str, str]] = []
     cut_list = []
     for c in sorted(cuts, key=lambda c: c.id):
@@ -243,7 +251,7 @@ def decode_cuts(
         from fairstream.decoding.streaming import StreamingRecognizer
         from fairstream.features.fbank import resample
 
-        rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms)
+        rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms, search=search)
         step = int(rec.fbank_config.sample_rate * chunk_ms / 1000)
         for cut in cut_list:
             bar.update(1)
@@ -271,7 +279,7 @@ def decode_cuts(
             elif method == "ctc":
                 found = ctc_greedy_search(model, enc, enc_lens)
             else:
-                found = modified_beam_search(model, enc, enc_lens, beam=beam)
+                found = beam_search(model, enc, enc_lens, search)
             for cid, h in zip(batch.cut_ids, found):
                 hyps[cid] = (tokenizer.decode(list(h.tokens)), tuple(h.timestamps))
             bar.update(len(batch.cut_ids))
