@@ -16,7 +16,13 @@ Without ``--checkpoint`` the default model configuration is built with random we
 far more than a trained model, so the blank logit's bias is shifted until greedy search
 emits ``--tokens-per-frame`` tokens per encoder frame (0.5 = 12.5 tokens/s, a character
 model on fast speech); the uncalibrated worst case (3 tokens per frame) is reported too.
-With ``--checkpoint`` the trained model, its tokenizer and CMVN are used as they are.
+With ``--checkpoint`` the trained model, its tokenizer and CMVN are used as they are, and
+``--corpus DIR`` replaces the synthetic signal by real speech: the corpus's test utterances
+played back to back (``--seconds`` of them) as one stream.
+
+``--beam K`` (optionally with ``--lm lm.json``) also times the recognizer with beam search
+(and shallow fusion) on the same audio, next to greedy search: the cost of the recipe's
+decoding.
 
 Wall-clock time on a shared machine includes waiting for the CPU, so the CPU time of the
 process (one thread) is reported next to it; both are in the JSON.
@@ -24,6 +30,7 @@ process (one thread) is reported next to it; both are in the JSON.
 Usage::
 
     .venv/bin/python benchmarks/streaming.py [--seconds 30] [--chunk-ms 160] [--checkpoint CK]
+        [--corpus DIR] [--beam 8 --lm lm.json --lm-weight 0.5 --token-bonus 1.5]
 
 Writes ``benchmarks/results/streaming.json`` (atomically) and prints a table.
 """
@@ -73,6 +80,20 @@ def synthetic_speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * voiced * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
+def corpus_speech(corpus: Path, seconds: float) -> list[np.ndarray]:
+    """The corpus's first test utterances (in id order) adding up to about ``seconds``."""
+    from fairstream.data.corpus import load_corpus
+
+    pieces, total = [], 0
+    for cut in sorted(load_corpus(corpus).cuts("test"), key=lambda c: c.id):
+        audio = cut.load_audio()[0].astype(np.float32)
+        pieces.append(audio)
+        total += audio.size
+        if total >= seconds * SR:
+            break
+    return pieces
+
+
 def _tokens_per_frame(model: Any, feats: np.ndarray) -> float:
     x = torch.from_numpy(feats).unsqueeze(0)
     with torch.no_grad():
@@ -118,6 +139,12 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="with --checkpoint: stream this corpus's test utterances")
+    parser.add_argument("--beam", type=int, default=None, help="also time beam search")
+    parser.add_argument("--lm", type=Path, default=None, help="token n-gram LM for --beam")
+    parser.add_argument("--lm-weight", type=float, default=0.5)
+    parser.add_argument("--token-bonus", type=float, default=1.5)
     parser.add_argument(
         "--tokens-per-frame",
         type=float,
@@ -127,7 +154,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    audio = synthetic_speechlike(args.seconds)
+    segments = [synthetic_speechlike(args.seconds)]  # each segment is one stream
+    audio_desc = "synthetic"
+    if args.corpus is not None:
+        if args.checkpoint is None:
+            parser.error("--corpus needs --checkpoint")
+        segments = corpus_speech(args.corpus, args.seconds)
+        audio_desc = f"{len(segments)} test utterances (one stream each) of {args.corpus}"
+    audio = np.concatenate(segments)
+    if args.beam is None and args.lm is not None:
+        parser.error("--lm needs --beam")
     if args.checkpoint is not None:
         from fairstream.training.evaluate import load_transducer
 
@@ -148,26 +184,28 @@ def main() -> None:
     rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms)
     step = SR * args.chunk_ms // 1000
 
-    def run_pipeline() -> tuple[list[float], list[float], float, float, int]:
-        rec.reset()
+    def run_pipeline(rec: StreamingRecognizer) -> tuple[list[float], list[float], float, float, int]:
         lat, lat_cpu = [], []
+        n_tokens = 0
         t0, p0 = time.perf_counter(), time.process_time()
-        for start in range(0, audio.size, step):
-            c0, q0 = time.perf_counter(), time.process_time()
-            rec.accept(audio[start : start + step])
-            lat.append(time.perf_counter() - c0)
-            lat_cpu.append(time.process_time() - q0)
-        final = rec.finish()
-        return (lat, lat_cpu, time.perf_counter() - t0, time.process_time() - p0, len(final.tokens))
+        for segment in segments:
+            rec.reset()
+            for start in range(0, segment.size, step):
+                c0, q0 = time.perf_counter(), time.process_time()
+                rec.accept(segment[start : start + step])
+                lat.append(time.perf_counter() - c0)
+                lat_cpu.append(time.process_time() - q0)
+            n_tokens += len(rec.finish().tokens)
+        return (lat, lat_cpu, time.perf_counter() - t0, time.process_time() - p0, n_tokens)
 
-    def measure() -> dict[str, Any]:
-        run_pipeline()  # warm-up
+    def measure(rec: StreamingRecognizer = rec) -> dict[str, Any]:
+        run_pipeline(rec)  # warm-up
         lat_all: list[float] = []
         lat_cpu_all: list[float] = []
         walls, cpus = [], []
         n_tok = 0
         for _ in range(args.runs):
-            lat, lat_cpu, wall, cpu, n_tok = run_pipeline()
+            lat, lat_cpu, wall, cpu, n_tok = run_pipeline(rec)
             lat_all.extend(lat)
             lat_cpu_all.extend(lat_cpu)
             walls.append(wall)
@@ -196,6 +234,22 @@ def main() -> None:
         worst["tokens_per_encoder_frame"] = _tokens_per_frame(model, feats_all)
         blank_offset = calibrate_blank_bias(model, feats_all, args.tokens_per_frame)
     main_run = measure()
+    beam_run = None
+    if args.beam is not None:
+        from fairstream.decoding.beam import BeamSearchConfig
+        from fairstream.lm import NgramLM
+
+        lm = NgramLM.load(args.lm) if args.lm is not None else None
+        search = BeamSearchConfig(beam=args.beam, lm=lm,
+                                  lm_weight=args.lm_weight if lm is not None else 0.0,
+                                  token_bonus=args.token_bonus if lm is not None else 0.0)
+        beam_rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms,
+                                       search=search)
+        beam_run = measure(beam_rec)
+        beam_run["search"] = {"beam": search.beam,
+                              "max_symbols_per_frame": search.max_symbols_per_frame,
+                              "lm": str(args.lm) if args.lm else None,
+                              "lm_weight": search.lm_weight, "token_bonus": search.token_bonus}
 
     # breakdown, each part alone (fastest of --runs passes: the least disturbed by other jobs)
     chunk_frames = rec.chunk_frames
@@ -232,6 +286,7 @@ def main() -> None:
         "config": config,
         "parameters": n_params,
         "threads": 1,
+        "audio": audio_desc,
         "audio_seconds": duration,
         "chunk_ms": args.chunk_ms,
         "runs": args.runs,
@@ -241,6 +296,7 @@ def main() -> None:
         "chunk_latency_ms": main_run["chunk_latency_ms"],
         "chunk_cpu_ms": main_run["chunk_cpu_ms"],
         "worst_case_random_weights": worst,
+        "beam_search": beam_run,
         "breakdown_rtf_cpu": {
             "fbank": t_fbank / duration,
             "encoder_stream": t_enc / duration,
@@ -269,7 +325,7 @@ def main() -> None:
     algo = result["algorithmic_latency_ms"]
     rows = [
         ("model", f"{model_desc}, {n_params / 1e6:.2f} M parameters"),
-        ("audio / chunk", f"{duration:.1f} s synthetic / {args.chunk_ms} ms, 1 thread"),
+        ("audio / chunk", f"{duration:.1f} s {audio_desc} / {args.chunk_ms} ms, 1 thread"),
         ("tokens per encoder frame", f"{result['tokens_per_encoder_frame']:.2f}"),
         ("real-time factor, wall / CPU", f"{result['rtf']:.4f} / {result['rtf_cpu']:.4f}"),
         (
@@ -293,6 +349,14 @@ def main() -> None:
                 f"{worst['rtf']:.4f} / {worst['rtf_cpu']:.4f}",
             )
         )
+    if beam_run is not None:
+        b = beam_run
+        what = f"beam {args.beam}" + (" + LM" if args.lm else "")
+        rows.append((f"{what}: RTF wall / CPU",
+                     f"{b['rtf']:.4f} / {b['rtf_cpu']:.4f} ({b['tokens']} tokens)"))
+        bl = b["chunk_latency_ms"]
+        rows.append((f"{what}: chunk latency wall p50 / p95 / max",
+                     f"{bl['p50']:.2f} / {bl['p95']:.2f} / {bl['max']:.2f} ms"))
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -164,6 +164,18 @@ def test_transcribe_offline_and_streaming_agree(exp, corpus, tmp_path):
     assert len(partials) > 3  # printed as the audio comes in
     assert all(final_text.startswith(p) for p in partials)  # greedy never takes tokens back
     assert "@" in lines[-1]  # token@seconds
+    # beam search with an LM: streaming and offline agree too
+    lm = _invoke(["lm", "--checkpoint", ckpt, "--corpus", corpus, "--order", "3",
+                  "--eval-split", "", "--out", tmp_path / "lm.json"])
+    assert lm.exit_code == 0, lm.output
+    fused = ["--beam", "3", "--lm", tmp_path / "lm.json", "--lm-weight", "0.3"]
+    off_b = _invoke(["transcribe", wav, "--checkpoint", ckpt, *fused])
+    on_b = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--stream", *fused])
+    assert off_b.exit_code == 0 and on_b.exit_code == 0, off_b.output + on_b.output
+    on_final = next(x for x in on_b.output.splitlines() if "final:" in x).split("final: ", 1)[1]
+    assert on_final == off_b.output.splitlines()[0]
+    no_beam = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--lm", tmp_path / "lm.json"])
+    assert no_beam.exit_code != 0 and "--lm needs --beam" in no_beam.output
 
 
 def test_bad_inputs_give_clear_errors(exp, corpus, tmp_path):

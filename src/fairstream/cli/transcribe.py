@@ -21,38 +21,59 @@ __all__ = ["transcribe"]
               help="Streaming chunk size in milliseconds.")
 @click.option("--realtime", is_flag=True, help="With --stream: feed the audio at real-time speed.")
 @click.option("--timestamps", is_flag=True, help="Also print each token's emission time.")
+@click.option("--beam", type=click.IntRange(min=1), default=None,
+              help="Beam search of this width instead of greedy search.")
+@click.option("--lm", "lm_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Token n-gram LM (`fairstream lm`) fused into the beam search (needs --beam).")
+@click.option("--lm-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Weight of the LM log-probability (with --lm).")
+@click.option("--token-bonus", type=float, default=None,
+              help="Score added per emitted token  [default: 1.5 with --lm, else 0]")
 def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realtime: bool,
-               timestamps: bool) -> None:
+               timestamps: bool, beam: int | None, lm_path: Path | None, lm_weight: float,
+               token_bonus: float | None) -> None:
     """Transcribe AUDIO (WAV/FLAC, any sample rate, mono or the first channel).
 
     \b
     With --stream the audio is fed in --chunk-ms chunks to the streaming recognizer and
     every change of the partial transcript is printed as it happens ("… partial"), then the
-    final transcript. Without --stream the whole file is decoded at once (greedy search);
-    for a causal model both give the same final transcript.
+    final transcript. Without --stream the whole file is decoded at once; for a causal model
+    both give the same final transcript. Greedy search unless --beam is given.
 
     \b
-    Example:
+    Examples:
       fairstream transcribe hello.wav --checkpoint exp/lstm/averaged.pt --stream --chunk-ms 160
+      fairstream transcribe hello.wav --checkpoint exp/lstm/averaged.pt --stream \\
+          --beam 8 --lm exp/lstm/lm.json
     """
     import numpy as np
     import soundfile as sf
     import torch
 
+    from fairstream.decoding.beam import BeamSearchConfig, beam_search
     from fairstream.decoding.greedy import greedy_search
     from fairstream.decoding.streaming import StreamingRecognizer
     from fairstream.features.fbank import compute_fbank, resample
+    from fairstream.lm import NgramLM
     from fairstream.training.evaluate import load_transducer
 
+    if lm_path is not None and beam is None:
+        raise click.UsageError("--lm needs --beam")
     try:
         loaded = load_transducer(checkpoint)
+        search = None
+        if beam is not None:
+            lm = NgramLM.load(lm_path) if lm_path is not None else None
+            bonus = token_bonus if token_bonus is not None else (1.5 if lm is not None else 0.0)
+            search = BeamSearchConfig(beam=beam, lm=lm, lm_weight=lm_weight if lm else 0.0,
+                                      token_bonus=bonus)
         try:
             samples, rate = sf.read(str(audio), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as e:
             raise click.ClickException(f"cannot read audio file {audio}: {e}") from e
         samples = samples[:, 0]
         rec = StreamingRecognizer(loaded.model, loaded.tokenizer, loaded.cmvn,
-                                  chunk_ms=chunk_ms)
+                                  chunk_ms=chunk_ms, search=search)
         target = rec.fbank_config.sample_rate
         if rate != target:
             samples = resample(samples, int(rate), target)
@@ -79,8 +100,10 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
             with torch.no_grad():
                 x = torch.from_numpy(feats).unsqueeze(0)
                 enc, enc_lens = loaded.model.encode(x, torch.tensor([x.shape[1]]))
-                hyp = greedy_search(loaded.model, enc, enc_lens,
-                                    frame_shift=rec.fbank_config.frame_shift)[0]
+                shift = rec.fbank_config.frame_shift
+                hyp = (greedy_search(loaded.model, enc, enc_lens, frame_shift=shift)[0]
+                       if search is None else
+                       beam_search(loaded.model, enc, enc_lens, search, frame_shift=shift)[0])
             text, tokens, times = loaded.tokenizer.decode(list(hyp.tokens)), hyp.tokens, hyp.timestamps
             click.echo(text)
     except FairstreamError as e:
