@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fairstream.cli._search import build_search, lm_options
 from fairstream.errors import FairstreamError
 
 __all__ = ["decode"]
@@ -29,14 +30,7 @@ __all__ = ["decode"]
                    "CTC head (a diagnostic: how far the encoder alone gets; offline only).")
 @click.option("--beam", type=click.IntRange(min=1), default=8, show_default=True,
               help="Beam width of --method beam.")
-@click.option("--max-symbols", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Tokens a hypothesis may emit per encoder frame (--method beam).")
-@click.option("--lm", "lm_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Token n-gram LM (from `fairstream lm`) fused into --method beam.")
-@click.option("--lm-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="Weight of the LM log-probability (with --lm).")
-@click.option("--token-bonus", type=float, default=None,
-              help="Score added per emitted token  [default: 1.5 with --lm, else 0]")
+@lm_options
 @click.option("--streaming", is_flag=True,
               help="Feed the audio chunk by chunk through the streaming recognizer.")
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
@@ -89,17 +83,8 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
         torch.set_num_threads(threads)
     try:
         loaded = load_transducer(checkpoint)
-        search = None
-        if method == "beam":
-            from fairstream.decoding.beam import BeamSearchConfig
-            from fairstream.lm import NgramLM
-
-            lm_model = NgramLM.load(lm_path) if lm_path is not None else None
-            if token_bonus is None:
-                token_bonus = 1.5 if lm_model is not None else 0.0
-            search = BeamSearchConfig(beam=beam, max_symbols_per_frame=max_symbols, lm=lm_model,
-                                      lm_weight=lm_weight if lm_model is not None else 0.0,
-                                      token_bonus=token_bonus)
+        search = (build_search(beam, max_symbols, lm_path, lm_weight, token_bonus)
+                  if method == "beam" else None)
         spk_table = None
         if cuts_path is not None:
             cuts = CutSet.from_file(cuts_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fairstream.cli._search import build_search, lm_options
 from fairstream.errors import FairstreamError
 
 __all__ = ["transcribe"]
@@ -23,15 +24,10 @@ __all__ = ["transcribe"]
 @click.option("--timestamps", is_flag=True, help="Also print each token's emission time.")
 @click.option("--beam", type=click.IntRange(min=1), default=None,
               help="Beam search of this width instead of greedy search.")
-@click.option("--lm", "lm_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Token n-gram LM (`fairstream lm`) fused into the beam search (needs --beam).")
-@click.option("--lm-weight", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="Weight of the LM log-probability (with --lm).")
-@click.option("--token-bonus", type=float, default=None,
-              help="Score added per emitted token  [default: 1.5 with --lm, else 0]")
+@lm_options
 def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realtime: bool,
-               timestamps: bool, beam: int | None, lm_path: Path | None, lm_weight: float,
-               token_bonus: float | None) -> None:
+               timestamps: bool, beam: int | None, max_symbols: int, lm_path: Path | None,
+               lm_weight: float, token_bonus: float | None) -> None:
     """Transcribe AUDIO (WAV/FLAC, any sample rate, mono or the first channel).
 
     \b
@@ -50,23 +46,18 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
     import soundfile as sf
     import torch
 
-    from fairstream.decoding.beam import BeamSearchConfig, beam_search
+    from fairstream.decoding.beam import beam_search
     from fairstream.decoding.greedy import greedy_search
     from fairstream.decoding.streaming import StreamingRecognizer
     from fairstream.features.fbank import compute_fbank, resample
-    from fairstream.lm import NgramLM
     from fairstream.training.evaluate import load_transducer
 
     if lm_path is not None and beam is None:
         raise click.UsageError("--lm needs --beam")
     try:
         loaded = load_transducer(checkpoint)
-        search = None
-        if beam is not None:
-            lm = NgramLM.load(lm_path) if lm_path is not None else None
-            bonus = token_bonus if token_bonus is not None else (1.5 if lm is not None else 0.0)
-            search = BeamSearchConfig(beam=beam, lm=lm, lm_weight=lm_weight if lm else 0.0,
-                                      token_bonus=bonus)
+        search = (build_search(beam, max_symbols, lm_path, lm_weight, token_bonus)
+                  if beam is not None else None)
         try:
             samples, rate = sf.read(str(audio), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as e:
