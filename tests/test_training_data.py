@@ -246,3 +246,32 @@ def test_pipeline_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     allf = torch.cat(frames)
     # the corpus CMVN normalizes its own train features (masked cells are exactly 0)
     assert abs(float(allf.mean())) < 0.2 and 0.6 < float(allf.std()) < 1.2
+
+
+def test_freq_warp_moves_spectral_peaks_by_the_factor() -> None:
+    from fairstream.training.data import freq_warp
+
+    x = torch.zeros(3, 5, 80)
+    x[:, :, 40] = 1.0  # a spectral line at bin 40 in every frame
+    out = freq_warp(x, torch.tensor([1.0, 1.1, 0.9]))
+    assert torch.equal(out[0], x[0])  # factor 1: identity
+    assert int(out[1, 0].argmax()) == 44 and int(out[2, 0].argmax()) == 36
+    assert torch.allclose(out[:, 0], out[:, 4])  # the same warp for every frame
+    ramp = torch.arange(80, dtype=torch.float32).expand(1, 2, 80)
+    warped = freq_warp(ramp, torch.tensor([1.25]))
+    assert torch.allclose(warped[0, 0], (torch.arange(80) / 1.25).clamp(max=79))
+
+
+def test_spec_augment_freq_warp_is_seeded_and_bounded() -> None:
+    cfg = SpecAugmentConfig(num_freq_masks=0, max_time_masks=0, freq_warp=0.1)
+    feats = torch.randn(4, 50, 80)
+    lens = torch.full((4,), 50)
+    a = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(0))
+    b = spec_augment(feats, lens, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, feats)
+    assert float(a.abs().max()) <= float(feats.abs().max()) + 1e-6  # interpolation only
+    off = spec_augment(feats, lens, SpecAugmentConfig(num_freq_masks=0, max_time_masks=0),
+                       torch.Generator().manual_seed(0))
+    assert torch.equal(off, feats)
+    with pytest.raises(InputDataError, match="freq_warp must be in"):
+        SpecAugmentConfig(freq_warp=0.5)

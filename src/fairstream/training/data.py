@@ -118,6 +118,10 @@ class SpecAugmentConfig:
         time_mask_max_width: ... and never more than this many frames.
         max_time_masks: upper bound on time masks per utterance.
         time_warp: maximum warp distance W in frames; 0 disables time warping.
+        freq_warp: maximum relative warp of the frequency axis (VTLP-like, Jaitly & Hinton
+            2013): each utterance's mel bins are resampled by a factor drawn from
+            ``[1 - freq_warp, 1 + freq_warp]``, as if the vocal tract were that much shorter or
+            longer; 0 disables it. Applied to the normalized features before the masks.
         mask_value: value written into masked cells (0 = the CMVN mean).
     """
 
@@ -128,6 +132,7 @@ class SpecAugmentConfig:
     time_mask_max_width: int = 40
     max_time_masks: int = 20
     time_warp: int = 0
+    freq_warp: float = 0.0
     mask_value: float = 0.0
 
     def __post_init__(self) -> None:
@@ -143,6 +148,10 @@ class SpecAugmentConfig:
             raise InputDataError(
                 f"SpecAugmentConfig.time_mask_ratio must be in [0, 1], got {self.time_mask_ratio}"
             )
+        if not 0 <= self.freq_warp < 0.5:
+            raise InputDataError(
+                f"SpecAugmentConfig.freq_warp must be in [0, 0.5), got {self.freq_warp}"
+            )
 
 
 def _randint(gen: torch.Generator, low: int, high: int) -> int:
@@ -150,6 +159,21 @@ def _randint(gen: torch.Generator, low: int, high: int) -> int:
     if high <= low:
         return low
     return int(torch.randint(low, high + 1, (1,), generator=gen).item())
+
+
+def freq_warp(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Resample the frequency axis of (B, T, F) features: output bin ``j`` of utterance ``b``
+    takes the value at bin ``j / factors[b]`` (linear interpolation, clamped to the last bin).
+    A factor above 1 moves spectral content up (a shorter vocal tract)."""
+    num_bins = x.shape[2]
+    src = (torch.arange(num_bins, dtype=torch.float32).unsqueeze(0)
+           / factors.to(torch.float32).unsqueeze(1)).clamp(0, num_bins - 1)  # (B, F)
+    lo = src.floor().long().clamp(max=num_bins - 2)
+    frac = (src - lo).unsqueeze(1)  # (B, 1, F)
+    index = lo.unsqueeze(1).expand(-1, x.shape[1], -1)
+    left = x.gather(2, index)
+    right = x.gather(2, index + 1)
+    return left + (right - left) * frac
 
 
 def _time_warp(x: torch.Tensor, w: int, gen: torch.Generator) -> torch.Tensor:
@@ -174,7 +198,7 @@ def spec_augment(
     config: SpecAugmentConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Apply time warp, frequency masks and length-adaptive time masks.
+    """Apply frequency warp, time warp, frequency masks and length-adaptive time masks.
 
     Masks only touch each utterance's valid frames; padding stays untouched.
 
@@ -189,6 +213,9 @@ def spec_augment(
     """
     out = features.clone()
     num_bins = out.shape[2]
+    if config.freq_warp > 0 and num_bins > 1:
+        u = torch.rand(out.shape[0], generator=generator)
+        out = freq_warp(out, 1.0 + (2.0 * u - 1.0) * config.freq_warp)
     for b in range(out.shape[0]):
         t = int(feature_lens[b])
         if t == 0:
