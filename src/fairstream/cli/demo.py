@@ -46,7 +46,10 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
     Stages, each skipped when its output exists (so a killed demo resumes):
       1. corpus   OUT/corpus           synthetic multi-accent corpus with a planted disparity
       2. train    OUT/exp/averaged.pt  default recipe, 15-minute budget on 2 CPU cores
-      3. decode   OUT/results.parquet  streaming decode of the unseen test speakers
+      3. decode   OUT/results.parquet  streaming decode of the unseen test speakers with the
+                                       recipe's search (beam + token n-gram LM fitted on the
+                                       training transcripts); greedy baseline in
+                                       OUT/results_greedy.parquet
       4. speaker  OUT/sv/final.pt      speaker-embedding model; test speakers embedded
       5. audit    OUT/audit/report.html  cohorts the model serves worst, planted-cohort recovery
     The headline numbers land in OUT/summary.md.
