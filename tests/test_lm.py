@@ -101,3 +101,15 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text(json.dumps({"format": "arpa"}))
     with pytest.raises(InputDataError, match="not a fairstream token n-gram"):
         NgramLM.load(tmp_path / "other.json")
+
+
+def test_the_distribution_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fairstream.lm.ngram as ngram
+
+    monkeypatch.setattr(ngram, "_CACHE_LIMIT", 3)
+    lm = NgramLM.fit(CORPUS, vocab_size=V, order=2)
+    first = lm.log_probs((1,)).copy()
+    for t in range(1, V):
+        lm.log_probs((t,))
+    assert len(lm._cache) <= 3
+    np.testing.assert_array_equal(lm.log_probs((1,)), first)  # recomputed identically

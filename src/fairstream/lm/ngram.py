@@ -35,6 +35,7 @@ from fairstream.errors import InputDataError
 __all__ = ["NgramLM"]
 
 _FORMAT = "fairstream-token-ngram"
+_CACHE_LIMIT = 100_000  # cached distributions (about 1 KB each at V = 128); cleared when full
 _BOS = -1  # context padding before the first token
 
 
@@ -151,7 +152,7 @@ class NgramLM:
 
         Returns:
             ``(vocab_size + 1,)`` float64; ``-inf`` at the blank, end-of-sentence last.
-            Cached per context (do not modify the array).
+            Cached per context, up to 100,000 contexts (do not modify the array).
         """
         cached = self._cache.get(context)
         if cached is not None:
@@ -163,6 +164,8 @@ class NgramLM:
         prob = self._probs(context)
         with np.errstate(divide="ignore"):
             out = np.log(prob)
+        if len(self._cache) >= _CACHE_LIMIT:  # bounded memory on long-running decoders
+            self._cache.clear()
         self._cache[context] = out
         return out
 
