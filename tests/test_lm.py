@@ -104,7 +104,7 @@ def test_bad_input_raises_clear_errors(tmp_path: Path) -> None:
 
 
 def test_the_distribution_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fairstream.lm.ngram as ngram
+    from fairstream.lm import ngram
 
     monkeypatch.setattr(ngram, "_CACHE_LIMIT", 3)
     lm = NgramLM.fit(CORPUS, vocab_size=V, order=2)
