@@ -249,3 +249,64 @@ def test_bad_beam_settings_raise() -> None:
         beam_search(model, enc, enc_lens, BeamSearchConfig(lm_weight=0.5))
     with pytest.raises(InputDataError, match=r"LM vocabulary \(9\) does not match the model's \(16\)"):
         beam_search(model, enc, enc_lens, BeamSearchConfig(lm=_lm_for(9), lm_weight=0.5))
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_unpruned_beam_search_scores_equal_the_sum_over_all_alignments(limit: int) -> None:
+    """With a beam wide enough to prune nothing, every hypothesis' score must be the
+    log-sum of the probabilities of all its alignments, enumerated here by brute force."""
+    from fairstream.decoding.beam import beam_search_chunk
+
+    model = tiny_model("lstm", seed=7, vocab=4)
+    torch.manual_seed(8)
+    enc = torch.randn(3, 48)
+    blank = model.blank_id
+    enc_proj = model.joiner.project_encoder(enc)
+
+    def pred_proj(prefix: tuple[int, ...]) -> torch.Tensor:
+        state = model.predictor.init_state(1)
+        out, state = model.predict_step(torch.tensor([blank]), state)
+        for tok in prefix:
+            out, state = model.predict_step(torch.tensor([tok]), state)
+        return model.joiner.project_predictor(out)
+
+    totals: dict[tuple[int, ...], list[float]] = {}
+
+    def walk(prefix: tuple[int, ...], t: int, k: int, score: float) -> None:
+        if t == enc.shape[0]:
+            totals.setdefault(prefix, []).append(score)
+            return
+        logp = model.joiner.joint(enc_proj[t].unsqueeze(0), pred_proj(prefix))
+        logp = logp.log_softmax(-1)[0].double()
+        walk(prefix, t + 1, 0, score + float(logp[blank]))
+        for v in range(model.vocab_size):
+            if v == blank:
+                continue
+            if k + 1 == limit:  # the symbol limit moves on without the blank
+                walk((*prefix, v), t + 1, 0, score + float(logp[v]))
+            else:
+                walk((*prefix, v), t, k + 1, score + float(logp[v]))
+
+    with torch.no_grad():
+        walk((), 0, 0, 0.0)
+        state = beam_search_chunk(model, enc, None,
+                                  BeamSearchConfig(beam=10_000, max_symbols_per_frame=limit))
+    expected = {seq: float(torch.logsumexp(torch.tensor(s, dtype=torch.float64), 0))
+                for seq, s in totals.items()}
+    got = dict(zip(state.tokens, state.scores.tolist()))
+    assert set(got) == set(expected)
+    assert len(got) > 30
+    for seq, score in expected.items():
+        assert got[seq] == pytest.approx(score, abs=1e-4)
+    total = float(torch.logsumexp(torch.tensor(list(got.values()), dtype=torch.float64), 0))
+    assert total == pytest.approx(0.0, abs=1e-4)  # a distribution over token sequences
+
+
+def test_an_lm_with_another_blank_is_refused() -> None:
+    from fairstream.lm import NgramLM
+
+    model = tiny_model()
+    lm = NgramLM.fit([[2, 3, 4]], vocab_size=model.vocab_size, blank_id=1)
+    with pytest.raises(InputDataError, match=r"LM blank id \(1\) differs from the model's \(0\)"):
+        beam_search(model, torch.randn(1, 3, 48), torch.tensor([3]),
+                    BeamSearchConfig(lm=lm, lm_weight=0.5))

@@ -113,3 +113,42 @@ def test_the_distribution_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> N
         lm.log_probs((t,))
     assert len(lm._cache) <= 3
     np.testing.assert_array_equal(lm.log_probs((1,)), first)  # recomputed identically
+
+
+def test_trigram_matches_a_reference_written_from_the_definitions() -> None:
+    corpus = [*CORPUS, [3, 3, 1], [1, 2, 3], [4], [2, 5, 2, 3]]
+    lm = NgramLM.fit(corpus, vocab_size=V, order=3)
+    bos, eos = -1, V
+    c3: dict[tuple[int, ...], int] = {}
+    for s in corpus:
+        p = [bos, bos, *s, eos]
+        for i in range(2, len(p)):
+            c3[tuple(p[i - 2 : i + 1])] = c3.get(tuple(p[i - 2 : i + 1]), 0) + 1
+    c2: dict[tuple[int, ...], int] = {}
+    for (u, v, w), c in c3.items():  # continuation counts; sentence-start grams keep counts
+        c2[(v, w)] = c2.get((v, w), 0) + (c if v == bos else 1)
+    c1: dict[tuple[int, ...], int] = {}
+    for (_v, w) in c2:
+        c1[(w,)] = c1.get((w,), 0) + 1
+
+    def discount(counts: dict[tuple[int, ...], int]) -> float:
+        n1 = sum(1 for c in counts.values() if c == 1)
+        n2 = sum(1 for c in counts.values() if c == 2)
+        return min(max(n1 / (n1 + 2 * n2), 0.05), 0.95)
+
+    def level(counts: dict[tuple[int, ...], int], ctx: tuple[int, ...], w: int,
+              lower: float) -> float:
+        follow = {g[-1]: c for g, c in counts.items() if g[:-1] == ctx}
+        if not follow:
+            return lower
+        total, d = sum(follow.values()), discount(counts)
+        return max(follow.get(w, 0) - d, 0) / total + d * len(follow) / total * lower
+
+    def reference(u: int, v: int, w: int) -> float:
+        p1 = level(c1, (), w, 1.0 / V)
+        p2 = level(c2, (v,), w, p1)
+        return level(c3, (u, v), w, p2)
+
+    for ctx in [(bos, bos), (bos, 1), (1, 2), (2, 3), (3, 3), (5, 5), (4, 1)]:
+        for w in [1, 2, 3, 4, 5, eos]:
+            assert math.exp(lm.log_probs(ctx)[w]) == pytest.approx(reference(*ctx, w), rel=1e-12)

@@ -65,7 +65,7 @@ class BeamSearchConfig:
     lm_weight: float = 0.0
     token_bonus: float = 0.0
 
-    def check(self, vocab_size: int) -> None:
+    def check(self, vocab_size: int, blank_id: int = 0) -> None:
         """Raise :class:`InputDataError` on a bad setting or an LM of another vocabulary."""
         if self.beam < 1:
             raise InputDataError(f"beam must be >= 1, got {self.beam}")
@@ -80,6 +80,10 @@ class BeamSearchConfig:
         if self.lm is not None and self.lm.vocab_size != vocab_size:
             raise InputDataError(
                 f"LM vocabulary ({self.lm.vocab_size}) does not match the model's ({vocab_size})"
+            )
+        if self.lm is not None and self.lm.blank_id != blank_id:
+            raise InputDataError(
+                f"LM blank id ({self.lm.blank_id}) differs from the model's ({blank_id})"
             )
 
     @property
@@ -147,7 +151,7 @@ def beam_search_chunk(
         The new state.
     """
     config = config or BeamSearchConfig()
-    config.check(model.vocab_size)
+    config.check(model.vocab_size, model.blank_id)
     if encoder_out.dim() != 2:
         raise InputDataError(f"beam_search_chunk takes (T', D) frames of one stream, got "
                              f"shape {tuple(encoder_out.shape)}")
@@ -177,7 +181,8 @@ def _step_frame(model: Transducer, enc_t: Tensor, state: BeamState,
     # hypotheses of the current round
     pstate, pproj = state.predictor_state, state.predictor_proj
     tokens, frames, ctxs, scores = state.tokens, state.frames, state.lm_contexts, state.scores
-    # hypotheses done with this frame: key -> [score, round, row, frames, lm context]
+    # hypotheses done with this frame:
+    # key -> [merged score, round, row, frames, lm context, best single-path score]
     done: dict[tuple[int, ...], list] = {}
     round_states: list[PredictorState] = []
     round_projs: list[Tensor] = []
@@ -193,10 +198,10 @@ def _step_frame(model: Transducer, enc_t: Tensor, state: BeamState,
         for i, s in enumerate(moved.tolist()):
             entry = done.get(tokens[i])
             if entry is None:
-                done[tokens[i]] = [s, r, i, frames[i], ctxs[i]]
+                done[tokens[i]] = [s, r, i, frames[i], ctxs[i], s]
             else:
-                if s > entry[0]:  # keep the frames of the better path
-                    entry[1:] = [r, i, frames[i], ctxs[i]]
+                if s > entry[5]:  # keep the frames of the best single path
+                    entry[1:] = [r, i, frames[i], ctxs[i], s]
                 entry[0] = float(np.logaddexp(entry[0], s))
         if r == limit:
             break
@@ -284,7 +289,7 @@ def beam_search(
         (log-probability summed over merged paths, plus the fusion terms if any).
     """
     config = config or BeamSearchConfig()
-    config.check(model.vocab_size)
+    config.check(model.vocab_size, model.blank_id)
     results = []
     for b in range(encoder_out.shape[0]):
         n = int(encoder_lens[b])

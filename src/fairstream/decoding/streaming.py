@@ -70,7 +70,8 @@ class StreamingRecognizer:
         max_symbols_per_frame: Greedy symbol limit per encoder frame.
         fbank_config: Feature settings (defaults to the training defaults).
         search: Beam search settings (width, symbol limit, LM fusion); ``None`` decodes
-            greedily. Partial results show the best hypothesis so far.
+            greedily. Partial results show the best hypothesis so far. With a search,
+            its own ``max_symbols_per_frame`` applies (the argument above is for greedy).
 
     Raises:
         InputDataError: on a vocabulary or feature-dimension mismatch or a bad chunk size.
@@ -89,7 +90,7 @@ class StreamingRecognizer:
     ) -> None:
         self.fbank_config = fbank_config or FbankConfig()
         if search is not None:
-            search.check(model.vocab_size)
+            search.check(model.vocab_size, model.blank_id)
         self.search = search
         shift_ms = self.fbank_config.frame_shift_ms
         if chunk_ms <= 0 or abs(chunk_ms / shift_ms - round(chunk_ms / shift_ms)) > 1e-6:

@@ -10,7 +10,8 @@ Smoothing (Chen & Goodman's interpolated Kneser-Ney with one discount per order)
     P_n(w | h) = max(c(h w) - D_n, 0) / c(h .)  +  D_n * N1+(h .) / c(h .) * P_{n-1}(w | h')
 
 where ``h'`` drops the oldest token of ``h``, ``c`` are raw counts at the highest order and
-continuation counts (number of distinct left neighbours) below it, ``D_n = n1 / (n1 + 2 n2)``
+continuation counts (number of distinct left neighbours) below it, except for n-grams that
+begin at the sentence start, which keep their counts; ``D_n = n1 / (n1 + 2 n2)``
 from the count-of-counts (kept inside [0.05, 0.95]), and the unigram level interpolates with the uniform distribution.
 A context never seen at order ``n`` backs off to order ``n - 1`` entirely. Every distribution
 sums to one over the tokens and end-of-sentence (tested).
@@ -109,8 +110,10 @@ class NgramLM:
         counts[order - 1] = dict(top)
         for n in range(order - 1, 0, -1):  # continuation counts of order n from order n + 1
             lower: dict[tuple[int, ...], int] = defaultdict(int)
-            for gram in counts[n]:
-                lower[gram[1:]] += 1
+            for gram, c in counts[n].items():
+                # a gram that starts at the sentence start has only the padding to its left:
+                # it keeps its count (as in KenLM) instead of a continuation count of 1
+                lower[gram[1:]] += c if gram[1] == _BOS else 1
             counts[n - 1] = dict(lower)
         levels = []
         for grams in counts:

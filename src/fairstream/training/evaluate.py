@@ -226,7 +226,7 @@ def decode_cuts(
         raise InputDataError("the CTC head is decoded offline only; drop --streaming")
     if method == "beam":
         search = search if search is not None else BeamSearchConfig(beam=beam)
-        search.check(model.vocab_size)
+        search.check(model.vocab_size, model.blank_id)
     else:
         search = None
     skipped: list[tuple[str, str]] = []
