@@ -177,7 +177,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
         loaded = loaded or load_transducer(checkpoint)
         search, meta = (None, {"method": "greedy"}) if name == "greedy" else \
             _recipe_search(loaded, corpus, exp, echo)
-        if name == "recipe" and search is None:  # the recipe decodes greedily: same result
+        if name == "recipe" and search is None:  # a greedy recipe: the baseline is its result
             decoded[name] = decoded["greedy"]
             write_results(decoded[name], path, {"checkpoint": str(checkpoint), "streaming": True,
                                                 "chunk_ms": config.chunk_ms, **meta})

@@ -156,7 +156,8 @@ class DecodeConfig:
     Attributes:
         method: ``greedy`` or ``beam`` (frame-synchronous beam search).
         beam: beam width.
-        max_symbols_per_frame: tokens per encoder frame, for both searches.
+        max_symbols_per_frame: tokens per encoder frame in beam search (the demo's greedy
+            baseline always allows 3, the streaming recognizer's default).
         lm_order: order of the token n-gram LM fitted on the training transcripts for
             shallow fusion (``0``: no LM). Only with ``beam``.
         lm_weight: weight of the LM log-probability.
