@@ -5,12 +5,15 @@ Implementations, each measured in its own fresh subprocess:
 * ``fairstream``: :func:`fairstream.losses.rnnt_loss` (chunked log-softmax, gradient formed once);
 * ``plain_dp``: plain PyTorch autograd — full ``log_softmax``, gather, ``logcumsumexp`` over U in
   a loop over T, gradient by autograd;
-* ``warprnnt_numba``: ``warprnnt_numba.RNNTLossNumba`` on CPU (one run: it takes ~20 s).
+* ``warprnnt_numba``: ``warprnnt_numba.RNNTLossNumba`` on CPU (each run takes seconds).
 
 Time: median wall-clock time of forward + ``backward()``, over ``--runs`` runs after one warm-up
-run (the warm-up is skipped for warprnnt-numba), and the median CPU time of the process over
-the same runs (all threads, user + system; less sensitive than wall time to other jobs on a
-shared machine, but it also counts threads spinning while they wait).
+run, and the median CPU time of the process over the same runs (all threads, user + system;
+less sensitive than wall time to other jobs on a shared machine, but it also counts threads
+spinning while they wait). warprnnt-numba is slow, so it gets ``--warp-runs`` timed runs
+(default 1) after its warm-up run; that first, cold run includes numba's compilation of the
+kernels and is reported separately (``first_run_s``). ``--warp-runs 0`` times only the cold
+run, as earlier versions of this script did.
 
 Extra peak memory: in the fresh subprocess the inputs are created and one warm-up forward +
 backward runs; then the kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` ← 5),
@@ -18,8 +21,9 @@ the current resident set size is the baseline, one more forward + backward runs 
 RSS (``VmHWM``) minus the baseline is the extra peak. The gradient that lands in
 ``logits.grad`` is counted (it is part of what a loss must produce); the logits themselves are
 in the baseline. Python's tracemalloc does not see torch's allocator, and large torch buffers
-are returned to the OS when freed, so RSS follows the allocator closely. warprnnt-numba runs
-once, cold: its peak is taken from ``ru_maxrss`` over that single run.
+are returned to the OS when freed, so RSS follows the allocator closely. warprnnt-numba is
+measured the same way on its first warm run (which is also its first timed run); its cold run's
+peak (``ru_maxrss``, compilation included) is reported as ``cold_extra_peak_bytes``.
 
 The extra row ``fairstream, THP_MEM_ALLOC_ENABLE=1`` runs ours with PyTorch's switch that
 backs large CPU tensors with transparent huge pages (fewer page faults when the gradient buffer
@@ -27,7 +31,7 @@ is first written); everything else runs with the default environment.
 
 Usage::
 
-    nice -n 5 .venv/bin/python benchmarks/rnnt_loss.py [--runs 7] [--skip-warp]
+    nice -n 5 .venv/bin/python benchmarks/rnnt_loss.py [--runs 7] [--warp-runs 1] [--skip-warp]
 
 Writes ``benchmarks/results/rnnt_loss.json`` (atomically) and prints a table.
 """
@@ -45,6 +49,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from fairstream._io import atomic_write_text
 
 B, T, U, V = 16, 100, 40, 500
 THREADS = 2
@@ -102,7 +108,7 @@ def _plain_dp(logits, targets, logit_lens, target_lens, blank: int = 0):
     return -log_like.mean()
 
 
-def _worker(name: str, runs: int) -> dict[str, Any]:
+def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
     """Measure one implementation in this (fresh) process."""
     import torch
 
@@ -145,13 +151,26 @@ def _worker(name: str, runs: int) -> dict[str, Any]:
         logits.grad = None
         return value
 
+    cold_extra_peak: int | None = None
     if name == "warprnnt_numba":
         baseline = _status_bytes("VmRSS")
         first, loss_value = one_run()
-        extra_peak = _peak_rss_bytes() - baseline
+        cold_extra_peak = _peak_rss_bytes() - baseline
         grad_sum_abs = grad_abs_sum()
-        times = [first]
+        extra_peak, times = cold_extra_peak, [first]
         memory_method = "ru_maxrss over a single cold run"
+        if warp_runs > 0:
+            cpu_times.clear()
+            times = []
+            if _reset_peak_rss():
+                baseline = _status_bytes("VmRSS")
+                times.append(one_run()[0])
+                extra_peak = _status_bytes("VmHWM") - baseline
+                memory_method = "VmHWM after clear_refs, first warm run"
+            logits.grad = None
+            while len(times) < warp_runs:
+                times.append(one_run()[0])
+                logits.grad = None
     else:
         first, loss_value = one_run()
         grad_sum_abs = grad_abs_sum()
@@ -178,18 +197,20 @@ def _worker(name: str, runs: int) -> dict[str, Any]:
         "extra_peak_bytes": extra_peak,
         "baseline_rss_bytes": baseline,
         "memory_method": memory_method,
+        "cold_extra_peak_bytes": cold_extra_peak,
         "loss": loss_value,
         "grad_abs_sum": grad_sum_abs,
     }
 
 
-def _run_worker(name: str, runs: int) -> dict[str, Any]:
+def _run_worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
     env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
     env.pop("THP_MEM_ALLOC_ENABLE", None)
     if name == "fairstream_thp":
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", name, "--runs", str(runs)],
+        [sys.executable, __file__, "--worker", name, "--runs", str(runs),
+         "--warp-runs", str(warp_runs)],
         capture_output=True,
         text=True,
         env=env,
@@ -200,26 +221,23 @@ def _run_worker(name: str, runs: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs (median reported)")
+    parser.add_argument("--warp-runs", type=int, default=1,
+                        help="timed warm runs of warprnnt-numba after its cold first run "
+                        "(0: time the cold run only)")
     parser.add_argument("--skip-warp", action="store_true", help="leave out warprnnt-numba")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.runs)))
+        print(json.dumps(_worker(args.worker, args.runs, args.warp_runs)))
         return
 
+    load_at_start = os.getloadavg()[0]
     names = [n for n in IMPLEMENTATIONS if not (args.skip_warp and n == "warprnnt_numba")]
     logits_bytes = B * T * (U + 1) * V * 4
-    results = [_run_worker(name, args.runs) for name in names]
+    results = [_run_worker(name, args.runs, args.warp_runs) for name in names]
     ours = results[0]
     for r in results:
         r["extra_peak_x_logits"] = r["extra_peak_bytes"] / logits_bytes
@@ -229,15 +247,17 @@ def main() -> None:
         )
 
     mib = 2.0**20
-    header = "| implementation | median fwd+bwd (wall) | CPU time | extra peak memory | loss |"
+    header = ("| implementation | median fwd+bwd (wall) | first run (cold) | CPU time "
+              "| extra peak memory | loss |")
     print(f"RNN-T loss, B={B} T={T} U={U} V={V} float32, logits {logits_bytes / mib:.1f} MiB, "
           f"{THREADS} threads")  # fmt: skip
     print(header)
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in results:
         runs = len(r["times_s"])
         print(
             f"| {r['label']} | {r['median_s']:.3f} s ({runs} run{'s' * (runs > 1)}) "
+            f"| {r['first_run_s']:.3f} s "
             f"| {r['median_cpu_s']:.3f} s "
             f"| {r['extra_peak_bytes'] / mib:.0f} MiB ({r['extra_peak_x_logits']:.2f}× logits) "
             f"| {r['loss']:.4f} |"
@@ -250,21 +270,25 @@ def main() -> None:
         "logits_bytes": logits_bytes,
         "threads": THREADS,
         "timed_runs": args.runs,
+        "warp_timed_runs": args.warp_runs,
+        "load_average_1min_at_start": load_at_start,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
         "method": {
             "time": "median wall-clock of forward+backward after one warm-up run "
-            "(warprnnt-numba: a single cold run)",
+            + ("(warprnnt-numba: its warm runs; first_run_s is its cold run, numba "
+               "compilation included)" if args.warp_runs > 0
+               else "(warprnnt-numba: a single cold run, numba compilation included)"),
             "memory": "fresh subprocess per implementation; after a warm-up run the peak RSS "
             "is reset (/proc/self/clear_refs 5) and VmHWM minus VmRSS before one more "
             "forward+backward is the extra peak (warprnnt-numba: ru_maxrss over its single "
-            "cold run minus VmRSS after creating the inputs); includes the gradient stored "
-            "in logits.grad",
+            "cold run minus VmRSS after creating the inputs, when it has no warm runs); "
+            "includes the gradient stored in logits.grad",
         },
         "results": results,
     }
-    _write_json(RESULTS, payload)
+    atomic_write_text(RESULTS, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 
 
