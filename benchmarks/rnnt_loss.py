@@ -11,9 +11,11 @@ Time: median wall-clock time of forward + ``backward()``, over ``--runs`` runs a
 run, and the median CPU time of the process over the same runs (all threads, user + system;
 less sensitive than wall time to other jobs on a shared machine, but it also counts threads
 spinning while they wait). warprnnt-numba is slow, so it gets ``--warp-runs`` timed runs
-(default 1) after its warm-up run; that first, cold run includes numba's compilation of the
-kernels and is reported separately (``first_run_s``). ``--warp-runs 0`` times only the cold
-run, as earlier versions of this script did.
+(default 1) after its warm-up run; that first, cold run (any one-time set-up, such as numba
+compilation, included) is reported separately as ``first_run_s``. ``--warp-runs 0`` times only
+the cold run, as earlier versions of this script did. (warprnnt-numba 0.4.1 compiles numba
+kernels for CUDA only; its CPU loss is a Python loop over the lattice, so cold and warm runs
+take about the same time.)
 
 Extra peak memory: in the fresh subprocess the inputs are created and one warm-up forward +
 backward runs; then the kernel's peak-RSS counter is reset (``/proc/self/clear_refs`` ← 5),
@@ -277,9 +279,9 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "method": {
             "time": "median wall-clock of forward+backward after one warm-up run "
-            + ("(warprnnt-numba: its warm runs; first_run_s is its cold run, numba "
-               "compilation included)" if args.warp_runs > 0
-               else "(warprnnt-numba: a single cold run, numba compilation included)"),
+            + ("(warprnnt-numba: its warm runs; first_run_s is its cold run, one-time "
+               "set-up included)" if args.warp_runs > 0
+               else "(warprnnt-numba: a single cold run, one-time set-up included)"),
             "memory": "fresh subprocess per implementation; after a warm-up run the peak RSS "
             "is reset (/proc/self/clear_refs 5) and VmHWM minus VmRSS before one more "
             "forward+backward is the extra peak (warprnnt-numba: ru_maxrss over its single "
