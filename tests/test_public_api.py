@@ -9,6 +9,7 @@ EXPECTED = {
     "FairstreamError",
     "CorpusError",
     "InputDataError",
+    "MissingDependencyError",
     "TooFewSpeakersError",
     "CheckpointError",
     "TrainingError",

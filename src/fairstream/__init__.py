@@ -7,6 +7,7 @@ from fairstream.errors import (
     CorpusError,
     FairstreamError,
     InputDataError,
+    MissingDependencyError,
     TooFewSpeakersError,
     TrainingError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "CorpusError",
     "FairstreamError",
     "InputDataError",
+    "MissingDependencyError",
     "TooFewSpeakersError",
     "TrainingError",
     "__version__",

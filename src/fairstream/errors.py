@@ -7,11 +7,13 @@ Hierarchy::
      ├── InputDataError       a user-supplied table, file or value is malformed
      │    └── TooFewSpeakersError  valid data, too few speakers for a method to report
      ├── CheckpointError      a checkpoint is corrupt or belongs to another configuration
-     └── TrainingError        training cannot go on (e.g. the loss stays NaN)
+     ├── TrainingError        training cannot go on (e.g. the loss stays NaN)
+     └── MissingDependencyError  a feature needs an optional extra that is not installed
 
 Every message names the bad item (file, utterance id, column or value). ``InputDataError``
 and ``CorpusError`` also derive from ``ValueError`` so that callers catching ``ValueError``
-keep working.
+keep working. ``MissingDependencyError`` derives from ``ImportError`` and names the extra to
+install (``pip install 'fairstream[asr]'``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = [
     "CorpusError",
     "FairstreamError",
     "InputDataError",
+    "MissingDependencyError",
+    "TooFewSpeakersError",
     "TrainingError",
 ]
 
@@ -47,3 +51,19 @@ class CheckpointError(FairstreamError, ValueError):
 
 class TrainingError(FairstreamError, RuntimeError):
     """Training cannot continue (for example the loss is NaN batch after batch)."""
+
+
+class MissingDependencyError(FairstreamError, ImportError):
+    """A feature needs an optional extra (``[asr]``, ``[corpus]``) that is not installed.
+
+    Attributes:
+        extra: the extra that provides it, e.g. ``"asr"``.
+    """
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(
+            f"{feature} needs the [{extra}] extra ({missing} is not installed): "
+            f"pip install 'fairstream[{extra}]'"
+        )
+        self.extra = extra
+        self.name = missing

@@ -2,12 +2,18 @@
 and three ways to discover the cohorts a recognizer serves worst (geographic tree,
 geodemographic partitions, embedding k-means).
 
-Works on any recognizer's results table. Start with :func:`run_audit`.
+Works on any recognizer's results table. Start with :func:`run_audit`. Each way of finding
+cohorts is an :class:`AuditMethod` (:mod:`fairstream.audit.methods`); a new one is a subclass
+registered with :func:`register_method`.
+
+Importing this package never imports PyTorch: an auditor of another recognizer's output needs
+only the base install (the fbank fallback embedding needs the ``[asr]`` extra).
 """
 
 from __future__ import annotations
 
-from fairstream.audit.api import DEFINITIONS, AuditConfig, AuditResult, parse_methods, run_audit
+from fairstream.audit.api import run_audit
+from fairstream.audit.config import AuditConfig
 from fairstream.audit.disaggregate import GroupWER, Partition, disaggregate
 from fairstream.audit.embedding_cohorts import EmbeddingConfig
 from fairstream.audit.geo_tree import GeoTreeConfig
@@ -23,13 +29,25 @@ from fairstream.audit.inputs import (
     read_trn,
     read_zip_demographics,
 )
+from fairstream.audit.methods import (
+    AuditInputs,
+    AuditMethod,
+    Bottom,
+    Proposal,
+    parse_methods,
+    register_method,
+)
 from fairstream.audit.privacy import PrivacyConfig
+from fairstream.audit.result import DEFINITIONS, AuditResult
 from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
 
 __all__ = [
     "DEFINITIONS",
     "AuditConfig",
+    "AuditInputs",
+    "AuditMethod",
     "AuditResult",
+    "Bottom",
     "ColumnMap",
     "EmbeddingConfig",
     "Exclusion",
@@ -38,6 +56,7 @@ __all__ = [
     "GroupWER",
     "Partition",
     "PrivacyConfig",
+    "Proposal",
     "ResultsTable",
     "SpeakerStats",
     "disaggregate",
@@ -48,6 +67,7 @@ __all__ = [
     "read_speakers",
     "read_trn",
     "read_zip_demographics",
+    "register_method",
     "run_audit",
     "speaker_stats",
 ]

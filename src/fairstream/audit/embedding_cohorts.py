@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from fairstream.audit.disaggregate import Partition, apply_min_size
 from fairstream.audit.inputs import Exclusion
 from fairstream.audit.speaker_stats import SpeakerStats
-from fairstream.errors import InputDataError, TooFewSpeakersError
+from fairstream.errors import InputDataError, MissingDependencyError, TooFewSpeakersError
 
 __all__ = [
     "EmbeddingCohorts",
@@ -269,11 +269,21 @@ def fallback_embeddings(
 
     Returns:
         (matrix (S, 160) float32, has (S,) bool, exclusions) aligned with ``speaker_ids``.
+
+    Raises:
+        MissingDependencyError: the ``[asr]`` extra (fbank features, audio reading) is not
+            installed.
     """
-    import soundfile as sf
     from tqdm.auto import tqdm
 
-    from fairstream.features.fbank import compute_fbank
+    try:
+        import soundfile as sf
+
+        from fairstream.features.fbank import compute_fbank
+    except ImportError as exc:
+        raise MissingDependencyError("the fallback fbank embedding (method embedding "
+                                     "without --embeddings)", "asr",
+                                     exc.name or "a dependency") from exc
 
     root = Path(corpus_dir) / "audio"
     if not root.is_dir():

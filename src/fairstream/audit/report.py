@@ -17,18 +17,17 @@ import io
 import json
 import math
 import re
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fairstream._io import atomic_write_text as _atomic_write
 from fairstream.audit.privacy import coarse_locations
-
-if TYPE_CHECKING:
-    from fairstream.audit.api import AuditResult
+from fairstream.audit.result import DEFINITIONS, AuditResult
 
 __all__ = ["report_dict", "write_report"]
 
@@ -59,10 +58,6 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def report_dict(result: AuditResult) -> dict[str, Any]:
     """Everything in report.json (no speaker ids unless the privacy config allows them)."""
-    from dataclasses import asdict
-
-    from fairstream.audit.api import DEFINITIONS
-
     show = result.config.privacy.include_speaker_ids
     d: dict[str, Any] = {
         "format": "fairstream-audit",
@@ -266,8 +261,6 @@ def write_report(result: AuditResult, out_dir: str | Path) -> Path:
     """Write the HTML/JSON/CSV report; returns the path of report.html."""
     import jinja2
 
-    from fairstream.audit.api import DEFINITIONS
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = report_dict(result)
@@ -282,8 +275,6 @@ def write_report(result: AuditResult, out_dir: str | Path) -> Path:
         [x.to_dict(with_examples=show) for x in result.exclusions], columns=ex_cols
     ).to_csv(index=False))
     if result.geo is not None:
-        from dataclasses import asdict
-
         _atomic_write(out / "geo_split_tests.csv",
                       pd.DataFrame([asdict(t) for t in result.geo.tests]).to_csv(index=False))
     if result.geodemographic is not None:

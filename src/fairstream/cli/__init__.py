@@ -1,7 +1,8 @@
 """The ``fairstream`` command line. Commands are thin: parse, build a config, call the library.
 
-Sub-commands are imported lazily so that ``fairstream --help`` stays fast (torch is not
-imported until a command needs it).
+Sub-commands are imported lazily so that ``fairstream --help`` stays fast and works on the
+base install: torch is not imported until a command needs it, and ``fairstream audit`` never
+needs it. A command that needs a missing optional extra stops with a message naming it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,32 @@ _HELP = {
 }
 
 
+# top-level module of an optional dependency -> the extra that installs it
+_EXTRAS: dict[str, str] = {
+    "torch": "asr",
+    "lhotse": "asr",
+    "kaldi_native_fbank": "asr",
+    "sentencepiece": "asr",
+    "soundfile": "asr",
+    "yaml": "asr",
+    "espeakng_loader": "corpus",
+    "zipcodes": "corpus",
+}
+
+
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:  # Any: whatever the sub-command returns
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            extra = _EXTRAS.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(
+                f"this command needs the [{extra}] extra ({exc.name} is not installed): "
+                f"pip install 'fairstream[{extra}]'"
+            ) from exc
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 

@@ -1,0 +1,78 @@
+"""What an audit returns (:class:`AuditResult`) and the definitions of its numbers.
+
+Both :mod:`fairstream.audit.api` (which builds a result) and :mod:`fairstream.audit.report`
+(which writes one) import from here; neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fairstream.audit.config import AuditConfig
+from fairstream.audit.disaggregate import GroupWER
+from fairstream.audit.embedding_cohorts import EmbeddingCohorts
+from fairstream.audit.geo_tree import GeoTree
+from fairstream.audit.geodemographic import GeodemographicResult
+from fairstream.audit.inputs import Exclusion
+from fairstream.audit.speaker_stats import SpeakerStats
+
+__all__ = ["DEFINITIONS", "AuditResult"]
+
+DEFINITIONS = {
+    "wer": "WER = Σ errors (substitutions + deletions + insertions) / Σ reference words over "
+           "all utterances of the cohort (never a mean of utterance WERs).",
+    "wer_gap": "WER gap (%) = (WER_bottom / WER_rest − 1) × 100, where rest is every other "
+               "audited speaker.",
+    "bottom_share": "Bottom-cohort share (%) = the bottom cohort's share of the audited "
+                    "speakers; its share of reference words is shown next to it.",
+    "bootstrap": "Intervals are percentile intervals of a speaker-level bootstrap: speakers "
+                 "are resampled with replacement (their utterances stay together); p-values "
+                 "test WER_cohort = WER_rest with the same replicates.",
+    "empty_reference": "An utterance whose normalized reference is empty adds 0 reference "
+                       "words and every hypothesis word as an insertion.",
+    "recovery": "Precision = share of the bottom cohort's speakers that are planted "
+                "(under-represented accents of the synthetic corpus); recall = share of the "
+                "planted speakers inside the bottom cohort; ARI = adjusted Rand index of the "
+                "method's cohorts against accent.",
+}
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What :func:`~fairstream.audit.run_audit` returns.
+
+    Attributes:
+        overall: overall WER with interval and totals.
+        methods: one row per method: bottom cohort, WER bottom/rest, WER gap with interval,
+            p-value, bottom-cohort shares, recovery (precision, recall, ARI).
+        groups: attribute disaggregations (``attribute:<col>`` methods).
+        cohort_tables: method name → its cohort table (``group`` + WER columns), worst first.
+        geo: the geographic tree, if run.
+        geo_regions: regions with bounding boxes and WERs, if run.
+        geodemographic: the geodemographic search, if run.
+        embedding: the k-means cohorts, if run.
+        exclusions: every row/speaker left out of some part, with reasons.
+        notes: other facts the report states.
+        provenance: inputs, versions, timings.
+        config: the configuration used.
+        stats: the per-speaker statistics every method worked on.
+        out_dir: where the report was written (None if not written).
+    """
+
+    overall: dict[str, float]
+    methods: pd.DataFrame
+    groups: tuple[GroupWER, ...]
+    cohort_tables: dict[str, pd.DataFrame]
+    geo: GeoTree | None
+    geo_regions: pd.DataFrame | None
+    geodemographic: GeodemographicResult | None
+    embedding: EmbeddingCohorts | None
+    exclusions: tuple[Exclusion, ...]
+    notes: tuple[str, ...]
+    provenance: dict[str, object]
+    config: AuditConfig
+    stats: SpeakerStats
+    out_dir: Path | None = None
