@@ -35,6 +35,7 @@ from typing import Any
 
 import soundfile as sf
 
+from fairstream._io import atomic_write_text
 from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer
 from fairstream.data.presets import get_preset
 from fairstream.data.speakers import SpeakerConfig, sample_speakers
@@ -127,10 +128,7 @@ def main() -> None:
         "mean_utterance_seconds": round(audio_s / len(audio), 3),
         "rows": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp_path.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_path, RESULTS)
+    atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
 
     header = (f"{'stage':<46} {'utts':>6} {'audio s':>9} {'wall s':>8} {'utt/s':>8} {'RTF':>9} {'x RT':>8} "
               f"{'CPU s':>7} {'CPU RTF':>9}")

@@ -41,6 +41,7 @@ import soundfile as sf
 import torch
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
+from fairstream._io import atomic_write_text
 from fairstream.features import Cmvn, OnlineFbankExtractor, compute_cmvn, compute_fbank
 from fairstream.tokenizer import Tokenizer
 from fairstream.training.data import (
@@ -153,10 +154,7 @@ def main() -> None:
               "max_duration": args.max_duration, "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "python": sys.version.split()[0],
               "load_average_1min": os.getloadavg()[0], "features": features, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp_out, args.out)
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
 
     print(f"data: {source}, {len(cuts)} utterances, {hours:.2f} h, max_duration {args.max_duration} s")
     print(f"fbank RTF (1 thread, {features['audio_seconds']:.0f} s of audio): offline "

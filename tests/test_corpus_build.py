@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import zipcodes
 from fairstream.data import synthesis
 from fairstream.data.corpus import load_corpus
 from fairstream.data.espeak import EspeakSynthesizer
-from fairstream.data.presets import CorpusConfig, get_preset
+from fairstream.data.layout import CorpusVersionError
+from fairstream.data.presets import CorpusConfig, SplitSpec, get_preset
 from fairstream.data.speakers import (
     AGE_BANDS,
     NOISE_TYPES,
@@ -334,3 +336,97 @@ def test_snr_and_telephone_band_limit() -> None:
     f = np.fft.rfftfreq(len(x), 1 / 16000)
     assert spec_x[f > 5000].sum() < 1e-3 * spec_x.sum()
     assert np.abs(x).max() <= 0.98 + 1e-6
+
+
+# ------------------------------------------------------------------ layout: version, splits
+
+
+# Computed with the release before corpus.json versions were checked: an unchanged spec keeps
+# its fingerprint, so `--resume` still accepts builds made before.
+@pytest.mark.parametrize(("make_config", "seed", "fingerprint"), [
+    (mini_config, 3, "7beb19987ad1969fabba9d2ed16dce5793757229f3be2f0ae6e989aaa9c17a3f"),
+    (lambda: get_preset("tiny"), 0,
+     "91e9c466a632905d5a713a656027bf02c75ba49e301794ada599108da051bac0"),
+    (lambda: get_preset("demo"), 0,
+     "63996e0860df1d2a4b811e0f6e72f46b2eb7a44ed1b44e2879405bb0e6f0984c"),
+])
+def test_fingerprint_of_an_unchanged_spec_is_pinned(
+        make_config: Callable[[], CorpusConfig], seed: int, fingerprint: str) -> None:
+    assert make_config().fingerprint(seed) == fingerprint
+
+
+def test_corpus_json_lists_splits_and_version(mini_reference: Path) -> None:
+    info = json.loads((mini_reference / "corpus.json").read_text())
+    assert (info["format"], info["version"]) == ("fairstream-corpus", 1)
+    assert info["splits"] == ["train", "dev", "test"] == list(info["counts"])
+    assert info["fingerprint"] == mini_config().fingerprint(3)
+    assert load_corpus(mini_reference).version == 1
+
+
+@pytest.mark.parametrize("version", [2, 99, "1.1", None, True])
+def test_newer_or_unknown_version_is_a_named_error(mini_reference: Path, tmp_path: Path,
+                                                   version: object) -> None:
+    out = tmp_path / "c"
+    shutil.copytree(mini_reference, out)
+    info = json.loads((out / "corpus.json").read_text())
+    (out / "corpus.json").write_text(json.dumps({**info, "version": version}))
+    with pytest.raises(CorpusVersionError) as err:
+        load_corpus(out)
+    assert isinstance(err.value, CorpusError)
+    assert err.value.found == version and err.value.readable == (1,)
+    assert repr(version) in str(err.value) and "reads version 1" in str(err.value)
+    assert ("newer fairstream" in str(err.value)) == (version in (2, 99))
+    with pytest.raises(CorpusVersionError):  # a resume does not write over it either
+        build_corpus(mini_config(), out, seed=3, jobs=1, resume=True, progress=False)
+
+
+def test_corpus_json_of_the_previous_release_still_loads_and_resumes(mini_reference: Path,
+                                                                      tmp_path: Path) -> None:
+    """Before versions were checked, corpus.json could lack "version" and had no "splits"."""
+    out = tmp_path / "old"
+    shutil.copytree(mini_reference, out)
+    info = json.loads((out / "corpus.json").read_text())
+    old = {k: v for k, v in info.items() if k not in ("version", "splits")}
+    (out / "corpus.json").write_text(json.dumps(old, indent=2) + "\n")
+    corpus = load_corpus(out)
+    assert corpus.version == 1 and corpus.splits == ["train", "dev", "test"]
+    summary = build_corpus(mini_config(), out, seed=3, jobs=1, resume=True, progress=False)
+    assert summary.n_synthesized == 0
+    assert _files(out) == _files(mini_reference)
+
+
+def test_a_spec_with_an_extra_split(mini_reference: Path, tmp_path: Path) -> None:
+    audit = SplitSpec("audit", speakers=3, utterances_per_speaker=2)
+    config = replace(mini_config(), extra_splits=(audit,))
+    assert config.splits == ("train", "dev", "test", "audit") and config.n_utterances == 18
+    out = tmp_path / "extra"
+    summary = build_corpus(config, out, seed=3, jobs=1, progress=False)
+    assert summary.n_utterances == 18 and set(summary.hours_by_split) == set(config.splits)
+
+    corpus = load_corpus(out)
+    assert corpus.splits == ["train", "dev", "test", "audit"]
+    counts = corpus.info["counts"]["audit"]
+    assert (counts["speakers"], counts["utterances"]) == (3, 6) and counts["hours"] > 0
+    cuts = corpus.cuts("audit")
+    assert len(cuts) == 6
+    audit_speakers = {c.supervisions[0].speaker for c in cuts}
+    others = set(corpus.speakers.loc[corpus.speakers["split"] != "audit", "speaker_id"])
+    assert len(audit_speakers) == 3 and not audit_speakers & others
+    assert "| accent | train | dev | test | audit |" in (out / "corpus_card.md").read_text()
+    # the default splits are those of the same spec without the extra split, byte for byte
+    for split in ("train", "dev", "test"):
+        for kind in ("recordings", "supervisions", "cuts"):
+            name = f"manifests/{split}_{kind}.jsonl.gz"
+            assert (out / name).read_bytes() == (mini_reference / name).read_bytes()
+    assert config.fingerprint(3) != mini_config().fingerprint(3)
+
+
+def test_bad_extra_splits_are_refused() -> None:
+    with pytest.raises(CorpusError, match="'Audit Set'"):
+        SplitSpec("Audit Set", speakers=1, utterances_per_speaker=1)
+    with pytest.raises(CorpusError, match="default splits"):
+        SplitSpec("dev", speakers=1, utterances_per_speaker=1)
+    with pytest.raises(CorpusError, match="at least one"):
+        SplitSpec("audit", speakers=0, utterances_per_speaker=1)
+    with pytest.raises(CorpusError, match="repeat"):
+        replace(mini_config(), extra_splits=(SplitSpec("a", 1, 1), SplitSpec("a", 2, 1)))

@@ -115,6 +115,14 @@ def test_import_lhotse_is_wired(tiny_corpus: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     imported = load_corpus(out)
     assert len(imported.cuts("test")) == len(corpus.cuts("test"))
+    extra = CliRunner().invoke(main, ["corpus", "import-lhotse", "--recordings", str(recs),
+                                      "--supervisions", str(sups), "--out", str(out),
+                                      "--split", "audit"])
+    assert extra.exit_code == 0, extra.output
+    info = CliRunner().invoke(main, ["corpus", "info", str(out)])
+    assert info.exit_code == 0, info.output
+    assert "test:spk" in info.output and "audit:spk" in info.output
+    assert load_corpus(out).splits == ["test", "audit"]
     bad = CliRunner().invoke(main, ["corpus", "import-lhotse", "--recordings", str(tmp_path / "nope.jsonl"),
                                     "--supervisions", str(sups), "--out", str(out)])
     assert bad.exit_code == 2 and "nope.jsonl" in bad.output

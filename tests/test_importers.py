@@ -13,9 +13,11 @@ import soundfile as sf
 from audio_factory import make_kaldi_dir, write_wav
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
+from fairstream.data.corpus import load_corpus
 from fairstream.data.importers import SPEAKER_COLUMNS, import_kaldi_dir, import_lhotse_manifests
+from fairstream.data.layout import CorpusVersionError
 from fairstream.data.text import normalize
-from fairstream.errors import CorpusError
+from fairstream.errors import CorpusError, InputDataError
 from fairstream.features import Cmvn
 
 
@@ -284,3 +286,29 @@ def test_lhotse_non_utf8_line_is_named(tmp_path: Path) -> None:
         f.write(b"\n".join(raw) + b"\n")
     with pytest.raises(CorpusError, match=r"sups.jsonl.gz:2.*not valid UTF-8"):
         import_lhotse_manifests(rp, sp, tmp_path / "out")
+
+
+def test_splits_beyond_train_dev_test_and_their_order(tmp_path: Path) -> None:
+    rp, sp = _lhotse_manifests(tmp_path)
+    out = tmp_path / "out"
+    import_lhotse_manifests(rp, sp, out, split="audit", check_audio=False)
+    import_lhotse_manifests(rp, sp, out, split="train", check_audio=False, cmvn_max_cuts=2)
+    info = json.loads((out / "corpus.json").read_text())
+    assert (info["format"], info["version"]) == ("fairstream-corpus", 1)
+    assert info["splits"] == ["train", "audit"]  # default splits first, then the rest
+    corpus = load_corpus(out)
+    assert corpus.splits == ["train", "audit"] and len(corpus.cuts("audit")) == 4
+    assert (out / "import_report_audit.json").exists()
+    with pytest.raises(InputDataError, match="'Audit Set' is not valid"):
+        import_lhotse_manifests(rp, sp, out, split="Audit Set")
+
+
+def test_import_into_a_corpus_of_a_newer_layout_is_refused(tmp_path: Path) -> None:
+    rp, sp = _lhotse_manifests(tmp_path)
+    out = tmp_path / "out"
+    import_lhotse_manifests(rp, sp, out, split="test", check_audio=False)
+    info = json.loads((out / "corpus.json").read_text())
+    (out / "corpus.json").write_text(json.dumps({**info, "version": 2}))
+    with pytest.raises(CorpusVersionError, match="version 2 is not readable"):
+        import_lhotse_manifests(rp, sp, out, split="dev", check_audio=False)
+    assert json.loads((out / "corpus.json").read_text())["version"] == 2  # left untouched

@@ -19,7 +19,8 @@ def corpus() -> None:
     \b
     A corpus is a directory with Lhotse manifests (manifests/<split>_{recordings,
     supervisions,cuts}.jsonl.gz), audio, speakers.csv, zip_demographics.csv, cmvn.json,
-    corpus_card.md and corpus.json. Every other command reads this layout.
+    corpus_card.md and corpus.json (which lists the splits: train, dev, test by default).
+    Every other command reads this layout; docs/corpus.md describes it.
 
     \b
     Examples:
@@ -65,10 +66,10 @@ def build(preset: str, out: Path, seed: int, jobs: int, resume: bool, no_progres
                                progress=not no_progress)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
-    hb = summary.hours_by_split
+    by_split = ", ".join(f"{k} {v:.2f}" for k, v in summary.hours_by_split.items())
     click.echo(f"corpus {summary.out} (preset {summary.preset}, seed {summary.seed}) complete")
     click.echo(f"  speakers {summary.n_speakers}, utterances {summary.n_utterances}, "
-               f"hours {summary.hours:.2f} (train {hb['train']:.2f}, dev {hb['dev']:.2f}, test {hb['test']:.2f})")
+               f"hours {summary.hours:.2f} ({by_split})")
     click.echo(f"  synthesized {summary.n_synthesized} utterances in {summary.synthesis_seconds:.1f} s "
                f"with {summary.jobs} job(s): {summary.utterances_per_second:.1f} utt/s, "
                f"real-time factor {summary.real_time_factor:.4f} (CPU {summary.synthesis_cpu_seconds:.1f} s); "
@@ -80,13 +81,13 @@ def build(preset: str, out: Path, seed: int, jobs: int, resume: bool, no_progres
 def _table(df: Any, index: str) -> str:
     import pandas as pd
 
+    from fairstream.data.layout import order_splits
+
     spk = df.groupby([index, "split"])["speaker"].nunique().unstack("split", fill_value=0)
     utt = df.groupby([index, "split"]).size().unstack("split", fill_value=0)
     hrs = (df.groupby([index, "split"])["duration"].sum() / 3600).unstack("split", fill_value=0.0)
-    order = [s for s in ("train", "dev", "test") if s in spk.columns] + \
-            [s for s in spk.columns if s not in ("train", "dev", "test")]
     parts = {}
-    for s in order:
+    for s in order_splits(spk.columns):
         parts[(s, "spk")] = spk[s]
         parts[(s, "utt")] = utt[s]
         parts[(s, "h")] = hrs[s].round(2)
@@ -138,8 +139,9 @@ def info(directory: Path) -> None:
 
 
 _split_option = click.option(
-    "--split", type=click.Choice(["train", "dev", "test"]), default="train", show_default=True,
-    help="Split the imported data becomes; import several times to add dev and test.")
+    "--split", default="train", show_default=True,
+    help="Split the imported data becomes (train, dev, test, or another name such as audit); "
+         "import several times to add more splits.")
 _on_error_option = click.option(
     "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
     help="Stop at the first bad item (missing audio, empty transcript, duplicate id, ...) or skip "

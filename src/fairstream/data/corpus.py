@@ -1,5 +1,8 @@
 """Open a corpus directory written by ``fairstream corpus build`` (or an importer).
 
+The layout itself (file names, ``corpus.json``, its version and splits) is defined in
+:mod:`fairstream.data.layout` and described in docs/corpus.md.
+
 Example::
 
     corpus = load_corpus("data/demo")
@@ -20,15 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fairstream.data import layout
+from fairstream.data.layout import MANIFEST_KINDS
 from fairstream.errors import CorpusError
 
 if TYPE_CHECKING:
     from lhotse import CutSet, RecordingSet, SupervisionSet
 
 __all__ = ["MANIFEST_KINDS", "Corpus", "load_corpus"]
-
-MANIFEST_KINDS = ("recordings", "supervisions", "cuts")
-_FORMAT = "fairstream-corpus"
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,22 @@ class Corpus:
 
     @property
     def splits(self) -> list[str]:
-        """Splits that have a cuts manifest, in train/dev/test order first."""
-        found = sorted(p.name[: -len("_cuts.jsonl.gz")] for p in (self.root / "manifests").glob("*_cuts.jsonl.gz"))
-        order = {"train": 0, "dev": 1, "test": 2}
-        return sorted(found, key=lambda s: (order.get(s, 3), s))
+        """The splits ``corpus.json`` lists, in its order.
+
+        A ``corpus.json`` that records none falls back to the splits that have a cuts
+        manifest (train, dev, test first, then the rest by name).
+        """
+        listed = layout.corpus_splits(self.info)
+        if listed:
+            return listed
+        suffix = "_cuts.jsonl.gz"
+        found = (self.root / layout.MANIFESTS_DIR).glob(f"*{suffix}")
+        return layout.order_splits(sorted(p.name[: -len(suffix)] for p in found))
+
+    @property
+    def version(self) -> int:
+        """Layout version of ``corpus.json`` (checked on load; 1 when the file has none)."""
+        return layout.corpus_version(self.info, self.root / layout.CORPUS_JSON)
 
     def manifest_path(self, split: str, kind: str) -> Path:
         """Path of ``manifests/<split>_<kind>.jsonl.gz``.
@@ -56,9 +70,7 @@ class Corpus:
         Raises:
             CorpusError: the kind is unknown or the file does not exist.
         """
-        if kind not in MANIFEST_KINDS:
-            raise CorpusError(f"unknown manifest kind {kind!r}; expected one of {MANIFEST_KINDS}")
-        path = self.root / "manifests" / f"{split}_{kind}.jsonl.gz"
+        path = layout.manifest_path(self.root, split, kind)
         if not path.is_file():
             raise CorpusError(
                 f"corpus {self.root} has no {kind} manifest for split {split!r} ({path}); "
@@ -93,12 +105,12 @@ class Corpus:
     @cached_property
     def speakers(self) -> pd.DataFrame:
         """``speakers.csv`` (one row per speaker; ``zip`` kept as a 5-character string)."""
-        return _read_csv(self.root / "speakers.csv")
+        return _read_csv(self.root / layout.SPEAKERS_CSV)
 
     @cached_property
     def zip_demographics(self) -> pd.DataFrame:
         """``zip_demographics.csv`` (synthetic zip-level attributes)."""
-        return _read_csv(self.root / "zip_demographics.csv")
+        return _read_csv(self.root / layout.ZIP_DEMOGRAPHICS_CSV)
 
     @property
     def planted(self) -> dict[str, Any]:
@@ -108,7 +120,7 @@ class Corpus:
     @cached_property
     def cmvn(self) -> tuple[np.ndarray, np.ndarray]:
         """Global CMVN statistics on train: ``(mean, std)``, each (80,) float32."""
-        path = self.root / "cmvn.json"
+        path = self.root / layout.CMVN_JSON
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             mean = np.asarray(data["mean"], dtype=np.float32)
@@ -134,33 +146,31 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def load_corpus(root: str | os.PathLike[str]) -> Corpus:
     """Open and validate a corpus directory.
 
-    Checks that ``corpus.json`` exists, is a fairstream corpus, is marked complete, and that the
-    cuts, recordings and supervisions manifests of every split it lists exist.
+    Checks that ``corpus.json`` exists, is a fairstream corpus of a layout version this release
+    reads, is marked complete, and that the cuts, recordings and supervisions manifests of
+    every split it lists exist.
 
     Raises:
+        CorpusVersionError: the layout version is newer or unknown (a :class:`CorpusError`).
         CorpusError: with the missing or bad file named.
     """
     path = Path(root)
     if not path.is_dir():
         raise CorpusError(f"corpus directory {path} does not exist")
-    meta = path / "corpus.json"
+    meta = path / layout.CORPUS_JSON
     if not meta.is_file():
-        raise CorpusError(f"{path} is not a corpus: {meta} is missing (build one with `fairstream corpus build`)")
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorpusError(f"{meta} is not valid JSON: {e}") from e
-    if not isinstance(info, dict) or info.get("format") != _FORMAT:
-        raise CorpusError(f"{meta} is not a {_FORMAT} description (format={info.get('format') if isinstance(info, dict) else None!r})")
+        raise CorpusError(f"{path} is not a corpus: {meta} is missing "
+                          "(build one with `fairstream corpus build`)")
+    info = layout.read_corpus_json(path)
     if info.get("complete") is not True:
         raise CorpusError(
             f"corpus {path} is incomplete (its build was interrupted or is still running); "
             f"finish it with `fairstream corpus build ... --out {path} --resume`"
         )
     corpus = Corpus(root=path, info=info)
-    splits = list((info.get("counts") or {}).keys()) or corpus.splits
+    splits = corpus.splits
     if not splits:
-        raise CorpusError(f"corpus {path} has no manifests in {path / 'manifests'}")
+        raise CorpusError(f"corpus {path} has no manifests in {path / layout.MANIFESTS_DIR}")
     for split in splits:
         for kind in MANIFEST_KINDS:
             corpus.manifest_path(split, kind)

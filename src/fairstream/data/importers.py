@@ -6,7 +6,8 @@ Two sources:
   optional ``spk2gender`` and optional ``segments``;
 * Lhotse recording and supervision manifests (:func:`import_lhotse_manifests`).
 
-Both write the layout every other part of fairstream reads (see ``load_corpus``)::
+Both write the layout every other part of fairstream reads (:mod:`fairstream.data.layout`,
+described in docs/corpus.md)::
 
     OUT/corpus.json                         written last; "complete": true only when done
     OUT/manifests/<split>_{recordings,supervisions,cuts}.jsonl.gz
@@ -49,6 +50,8 @@ from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, Supervis
 from tqdm.auto import tqdm
 
 from fairstream._io import atomic_write_bytes as _atomic_bytes
+from fairstream.data import layout
+from fairstream.data.layout import SPEAKER_COLUMNS, CorpusVersionError
 from fairstream.data.text import normalize
 from fairstream.errors import CorpusError, InputDataError
 from fairstream.features.fbank import FbankConfig, compute_cmvn, compute_fbank
@@ -67,15 +70,8 @@ logger = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 
-#: speakers.csv columns (CONTRACTS); imported corpora leave unknown ones empty.
-SPEAKER_COLUMNS = (
-    "speaker_id", "split", "accent", "voice", "gender", "age_band", "pitch", "rate",
-    "noise_type", "snr_db", "telephone", "lat", "lon", "zip", "state",
-)
 #: keys every supervision's ``custom`` carries (None when unknown).
 METADATA_KEYS = ("accent", "gender", "age_band", "lat", "lon", "zip")
-_ZIP_COLUMNS = ("zip", "state", "lat", "lon")
-_SPLITS = ("train", "dev", "test")
 TARGET_RATE = 16000
 
 
@@ -138,18 +134,6 @@ class _Errors:
 # --------------------------------------------------------------------------- atomic IO
 def _atomic_json(path: Path, obj: Any) -> None:
     _atomic_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def _atomic_manifest(path: Path, manifest: RecordingSet | SupervisionSet | CutSet) -> None:
-    # lhotse picks the format from the suffix, so the temporary name keeps ".jsonl.gz"
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        manifest.to_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
 
 
 def _atomic_csv(path: Path, columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -292,7 +276,8 @@ def import_kaldi_dir(
     Args:
         src: the Kaldi data directory.
         out: corpus directory to create, or an imported corpus to add ``split`` to.
-        split: "train", "dev" or "test".
+        split: split name: "train", "dev", "test" or another (e.g. "audit"); see
+            :func:`fairstream.data.layout.check_split_name`.
         on_error: "raise" on the first bad item, or "skip" bad items and report them.
         resample: resample non-16 kHz audio on load (recorded in the manifest) instead of erroring.
         check_audio: decode every file once to catch corrupt audio.
@@ -558,16 +543,19 @@ def import_lhotse_manifests(
 
 # --------------------------------------------------------------------------- writing
 def _read_corpus_json(out: Path) -> dict[str, Any] | None:
-    p = out / "corpus.json"
+    p = out / layout.CORPUS_JSON
     if not p.exists():
         if out.exists() and any(out.iterdir()):
-            raise CorpusError(f"output directory {out} is not empty and holds no corpus.json")
+            raise CorpusError(f"output directory {out} is not empty and holds no {p.name}")
         return None
     try:
-        info: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorpusError(f"{p} is malformed: {e}") from e
-    if not isinstance(info, dict) or info.get("format") != "fairstream-corpus" or "importer" not in info.get("config", {}):
+        info = layout.read_corpus_json(out)
+    except CorpusVersionError:
+        raise
+    except CorpusError as e:
+        raise CorpusError(f"output directory {out} already holds a different corpus ({e}); "
+                          "choose another --out") from e
+    if "importer" not in (info.get("config") or {}):
         raise CorpusError(
             f"output directory {out} already holds a different corpus ({p}); choose another --out"
         )
@@ -589,8 +577,10 @@ def _write_split(
     options: dict[str, Any],
 ) -> ImportReport:
     out = Path(out_arg)
-    if split not in _SPLITS:
-        raise InputDataError(f"split must be one of {_SPLITS}, got {split!r}")
+    try:
+        layout.check_split_name(split)
+    except CorpusError as e:
+        raise InputDataError(str(e)) from None
     if not sups:
         detail = "; ".join(f"{k}: {v}" for k, v in list(errors.skipped.items())[:5])
         raise CorpusError(f"nothing to import from {source}" + (f" (skipped: {detail})" if detail else ""))
@@ -602,23 +592,19 @@ def _write_split(
     # mark incomplete while writing, so a crash never leaves a corpus that looks complete
     config = {"importer": source["type"], "splits": splits}
     if info is not None:
-        info["complete"] = False
-        _atomic_json(out / "corpus.json", info)
+        layout.write_corpus_json(out, {**info, "complete": False})
 
-    man = out / "manifests"
-    man.mkdir(parents=True, exist_ok=True)
     rec_set = RecordingSet.from_recordings(recs)
     sup_set = SupervisionSet.from_segments(sups)
     cuts = CutSet.from_manifests(recordings=rec_set, supervisions=sup_set)
     cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
     assert {c.id for c in cuts} == {s.id for s in sups}
-    _atomic_manifest(man / f"{split}_recordings.jsonl.gz", rec_set)
-    _atomic_manifest(man / f"{split}_supervisions.jsonl.gz", sup_set)
-    _atomic_manifest(man / f"{split}_cuts.jsonl.gz", cuts)
+    for kind, manifest in zip(layout.MANIFEST_KINDS, (rec_set, sup_set, cuts)):
+        layout.write_manifest(out, split, kind, (item.to_dict() for item in manifest))
 
     # speakers.csv: keep rows of other splits
     rows: list[dict[str, Any]] = []
-    spk_csv = out / "speakers.csv"
+    spk_csv = out / layout.SPEAKERS_CSV
     if spk_csv.exists():
         with spk_csv.open(encoding="utf-8", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("split") != split]
@@ -630,8 +616,8 @@ def _write_split(
         row.update(speaker_id=spk, split=split, gender=genders[spk] or "")
         rows.append(row)
     _atomic_csv(spk_csv, SPEAKER_COLUMNS, rows)
-    if not (out / "zip_demographics.csv").exists():
-        _atomic_csv(out / "zip_demographics.csv", _ZIP_COLUMNS, [])
+    if not (out / layout.ZIP_DEMOGRAPHICS_CSV).exists():
+        _atomic_csv(out / layout.ZIP_DEMOGRAPHICS_CSV, layout.ZIP_COLUMNS, [])
 
     if split == "train":
         selected = list(cuts)
@@ -646,7 +632,7 @@ def _write_split(
                 if audio.shape[-1] >= fcfg.window_samples:
                     yield compute_fbank(audio[0], TARGET_RATE, fcfg, name=c.id)
 
-        compute_cmvn(feats()).save(out / "cmvn.json")
+        compute_cmvn(feats()).save(out / layout.CMVN_JSON)
 
     hours = sum(s.duration for s in sups) / 3600.0
     report = ImportReport(
@@ -654,17 +640,16 @@ def _write_split(
         num_speakers=len(genders), hours=hours, num_resampled=n_resampled,
         skipped=tuple(SkippedItem(k, v) for k, v in errors.skipped.items()),
     )
-    _atomic_json(out / f"import_report_{split}.json", report.to_dict())
+    _atomic_json(layout.import_report_path(out, split), report.to_dict())
 
     splits[split] = {"source": source, "utterances": len(sups), "speakers": len(genders),
                      "hours": round(hours, 4), "skipped": len(report.skipped), **options}
     config["splits"] = splits
     fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     _write_card(out, splits)
-    _atomic_json(out / "corpus.json", {
-        "format": "fairstream-corpus", "version": 1, "preset": None, "seed": None,
-        "config": config, "planted": {}, "complete": True, "fingerprint": fingerprint,
-        "relative_audio_paths": False,
+    layout.write_corpus_json(out, {
+        "preset": None, "seed": None, "config": config, "splits": layout.order_splits(splits),
+        "planted": {}, "complete": True, "fingerprint": fingerprint, "relative_audio_paths": False,
     })
     logger.info("imported %d utterances (%d speakers, %.2f h) into %s split %s; skipped %d",
                 len(sups), len(genders), hours, out, split, len(report.skipped))
@@ -673,7 +658,7 @@ def _write_split(
 
 def _write_card(out: Path, splits: dict[str, Any]) -> None:
     rows = []
-    spk_csv = out / "speakers.csv"
+    spk_csv = out / layout.SPEAKERS_CSV
     with spk_csv.open(encoding="utf-8", newline="") as f:
         genders = Counter((r["split"], r["gender"] or "unknown") for r in csv.DictReader(f))
     for name, s in sorted(splits.items()):
@@ -695,4 +680,4 @@ def _write_card(out: Path, splits: dict[str, Any]) -> None:
         *gender_rows,
         "",
     ])
-    _atomic_bytes(out / "corpus_card.md", text.encode("utf-8"))
+    _atomic_bytes(out / layout.CORPUS_CARD, text.encode("utf-8"))

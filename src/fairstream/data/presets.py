@@ -7,6 +7,9 @@ tiny     24 / 8 / 8          ≈ 200        tests; builds in seconds
 demo     400 / 40 / 96       ≈ 7,550      ≈ 5.5 h of audio (≈ 4.4 h train); the demo
 full     2400 / 160 / 400    ≈ 45,000     ≈ 33 h; experiments that need more data
 =======  ==================  ===========  =================================================
+
+Every preset has the splits train, dev and test; a config adds more with ``extra_splits``
+(for example ``SplitSpec("audit", speakers=400, utterances_per_speaker=4)``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,48 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from fairstream.data.layout import CORPUS_VERSION, DEFAULT_SPLITS, check_split_name
 from fairstream.data.speakers import SpeakerConfig
 from fairstream.errors import CorpusError
 
-__all__ = ["FORMAT_VERSION", "PRESETS", "CorpusConfig", "get_preset"]
+__all__ = ["FORMAT_VERSION", "PRESETS", "CorpusConfig", "SplitSpec", "get_preset"]
 
-FORMAT_VERSION = 1
+#: Layout version written by this release (alias of :data:`fairstream.data.layout.CORPUS_VERSION`).
+FORMAT_VERSION = CORPUS_VERSION
+
+# The corpus fingerprint has hashed {"format_version": 1, ...} since it was introduced. It is
+# frozen here, apart from the layout version, so that a new layout version does not change the
+# fingerprint of an unchanged spec (``--resume`` of an existing build compares fingerprints).
+_FINGERPRINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A split beyond train/dev/test: its name and size.
+
+    Its speakers are disjoint from every other split's and drawn with the normal accent
+    shares (like dev and test, without the planted disparity).
+
+    Attributes:
+        name: split name (lower-case letters, digits, ``_``, ``-``).
+        speakers: number of speakers.
+        utterances_per_speaker: utterances each speaker says.
+    """
+
+    name: str
+    speakers: int
+    utterances_per_speaker: int
+
+    def __post_init__(self) -> None:
+        check_split_name(self.name)
+        if self.name in DEFAULT_SPLITS:
+            raise CorpusError(f"extra split {self.name!r} repeats one of the default splits "
+                              f"{DEFAULT_SPLITS}; size those with speakers/utterances_per_speaker")
+        if self.speakers < 1 or self.utterances_per_speaker < 1:
+            raise CorpusError(
+                f"split {self.name!r} needs at least one speaker and utterance, got "
+                f"{self.speakers} speakers x {self.utterances_per_speaker} utterances"
+            )
 
 
 @dataclass(frozen=True)
@@ -39,6 +78,7 @@ class CorpusConfig:
         lead_silence, trail_silence: (min, max) seconds of padding around the speech.
         level_dbfs: (min, max) RMS level of the final mix in dBFS.
         cmvn_max_utterances: training utterances used for the CMVN statistics (evenly spaced).
+        extra_splits: splits after train, dev and test (none in the presets).
     """
 
     preset: str
@@ -52,6 +92,7 @@ class CorpusConfig:
     trail_silence: tuple[float, float] = (0.10, 0.35)
     level_dbfs: tuple[float, float] = (-26.0, -16.0)
     cmvn_max_utterances: int = 2000
+    extra_splits: tuple[SplitSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.utterances_per_speaker) != 3 or min(self.utterances_per_speaker) < 1:
@@ -61,23 +102,44 @@ class CorpusConfig:
             )
         if self.sample_rate not in (8000, 16000, 22050):
             raise CorpusError(f"sample_rate {self.sample_rate} is not one of 8000, 16000, 22050")
+        names = [s.name for s in self.extra_splits]
+        if len(set(names)) != len(names):
+            raise CorpusError(f"extra_splits names repeat: {names}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Split names in build order: train, dev, test, then the extra splits."""
+        return DEFAULT_SPLITS + tuple(s.name for s in self.extra_splits)
+
+    def split_sizes(self) -> dict[str, tuple[int, int]]:
+        """Split name → (speakers, utterances per speaker), in build order."""
+        s = self.speakers
+        sizes = dict(zip(DEFAULT_SPLITS, zip((s.n_train, s.n_dev, s.n_test),
+                                             self.utterances_per_speaker)))
+        sizes.update((x.name, (x.speakers, x.utterances_per_speaker)) for x in self.extra_splits)
+        return sizes
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (what the fingerprint hashes)."""
-        return asdict(self)
+        """JSON-ready dictionary (what the fingerprint hashes).
+
+        ``extra_splits`` appears only when there are some, so configs without them hash as
+        they did before the field existed.
+        """
+        d = asdict(self)
+        if not self.extra_splits:
+            del d["extra_splits"]
+        return d
 
     def fingerprint(self, seed: int) -> str:
-        """SHA-256 over the format version, config and seed: equal fingerprints → equal corpora."""
-        payload = json.dumps({"format_version": FORMAT_VERSION, "seed": int(seed), "config": self.to_dict()},
-                             sort_keys=True)
+        """SHA-256 over the config and seed: equal fingerprints → equal corpora."""
+        payload = json.dumps({"format_version": _FINGERPRINT_VERSION, "seed": int(seed),
+                              "config": self.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     @property
     def n_utterances(self) -> int:
         """Total number of utterances the config asks for."""
-        s = self.speakers
-        tr, dv, te = self.utterances_per_speaker
-        return s.n_train * tr + s.n_dev * dv + s.n_test * te
+        return sum(n * k for n, k in self.split_sizes().values())
 
 
 PRESETS: dict[str, CorpusConfig] = {

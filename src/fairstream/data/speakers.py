@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairstream.data import layout
 from fairstream.errors import CorpusError
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "FEMALE_VARIANTS",
     "MALE_VARIANTS",
     "NOISE_TYPES",
-    "SPLITS",
     "Speaker",
     "SpeakerConfig",
     "allocate_counts",
@@ -48,7 +48,6 @@ __all__ = [
     "zip_demographics",
 ]
 
-SPLITS = ("train", "dev", "test")
 AGE_BANDS = ("18-29", "30-44", "45-59", "60+")
 NOISE_TYPES = ("white", "pink", "brown", "babble", "hum")
 
@@ -294,7 +293,8 @@ def _draw_speaker(rng: np.random.Generator, config: SpeakerConfig, speaker_id: s
     )
 
 
-def sample_speakers(config: SpeakerConfig, seed: int) -> list[Speaker]:
+def sample_speakers(config: SpeakerConfig, seed: int,
+                    extra_splits: Sequence[tuple[str, int]] = ()) -> list[Speaker]:
     """Draw all speakers of a corpus.
 
     Accent counts per split are exact (largest remainder on the configured shares); the order
@@ -303,13 +303,17 @@ def sample_speakers(config: SpeakerConfig, seed: int) -> list[Speaker]:
     Args:
         config: speaker configuration.
         seed: corpus seed; same seed and config → identical speakers.
+        extra_splits: (split name, speakers) after test, drawn with the normal accent shares.
 
     Returns:
-        Speakers ordered train, dev, test with ids ``spk0000``, ``spk0001``, ...
+        Speakers ordered train, dev, test, then the extra splits, with ids ``spk0000``,
+        ``spk0001``, ...
     """
     rng = np.random.default_rng([seed, 101])
     plan: list[tuple[str, str]] = []
-    for split, n in (("train", config.n_train), ("dev", config.n_dev), ("test", config.n_test)):
+    sizes = [("train", config.n_train), ("dev", config.n_dev), ("test", config.n_test),
+             *extra_splits]
+    for split, n in sizes:
         shares = config.train_shares() if split == "train" else config.normal_shares()
         counts = allocate_counts(n, shares, minimum=1)
         accents = [a for a in config.accents for _ in range(counts[a])]
@@ -322,9 +326,7 @@ def sample_speakers(config: SpeakerConfig, seed: int) -> list[Speaker]:
     ]
 
 
-SPEAKER_COLUMNS = ("speaker_id", "split", "accent", "voice", "gender", "age_band", "pitch", "rate",
-                   "noise_type", "snr_db", "telephone", "lat", "lon", "zip", "state", "variant",
-                   "pitch_range", "city", "accent_label")
+SPEAKER_COLUMNS = (*layout.SPEAKER_COLUMNS, "variant", "pitch_range", "city", "accent_label")
 
 
 def speakers_frame(speakers: Sequence[Speaker]) -> pd.DataFrame:

@@ -12,6 +12,8 @@ The build is a pure function of ``(config, seed)``:
 * manifests, tables and the card are written at the end, and ``corpus.json`` gets
   ``"complete": true`` last: an interrupted build never looks complete.
 
+The directory layout is :mod:`fairstream.data.layout` (described in docs/corpus.md).
+
 Signal chain per utterance (D: samples)::
 
     eSpeak (22,050 Hz) -> resample to 16 kHz -> silence padding -> + noise at SNR
@@ -20,16 +22,13 @@ Signal chain per utterance (D: samples)::
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import logging
 import math
 import multiprocessing as mp
 import os
 import signal as signal_module
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,12 +39,13 @@ import soundfile as sf
 from scipy import fft as sp_fft
 from scipy import signal
 
-from fairstream._io import atomic_write_bytes as _atomic_write_bytes
+from fairstream._io import atomic_path
 from fairstream._io import atomic_write_text as _atomic_write_text
+from fairstream.data import layout
 from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, parse_voice
-from fairstream.data.presets import FORMAT_VERSION, CorpusConfig
+from fairstream.data.layout import CorpusVersionError
+from fairstream.data.presets import CorpusConfig
 from fairstream.data.speakers import (
-    SPLITS,
     Speaker,
     sample_speakers,
     speakers_frame,
@@ -64,8 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-CORPUS_FORMAT = "fairstream-corpus"
 
 
 @dataclass(frozen=True)
@@ -138,11 +136,11 @@ class BuildSummary:
 
 
 def plan_utterances(config: CorpusConfig, speakers: Sequence[Speaker], seed: int) -> list[UtteranceSpec]:
-    """Every utterance of the corpus, in a fixed order (train, dev, test; speaker by speaker).
+    """Every utterance of the corpus, in a fixed order (the config's splits; speaker by speaker).
 
     Utterance ``i`` depends only on ``(seed, i)`` and its speaker.
     """
-    per_split = dict(zip(SPLITS, config.utterances_per_speaker))
+    per_split = {name: k for name, (_, k) in config.split_sizes().items()}
     specs: list[UtteranceSpec] = []
     for spk in speakers:
         for k in range(per_split[spk.split]):
@@ -286,14 +284,8 @@ def render_utterance(spec: UtteranceSpec, synth: EspeakSynthesizer, sample_rate:
 
 
 def _write_flac_atomic(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), samples, sample_rate, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ------------------------------------------------------------------------------------ workers
@@ -361,20 +353,12 @@ class _Executor:
 # ----------------------------------------------------------------------------------- writing
 
 
-def _jsonl_gz(items: Iterable[dict[str, Any]]) -> bytes:
-    """Lhotse-readable JSONL.gz with a fixed gzip header (mtime 0), so equal data → equal bytes."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
-        for item in items:
-            gz.write((json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8"))
-    return buf.getvalue()
-
-
-def _write_manifests(out: Path, specs: Sequence[UtteranceSpec], num_samples: dict[int, int],
-                     speakers: dict[str, Speaker], sample_rate: int) -> None:
+def _write_manifests(out: Path, splits: Sequence[str], specs: Sequence[UtteranceSpec],
+                     num_samples: dict[int, int], speakers: dict[str, Speaker],
+                     sample_rate: int) -> None:
     from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
 
-    for split in SPLITS:
+    for split in splits:
         recs, sups, cuts = [], [], []
         for spec in (s for s in specs if s.split == split):
             n = num_samples[spec.index]
@@ -396,10 +380,8 @@ def _write_manifests(out: Path, specs: Sequence[UtteranceSpec], num_samples: dic
             recs.append(rec.to_dict())
             sups.append(sup.to_dict())
             cuts.append(cut.to_dict())
-        mdir = out / "manifests"
-        _atomic_write_bytes(mdir / f"{split}_recordings.jsonl.gz", _jsonl_gz(recs))
-        _atomic_write_bytes(mdir / f"{split}_supervisions.jsonl.gz", _jsonl_gz(sups))
-        _atomic_write_bytes(mdir / f"{split}_cuts.jsonl.gz", _jsonl_gz(cuts))
+        for kind, items in zip(layout.MANIFEST_KINDS, (recs, sups, cuts)):
+            layout.write_manifest(out, split, kind, items)
 
 
 def _frame_to_csv(path: Path, df: Any) -> None:
@@ -410,20 +392,18 @@ def _frame_to_csv(path: Path, df: Any) -> None:
 
 
 def _read_corpus_json(out: Path) -> dict[str, Any]:
-    path = out / "corpus.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorpusError(f"{path} is unreadable ({e}); remove {out} or choose another --out") from e
-    if not isinstance(data, dict) or data.get("format") != CORPUS_FORMAT:
-        raise CorpusError(f"{path} is not a {CORPUS_FORMAT} file; choose another --out")
-    return data
+        return layout.read_corpus_json(out)
+    except CorpusVersionError:
+        raise
+    except CorpusError as e:
+        raise CorpusError(f"{e}; remove {out} or choose another --out") from e
 
 
 def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CorpusError(f"output {out} exists and is not a directory")
-    if (out / "corpus.json").exists():
+    if (out / layout.CORPUS_JSON).exists():
         existing = _read_corpus_json(out)
         if existing.get("fingerprint") != header["fingerprint"]:
             raise CorpusError(
@@ -441,8 +421,8 @@ def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
         raise CorpusError(f"output directory {out} is not empty and holds no corpus.json; choose an empty "
                           f"or new directory")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "corpus.json", json.dumps({**header, "complete": False}, indent=2) + "\n")
-    for stale in out.glob("audio/*/*/*.tmp"):
+    layout.write_corpus_json(out, {**header, "complete": False})
+    for stale in out.glob(f"{layout.AUDIO_DIR}/*/*/*.tmp"):
         stale.unlink()
 
 
@@ -458,12 +438,14 @@ def _shares(df: Any, split: str, accents: Sequence[str]) -> dict[str, float]:
 def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str], int],
           hours: dict[str, float]) -> str:
     cfg: CorpusConfig = header["_config"]
+    splits = cfg.splits
     planted = header["planted"]
     accents = list(cfg.speakers.accents)
     lines = [
         f"# Corpus card: fairstream synthetic multi-accent corpus (preset `{header['preset']}`)",
         "",
-        f"Seed {header['seed']}, fingerprint `{header['fingerprint'][:16]}`, format version {FORMAT_VERSION}.",
+        (f"Seed {header['seed']}, fingerprint `{header['fingerprint'][:16]}`, "
+         f"format version {layout.CORPUS_VERSION}."),
         (f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} --out DIR` "
          "(same seed → identical audio bytes and manifests)."),
         "",
@@ -501,22 +483,24 @@ def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str],
         mark = " (planted)" if a in planted["under_represented_accents"] else ""
         lines.append(f"| {a}{mark} | {ACCENT_LABELS.get(a, a)} | {planted['train_share'][a]:.1%} | "
                      f"{planted['test_share'][a]:.1%} |")
-    lines += ["", "## Counts", "", "Hours of audio: " + ", ".join(f"{s} {hours[s]:.2f} h" for s in SPLITS)
+    lines += ["", "## Counts", "",
+              "Hours of audio: " + ", ".join(f"{s} {hours[s]:.2f} h" for s in splits)
               + f" (total {sum(hours.values()):.2f} h).", "",
               "Speakers (utterances) per accent and split:", "",
-              "| accent | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+              "| accent | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
     for a in accents:
         cells = []
-        for s in SPLITS:
+        for s in splits:
             n_spk = int(((spk_df["accent"] == a) & (spk_df["split"] == s)).sum())
             cells.append(f"{n_spk} ({utt_counts.get((a, s), 0)})")
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
     for column in ("gender", "age_band", "noise_type", "telephone"):
         values = sorted(spk_df[column].astype(str).unique())
         lines += ["", f"Speakers per {column} and split:", "",
-                  f"| {column} | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+                  f"| {column} | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
         for v in values:
-            cells = [str(int(((spk_df[column].astype(str) == v) & (spk_df["split"] == s)).sum())) for s in SPLITS]
+            cells = [str(int(((spk_df[column].astype(str) == v) & (spk_df["split"] == s)).sum()))
+                     for s in splits]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "## Files", "",
               "`manifests/<split>_{recordings,supervisions,cuts}.jsonl.gz` (Lhotse; audio paths are relative",
@@ -563,20 +547,20 @@ def build_corpus(
         raise CorpusError(f"jobs must be >= 1, got {jobs}")
     root = Path(out)
     fingerprint = config.fingerprint(seed)
-    speakers = sample_speakers(config.speakers, seed)
+    speakers = sample_speakers(config.speakers, seed,
+                               [(x.name, x.speakers) for x in config.extra_splits])
     for voice in sorted({s.voice for s in speakers}):
         parse_voice(voice)  # unknown accent/variant -> CorpusError naming it, before any output
     specs = plan_utterances(config, speakers, seed)
     spk_df = speakers_frame(speakers)
     accents = list(config.speakers.accents)
     header: dict[str, Any] = {
-        "format": CORPUS_FORMAT,
-        "version": FORMAT_VERSION,
         "preset": config.preset,
         "seed": int(seed),
         "fingerprint": fingerprint,
         "config": config.to_dict(),
         "sample_rate": config.sample_rate,
+        "splits": list(config.splits),
         "planted": {
             "under_represented_accents": list(config.speakers.under_represented),
             "configured_train_share": round(config.speakers.under_represented_train_share, 4),
@@ -630,24 +614,24 @@ def build_corpus(
     executor.close()
 
     by_id = {s.speaker_id: s for s in speakers}
-    _write_manifests(root, specs, num_samples, by_id, config.sample_rate)
-    cmvn.save(root / "cmvn.json")
-    _frame_to_csv(root / "speakers.csv", spk_df)
-    _frame_to_csv(root / "zip_demographics.csv", zip_demographics(speakers, seed))
-    hours = {s: 0.0 for s in SPLITS}
+    _write_manifests(root, config.splits, specs, num_samples, by_id, config.sample_rate)
+    cmvn.save(root / layout.CMVN_JSON)
+    _frame_to_csv(root / layout.SPEAKERS_CSV, spk_df)
+    _frame_to_csv(root / layout.ZIP_DEMOGRAPHICS_CSV, zip_demographics(speakers, seed))
+    hours = {s: 0.0 for s in config.splits}
     utt_counts: dict[tuple[str, str], int] = {}
     for spec in specs:
         hours[spec.split] += num_samples[spec.index] / config.sample_rate / 3600.0
         key = (by_id[spec.speaker_id].accent, spec.split)
         utt_counts[key] = utt_counts.get(key, 0) + 1
-    _atomic_write_text(root / "corpus_card.md", _card({**header, "_config": config}, spk_df, utt_counts, hours))
+    card = _card({**header, "_config": config}, spk_df, utt_counts, hours)
+    _atomic_write_text(root / layout.CORPUS_CARD, card)
     counts = {
         s: {"speakers": int((spk_df["split"] == s).sum()), "utterances": sum(1 for x in specs if x.split == s),
             "hours": round(hours[s], 4)}
-        for s in SPLITS
+        for s in config.splits
     }
-    final = {**header, "counts": counts, "complete": True}
-    _atomic_write_text(root / "corpus.json", json.dumps(final, indent=2) + "\n")
+    layout.write_corpus_json(root, {**header, "counts": counts, "complete": True})
 
     synthesized_seconds_audio = synthesized_samples / config.sample_rate
     summary = BuildSummary(

@@ -14,7 +14,6 @@ or per-accent EER (a trial belongs to a group when both sides do).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairstream._io import atomic_write_text
 from fairstream.errors import InputDataError
 
 __all__ = [
@@ -174,17 +174,12 @@ def read_trials(path: str | Path) -> list[Trial]:
 
 def write_trials(trials: Iterable[Trial], path: str | Path) -> Path:
     """Write trials in the VoxCeleb format, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for t in trials:
         if t.label not in (0, 1) or any(c.isspace() for c in t.enroll + t.test):
             raise InputDataError(f"cannot write trial {t}: label must be 0/1, paths without spaces")
         lines.append(t.to_line() + "\n")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(lines))
 
 
 def check_known(trials: Sequence[Trial], known: Iterable[str], *, source: str = "embeddings") -> None:
