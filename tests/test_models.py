@@ -4,14 +4,21 @@ config round trips and errors, and a tiny model that learns to transcribe."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from fairstream.errors import InputDataError
-from fairstream.models.encoders import ENCODERS, register_encoder
-from fairstream.models.encoders.lstm import LSTMEncoder
+from fairstream.models.encoders import (
+    ENCODER_OPTIONS,
+    ENCODERS,
+    EncoderOutput,
+    register_encoder,
+)
+from fairstream.models.encoders.lstm import LSTMEncoder, LSTMEncoderOptions
 from fairstream.models.factory import (
     EncoderConfig,
     JoinerConfig,
@@ -25,6 +32,7 @@ from fairstream.models.predictor import LSTMPredictor, StatelessPredictor
 from fairstream.models.transducer import Transducer
 
 TOL = 1e-5
+GOLDEN = Path(__file__).parent / "data" / "golden"
 
 
 def small_encoder(subsampling: int = 4, seed: int = 0) -> LSTMEncoder:
@@ -44,6 +52,14 @@ def small_config(**overrides: object) -> ModelConfig:
         vocab_size=12,
     )
     return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def full_pass(
+    enc: LSTMEncoder, x: torch.Tensor, x_lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    out = enc(x, x_lens)
+    assert isinstance(out, EncoderOutput) and not out.aux_losses and not out.stats
+    return out.y, out.y_lens
 
 
 def stream_in_chunks(
@@ -75,7 +91,8 @@ def test_encoder_output_lengths_are_ceil_of_input_over_subsampling(subsampling: 
     enc = small_encoder(subsampling)
     x_lens = torch.tensor([1, 2, 5, 17, 40])
     with torch.no_grad():
-        y, y_lens = enc(torch.randn(5, 40, 80), x_lens)
+        out = enc(torch.randn(5, 40, 80), x_lens)
+    y, y_lens = out.y, out.y_lens
     expected = [math.ceil(n / subsampling) for n in x_lens.tolist()]
     assert y_lens.tolist() == expected
     assert y.shape == (5, max(expected), 40)
@@ -89,7 +106,7 @@ def test_streaming_encoder_matches_full_pass(chunk: int) -> None:
     x = torch.randn(3, 61, 80)
     x_lens = torch.tensor([61, 45, 9])
     with torch.no_grad():
-        y, y_lens = enc(x, x_lens)
+        y, y_lens = full_pass(enc, x, x_lens)
         streamed = stream_in_chunks(enc, x, x_lens, [chunk])
     for b in range(3):
         assert streamed[b].shape[0] == int(y_lens[b])
@@ -101,7 +118,7 @@ def test_streaming_parity_with_irregular_chunks_and_subsampling_8() -> None:
     x = torch.randn(2, 100, 80)
     x_lens = torch.tensor([100, 37])
     with torch.no_grad():
-        y, y_lens = enc(x, x_lens)
+        y, y_lens = full_pass(enc, x, x_lens)
         streamed = stream_in_chunks(enc, x, x_lens, [5, 1, 16, 2, 11, 0, 9])
     for b in range(2):
         torch.testing.assert_close(streamed[b], y[b, : int(y_lens[b])], atol=TOL, rtol=TOL)
@@ -112,7 +129,7 @@ def test_streaming_items_advance_independently() -> None:
     enc = small_encoder()
     x = torch.randn(2, 30, 80)
     with torch.no_grad():
-        y, _ = enc(x, torch.tensor([30, 30]))
+        y, _ = full_pass(enc, x, torch.tensor([30, 30]))
         state = None
         outs: list[list[torch.Tensor]] = [[], []]
         pos = [0, 0]
@@ -146,16 +163,126 @@ def test_single_frame_gives_one_output_frame_in_both_modes() -> None:
     enc = small_encoder()
     x = torch.randn(1, 1, 80)
     with torch.no_grad():
-        y, y_lens = enc(x, torch.tensor([1]))
+        y, y_lens = full_pass(enc, x, torch.tensor([1]))
         ys, ys_lens, _ = enc.stream(x, torch.tensor([1]), None)
     assert y_lens.tolist() == ys_lens.tolist() == [1]
     torch.testing.assert_close(ys, y, atol=TOL, rtol=TOL)
 
 
+def test_two_streams_batched_give_the_same_output_as_each_alone() -> None:
+    """stack_states/select_state: streams join a batch mid-way and leave it again."""
+    enc = small_encoder(seed=5)
+    torch.manual_seed(6)
+    xs = [torch.randn(41, 80), torch.randn(26, 80)]
+    with torch.no_grad():
+        alone = [full_pass(enc, x[None], torch.tensor([x.shape[0]]))[0][0] for x in xs]
+        # each stream starts alone (9 and 3 frames: conv buffers of different widths)
+        pos = [9, 3]
+        outs: list[list[torch.Tensor]] = []
+        states = []
+        for x, n in zip(xs, pos):
+            y, y_lens, st = enc.stream(x[None, :n], torch.tensor([n]))
+            outs.append([y[0, : int(y_lens[0])]])
+            states.append(st)
+        state = enc.stack_states(states)
+        assert state.batch_size == 2 and state.frames_in.tolist() == pos
+        for sizes in [(4, 7), (0, 5), (11, 1)]:
+            chunk = torch.zeros(2, max(sizes), 80)
+            for i, n in enumerate(sizes):
+                chunk[i, :n] = xs[i][pos[i] : pos[i] + n]
+                pos[i] += n
+            y, y_lens, state = enc.stream(chunk, torch.tensor(sizes), state)
+            for i in range(2):
+                outs[i].append(y[i, : int(y_lens[i])])
+        # the streams leave the batch (in reverse order) and end alone
+        parted = enc.select_state(state, torch.tensor([1, 0]))
+        assert parted.frames_in.tolist() == pos[::-1]
+        for i, row in ((0, 1), (1, 0)):
+            st = enc.select_state(parted, torch.tensor([row]))
+            rest = xs[i][pos[i] :]
+            y, y_lens, _ = enc.stream(rest[None], torch.tensor([rest.shape[0]]), st)
+            outs[i].append(y[0, : int(y_lens[0])])
+    for i in range(2):
+        torch.testing.assert_close(torch.cat(outs[i]), alone[i], atol=TOL, rtol=TOL)
+
+
+def test_stack_of_no_states_is_an_error() -> None:
+    with pytest.raises(InputDataError, match="no encoder states"):
+        small_encoder().stack_states([])
+
+
 def test_registry_knows_lstm_and_refuses_duplicate_names() -> None:
     assert ENCODERS["lstm"] is LSTMEncoder
     with pytest.raises(ValueError, match="already registered"):
-        register_encoder("lstm")(type("Other", (torch.nn.Module,), {}))
+        register_encoder("lstm", options=LSTMEncoderOptions)(
+            type("Other", (torch.nn.Module,), {})
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _WidthOptions:
+    width: int = 4
+
+
+@dataclasses.dataclass
+class _LooseOptions:
+    width: int = 4
+
+
+class _Probe(torch.nn.Module):
+    def __init__(self, input_dim: int, *, width: int = 4) -> None:
+        super().__init__()
+
+
+class _ProbeOtherDefault(torch.nn.Module):
+    def __init__(self, input_dim: int, *, width: int = 5) -> None:
+        super().__init__()
+
+
+class _ProbeOtherName(torch.nn.Module):
+    def __init__(self, input_dim: int, *, depth: int = 4) -> None:
+        super().__init__()
+
+
+class _ProbeExtraOption(torch.nn.Module):
+    def __init__(self, input_dim: int, *, width: int = 4, depth: int = 2) -> None:
+        super().__init__()
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "message"),
+    [
+        (_Probe, _WidthOptions, None),
+        (_ProbeOtherDefault, _WidthOptions, "default equal"),
+        (_ProbeOtherName, _WidthOptions, "no keyword option 'width'"),
+        (_ProbeExtraOption, _WidthOptions, r"\['depth'\] are missing"),
+        (_Probe, _LooseOptions, "frozen dataclass"),
+    ],
+)
+def test_registration_checks_options_against_the_constructor(
+    cls: type[torch.nn.Module], options: type, message: str | None
+) -> None:
+    try:
+        if message is None:
+            assert register_encoder("probe-encoder", options=options)(cls) is cls
+            assert ENCODER_OPTIONS["probe-encoder"] is options
+        else:
+            with pytest.raises(ValueError, match=message):
+                register_encoder("probe-encoder", options=options)(cls)
+            assert "probe-encoder" not in ENCODERS
+    finally:
+        ENCODERS.pop("probe-encoder", None)
+        ENCODER_OPTIONS.pop("probe-encoder", None)
+
+
+def test_transducer_checks_the_encoder_contract() -> None:
+    joiner = Joiner(40, 16, 16, 10)
+    with pytest.raises(InputDataError, match="missing: .*stream.*select_state"):
+        Transducer(torch.nn.Linear(80, 40), StatelessPredictor(10, 16), joiner)
+    enc = small_encoder()
+    enc.right_context = -1
+    with pytest.raises(InputDataError, match="right_context=-1"):
+        Transducer(enc, StatelessPredictor(10, 16), joiner)
 
 
 # --------------------------------------------------------------------------- predictor / joiner
@@ -238,20 +365,54 @@ def test_config_round_trip_resolves_encoder_defaults() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"vocab": 10}, r"unknown key\(s\) \['vocab'\]"),
-        ({"joiner": {"joint": 3}}, r"unknown key\(s\) \['joint'\] in joiner"),
+        ({"vocab": 10}, r"unknown config key model\.vocab \(known keys of model: "),
+        ({"joiner": {"joint": 3}}, r"unknown config key model\.joiner\.joint "),
         (
             {"encoder": {"name": "lstm", "kwargs": {"layers": 2}}},
-            r"unknown option\(s\) \['layers'\]",
+            r"unknown config key model\.encoder\.kwargs\.layers \(known keys of "
+            r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, num_layers, ",
         ),
-        ({"encoder": {"name": "gru"}}, "unknown encoder 'gru'"),
-        ({"predictor": {"kind": "transformer"}}, "predictor.kind"),
-        ({"vocab_size": 1}, "vocab_size"),
+        (
+            {"encoder": {"kwargs": {"hidden_dim": "wide"}}},
+            r"config key model\.encoder\.kwargs\.hidden_dim: expected int, got 'wide'",
+        ),
+        (
+            {"encoder": {"kwargs": {"subsampling": 3}}},
+            r"config key model\.encoder\.kwargs: subsampling must be 2, 4 or 8, got 3",
+        ),
+        ({"encoder": {"kwargs": [1]}}, r"config key model\.encoder\.kwargs: expected Mapping"),
+        ({"encoder": {"name": "gru"}}, r"model\.encoder\.name: unknown encoder 'gru'"),
+        ({"predictor": {"kind": "transformer"}}, r"model\.predictor\.kind: 'transformer'"),
+        ({"vocab_size": 1}, r"model\.vocab_size: must be >= 2"),
     ],
 )
 def test_config_errors_name_the_bad_key(data: dict, message: str) -> None:
     with pytest.raises(InputDataError, match=message):
         model_config_from_dict(data)
+
+
+def test_encoder_options_are_coerced_to_their_field_types() -> None:
+    cfg = model_config_from_dict({"encoder": {"kwargs": {"hidden_dim": "64", "dropout": 0}}})
+    assert cfg.encoder.kwargs == {"hidden_dim": 64, "dropout": 0.0}
+    assert isinstance(cfg.encoder.kwargs["dropout"], float)
+    opts = cfg.encoder.options()
+    assert isinstance(opts, LSTMEncoderOptions)
+    assert opts == LSTMEncoderOptions(hidden_dim=64, dropout=0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.hidden_dim = 3  # type: ignore[misc]
+    with pytest.raises(InputDataError, match=r"model\.encoder\.kwargs\.hiden_dim"):
+        build_model(ModelConfig(encoder=EncoderConfig("lstm", {"hiden_dim": 3})))
+
+
+def test_golden_checkpoint_config_and_weights_load() -> None:
+    """The model config stored by an earlier release parses to the same plain data, and the
+    model it builds takes the stored weights exactly."""
+    ck = torch.load(GOLDEN / "tiny_transducer.pt", map_location="cpu", weights_only=True)
+    stored = json.loads(ck["config"])["model"]
+    cfg = model_config_from_dict(stored)
+    assert cfg.to_dict() == stored
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"], strict=True)
 
 
 def test_no_ctc_head_when_weight_is_zero() -> None:
@@ -277,6 +438,39 @@ def test_forward_loss_is_finite_and_backpropagates_to_every_parameter() -> None:
     out.loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
+
+
+class _PenalizedEncoder(LSTMEncoder):
+    """An LSTM encoder whose output carries an auxiliary loss and a statistic."""
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> EncoderOutput:
+        out = super().forward(x, x_lens)
+        return dataclasses.replace(
+            out, aux_losses={"energy": 0.5 * out.y.pow(2).mean()},
+            stats={"gate_rate": torch.tensor(0.25)},
+        )
+
+
+def test_encoder_aux_losses_are_added_to_the_loss_and_stats_logged() -> None:
+    from types import SimpleNamespace
+
+    from fairstream.training.transducer import TransducerObjective
+
+    torch.manual_seed(0)
+    enc = _PenalizedEncoder(80, conv_channels=8, num_layers=1, hidden_dim=32, output_dim=32)
+    model = Transducer(enc, StatelessPredictor(10, 16), Joiner(32, 16, 16, 10), ctc_weight=0.5)
+    model.eval()  # no dropout: the two passes below compute the same
+    batch = SimpleNamespace(features=torch.randn(2, 30, 80), feature_lens=torch.tensor([30, 21]),
+                            tokens=torch.tensor([[1, 2, 3], [4, 5, 0]]),
+                            token_lens=torch.tensor([3, 2]))
+    out = model(batch.features, batch.feature_lens, batch.tokens, batch.token_lens)
+    energy = out.aux_losses["energy"]
+    assert not energy.requires_grad and float(energy) > 0
+    torch.testing.assert_close(out.loss.detach(), out.rnnt_loss + 0.5 * out.ctc_loss + energy)
+    assert out.stats == {"gate_rate": 0.25}
+    logged = TransducerObjective()(model, batch)
+    assert logged.metrics["aux_energy"] == pytest.approx(float(energy))
+    assert logged.metrics["encoder_gate_rate"] == 0.25
 
 
 def test_forward_rejects_mismatched_batches() -> None:

@@ -74,6 +74,17 @@ spec_augment: null
         ("seed: 3\n", ["seed.x=1"], r"seed is a value, not a section"),
         ("", ["seed.x=1"], r"config key seed: expected int"),
         ("model:\n  encoder:\n    kwargs: {no_such_option: 1}\n", [], r"no_such_option"),
+        ("model:\n  encoder:\n    kwargs: {hiden_dim: 64}\n", [],
+         r"unknown config key model\.encoder\.kwargs\.hiden_dim \(known keys of "
+         r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, "),
+        ("", ["model.encoder.kwargs.num_layers=two"],
+         r"config key model\.encoder\.kwargs\.num_layers: expected int, got 'two'"),
+        ("", ["model.encoder.kwargs.dropout=[0.1]"],
+         r"config key model\.encoder\.kwargs\.dropout: expected float, got \[0\.1\]"),
+        ("", ["model.encoder.kwargs.subsampling=3"],
+         r"config key model\.encoder\.kwargs: subsampling must be 2, 4 or 8, got 3"),
+        ("", ["model.encoder.name=gru"], r"config key model\.encoder\.name: unknown encoder 'gru'"),
+        ("", ["model.vocab_size=1"], r"config key model\.vocab_size: must be >= 2"),
         ("- a\n- b\n", [], r"mapping at the top level"),
         ("optim: [1\n", [], r"not valid YAML"),
         ("", ["decode.lm_order=1"], r"decode\.lm_order must be 0 \(no LM\) or >= 2, got 1"),
@@ -96,6 +107,28 @@ def test_round_trip_through_dict_json_and_yaml(tmp_path):
     assert plain["model"]["encoder"]["kwargs"]
     again = load_config(save_config(cfg, tmp_path / "resolved.yaml"))
     assert config_to_dict(again) == plain
+
+
+def test_encoder_options_are_typed_and_stored_resolved():
+    from fairstream.models.encoders.lstm import LSTMEncoderOptions
+
+    cfg = load_config(None, ["model.encoder.kwargs.dropout=0", "model.encoder.kwargs.subsampling=8"])
+    assert cfg.model.encoder.kwargs == {"dropout": 0.0, "subsampling": 8}
+    assert cfg.model.encoder.options() == LSTMEncoderOptions(dropout=0.0, subsampling=8)
+    stored = config_to_dict(cfg)["model"]["encoder"]["kwargs"]
+    assert stored == dataclasses.asdict(LSTMEncoderOptions(dropout=0.0, subsampling=8))
+
+
+def test_golden_checkpoint_config_loads_unchanged():
+    """The config stored in a checkpoint of an earlier release parses, and its model section
+    comes back as stored."""
+    import torch
+
+    golden = Path(__file__).parent / "data" / "golden" / "tiny_transducer.pt"
+    stored = json.loads(torch.load(golden, map_location="cpu", weights_only=True)["config"])
+    cfg = config_from_dict(stored)
+    assert cfg.model.encoder.kwargs == stored["model"]["encoder"]["kwargs"]
+    assert config_to_dict(cfg)["model"] == stored["model"]
 
 
 def test_overrides_do_not_mutate_their_input():

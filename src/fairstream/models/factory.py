@@ -8,15 +8,13 @@ parameters at V = 256.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from torch import nn
-
+from fairstream.config_parse import from_dict, join_path, to_dict
 from fairstream.errors import InputDataError
-from fairstream.models.encoders import ENCODERS
+from fairstream.models.encoders import ENCODER_OPTIONS, ENCODERS, StreamingEncoder, check_encoder
 from fairstream.models.joiner import Joiner
 from fairstream.models.predictor import LSTMPredictor, StatelessPredictor
 from fairstream.models.transducer import Transducer
@@ -35,15 +33,41 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Which registered encoder to build and its keyword options.
+    """Which registered encoder to build and its options.
 
     Attributes:
         name: Key in :data:`fairstream.models.encoders.ENCODERS` (``"lstm"``, ...).
-        kwargs: Keyword options of that encoder's constructor (unset ones take its defaults).
+        kwargs: Values of fields of that encoder's options dataclass (registered with it in
+            :data:`~fairstream.models.encoders.ENCODER_OPTIONS`); unset ones take its
+            defaults. A config parsed by :func:`~fairstream.config_parse.from_dict` holds
+            them checked and coerced to the fields' types.
     """
 
     name: str = "lstm"
+    # Any: the value types depend on the encoder ``name`` selects (checked by options())
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def options(self, path: str = "model.encoder") -> Any:
+        """The encoder's options dataclass built from ``kwargs`` (the rest at defaults).
+
+        Returns ``Any``: each encoder has its own options class.
+
+        Raises:
+            InputDataError: on an unknown encoder, an unknown option or a bad value; the
+                message names the key path under ``path``.
+        """
+        if self.name not in ENCODER_OPTIONS:
+            raise InputDataError(
+                f"config key {join_path(path, 'name')}: unknown encoder {self.name!r}; "
+                f"registered encoders: {', '.join(sorted(ENCODER_OPTIONS))}"
+            )
+        return from_dict(ENCODER_OPTIONS[self.name], self.kwargs, path=join_path(path, "kwargs"))
+
+    def config_checked(self, path: str) -> EncoderConfig:
+        """Check the options against the encoder's options class; keep the given keys, with
+        their values coerced to the fields' types."""
+        opts = self.options(path)
+        return dataclasses.replace(self, kwargs={k: getattr(opts, k) for k in self.kwargs})
 
 
 @dataclass(frozen=True)
@@ -104,52 +128,44 @@ class ModelConfig:
         return model_config_to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+    def from_dict(cls, data: Mapping[str, Any], *, path: str = "model") -> ModelConfig:
         """Parse a mapping (see :func:`model_config_from_dict`)."""
-        return model_config_from_dict(data)
+        return model_config_from_dict(data, path=path)
+
+    def config_checked(self, path: str) -> ModelConfig:
+        """Checks across fields (vocabulary, blank id) and of the encoder options."""
+        _validate(self, path)
+        return self
 
 
 def encoder_options(name: str) -> dict[str, Any]:
-    """Keyword options (with defaults) accepted by the encoder registered as ``name``.
+    """Options (with defaults) of the encoder registered as ``name``.
 
     Raises:
         InputDataError: if ``name`` is not registered.
     """
-    if name not in ENCODERS:
-        raise InputDataError(f"unknown encoder {name!r}; registered encoders: {sorted(ENCODERS)}")
-    params = inspect.signature(ENCODERS[name].__init__).parameters
-    return {
-        p.name: p.default
-        for p in params.values()
-        if p.name not in ("self", "input_dim")
-        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
+    return _resolved_encoder_kwargs(EncoderConfig(name))
 
 
-def _resolved_encoder_kwargs(enc: EncoderConfig) -> dict[str, Any]:
-    options = encoder_options(enc.name)
-    unknown = sorted(set(enc.kwargs) - set(options))
-    if unknown:
-        raise InputDataError(
-            f"unknown option(s) {unknown} for encoder {enc.name!r}; known: {sorted(options)}"
-        )
-    return {**options, **dict(enc.kwargs)}
+def _resolved_encoder_kwargs(enc: EncoderConfig, path: str = "model.encoder") -> dict[str, Any]:
+    resolved: dict[str, Any] = to_dict(enc.options(path))
+    return resolved
 
 
-def _validate(config: ModelConfig) -> None:
+def _validate(config: ModelConfig, path: str = "model") -> None:
+    def bad(key: str, message: str) -> InputDataError:
+        return InputDataError(f"config key {join_path(path, key)}: {message}")
+
     if config.vocab_size < 2:
-        raise InputDataError(f"vocab_size must be >= 2, got {config.vocab_size}")
+        raise bad("vocab_size", f"must be >= 2, got {config.vocab_size}")
     if not 0 <= config.blank_id < config.vocab_size:
-        raise InputDataError(f"blank_id {config.blank_id} outside [0, {config.vocab_size})")
+        raise bad("blank_id", f"{config.blank_id} outside [0, {config.vocab_size})")
     if config.predictor.kind not in ("stateless", "lstm"):
-        raise InputDataError(
-            f"predictor.kind must be 'stateless' or 'lstm', got {config.predictor.kind!r}"
-        )
+        raise bad("predictor.kind", f"must be 'stateless' or 'lstm', got {config.predictor.kind!r}")
     if config.joiner.activation not in ("tanh", "relu"):
-        raise InputDataError(
-            f"joiner.activation must be 'tanh' or 'relu', got {config.joiner.activation!r}"
-        )
-    _resolved_encoder_kwargs(config.encoder)
+        raise bad("joiner.activation",
+                  f"must be 'tanh' or 'relu', got {config.joiner.activation!r}")
+    config.encoder.options(join_path(path, "encoder"))
 
 
 def build_model(config: ModelConfig) -> Transducer:
@@ -159,9 +175,11 @@ def build_model(config: ModelConfig) -> Transducer:
         InputDataError: on an unknown encoder, unknown encoder option or invalid value.
     """
     _validate(config)
-    encoder: nn.Module = ENCODERS[config.encoder.name](
-        config.feature_dim, **dict(config.encoder.kwargs)
-    )
+    options = config.encoder.options()
+    kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    module = ENCODERS[config.encoder.name](config.feature_dim, **kwargs)
+    check_encoder(module)
+    encoder = cast(StreamingEncoder[Any], module)
     p = config.predictor
     predictor: StatelessPredictor | LSTMPredictor
     if p.kind == "stateless":
@@ -182,7 +200,7 @@ def build_model(config: ModelConfig) -> Transducer:
             dropout=p.dropout,
         )
     joiner = Joiner(
-        cast(int, encoder.output_dim),
+        encoder.output_dim,
         predictor.output_dim,
         config.joiner.joint_dim,
         config.vocab_size,
@@ -198,41 +216,19 @@ def build_model(config: ModelConfig) -> Transducer:
     )
 
 
-def _from_dict(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise InputDataError(
-            f"{where or 'model config'} must be a mapping, got {type(data).__name__}"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InputDataError(
-            f"unknown key(s) {unknown} in {where or 'model config'}; known: {sorted(fields)}"
-        )
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        sub = {"encoder": EncoderConfig, "predictor": PredictorConfig, "joiner": JoinerConfig}
-        if cls is ModelConfig and name in sub:
-            values[name] = _from_dict(sub[name], value, f"{where}{name}.")
-        elif cls is EncoderConfig and name == "kwargs":
-            if not isinstance(value, Mapping):
-                raise InputDataError(f"{where}kwargs must be a mapping, got {value!r}")
-            values[name] = dict(value)
-        else:
-            values[name] = value
-    return cls(**values)
-
-
-def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+def model_config_from_dict(data: Mapping[str, Any], *, path: str = "model") -> ModelConfig:
     """Parse a (YAML/JSON) mapping into a :class:`ModelConfig`.
+
+    Args:
+        data: The mapping (``model`` section of a training config or checkpoint).
+        path: Key path of ``data``, for error messages.
 
     Raises:
         InputDataError: on unknown keys (at any level, including encoder options) or
-            invalid values; the message names the key.
+            invalid values; the message names the full key path
+            (``model.encoder.kwargs.hidden_dim``).
     """
-    config = _from_dict(ModelConfig, data, "")
-    _validate(config)
-    return config
+    return from_dict(ModelConfig, data, path=path)
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:

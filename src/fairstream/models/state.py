@@ -10,10 +10,14 @@ k predictor context size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from fairstream.errors import InputDataError
 
 __all__ = [
     "LSTMEncoderState",
@@ -51,6 +55,51 @@ class LSTMEncoderState:
     def batch_size(self) -> int:
         """Number of streams held."""
         return int(self.frames_in.shape[0])
+
+    def select(self, indices: Tensor) -> LSTMEncoderState:
+        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
+        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
+        return LSTMEncoderState(
+            conv_buffers=tuple(b.index_select(0, idx) for b in self.conv_buffers),
+            conv_buffer_lens=tuple(n.index_select(0, idx) for n in self.conv_buffer_lens),
+            h=tuple(h.index_select(0, idx) for h in self.h),
+            c=tuple(c.index_select(0, idx) for c in self.c),
+            frames_in=self.frames_in.index_select(0, idx),
+            frames_out=self.frames_out.index_select(0, idx),
+        )
+
+    @staticmethod
+    def stack(states: Sequence[LSTMEncoderState]) -> LSTMEncoderState:
+        """One state holding the streams of ``states`` in order (batch sizes add up).
+
+        Conv buffers of different widths are padded at their end (only each stream's first
+        ``conv_buffer_lens`` frames are valid).
+
+        Raises:
+            InputDataError: on no states, or states of differently shaped encoders.
+        """
+        if not states:
+            raise InputDataError("stack of no encoder states")
+        first = states[0]
+        if any(len(s.conv_buffers) != len(first.conv_buffers) or len(s.h) != len(first.h)
+               for s in states):
+            raise InputDataError("cannot stack states of encoders with different layer counts")
+        buffers = []
+        for layer in range(len(first.conv_buffers)):
+            bufs = [s.conv_buffers[layer] for s in states]
+            width = max(b.shape[2] for b in bufs)
+            buffers.append(torch.cat([F.pad(b, (0, 0, 0, width - b.shape[2])) for b in bufs]))
+        return LSTMEncoderState(
+            conv_buffers=tuple(buffers),
+            conv_buffer_lens=tuple(
+                torch.cat([s.conv_buffer_lens[k] for s in states])
+                for k in range(len(first.conv_buffer_lens))
+            ),
+            h=tuple(torch.cat([s.h[k] for s in states]) for k in range(len(first.h))),
+            c=tuple(torch.cat([s.c[k] for s in states]) for k in range(len(first.c))),
+            frames_in=torch.cat([s.frames_in for s in states]),
+            frames_out=torch.cat([s.frames_out for s in states]),
+        )
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ V vocabulary (blank included, id 0 by default), D model dims.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairstream.errors import InputDataError
+from fairstream.models.encoders.base import EncoderOutput, StreamingEncoder, check_encoder
 from fairstream.models.joiner import Joiner
 from fairstream.models.predictor import LSTMPredictor, StatelessPredictor
 from fairstream.models.state import PredictorState
@@ -26,12 +28,15 @@ class TransducerOutput:
     """Result of :meth:`Transducer.forward`.
 
     Attributes:
-        loss: Scalar training loss: ``rnnt_loss + ctc_weight * ctc_loss``.
+        loss: Scalar training loss: ``rnnt_loss + ctc_weight * ctc_loss`` plus the sum of
+            the encoder's auxiliary losses.
         rnnt_loss: Scalar, mean per-utterance RNN-T negative log-likelihood (detached).
         ctc_loss: Scalar, mean per-utterance CTC loss of the auxiliary head (detached);
             0 when the model has no CTC head.
         encoder_lens: ``(B,)`` encoder frames per utterance.
         num_utterances: B.
+        aux_losses: The encoder's auxiliary losses (detached), by name.
+        stats: The encoder's statistics as floats, by name (for logging).
     """
 
     loss: Tensor
@@ -39,14 +44,16 @@ class TransducerOutput:
     ctc_loss: Tensor
     encoder_lens: Tensor
     num_utterances: int
+    aux_losses: Mapping[str, Tensor] = field(default_factory=dict)
+    stats: Mapping[str, float] = field(default_factory=dict)
 
 
 class Transducer(nn.Module):
     """RNN-T model ``Transducer(encoder, predictor, joiner)``.
 
     Args:
-        encoder: Follows the encoder contract (``forward``, ``stream``, ``subsampling``,
-            ``output_dim``).
+        encoder: An ``nn.Module`` following the encoder contract
+            (:class:`~fairstream.models.encoders.base.StreamingEncoder`).
         predictor: :class:`StatelessPredictor` or :class:`LSTMPredictor`.
         joiner: :class:`Joiner`.
         blank_id: Blank id (0).
@@ -54,11 +61,16 @@ class Transducer(nn.Module):
             head. The CTC head steers the encoder towards monotonic alignments early in
             training, which keeps a small transducer from leaning on its predictor.
         fastemit_lambda: FastEmit regularization passed to the RNN-T loss.
+
+    Raises:
+        InputDataError: if the encoder does not follow the contract, or on a bad weight.
     """
+
+    encoder: StreamingEncoder[Any]
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: StreamingEncoder[Any],
         predictor: StatelessPredictor | LSTMPredictor,
         joiner: Joiner,
         *,
@@ -69,6 +81,9 @@ class Transducer(nn.Module):
         super().__init__()
         if ctc_weight < 0:
             raise InputDataError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        if not isinstance(encoder, nn.Module):
+            raise InputDataError(f"the encoder must be an nn.Module, got {type(encoder).__name__}")
+        check_encoder(encoder)
         self.encoder = encoder
         self.predictor = predictor
         self.joiner = joiner
@@ -77,24 +92,38 @@ class Transducer(nn.Module):
         self.ctc_weight = float(ctc_weight)
         self.fastemit_lambda = float(fastemit_lambda)
         self.ctc_head: nn.Linear | None = (
-            nn.Linear(cast(int, encoder.output_dim), self.vocab_size) if ctc_weight > 0 else None
+            nn.Linear(encoder.output_dim, self.vocab_size) if ctc_weight > 0 else None
         )
 
     @property
     def subsampling(self) -> int:
         """Feature frames per encoder frame."""
-        return cast(int, self.encoder.subsampling)
+        return self.encoder.subsampling
 
     # ------------------------------------------------------------------ parts
     def encode(self, features: Tensor, feature_lens: Tensor) -> tuple[Tensor, Tensor]:
-        """Full-utterance encoder pass: ``(B, T, F), (B,) -> (B, T', D), (B,)``."""
-        return self.encoder(features, feature_lens)
+        """Full-utterance encoder pass: ``(B, T, F), (B,) -> (B, T', D), (B,)``.
+
+        For search; :meth:`forward` uses the whole :class:`EncoderOutput` (auxiliary losses
+        and statistics included).
+        """
+        out = self.encoder(features, feature_lens)
+        return out.y, out.y_lens
 
     def stream(
-        self, features: Tensor, feature_lens: Tensor, state: Any | None = None
+        self,
+        features: Tensor,
+        feature_lens: Tensor,
+        state: Any | None = None,  # Any: the state type is the encoder's own
+        *,
+        final: bool = False,
     ) -> tuple[Tensor, Tensor, Any]:
-        """Encode the next chunk: ``(B, t, F), (B,), state -> (B, t', D), (B,), state``."""
-        return cast(Any, self.encoder).stream(features, feature_lens, state)
+        """Encode the next chunk: ``(B, t, F), (B,), state -> (B, t', D), (B,), state``.
+
+        ``final`` ends the streams: the encoder also emits the frames it held back for
+        lookahead (see ``right_context`` of the encoder contract).
+        """
+        return self.encoder.stream(features, feature_lens, state, final=final)
 
     def predict(self, tokens: Tensor) -> Tensor:
         """Predictor outputs for every prefix: ``(B, U) -> (B, U+1, D)``."""
@@ -146,7 +175,8 @@ class Transducer(nn.Module):
         # pad positions may hold anything; make them valid ids for the predictor
         pos = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
         tokens = torch.where(pos < token_lens.unsqueeze(1), tokens, self.blank_id)
-        enc, enc_lens = self.encode(features, feature_lens)
+        enc_out: EncoderOutput = self.encoder(features, feature_lens)
+        enc, enc_lens = enc_out.y, enc_out.y_lens
         pred = self.predict(tokens)
         logits = self.joiner(enc, pred)  # (B, T', U+1, V)
         rnnt = rnnt_loss(
@@ -172,10 +202,14 @@ class Transducer(nn.Module):
                 zero_infinity=True,
             ) / max(features.shape[0], 1)
             loss = rnnt + self.ctc_weight * ctc
+        for aux in enc_out.aux_losses.values():
+            loss = loss + aux
         return TransducerOutput(
             loss=loss,
             rnnt_loss=rnnt.detach(),
             ctc_loss=ctc.detach(),
             encoder_lens=enc_lens,
             num_utterances=int(features.shape[0]),
+            aux_losses={k: v.detach() for k, v in enc_out.aux_losses.items()},
+            stats={k: float(v) for k, v in enc_out.stats.items()},
         )

@@ -7,28 +7,25 @@ value is checked (and, where unambiguous, coerced: ``"1e-3"`` for a float) again
 type. :func:`config_to_dict` goes back to plain JSON/YAML-friendly data; the resolved config is
 stored in every checkpoint and results file.
 
-The generic machinery (:func:`from_dict`, :func:`to_dict`, :func:`apply_overrides`) works for
-any nested dataclass, so other training set-ups (for example a speaker-embedding model) can
-define their own top-level config and reuse it.
+The generic machinery (:func:`from_dict`, :func:`to_dict`, :func:`apply_overrides`) lives in
+:mod:`fairstream.config_parse` (re-exported here) and works for any nested dataclass, so other
+set-ups (the model config, a speaker-embedding model) define their own configs and reuse it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal
 
 import yaml
 
+from fairstream.config_parse import apply_overrides, from_dict, to_dict
 from fairstream.errors import InputDataError
-from fairstream.models.factory import ModelConfig, model_config_from_dict, model_config_to_dict
+from fairstream.models.factory import ModelConfig, model_config_to_dict
 from fairstream.training.data import SpecAugmentConfig
 
 __all__ = [
@@ -47,8 +44,6 @@ __all__ = [
     "save_config",
     "to_dict",
 ]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -205,226 +200,13 @@ class TrainConfig:
     threads: int | None = None
 
 
-# --------------------------------------------------------------------------- generic machinery
-
-
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) is Union or isinstance(tp, types.UnionType)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _fail(path: str, expected: Any, value: Any) -> InputDataError:
-    return InputDataError(
-        f"config key {path or '<root>'}: expected {_type_name(expected)}, got {value!r}"
-    )
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against the type hint ``tp`` and coerce it where unambiguous."""
-    if tp is Any or tp is object:
-        return value
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if _is_union(tp):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None:
-            if type(None) in args:
-                return None
-            raise _fail(path, tp, value)
-        dataclass_arms = [a for a in non_none if dataclasses.is_dataclass(a)]
-        if isinstance(value, Mapping) and len(dataclass_arms) == 1:
-            return _coerce(dataclass_arms[0], value, path)
-        for arm in non_none:
-            try:
-                return _coerce(arm, value, path)
-            except InputDataError:
-                continue
-        raise _fail(path, tp, value)
-    if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(a is value for a in args)):
-            return value
-        raise InputDataError(
-            f"config key {path}: {value!r} is not one of {', '.join(repr(a) for a in args)}"
-        )
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if dataclasses.is_dataclass(value) and isinstance(value, tp):
-            return value
-        return from_dict(tp, value, path=path)
-    if origin is tuple:
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise _fail(path, tp, value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise InputDataError(
-                f"config key {path}: expected {len(args)} values, got {len(value)} ({value!r})"
-            )
-        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (list, Sequence):
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            raise _fail(path, tp, value)
-        inner = args[0] if args else Any
-        return [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise _fail(path, tp, value)
-        kt, vt = args if args else (Any, Any)
-        return {_coerce(kt, k, f"{path}.{k}"): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise _fail(path, tp, value)
-    if tp is int:
-        if isinstance(value, bool):
-            raise _fail(path, tp, value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise _fail(path, tp, value)
-    if tp is float:
-        if isinstance(value, bool):
-            raise _fail(path, tp, value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _fail(path, tp, value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _fail(path, tp, value)
-    if tp is Path:
-        if isinstance(value, (str, os.PathLike)):
-            return Path(value)
-        raise _fail(path, tp, value)
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _fail(path, tp, value)
-    return value
-
-
-def from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
-    """Build the dataclass ``cls`` (recursively) from plain data, checking keys and types.
-
-    Args:
-        cls: a dataclass type; nested dataclass fields are built from nested mappings.
-        data: a mapping (``None`` means "all defaults").
-        path: key path of ``data`` inside the whole config, used in error messages.
-
-    Raises:
-        InputDataError: an unknown key, a missing required key or a value of the wrong type;
-            the message names the full key path.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise InputDataError(
-            f"config key {path or '<root>'}: expected a mapping for {cls.__name__}, got {data!r}"
-        )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    prefix = f"{path}." if path else ""
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise InputDataError(
-            f"unknown config key {prefix}{unknown[0]} "
-            f"(known keys of {path or '<root>'}: {', '.join(sorted(fields))})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if not f.init:
-            continue
-        if name in data:
-            kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise InputDataError(f"config key {prefix}{name} is required")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, InputDataError):
-            raise
-        raise InputDataError(f"config key {path or '<root>'}: {exc}") from exc
-
-
-def to_dict(obj: Any) -> Any:
-    """Turn nested dataclasses into plain JSON/YAML data (tuples become lists, paths strings)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise InputDataError(f"config value {obj!r} is not finite")
-    return obj
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied.
-
-    Values are parsed with ``yaml.safe_load`` (``null``, ``true``, numbers, ``[1, 2]``); a
-    value that does not parse is taken as a string. Missing intermediate sections are created.
-
-    Raises:
-        InputDataError: an override without ``=`` or one that descends into a non-mapping.
-    """
-    out: dict[str, Any] = json.loads(json.dumps(dict(data)))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise InputDataError(f"override {item!r} is not of the form key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        parts = key.split(".")
-        node: dict[str, Any] = out
-        for k, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, dict):
-                raise InputDataError(
-                    f"override {item!r}: {'.'.join(parts[: k + 1])} is a value, not a section"
-                )
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
 # --------------------------------------------------------------------------- TrainConfig API
 
 
 def config_from_dict(data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Build a :class:`TrainConfig` from plain data plus ``a.b=c`` overrides."""
     merged = apply_overrides(data or {}, overrides)
-    config = from_dict(TrainConfig, merged)
-    try:  # the model's own checks: encoder options, vocabulary, ...
-        model_config_from_dict(model_config_to_dict(config.model))
-    except InputDataError as exc:
-        raise InputDataError(f"config section model: {exc}") from exc
-    return config
+    return from_dict(TrainConfig, merged)  # the model checks itself (encoder options, ...)
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:

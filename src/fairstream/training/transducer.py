@@ -46,6 +46,9 @@ class TransducerObjective:
         metrics = {"rnnt_loss": float(out.rnnt_loss)}
         if unwrap(model).ctc_head is not None:
             metrics["ctc_loss"] = float(out.ctc_loss)
+        # the encoder's auxiliary losses (already in out.loss) and statistics, logged
+        metrics.update({f"aux_{k}": float(v) for k, v in out.aux_losses.items()})
+        metrics.update({f"encoder_{k}": v for k, v in out.stats.items()})
         return LossOutput(out.loss, int(out.num_utterances), metrics)
 
 

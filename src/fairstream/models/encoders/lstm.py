@@ -7,10 +7,10 @@ pre-norm residual blocks; a final LayerNorm and output projection.
 
 Streaming: each conv layer keeps the part of its input not yet consumed by a stride step
 (initially the zeros of the left padding) in :class:`~fairstream.models.state.LSTMEncoderState`,
-so a chunked pass computes exactly the frames of a full pass; no lookahead is used. With
-``T`` input frames the encoder emits ``ceil(T / 2**n)`` frames whatever the chunking; one
-input frame is enough for one output frame (output frame ``j`` depends on input frames
-``<= j * 2**n``).
+so a chunked pass computes exactly the frames of a full pass; no lookahead is used
+(``right_context = 0``) and any chunk size works. With ``T`` input frames the encoder emits
+``ceil(T / 2**n)`` frames whatever the chunking; one input frame is enough for one output
+frame (output frame ``j`` depends on input frames ``<= j * 2**n``).
 
 Dimension letters: B batch, T input frames, t frames in a chunk, T' encoder frames,
 F features, C channels, H LSTM size, D output size.
@@ -19,6 +19,8 @@ F features, C channels, H LSTM size, D output size.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -27,9 +29,10 @@ from torch import Tensor, nn
 
 from fairstream.errors import InputDataError
 from fairstream.models.encoders import register_encoder
+from fairstream.models.encoders.base import EncoderOutput
 from fairstream.models.state import LSTMEncoderState
 
-__all__ = ["LSTMEncoder"]
+__all__ = ["LSTMEncoder", "LSTMEncoderOptions"]
 
 _KERNEL = 3
 _STRIDE = 2
@@ -58,11 +61,11 @@ def _conv_out_len(lens: Tensor) -> Tensor:
     return torch.where(lens > 0, (lens - 1) // _STRIDE + 1, torch.zeros_like(lens))
 
 
-class LSTMEncoder(nn.Module):
-    """Causal conv-subsampling + LSTM encoder.
+@dataclass(frozen=True)
+class LSTMEncoderOptions:
+    """Options of :class:`LSTMEncoder` (``model.encoder.kwargs`` of an ``lstm`` encoder).
 
-    Args:
-        input_dim: F, feature size (80 log-mel bins).
+    Attributes:
         subsampling: Time subsampling factor, a power of two (2, 4 or 8).
         conv_channels: C, channels of the subsampling convolutions.
         num_layers: LSTM layers.
@@ -71,28 +74,70 @@ class LSTMEncoder(nn.Module):
         dropout: Dropout inside the residual blocks during training.
     """
 
+    subsampling: int = 4
+    conv_channels: int = 32
+    num_layers: int = 3
+    hidden_dim: int = 320
+    output_dim: int = 320
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        # ValueError, not InputDataError: the config parser adds the key path to it
+        if self.subsampling not in (2, 4, 8):
+            raise ValueError(f"subsampling must be 2, 4 or 8, got {self.subsampling}")
+        small = {k: v for k, v in vars(self).items() if k != "dropout" and v < 1}
+        if small:
+            raise ValueError(f"options must be >= 1, got {small}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+_DEFAULTS = LSTMEncoderOptions()
+
+
+class LSTMEncoder(nn.Module):
+    """Causal conv-subsampling + LSTM encoder (follows the encoder contract of
+    :class:`~fairstream.models.encoders.base.StreamingEncoder`).
+
+    Args:
+        input_dim: F, feature size (80 log-mel bins).
+        subsampling, conv_channels, num_layers, hidden_dim, output_dim, dropout: See
+            :class:`LSTMEncoderOptions`.
+
+    Raises:
+        InputDataError: on an invalid option.
+    """
+
     def __init__(
         self,
         input_dim: int = 80,
         *,
-        subsampling: int = 4,
-        conv_channels: int = 32,
-        num_layers: int = 3,
-        hidden_dim: int = 320,
-        output_dim: int = 320,
-        dropout: float = 0.1,
+        subsampling: int = _DEFAULTS.subsampling,
+        conv_channels: int = _DEFAULTS.conv_channels,
+        num_layers: int = _DEFAULTS.num_layers,
+        hidden_dim: int = _DEFAULTS.hidden_dim,
+        output_dim: int = _DEFAULTS.output_dim,
+        dropout: float = _DEFAULTS.dropout,
     ) -> None:
         super().__init__()
-        if subsampling not in (2, 4, 8):
-            raise InputDataError(f"subsampling must be 2, 4 or 8, got {subsampling}")
-        if num_layers < 1:
-            raise InputDataError(f"num_layers must be >= 1, got {num_layers}")
+        try:
+            self.options = LSTMEncoderOptions(
+                subsampling=subsampling,
+                conv_channels=conv_channels,
+                num_layers=num_layers,
+                hidden_dim=hidden_dim,
+                output_dim=output_dim,
+                dropout=dropout,
+            )
+        except ValueError as exc:
+            raise InputDataError(f"LSTMEncoder: {exc}") from exc
         self.input_dim = input_dim
         self.subsampling = subsampling
         self.output_dim = output_dim
         self.hidden_dim = hidden_dim
         self.right_context = 0
         self.chunk_frames_min = 1
+        self.chunk_frames_multiple = 1
         n_conv = int(math.log2(subsampling))
         convs: list[nn.Conv2d] = []
         freq_dims = [input_dim]
@@ -135,7 +180,7 @@ class LSTMEncoder(nn.Module):
                     p.data.zero_()
 
     # ------------------------------------------------------------------ full pass
-    def forward(self, x: Tensor, x_lens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, x_lens: Tensor) -> EncoderOutput:
         """Encode whole utterances.
 
         Args:
@@ -143,7 +188,8 @@ class LSTMEncoder(nn.Module):
             x_lens: ``(B,)`` int64 valid frames per item (each >= 1).
 
         Returns:
-            ``y (B, T', D)`` and ``y_lens (B,)`` with ``y_lens = ceil(x_lens / subsampling)``.
+            ``y (B, T', D)`` and ``y_lens (B,)`` with ``y_lens = ceil(x_lens / subsampling)``
+            (no auxiliary losses or statistics).
 
         Raises:
             InputDataError: on a wrong shape or an empty item.
@@ -158,7 +204,7 @@ class LSTMEncoder(nn.Module):
         for norm, lstm in zip(self.norms, self.lstms):
             out, _ = lstm(norm(h))
             h = h + self.dropout(out)
-        return self.output_proj(self.output_norm(h)), lens
+        return EncoderOutput(self.output_proj(self.output_norm(h)), lens)
 
     def _project(self, h: Tensor) -> Tensor:
         # (B, C, T', F') -> (B, T', H)
@@ -195,8 +241,21 @@ class LSTMEncoder(nn.Module):
             frames_out=counts.clone(),
         )
 
+    def select_state(self, state: LSTMEncoderState, indices: Tensor) -> LSTMEncoderState:
+        """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
+        return state.select(indices)
+
+    def stack_states(self, states: Sequence[LSTMEncoderState]) -> LSTMEncoderState:
+        """One state holding the streams of ``states`` in order."""
+        return LSTMEncoderState.stack(states)
+
     def stream(
-        self, x: Tensor, x_lens: Tensor, state: LSTMEncoderState | None = None
+        self,
+        x: Tensor,
+        x_lens: Tensor,
+        state: LSTMEncoderState | None = None,
+        *,
+        final: bool = False,
     ) -> tuple[Tensor, Tensor, LSTMEncoderState]:
         """Encode the next chunk of each stream.
 
@@ -207,6 +266,7 @@ class LSTMEncoder(nn.Module):
             x: ``(B, t, F)`` next feature frames (``t`` may be 0).
             x_lens: ``(B,)`` valid frames of each stream in this chunk (0 allowed).
             state: State from the previous call, ``None`` to start new streams.
+            final: End of the streams; changes nothing here (no frame is held back).
 
         Returns:
             ``y (B, t', D)``, ``y_lens (B,)`` (new encoder frames per stream; frames past a
@@ -347,4 +407,4 @@ def _lstm_stream(
     return torch.stack(outs, dim=1), (h, c)
 
 
-register_encoder("lstm")(LSTMEncoder)
+register_encoder("lstm", options=LSTMEncoderOptions)(LSTMEncoder)
