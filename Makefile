@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= demo_out
 JOBS ?= 2
 
-.PHONY: install demo test bench docs lint clean
+.PHONY: install demo test bench docs lint package clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU wheel of torch first, so no dependency pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[asr,corpus,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,5 +44,25 @@ lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/ruff check src tests benchmarks
 
+# sdist and wheel into dist/, checked; the wheel alone (base dependencies, no torch) installed
+# into a fresh environment must run the CLI and an audit of a CSV
+PKG_VENV := build/package-venv
+package: $(STAMP)
+	$(BIN)/python -m pip install --quiet "build>=1.0" "twine>=5.0"
+	rm -rf dist $(PKG_VENV)
+	$(BIN)/python -m build --outdir dist
+	$(BIN)/twine check --strict dist/*
+	$(PY) -m venv $(PKG_VENV)
+	$(PKG_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PKG_VENV)/bin/python -m pip install --quiet dist/*.whl
+	$(PKG_VENV)/bin/fairstream --help
+	$(PKG_VENV)/bin/fairstream audit --help >/dev/null
+	$(PKG_VENV)/bin/python -c "import sys, fairstream.audit; assert 'torch' not in sys.modules"
+	$(PKG_VENV)/bin/python -c "from fairstream.audit.synthetic import make_synthetic_audit as m; \
+	    d = m(n_speakers=60); d.results.to_csv('$(PKG_VENV)/results.csv', index=False); \
+	    d.speakers.to_csv('$(PKG_VENV)/speakers.csv', index=False)"
+	$(PKG_VENV)/bin/fairstream audit --results $(PKG_VENV)/results.csv \
+	    --speakers $(PKG_VENV)/speakers.csv --n-boot 100 --no-progress --out $(PKG_VENV)/audit
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build dist

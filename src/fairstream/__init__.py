@@ -12,7 +12,7 @@ from fairstream.errors import (
     TrainingError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CheckpointError",
