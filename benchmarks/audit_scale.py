@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fairstream._io import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("accent", "gender", "age_band")
 
@@ -181,9 +183,7 @@ def main() -> None:
         "point_estimates": {"max_abs_wer_difference": agree, "fairlearn_no_boot_1M_s": t_fl_points},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_json = args.out.with_suffix(".json.tmp")
-    tmp_json.write_text(json.dumps(out, indent=2))
-    os.replace(tmp_json, args.out)
+    atomic_write_text(args.out, json.dumps(out, indent=2))
 
     fa = out["full_audit"]
     vs = out["vs_fairlearn"]
