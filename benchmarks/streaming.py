@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairstream._io import atomic_write_text
 from fairstream.decoding.greedy import greedy_search_chunk
 from fairstream.decoding.streaming import StreamingRecognizer
 from fairstream.features.fbank import OnlineFbankExtractor, compute_cmvn, compute_fbank
@@ -124,12 +124,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def main() -> None:
@@ -143,8 +138,10 @@ def main() -> None:
                         help="with --checkpoint: stream this corpus's test utterances")
     parser.add_argument("--beam", type=int, default=None, help="also time beam search")
     parser.add_argument("--lm", type=Path, default=None, help="token n-gram LM for --beam")
-    parser.add_argument("--lm-weight", type=float, default=0.5)
-    parser.add_argument("--token-bonus", type=float, default=1.5)
+    parser.add_argument("--lm-weight", type=float, default=None,
+                        help="default: the search default (fairstream.decoding.SearchConfig)")
+    parser.add_argument("--token-bonus", type=float, default=None,
+                        help="default: the search default (1.5 with an LM, else 0)")
     parser.add_argument(
         "--tokens-per-frame",
         type=float,
@@ -165,7 +162,7 @@ def main() -> None:
     if args.beam is None and args.lm is not None:
         parser.error("--lm needs --beam")
     if args.checkpoint is not None:
-        from fairstream.training.evaluate import load_transducer
+        from fairstream.inference import load_transducer
 
         loaded = load_transducer(args.checkpoint)
         model, tokenizer, cmvn = loaded.model, loaded.tokenizer, loaded.cmvn
@@ -236,13 +233,15 @@ def main() -> None:
     main_run = measure()
     beam_run = None
     if args.beam is not None:
-        from fairstream.decoding.beam import BeamSearchConfig
+        from fairstream.decoding.beam import BeamSearch
+        from fairstream.decoding.search import SearchConfig
         from fairstream.lm import NgramLM
 
         lm = NgramLM.load(args.lm) if args.lm is not None else None
-        search = BeamSearchConfig(beam=args.beam, lm=lm,
-                                  lm_weight=args.lm_weight if lm is not None else 0.0,
-                                  token_bonus=args.token_bonus if lm is not None else 0.0)
+        given = {"lm_weight": args.lm_weight, "token_bonus": args.token_bonus}
+        settings = SearchConfig(method="beam", beam=args.beam,
+                                **{k: v for k, v in given.items() if v is not None})
+        search = BeamSearch(settings, lm)
         beam_rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms,
                                        search=search)
         beam_run = measure(beam_rec)

@@ -28,6 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
+from fairstream._io import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -159,10 +161,7 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     out = HERE / "results" / "sv.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairstream.errors import CheckpointError
-from fairstream.training.checkpoint import (
+from fairstream.checkpoint import (
     average_checkpoints,
     capture_rng_state,
     check_compatible,
@@ -21,6 +21,7 @@ from fairstream.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from fairstream.errors import CheckpointError
 
 CONFIG = {"model": {"encoder": {"name": "lstm", "kwargs": {"hidden": 8}}, "vocab_size": 5},
           "tokenizer": {"kind": "char"}, "optim": {"lr": 0.001}}
@@ -146,3 +147,32 @@ def test_average_refuses_mismatched_models(tmp_path):
         average_checkpoints([a, c])
     with pytest.raises(CheckpointError, match="at least one"):
         average_checkpoints([])
+
+
+def test_kind_is_one_field_for_every_model(tmp_path):
+    save_checkpoint(tmp_path / "t.pt", config={}, model={}, kind="transducer")
+    assert load_checkpoint(tmp_path / "t.pt").kind == "transducer"
+    # writers that go through the training loop say it in `extra`; it is stored as the kind
+    save_checkpoint(tmp_path / "s.pt", config={}, model={}, extra={"kind": "speaker", "x": 1})
+    ck = load_checkpoint(tmp_path / "s.pt")
+    assert ck.kind == "speaker" and ck.extra == {"x": 1}
+    save_checkpoint(tmp_path / "g.pt", config={}, model={})
+    assert load_checkpoint(tmp_path / "g.pt").kind is None
+    with pytest.raises(CheckpointError, match="unknown checkpoint kind 'vocoder'"):
+        save_checkpoint(tmp_path / "v.pt", config={}, model={}, kind="vocoder")
+
+
+def test_kind_of_files_written_before_the_field_existed(tmp_path):
+    def old_file(name, config, extra):  # the 0.1 payload: no "kind"
+        payload = {"format": "fairstream-checkpoint", "version": 1, "config": json.dumps(config),
+                   "model": {}, "extra": extra}
+        torch.save(payload, tmp_path / name)
+        return tmp_path / name
+
+    assert load_checkpoint(old_file("a.pt", {}, {"task": "transducer"})).kind == "transducer"
+    assert load_checkpoint(old_file("b.pt", {"kind": "speaker"}, {})).kind == "speaker"
+    newer = {"format": "fairstream-checkpoint", "version": 1, "kind": "vocoder", "config": "{}",
+             "model": {}}
+    torch.save(newer, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="c.pt holds a model of kind 'vocoder'"):
+        load_checkpoint(tmp_path / "c.pt")

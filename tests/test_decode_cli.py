@@ -12,14 +12,9 @@ from click.testing import CliRunner
 
 from fairstream.cli import main
 from fairstream.errors import CheckpointError, InputDataError
+from fairstream.inference import load_transducer, summarize_wer
 from fairstream.metrics.wer import score_pairs
-from fairstream.training.evaluate import (
-    METADATA_COLUMNS,
-    RESULT_COLUMNS,
-    load_transducer,
-    read_results,
-    summarize_wer,
-)
+from fairstream.results import METADATA_COLUMNS, RESULT_COLUMNS, read_results
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +58,14 @@ def _random_model_checkpoint(exp, path):
     """The experiment's checkpoint with freshly initialized weights: emits tokens everywhere."""
     import torch
 
+    from fairstream.checkpoint import load_checkpoint, save_checkpoint
     from fairstream.models.factory import build_model, model_config_from_dict
-    from fairstream.training.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(exp / "final.pt")
     torch.manual_seed(1)
     model = build_model(model_config_from_dict(ck.config["model"]))
-    return save_checkpoint(path, config=ck.config, model=model.state_dict(), extra=ck.extra)
+    return save_checkpoint(path, config=ck.config, model=model.state_dict(), extra=ck.extra,
+                           kind=ck.kind)
 
 
 def test_results_table_has_the_contract_columns_and_metadata(offline, corpus):
@@ -155,11 +151,12 @@ def test_transcribe_offline_and_streaming_agree(exp, corpus, tmp_path):
     streamed = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--stream",
                         "--chunk-ms", "160", "--timestamps"])
     assert offline.exit_code == 0 and streamed.exit_code == 0, offline.output + streamed.output
-    lines = streamed.output.splitlines()
+    assert "search: greedy search, up to 3 tokens per frame" in offline.stderr
+    lines = streamed.stdout.splitlines()
     final = [x for x in lines if "final:" in x]
     assert len(final) == 1
     final_text = final[0].split("final: ", 1)[1]
-    assert final_text == offline.output.splitlines()[0]
+    assert final_text == offline.stdout.splitlines()[0]
     partials = [x.split("… ", 1)[1] for x in lines if "… " in x]
     assert len(partials) > 3  # printed as the audio comes in
     assert all(final_text.startswith(p) for p in partials)  # greedy never takes tokens back
@@ -173,9 +170,10 @@ def test_transcribe_offline_and_streaming_agree(exp, corpus, tmp_path):
     on_b = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--stream", *fused])
     assert off_b.exit_code == 0 and on_b.exit_code == 0, off_b.output + on_b.output
     on_final = next(x for x in on_b.output.splitlines() if "final:" in x).split("final: ", 1)[1]
-    assert on_final == off_b.output.splitlines()[0]
+    assert on_final == off_b.stdout.splitlines()[0]
+    assert "search: beam search, beam 3" in off_b.stderr and "(weight 0.3)" in off_b.stderr
     no_beam = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--lm", tmp_path / "lm.json"])
-    assert no_beam.exit_code != 0 and "--lm needs --beam" in no_beam.output
+    assert no_beam.exit_code != 0 and "--lm needs --search beam" in no_beam.output
 
 
 def test_bad_inputs_give_clear_errors(exp, corpus, tmp_path):
@@ -193,7 +191,7 @@ def test_bad_inputs_give_clear_errors(exp, corpus, tmp_path):
     res = _invoke(["transcribe", silent, "--checkpoint", exp / "final.pt"])
     assert res.exit_code != 0 and "short" in res.output.lower()
     # a checkpoint of something that is not a transducer
-    from fairstream.training.checkpoint import save_checkpoint
+    from fairstream.checkpoint import save_checkpoint
 
     other = save_checkpoint(tmp_path / "other.pt", config={"model": {}}, model={})
     with pytest.raises(CheckpointError, match="not a transducer checkpoint"):
@@ -224,12 +222,13 @@ def test_on_error_skip_reports_unusable_utterances(exp, few_cuts, tmp_path, stre
 
 
 def test_tokenizer_model_vocab_mismatch_is_refused(exp, tmp_path):
-    from fairstream.training.checkpoint import load_checkpoint, save_checkpoint
+    from fairstream.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(exp / "final.pt")
     config = json.loads(json.dumps(ck.config))
     config["model"]["vocab_size"] = 40
-    save_checkpoint(tmp_path / "mismatch.pt", config=config, model=ck.model, extra=ck.extra)
+    save_checkpoint(tmp_path / "mismatch.pt", config=config, model=ck.model, extra=ck.extra,
+                    kind=ck.kind)
     with pytest.raises(CheckpointError, match=r"tokenizer vocabulary \(39\).*vocab_size \(40\)"):
         load_transducer(tmp_path / "mismatch.pt")
 
@@ -274,6 +273,7 @@ def test_lm_command_and_fused_streaming_beam_search(exp, corpus, few_cuts, tmp_p
               "--no-progress"]
     off = _invoke([*common, "--out", tmp_path / "off.parquet"])
     on = _invoke([*common, "--streaming", "--chunk-ms", "80", "--out", tmp_path / "on.parquet"])
+    assert "LM " + str(tmp_path / "lm.json") + " (4-gram) (weight 0.4), token bonus 1.5" in on.stderr
     assert off.exit_code == 0 and on.exit_code == 0, off.output + on.output
     a, meta = read_results(tmp_path / "off.parquet")
     b, _ = read_results(tmp_path / "on.parquet")
@@ -282,4 +282,41 @@ def test_lm_command_and_fused_streaming_beam_search(exp, corpus, few_cuts, tmp_p
     assert meta["decode"]["lm_weight"] == 0.4 and meta["decode"]["token_bonus"] == 1.5
     bad = _invoke(["decode", "--checkpoint", exp / "averaged.pt", "--cuts", few_cuts,
                    "--lm", tmp_path / "lm.json", "--out", tmp_path / "g.parquet"])
-    assert bad.exit_code != 0 and "--lm needs --method beam" in bad.output
+    assert bad.exit_code != 0 and "--lm needs --search beam" in bad.output
+
+
+def test_search_recipe_uses_the_checkpoint_search_and_the_lm_beside_it(exp, corpus, few_cuts,
+                                                                       tmp_path):
+    """`--search recipe` runs the checkpoint's `decode` section with the LM `fairstream lm`
+    stored beside the checkpoint: the same hypotheses as the same search given as options."""
+    from fairstream.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(exp / "averaged.pt")
+    config = json.loads(json.dumps(ck.config))
+    config["decode"] = {"method": "beam", "beam": 3, "max_symbols_per_frame": 2, "lm_order": 3,
+                        "lm_weight": 0.3, "token_bonus": 0.5}
+    ckpt = save_checkpoint(tmp_path / "exp" / "model.pt", config=config, model=ck.model,
+                           extra=ck.extra, kind=ck.kind)
+    common = ["decode", "--checkpoint", ckpt, "--cuts", few_cuts, "--no-progress"]
+    missing = _invoke([*common, "--search", "recipe", "--out", tmp_path / "m.parquet"])
+    assert missing.exit_code != 0 and "fairstream lm --checkpoint" in missing.output
+    assert str(tmp_path / "exp" / "lm.json") in missing.output
+    fit = _invoke(["lm", "--checkpoint", ckpt, "--corpus", corpus, "--eval-split", ""])
+    assert fit.exit_code == 0, fit.output
+    assert "fitted NgramLM(order=3" in fit.output  # the recipe's order, stored beside it
+    assert (tmp_path / "exp" / "lm.json").is_file()
+    recipe = _invoke([*common, "--search", "recipe", "--out", tmp_path / "r.parquet"])
+    assert recipe.exit_code == 0, recipe.output
+    assert "search: beam search, beam 3, up to 2 tokens per frame, LM " in recipe.stderr
+    assert "(the checkpoint's recipe)" in recipe.stderr
+    given = _invoke([*common, "--search", "beam", "--beam", "3", "--max-symbols", "2",
+                     "--lm", tmp_path / "exp" / "lm.json", "--lm-weight", "0.3",
+                     "--token-bonus", "0.5", "--out", tmp_path / "g.parquet"])
+    assert given.exit_code == 0, given.output
+    a, meta = read_results(tmp_path / "r.parquet")
+    b, _ = read_results(tmp_path / "g.parquet")
+    assert list(a["hyp"]) == list(b["hyp"])
+    assert meta["decode"]["source"] == "recipe" and meta["decode"]["method"] == "beam"
+    assert meta["decode"]["search"]["lm_order"] == 3
+    greedy = _invoke([*common, "--out", tmp_path / "d.parquet"])  # the default stays greedy
+    assert greedy.exit_code == 0 and "search: greedy search" in greedy.stderr

@@ -3,13 +3,17 @@ symbol limits, timestamps and errors."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from fairstream.decoding.beam import BeamSearchConfig, beam_search
+from fairstream.decoding.beam import BeamSearch, beam_search
 from fairstream.decoding.greedy import greedy_hypotheses, greedy_search, greedy_search_chunk
+from fairstream.decoding.search import LM_TOKEN_BONUS, SearchConfig
 from fairstream.errors import InputDataError
+from fairstream.lm import NgramLM
 from fairstream.models.factory import (
     EncoderConfig,
     JoinerConfig,
@@ -34,6 +38,11 @@ def tiny_model(kind: str = "stateless", seed: int = 0, vocab: int = 16) -> Trans
     return model
 
 
+
+def _beam(lm: NgramLM | None = None, **settings: Any) -> BeamSearch:
+    """A beam search with these settings (the rest: SearchConfig's defaults) fusing ``lm``."""
+    return BeamSearch(SearchConfig(method="beam", **settings), lm)
+
 @pytest.fixture(scope="module")
 def encoded() -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(5)
@@ -47,7 +56,7 @@ def test_beam_one_equals_greedy_one_symbol_per_frame(kind: str, encoded) -> None
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
     greedy = greedy_search(model, enc, enc_lens, max_symbols_per_frame=1)
-    beam = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=1, max_symbols_per_frame=1))
+    beam = beam_search(model, enc, enc_lens, _beam(beam=1, max_symbols_per_frame=1))
     assert any(len(h.tokens) > 2 for h in greedy)  # non-trivial outputs
     for g, b in zip(greedy, beam):
         assert g.tokens == b.tokens
@@ -61,7 +70,7 @@ def test_wider_beam_returns_valid_hypotheses(kind: str, encoded) -> None:
     feats, lens = encoded
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
-    hyps = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=1))
+    hyps = beam_search(model, enc, enc_lens, _beam(beam=4, max_symbols_per_frame=1))
     assert len(hyps) == 3
     for h, n in zip(hyps, enc_lens.tolist()):
         assert 0 not in h.tokens
@@ -115,8 +124,8 @@ def test_symbol_limit_and_timestamps(encoded) -> None:
 def test_bad_search_settings_raise() -> None:
     model = tiny_model()
     enc, enc_lens = torch.randn(1, 3, 48), torch.tensor([3])
-    with pytest.raises(InputDataError, match="beam must be >= 1"):
-        beam_search(model, enc, enc_lens, BeamSearchConfig(beam=0))
+    with pytest.raises(InputDataError, match="beam and decode.max_symbols_per_frame must be"):
+        beam_search(model, enc, enc_lens, _beam(beam=0))
     with pytest.raises(InputDataError, match="max_symbols_per_frame"):
         greedy_search(model, enc, enc_lens, max_symbols_per_frame=0)
 
@@ -172,7 +181,6 @@ def test_ctc_greedy_needs_a_ctc_head():
 
 # ---------------------------------------------------------------------------- beam search + LM
 def _lm_for(vocab: int, order: int = 3):  # type: ignore[no-untyped-def]
-    from fairstream.lm import NgramLM
 
     rng = np.random.default_rng(0)
     sentences = [list(rng.integers(1, vocab, rng.integers(3, 9))) for _ in range(40)]
@@ -188,10 +196,8 @@ def test_chunked_beam_search_equals_offline(kind: str, fused: bool, encoded) -> 
     feats, lens = encoded
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
-    cfg = BeamSearchConfig(beam=3, max_symbols_per_frame=2,
-                           lm=_lm_for(model.vocab_size) if fused else None,
-                           lm_weight=0.5 if fused else 0.0,
-                           token_bonus=2.5 if fused else 0.5)
+    cfg = _beam(_lm_for(model.vocab_size) if fused else None, beam=3, max_symbols_per_frame=2,
+                lm_weight=0.5 if fused else 0.0, token_bonus=2.5 if fused else 0.5)
     offline = beam_search(model, enc, enc_lens, cfg)
     assert any(len(h.tokens) > 2 for h in offline)
     for size in (1, 3, 7):
@@ -213,8 +219,8 @@ def test_beam_search_with_several_symbols_per_frame_returns_valid_hypotheses(enc
     feats, lens = encoded
     with torch.no_grad():
         enc, enc_lens = model.encode(feats, lens)
-    one = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=1))
-    three = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4, max_symbols_per_frame=3))
+    one = beam_search(model, enc, enc_lens, _beam(beam=4, max_symbols_per_frame=1))
+    three = beam_search(model, enc, enc_lens, _beam(beam=4, max_symbols_per_frame=3))
     for h1, h3, n in zip(one, three, enc_lens.tolist()):
         assert len(h3.tokens) <= 3 * n and 0 not in h3.tokens
         assert all(h3.frames.count(f) <= 3 for f in set(h3.frames))
@@ -223,7 +229,6 @@ def test_beam_search_with_several_symbols_per_frame_returns_valid_hypotheses(enc
 
 
 def test_a_dominant_lm_steers_the_search_to_its_sentence(encoded) -> None:
-    from fairstream.lm import NgramLM
 
     model = tiny_model(seed=6)
     feats, lens = encoded
@@ -231,9 +236,9 @@ def test_a_dominant_lm_steers_the_search_to_its_sentence(encoded) -> None:
         enc, enc_lens = model.encode(feats, lens)
     sentence = [3, 1, 4, 1, 5, 9, 2, 6]
     lm = NgramLM.fit([sentence] * 20, vocab_size=model.vocab_size, order=4)
-    plain = beam_search(model, enc, enc_lens, BeamSearchConfig(beam=4))
+    plain = beam_search(model, enc, enc_lens, _beam(beam=4))
     fused = beam_search(model, enc, enc_lens,
-                        BeamSearchConfig(beam=4, lm=lm, lm_weight=20.0, token_bonus=20.0))
+                        _beam(lm, beam=4, lm_weight=20.0, token_bonus=20.0))
     assert plain[0].tokens != tuple(sentence)
     assert fused[0].tokens == tuple(sentence)  # 90 frames: room for all of it
     for h in fused:  # shorter utterances still follow the LM's sentence
@@ -244,11 +249,11 @@ def test_bad_beam_settings_raise() -> None:
     model = tiny_model()
     enc, enc_lens = torch.randn(1, 3, 48), torch.tensor([3])
     with pytest.raises(InputDataError, match="max_symbols_per_frame must be >= 1"):
-        beam_search(model, enc, enc_lens, BeamSearchConfig(max_symbols_per_frame=0))
-    with pytest.raises(InputDataError, match="without an LM"):
-        beam_search(model, enc, enc_lens, BeamSearchConfig(lm_weight=0.5))
+        beam_search(model, enc, enc_lens, _beam(max_symbols_per_frame=0))
+    with pytest.raises(InputDataError, match="lm_order must be 0"):
+        _beam(lm_order=1)
     with pytest.raises(InputDataError, match=r"LM vocabulary \(9\) does not match the model's \(16\)"):
-        beam_search(model, enc, enc_lens, BeamSearchConfig(lm=_lm_for(9), lm_weight=0.5))
+        beam_search(model, enc, enc_lens, _beam(_lm_for(9), lm_weight=0.5))
 
 
 @pytest.mark.parametrize("limit", [1, 2])
@@ -290,7 +295,7 @@ def test_unpruned_beam_search_scores_equal_the_sum_over_all_alignments(limit: in
     with torch.no_grad():
         walk((), 0, 0, 0.0)
         state = beam_search_chunk(model, enc, None,
-                                  BeamSearchConfig(beam=10_000, max_symbols_per_frame=limit))
+                                  _beam(beam=10_000, max_symbols_per_frame=limit))
     expected = {seq: float(torch.logsumexp(torch.tensor(s, dtype=torch.float64), 0))
                 for seq, s in totals.items()}
     got = dict(zip(state.tokens, state.scores.tolist()))
@@ -303,10 +308,27 @@ def test_unpruned_beam_search_scores_equal_the_sum_over_all_alignments(limit: in
 
 
 def test_an_lm_with_another_blank_is_refused() -> None:
-    from fairstream.lm import NgramLM
 
     model = tiny_model()
     lm = NgramLM.fit([[2, 3, 4]], vocab_size=model.vocab_size, blank_id=1)
     with pytest.raises(InputDataError, match=r"LM blank id \(1\) differs from the model's \(0\)"):
         beam_search(model, torch.randn(1, 3, 48), torch.tensor([3]),
-                    BeamSearchConfig(lm=lm, lm_weight=0.5))
+                    _beam(lm, lm_weight=0.5))
+
+
+def test_fusion_settings_apply_only_with_an_lm(encoded) -> None:
+    """One set of defaults: the LM weight and the default token bonus take effect only when
+    an LM is fused; an explicit token bonus applies either way."""
+    model = tiny_model(seed=4)
+    feats, lens = encoded
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, lens)
+    alone = _beam(beam=3)
+    assert not alone.fused and alone.lm_weight == 0.0 and alone.token_bonus == 0.0
+    neutral = _beam(beam=3, lm_weight=0.0, token_bonus=0.0)
+    assert ([h.tokens for h in beam_search(model, enc, enc_lens, alone)]
+            == [h.tokens for h in beam_search(model, enc, enc_lens, neutral)])
+    with_lm = _beam(_lm_for(model.vocab_size), beam=3)
+    assert with_lm.fused and with_lm.lm_weight == SearchConfig().lm_weight
+    assert with_lm.token_bonus == LM_TOKEN_BONUS
+    assert _beam(beam=3, token_bonus=0.7).token_bonus == 0.7

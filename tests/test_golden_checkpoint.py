@@ -34,17 +34,15 @@ def _cuts(refs: dict[str, dict[str, str]]):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("name", ["greedy_offline", "greedy_streaming", "beam_lm_offline",
                                   "beam_lm_streaming"])
 def test_golden_checkpoint_decodes_identically(name: str) -> None:
-    from fairstream.decoding.beam import BeamSearchConfig
+    from fairstream.inference import SearchConfig, decode_cuts, load_transducer
     from fairstream.lm.ngram import NgramLM
-    from fairstream.training.evaluate import decode_cuts, load_transducer
 
     expected = json.loads((GOLDEN / "expected.json").read_text())
     loaded = load_transducer(GOLDEN / "tiny_transducer.pt")
     kwargs: dict[str, object] = {"streaming": name.endswith("streaming")}
     if name.startswith("beam"):
-        kwargs["method"] = "beam"
-        kwargs["search"] = BeamSearchConfig(lm=NgramLM.load(GOLDEN / "lm.json"),
-                                            **expected["search"])
+        kwargs["search"] = SearchConfig(method="beam", **expected["search"])
+        kwargs["lm"] = NgramLM.load(GOLDEN / "lm.json")
     df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, _cuts(expected["refs"]),
                      progress=False, **kwargs)  # type: ignore[arg-type]
     assert dict(zip(df.utt_id, df.hyp)) == expected["hyps"][name]

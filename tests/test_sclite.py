@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from fairstream.metrics.wer import ErrorCounts, score_pairs
-from fairstream.training.evaluate import write_trn_pair
+from fairstream.inference import write_trn_pair
 
 
 def _sclite() -> str:
@@ -37,7 +37,8 @@ CASES = [  # (reference, hypothesis)
     ("the the the", "the"),  # repeated words
     ("don't stop", "do not stop"),  # apostrophes
     ("what is the weather in boston", "what's the weather in austin"),
-    ("one two three four five six seven eight nine ten", "two three four five six seven eight nine ten eleven"),
+    ("one two three four five six seven eight nine ten",
+     "two three four five six seven eight nine ten eleven"),
     ("x y", "y x"),
     ("play some music by the beatles", "play music by beatles some"),
     ("yes", "no no no"),  # more insertions than reference words
@@ -66,7 +67,9 @@ def _random_cases(n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def _run_sclite(tmp_path: Path, pairs: list[tuple[str, str]]) -> tuple[dict[str, int], dict[str, tuple[int, int, int, int]]]:
+def _run_sclite(
+    tmp_path: Path, pairs: list[tuple[str, str]]
+) -> tuple[dict[str, int], dict[str, tuple[int, int, int, int]]]:
     refs, hyps = zip(*pairs)
     counts = score_pairs(list(refs), list(hyps))
     df = pd.DataFrame({
@@ -78,7 +81,8 @@ def _run_sclite(tmp_path: Path, pairs: list[tuple[str, str]]) -> tuple[dict[str,
     cmd = [_sclite(), "-r", str(ref_trn), "trn", "-h", str(hyp_trn), "trn", "-i", "rm",
            "-o", "rsum", "pralign", "stdout"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
-    m = re.search(r"\|\s*Sum\s*\|\s*(\d+)\s+(\d+)\s*\|\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out)
+    m = re.search(r"\|\s*Sum\s*\|\s*(\d+)\s+(\d+)\s*\|"
+                  r"\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out)
     assert m, out[-2000:]
     snt, wrd, corr, sub, dele, ins, err = map(int, m.groups())
     totals = {"sentences": snt, "ref_words": wrd, "hits": corr, "sub": sub, "del": dele,

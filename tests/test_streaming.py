@@ -149,15 +149,15 @@ def test_mismatched_vocabulary_and_bad_chunk_raise(tokenizer: Tokenizer, cmvn: C
 def test_stream_with_beam_search_and_lm_equals_offline_beam_search(
     kind: str, chunk_ms: int, chunk_samples: int, tokenizer: Tokenizer, cmvn: Cmvn
 ) -> None:
-    from fairstream.decoding.beam import BeamSearchConfig, beam_search
+    from fairstream.decoding import BeamSearch, SearchConfig, beam_search
     from fairstream.lm import NgramLM
 
     model = make_model(tokenizer.vocab_size, kind)
     rng = np.random.default_rng(1)
     lm = NgramLM.fit([list(rng.integers(1, tokenizer.vocab_size, 6)) for _ in range(30)],
                      vocab_size=tokenizer.vocab_size, order=3)
-    search = BeamSearchConfig(beam=3, max_symbols_per_frame=2, lm=lm, lm_weight=0.3,
-                              token_bonus=3.0)
+    search = BeamSearch(SearchConfig(method="beam", beam=3, max_symbols_per_frame=2,
+                                     lm_weight=0.3, token_bonus=3.0), lm)
     audio = synthetic_audio(1.37, seed=11)
     feats = torch.from_numpy(cmvn.apply(compute_fbank(audio))).unsqueeze(0)
     with torch.no_grad():

@@ -27,8 +27,8 @@ from _fake_training import (
     step_losses,
 )
 
+from fairstream.checkpoint import list_checkpoints, load_checkpoint
 from fairstream.errors import CheckpointError, TrainingError
-from fairstream.training.checkpoint import list_checkpoints, load_checkpoint
 from fairstream.training.loop import lr_factor
 
 TESTS = Path(__file__).parent

@@ -1,10 +1,13 @@
 """Checkpoints: atomic writes, safe loads, compatibility checks and averaging.
 
+Training writes checkpoints and inference reads them, so this module belongs to neither.
+
 A checkpoint is a ``torch.save`` file holding only tensors and plain Python values, so that
 it loads with ``torch.load(weights_only=True)`` (no arbitrary code runs on load)::
 
     {
       "format": "fairstream-checkpoint", "version": 1,
+      "kind": "transducer" | "speaker" | None,  # what the model is (see CHECKPOINT_KINDS)
       "config": "<resolved config as JSON>",
       "model": state_dict,
       "optimizer": state_dict | None,         # training checkpoints only
@@ -14,8 +17,12 @@ it loads with ``torch.load(weights_only=True)`` (no arbitrary code runs on load)
       "extra": {...}                          # e.g. tokenizer model bytes, CMVN tensors
     }
 
-Files are written to a temporary name in the same directory and moved into place with
-``os.replace``, so a process killed mid-write never leaves a half-written checkpoint behind.
+Files are written through :func:`fairstream._io.atomic_path` (a temporary name in the same
+directory, flushed to disk, then moved into place), so a process killed mid-write never leaves
+a half-written checkpoint behind.
+
+Files written before ``kind`` existed still load: a transducer's said ``extra["task"]``, a
+speaker model's ``config["kind"]``; :attr:`Checkpoint.kind` reads either.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fairstream._io import atomic_path
 from fairstream.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CHECKPOINT_KINDS",
     "Checkpoint",
     "average_checkpoints",
     "capture_rng_state",
@@ -51,6 +60,8 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "fairstream-checkpoint"
 CHECKPOINT_VERSION = 1
+#: Values of the ``kind`` field: what model a checkpoint holds.
+CHECKPOINT_KINDS = ("transducer", "speaker")
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -60,6 +71,8 @@ class Checkpoint:
 
     Attributes:
         path: file it was read from.
+        kind: what the model is (one of :data:`CHECKPOINT_KINDS`), ``None`` when the writer
+            did not say (generic files, such as those of the tests).
         config: the resolved config (plain data, as saved).
         model: model ``state_dict``.
         optimizer: optimizer ``state_dict`` (``None`` in model-only files such as averages).
@@ -72,6 +85,7 @@ class Checkpoint:
     path: Path
     config: dict[str, Any]
     model: dict[str, torch.Tensor]
+    kind: str | None = None
     optimizer: dict[str, Any] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] | None = None
@@ -94,6 +108,7 @@ def save_checkpoint(
     rng: Mapping[str, Any] | None = None,
     hooks: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    kind: str | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file in the same directory + ``os.replace``).
 
@@ -105,35 +120,39 @@ def save_checkpoint(
         progress: step counters.
         rng: output of :func:`capture_rng_state`.
         hooks: state dicts of training hooks, by name.
-        extra: more plain data or tensors to store.
+        extra: more plain data or tensors to store. A ``"kind"`` entry is taken out and
+            stored as the checkpoint's kind (so writers that hand ``extra`` through the
+            training loop can say what they write).
+        kind: what the model is, one of :data:`CHECKPOINT_KINDS` (default: ``extra["kind"]``).
 
     Returns:
         ``path``.
+
+    Raises:
+        CheckpointError: ``kind`` is not one of :data:`CHECKPOINT_KINDS`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra or {})
+    stated = extra.pop("kind", None)
+    kind = kind if kind is not None else stated
+    if kind is not None and kind not in CHECKPOINT_KINDS:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; one of {CHECKPOINT_KINDS}")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
+        "kind": kind,
         "config": json.dumps(config, sort_keys=True),
         "model": {k: v.detach().cpu() for k, v in model.items()},
         "optimizer": optimizer,
         "progress": dict(progress or {}),
         "rng": dict(rng) if rng is not None else None,
         "hooks": dict(hooks or {}),
-        "extra": dict(extra or {}),
+        "extra": extra,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -178,16 +197,33 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} has no readable config or model: {exc}") from exc
     if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
         raise CheckpointError(f"checkpoint {path}: 'model' is not a state_dict of tensors")
+    extra = dict(raw.get("extra") or {})
     return Checkpoint(
         path=path,
         config=config,
         model=model,
+        kind=_stored_kind(path, raw, config, extra),
         optimizer=raw.get("optimizer"),
         progress=dict(raw.get("progress") or {}),
         rng=raw.get("rng"),
         hooks=dict(raw.get("hooks") or {}),
-        extra=dict(raw.get("extra") or {}),
+        extra=extra,
     )
+
+
+def _stored_kind(path: Path, raw: Mapping[str, Any], config: Mapping[str, Any],
+                 extra: Mapping[str, Any]) -> str | None:
+    """The ``kind`` field, or where files written before it existed said the same thing."""
+    kind = raw.get("kind")
+    if kind is not None and kind not in CHECKPOINT_KINDS:
+        raise CheckpointError(
+            f"checkpoint {path} holds a model of kind {kind!r}; this fairstream "
+            f"reads {', '.join(CHECKPOINT_KINDS)}"
+        )
+    for value in (kind, extra.get("task"), config.get("kind")):
+        if isinstance(value, str) and value in CHECKPOINT_KINDS:
+            return value
+    return None
 
 
 def config_differences(

@@ -29,12 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from fairstream._io import atomic_write_text as _atomic_write
 from fairstream.errors import TrainingError
+
+if TYPE_CHECKING:
+    from fairstream.inference import LoadedModel, SearchConfig
+    from fairstream.lm import NgramLM
 
 __all__ = ["DemoConfig", "DemoResult", "default_recipe", "run_demo"]
 
@@ -113,14 +117,9 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     from fairstream.data.corpus import load_corpus
     from fairstream.data.presets import get_preset
     from fairstream.data.synthesis import build_corpus
+    from fairstream.inference import SearchConfig, decode_cuts, load_transducer, summarize_wer
+    from fairstream.results import read_results, write_results
     from fairstream.training.config import load_config
-    from fairstream.training.evaluate import (
-        decode_cuts,
-        load_transducer,
-        read_results,
-        summarize_wer,
-        write_results,
-    )
     from fairstream.training.loop import train
 
     out = Path(config.out)
@@ -175,17 +174,18 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
             decoded[name], _ = read_results(path)
             continue
         loaded = loaded or load_transducer(checkpoint)
-        search, meta = (None, {"method": "greedy"}) if name == "greedy" else \
-            _recipe_search(loaded, corpus, exp, echo)
-        if name == "recipe" and search is None:  # a greedy recipe: the baseline is its result
+        search, lm, meta = (SearchConfig(), None, {"method": "greedy"}) if name == "greedy" \
+            else _recipe_search(loaded, corpus, echo)
+        if name == "recipe" and search.method == "greedy" and \
+                search.max_symbols_per_frame == SearchConfig().max_symbols_per_frame:
+            # a greedy recipe: the baseline is its result
             decoded[name] = decoded["greedy"]
             write_results(decoded[name], path, {"checkpoint": str(checkpoint), "streaming": True,
                                                 "chunk_ms": config.chunk_ms, **meta})
             continue
         df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, corpus.cuts("test"),
-                         method="greedy" if search is None else "beam", search=search,
-                         streaming=True, chunk_ms=config.chunk_ms, speakers=corpus.speakers,
-                         split="test", progress=config.progress)
+                         search=search, lm=lm, streaming=True, chunk_ms=config.chunk_ms,
+                         speakers=corpus.speakers, split="test", progress=config.progress)
         write_results(df, path, {"checkpoint": str(checkpoint), "streaming": True,
                                  "chunk_ms": config.chunk_ms, **meta})
         decoded[name] = df
@@ -223,29 +223,24 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
                       audit_methods=audit.methods, timings=timings)
 
 
-def _recipe_search(loaded: Any, corpus: Any, exp: Path,
-                   echo: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """The recipe's ``decode`` section as beam-search settings (None: greedy), fitting its
-    token n-gram LM on the training transcripts when it asks for one (``exp/lm.json``)."""
-    from fairstream.decoding.beam import BeamSearchConfig
+def _recipe_search(loaded: LoadedModel, corpus: Any, echo: Callable[[str], None]
+                   ) -> tuple[SearchConfig, NgramLM | None, dict[str, Any]]:
+    """The search stored in the checkpoint (the recipe's ``decode`` section) and its token
+    n-gram LM, fitted on the training transcripts and stored beside the checkpoint (where
+    ``fairstream decode --search recipe`` finds it) when the search asks for one."""
+    from fairstream.inference import lm_beside, recipe_search
     from fairstream.lm import NgramLM
-    from fairstream.training.config import DecodeConfig, from_dict
 
-    dec = from_dict(DecodeConfig, loaded.config.get("decode"), path="decode")
-    meta: dict[str, Any] = {"method": dec.method, "decode": dataclasses.asdict(dec)}
-    if dec.method == "greedy":
-        return None, meta
+    search = recipe_search(loaded.config, loaded.path)
+    meta: dict[str, Any] = {"method": search.method, "decode": dataclasses.asdict(search)}
     lm = None
-    if dec.lm_order > 0:
+    if search.method == "beam" and search.lm_order > 0:
         texts = [s.text for cut in corpus.cuts("train") for s in cut.supervisions if s.text]
-        lm = NgramLM.fit_texts(texts, loaded.tokenizer, order=dec.lm_order)
-        lm.save(exp / "lm.json")
-        echo(f"fitted {lm} on {len(texts)} training transcripts -> {exp / 'lm.json'}")
-        meta["lm"] = str(exp / "lm.json")
-    search = BeamSearchConfig(beam=dec.beam, max_symbols_per_frame=dec.max_symbols_per_frame,
-                              lm=lm, lm_weight=dec.lm_weight if lm is not None else 0.0,
-                              token_bonus=dec.token_bonus)
-    return search, meta
+        lm = NgramLM.fit_texts(texts, loaded.tokenizer, order=search.lm_order)
+        path = lm.save(lm_beside(loaded.path))
+        echo(f"fitted {lm} on {len(texts)} training transcripts -> {path}")
+        meta["lm"] = str(path)
+    return search, lm, meta
 
 
 def _speaker_embeddings(out: Path, corpus: Any, config: DemoConfig,

@@ -219,10 +219,16 @@ def read_results(
 
     Raises:
         InputDataError: a required column is missing, or duplicate ids with ``"error"``.
+        ResultsVersionError: a Parquet table written with a newer schema version.
     """
     cm = columns or ColumnMap()
     if isinstance(source, pd.DataFrame):
         df, desc = source, "DataFrame"
+    elif (fmt or Path(source).suffix.lstrip(".")).lower() in {"parquet", "pq"}:
+        from fairstream.results import read_results as read_results_table
+
+        df, _ = read_results_table(source)  # checks the schema version of our own tables
+        desc = f"{Path(source)} (parquet)"
     else:
         df = read_table(source, fmt=fmt)
         desc = f"{Path(source)} ({fmt or Path(source).suffix.lstrip('.')})"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fairstream.cli._search import build_search, lm_options
+from fairstream.cli._search import choose_search, search_options
 from fairstream.errors import FairstreamError
 
 __all__ = ["decode"]
@@ -24,13 +24,7 @@ __all__ = ["decode"]
               help="speakers.csv to join (default: the corpus's).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Results table (Parquet), one row per utterance.")
-@click.option("--method", type=click.Choice(["greedy", "beam", "ctc"]), default="greedy",
-              show_default=True,
-              help="greedy or beam: transducer search; ctc: best path of the model's auxiliary "
-                   "CTC head (a diagnostic: how far the encoder alone gets; offline only).")
-@click.option("--beam", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Beam width of --method beam.")
-@lm_options
+@search_options(ctc=True)
 @click.option("--streaming", is_flag=True,
               help="Feed the audio chunk by chunk through the streaming recognizer.")
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
@@ -46,45 +40,45 @@ __all__ = ["decode"]
 @click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads (default: one per core).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | None,
-           speakers: Path | None, out: Path, method: str, beam: int, max_symbols: int,
-           lm_path: Path | None, lm_weight: float, token_bonus: float | None, streaming: bool,
+           speakers: Path | None, out: Path, method: str | None, beam: int | None,
+           max_symbols: int | None, lm_path: Path | None, lm_weight: float | None,
+           token_bonus: float | None, streaming: bool,
            chunk_ms: int, max_duration: float, group_by: tuple[str, ...], trn_dir: Path | None,
            on_error: str, threads: int | None, no_progress: bool) -> None:
     """Decode utterances and write the results table (ids, ref, hyp, error counts, duration,
     token timestamps, speaker metadata) with the resolved config in its Parquet metadata.
+    Greedy search unless --search (or --beam) says otherwise; `--search recipe` runs the
+    search stored in the checkpoint (its `decode` section), with the LM `fairstream lm`
+    stored beside the checkpoint. The search used is printed on stderr.
 
     \b
     Examples:
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --out results.parquet
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --streaming \\
           --chunk-ms 160 --out results_stream.parquet --trn-dir sclite/
-      fairstream lm --checkpoint exp/lstm/averaged.pt --corpus data/demo --out exp/lstm/lm.json
+      fairstream lm --checkpoint exp/lstm/averaged.pt --corpus data/demo
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --streaming \\
-          --method beam --beam 8 --lm exp/lstm/lm.json --out results_lm.parquet
+          --search recipe --out results_recipe.parquet
+      fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo --streaming \\
+          --search beam --beam 8 --lm exp/lstm/lm.json --out results_lm.parquet
     """
     import pandas as pd
     from lhotse import CutSet
 
-    from fairstream.training.evaluate import (
-        decode_cuts,
-        load_transducer,
-        summarize_wer,
-        write_results,
-        write_trn_pair,
-    )
+    from fairstream.inference import decode_cuts, load_transducer, summarize_wer, write_trn_pair
+    from fairstream.results import write_results
 
     if (corpus is None) == (cuts_path is None):
         raise click.UsageError("give exactly one of --corpus or --cuts")
-    if lm_path is not None and method != "beam":
-        raise click.UsageError("--lm needs --method beam")
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     try:
         loaded = load_transducer(checkpoint)
-        search = (build_search(beam, max_symbols, lm_path, lm_weight, token_bonus)
-                  if method == "beam" else None)
+        chosen = choose_search(method, checkpoint, loaded.config, beam=beam,
+                               max_symbols=max_symbols, lm_path=lm_path, lm_weight=lm_weight,
+                               token_bonus=token_bonus)
         spk_table = None
         if cuts_path is not None:
             cuts = CutSet.from_file(cuts_path)
@@ -99,16 +93,14 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
         if speakers is not None:
             spk_table = pd.read_csv(speakers, dtype={"zip": str, "speaker_id": str})
         df = decode_cuts(
-            loaded.model, loaded.tokenizer, loaded.cmvn, cuts, method=method,  # type: ignore[arg-type]
-            beam=beam, search=search, streaming=streaming, chunk_ms=chunk_ms, max_duration=max_duration,
-            speakers=spk_table, split=split_name, on_error=on_error,  # type: ignore[arg-type]
+            loaded.model, loaded.tokenizer, loaded.cmvn, cuts, search=chosen.config,
+            lm=chosen.lm, ctc=chosen.ctc, streaming=streaming, chunk_ms=chunk_ms,
+            max_duration=max_duration, speakers=spk_table, split=split_name,
+            on_error=on_error,  # type: ignore[arg-type]
             progress=not no_progress,
         )
         skipped = list(df.attrs.get("skipped", []))
-        decoding = {"checkpoint": str(checkpoint), "method": method, "beam": beam,
-                    "max_symbols": max_symbols, "lm": str(lm_path) if lm_path else None,
-                    "lm_weight": search.lm_weight if search else None,
-                    "token_bonus": search.token_bonus if search else None,
+        decoding = {"checkpoint": str(checkpoint), **chosen.metadata(),
                     "streaming": streaming, "chunk_ms": chunk_ms,
                     "corpus": str(corpus) if corpus else None, "split": split_name,
                     "cuts": str(cuts_path) if cuts_path else None,

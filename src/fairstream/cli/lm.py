@@ -10,6 +10,9 @@ from fairstream.errors import FairstreamError
 
 __all__ = ["lm"]
 
+#: n-gram order when neither --order nor the checkpoint's recipe says.
+DEFAULT_ORDER = 6
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -20,26 +23,34 @@ __all__ = ["lm"]
               help="Split to fit on (never the split you evaluate on).")
 @click.option("--eval-split", default="dev", show_default=True,
               help="Split whose per-token perplexity is printed ('' to skip).")
-@click.option("--order", type=click.IntRange(min=2), default=6, show_default=True,
-              help="n of the n-gram (over tokens, so 6 spans about three words).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="LM file (JSON) for `fairstream decode --lm`.")
-def lm(checkpoint: Path, corpus: Path, split: str, eval_split: str, order: int, out: Path) -> None:
+@click.option("--order", type=click.IntRange(min=2), default=None,
+              help="n of the n-gram (over tokens, so 6 spans about three words)  [default: the "
+                   f"checkpoint recipe's decode.lm_order, else {DEFAULT_ORDER}]")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="LM file (JSON)  [default: lm.json beside the checkpoint, where "
+                   "`--search recipe` finds it]")
+def lm(checkpoint: Path, corpus: Path, split: str, eval_split: str, order: int | None,
+       out: Path | None) -> None:
     """Fit an interpolated Kneser-Ney n-gram over the checkpoint's tokens on the transcripts of
-    one corpus split, for shallow fusion in `fairstream decode --method beam --lm`.
+    one corpus split, for shallow fusion in beam search (`fairstream decode --search recipe`,
+    or `--search beam --lm FILE`).
 
     \b
     Example:
-      fairstream lm --checkpoint exp/lstm/averaged.pt --corpus data/demo --out exp/lstm/lm.json
+      fairstream lm --checkpoint exp/lstm/averaged.pt --corpus data/demo
       fairstream decode --checkpoint exp/lstm/averaged.pt --corpus data/demo \\
-          --method beam --beam 8 --lm exp/lstm/lm.json --out results.parquet
+          --search recipe --out results.parquet
     """
     from fairstream.data.corpus import load_corpus
+    from fairstream.inference import lm_beside, load_transducer, recipe_search
     from fairstream.lm import NgramLM
-    from fairstream.training.evaluate import load_transducer
 
     try:
-        tokenizer = load_transducer(checkpoint).tokenizer
+        loaded = load_transducer(checkpoint)
+        tokenizer = loaded.tokenizer
+        if order is None:
+            order = recipe_search(loaded.config, checkpoint).lm_order or DEFAULT_ORDER
+        out = out if out is not None else lm_beside(checkpoint)
         c = load_corpus(corpus)
         texts = [s.text for cut in c.cuts(split) for s in cut.supervisions if s.text]
         model = NgramLM.fit_texts(texts, tokenizer, order=order)

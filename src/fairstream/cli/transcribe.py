@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fairstream.cli._search import build_search, lm_options
+from fairstream.cli._search import choose_search, search_options
 from fairstream.errors import FairstreamError
 
 __all__ = ["transcribe"]
@@ -22,25 +22,27 @@ __all__ = ["transcribe"]
               help="Streaming chunk size in milliseconds.")
 @click.option("--realtime", is_flag=True, help="With --stream: feed the audio at real-time speed.")
 @click.option("--timestamps", is_flag=True, help="Also print each token's emission time.")
-@click.option("--beam", type=click.IntRange(min=1), default=None,
-              help="Beam search of this width instead of greedy search.")
-@lm_options
+@search_options()
 def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realtime: bool,
-               timestamps: bool, beam: int | None, max_symbols: int, lm_path: Path | None,
-               lm_weight: float, token_bonus: float | None) -> None:
+               timestamps: bool, method: str | None, beam: int | None, max_symbols: int | None,
+               lm_path: Path | None, lm_weight: float | None,
+               token_bonus: float | None) -> None:
     """Transcribe AUDIO (WAV/FLAC, any sample rate, mono or the first channel).
 
     \b
     With --stream the audio is fed in --chunk-ms chunks to the streaming recognizer and
     every change of the partial transcript is printed as it happens ("… partial"), then the
     final transcript. Without --stream the whole file is decoded at once; for a causal model
-    both give the same final transcript. Greedy search unless --beam is given.
+    both give the same final transcript. Greedy search unless --search (or --beam) says
+    otherwise; `--search recipe` runs the search stored in the checkpoint, with the LM
+    `fairstream lm` stored beside it. The search used is printed on stderr.
 
     \b
     Examples:
       fairstream transcribe hello.wav --checkpoint exp/lstm/averaged.pt --stream --chunk-ms 160
       fairstream transcribe hello.wav --checkpoint exp/lstm/averaged.pt --stream \\
           --beam 8 --lm exp/lstm/lm.json
+      fairstream transcribe hello.wav --checkpoint exp/lstm/averaged.pt --search recipe
     """
     import numpy as np
     import soundfile as sf
@@ -50,21 +52,23 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
     from fairstream.decoding.greedy import greedy_search
     from fairstream.decoding.streaming import StreamingRecognizer
     from fairstream.features.fbank import compute_fbank, resample
-    from fairstream.training.evaluate import load_transducer
+    from fairstream.inference import beam_search_for, load_transducer
 
-    if lm_path is not None and beam is None:
-        raise click.UsageError("--lm needs --beam")
     try:
         loaded = load_transducer(checkpoint)
-        search = (build_search(beam, max_symbols, lm_path, lm_weight, token_bonus)
-                  if beam is not None else None)
+        chosen = choose_search(method, checkpoint, loaded.config, beam=beam,
+                               max_symbols=max_symbols, lm_path=lm_path, lm_weight=lm_weight,
+                               token_bonus=token_bonus)
+        search = beam_search_for(chosen.config, chosen.lm)
+        max_per_frame = chosen.config.max_symbols_per_frame
         try:
             samples, rate = sf.read(str(audio), dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as e:
             raise click.ClickException(f"cannot read audio file {audio}: {e}") from e
         samples = samples[:, 0]
         rec = StreamingRecognizer(loaded.model, loaded.tokenizer, loaded.cmvn,
-                                  chunk_ms=chunk_ms, search=search)
+                                  chunk_ms=chunk_ms, search=search,
+                                  max_symbols_per_frame=max_per_frame)
         target = rec.fbank_config.sample_rate
         if rate != target:
             samples = resample(samples, int(rate), target)
@@ -92,7 +96,8 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
                 x = torch.from_numpy(feats).unsqueeze(0)
                 enc, enc_lens = loaded.model.encode(x, torch.tensor([x.shape[1]]))
                 shift = rec.fbank_config.frame_shift
-                hyp = (greedy_search(loaded.model, enc, enc_lens, frame_shift=shift)[0]
+                hyp = (greedy_search(loaded.model, enc, enc_lens, frame_shift=shift,
+                                     max_symbols_per_frame=max_per_frame)[0]
                        if search is None else
                        beam_search(loaded.model, enc, enc_lens, search, frame_shift=shift)[0])
             text, tokens, times = loaded.tokenizer.decode(list(hyp.tokens)), hyp.tokens, hyp.timestamps

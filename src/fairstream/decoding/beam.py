@@ -25,20 +25,21 @@ hypotheses, V vocabulary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fairstream.decoding.hypothesis import Hypothesis, frame_seconds
+from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.lm.ngram import NgramLM
 from fairstream.models.state import PredictorState, cat_states
 from fairstream.models.transducer import Transducer
 
 __all__ = [
-    "BeamSearchConfig",
+    "BeamSearch",
     "BeamState",
     "beam_hypothesis",
     "beam_search",
@@ -47,36 +48,45 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class BeamSearchConfig:
-    """Settings of :func:`beam_search`.
+class BeamSearch:
+    """A beam search ready to run: its settings and the token LM they fuse.
 
     Attributes:
-        beam: Hypotheses kept per frame (and per round within a frame).
-        max_symbols_per_frame: Tokens a hypothesis may emit at one encoder frame.
+        config: Beam width, symbols per frame, fusion weight and token bonus (its ``method``
+            and ``lm_order`` are not read here).
         lm: Token n-gram LM for shallow fusion (over the model's vocabulary), or ``None``.
-        lm_weight: Weight of the LM log-probability (0 disables fusion).
-        token_bonus: Score added per emitted token; offsets the LM's preference for short
-            outputs (deletions).
     """
 
-    beam: int = 4
-    max_symbols_per_frame: int = 3
+    config: SearchConfig = field(default_factory=lambda: SearchConfig(method="beam"))
     lm: NgramLM | None = None
-    lm_weight: float = 0.0
-    token_bonus: float = 0.0
+
+    @property
+    def beam(self) -> int:
+        """Hypotheses kept per frame (and per round within a frame)."""
+        return self.config.beam
+
+    @property
+    def max_symbols_per_frame(self) -> int:
+        """Tokens a hypothesis may emit at one encoder frame."""
+        return self.config.max_symbols_per_frame
+
+    @property
+    def lm_weight(self) -> float:
+        """Weight of the LM log-probability (0 without an LM)."""
+        return self.config.lm_weight if self.lm is not None else 0.0
+
+    @property
+    def token_bonus(self) -> float:
+        """Score added per emitted token."""
+        return self.config.bonus(self.lm is not None)
+
+    @property
+    def fused(self) -> bool:
+        """Whether LM scores enter the search."""
+        return self.lm is not None and self.lm_weight > 0
 
     def check(self, vocab_size: int, blank_id: int = 0) -> None:
-        """Raise :class:`InputDataError` on a bad setting or an LM of another vocabulary."""
-        if self.beam < 1:
-            raise InputDataError(f"beam must be >= 1, got {self.beam}")
-        if self.max_symbols_per_frame < 1:
-            raise InputDataError(
-                f"max_symbols_per_frame must be >= 1, got {self.max_symbols_per_frame}"
-            )
-        if self.lm_weight < 0:
-            raise InputDataError(f"lm_weight must be >= 0, got {self.lm_weight}")
-        if self.lm_weight > 0 and self.lm is None:
-            raise InputDataError(f"lm_weight {self.lm_weight} given without an LM")
+        """Raise :class:`InputDataError` on an LM of another vocabulary or blank id."""
         if self.lm is not None and self.lm.vocab_size != vocab_size:
             raise InputDataError(
                 f"LM vocabulary ({self.lm.vocab_size}) does not match the model's ({vocab_size})"
@@ -85,10 +95,6 @@ class BeamSearchConfig:
             raise InputDataError(
                 f"LM blank id ({self.lm.blank_id}) differs from the model's ({blank_id})"
             )
-
-    @property
-    def fused(self) -> bool:
-        return self.lm is not None and self.lm_weight > 0
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ class BeamState:
     frames_done: int
 
 
-def init_beam_state(model: Transducer, config: BeamSearchConfig,
+def init_beam_state(model: Transducer, config: BeamSearch,
                     device: torch.device | None = None) -> BeamState:
     """One empty hypothesis: the predictor has seen the blank start symbol only."""
     start = torch.full((1,), model.blank_id, dtype=torch.long, device=device)
@@ -137,7 +143,7 @@ def beam_search_chunk(
     model: Transducer,
     encoder_out: Tensor,
     state: BeamState | None = None,
-    config: BeamSearchConfig | None = None,
+    config: BeamSearch | None = None,
 ) -> BeamState:
     """Continue one stream's beam search over its next encoder frames.
 
@@ -150,7 +156,7 @@ def beam_search_chunk(
     Returns:
         The new state.
     """
-    config = config or BeamSearchConfig()
+    config = config or BeamSearch()
     config.check(model.vocab_size, model.blank_id)
     if encoder_out.dim() != 2:
         raise InputDataError(f"beam_search_chunk takes (T', D) frames of one stream, got "
@@ -163,7 +169,7 @@ def beam_search_chunk(
     return state
 
 
-def _lm_scores(config: BeamSearchConfig, contexts: tuple[tuple[int, ...], ...],
+def _lm_scores(config: BeamSearch, contexts: tuple[tuple[int, ...], ...],
                vocab: int, device: torch.device) -> Tensor | None:
     if not config.fused:
         return None
@@ -173,7 +179,7 @@ def _lm_scores(config: BeamSearchConfig, contexts: tuple[tuple[int, ...], ...],
 
 
 def _step_frame(model: Transducer, enc_t: Tensor, state: BeamState,
-                config: BeamSearchConfig) -> BeamState:
+                config: BeamSearch) -> BeamState:
     blank = model.blank_id
     vocab = model.vocab_size
     t = state.frames_done
@@ -244,14 +250,14 @@ def _step_frame(model: Transducer, enc_t: Tensor, state: BeamState,
     )
 
 
-def beam_hypothesis(model: Transducer, state: BeamState, config: BeamSearchConfig | None = None,
+def beam_hypothesis(model: Transducer, state: BeamState, config: BeamSearch | None = None,
                     *, final: bool = True, frame_shift: float = 0.01) -> Hypothesis:
     """The best hypothesis of a state.
 
     With ``final`` and an LM, each hypothesis first gets ``lm_weight * log P(</s> | tokens)``
     (the utterance has ended); partial results rank by the running score.
     """
-    config = config or BeamSearchConfig()
+    config = config or BeamSearch()
     scores = state.scores.clone()
     if final and config.fused:
         assert config.lm is not None
@@ -270,7 +276,7 @@ def beam_search(
     model: Transducer,
     encoder_out: Tensor,
     encoder_lens: Tensor,
-    config: BeamSearchConfig | None = None,
+    config: BeamSearch | None = None,
     *,
     frame_shift: float = 0.01,
 ) -> list[Hypothesis]:
@@ -280,15 +286,15 @@ def beam_search(
         model: The transducer (eval mode).
         encoder_out: ``(B, T', D)`` from ``model.encode``.
         encoder_lens: ``(B,)``.
-        config: Beam width, symbol limit and LM fusion (defaults: beam 4, 3 symbols per frame,
-            no LM).
+        config: Beam width, symbol limit and LM fusion (default: :class:`SearchConfig`'s
+            settings, no LM).
         frame_shift: Feature frame shift in seconds (for timestamps).
 
     Returns:
         The best :class:`Hypothesis` per utterance; its score is the search score
         (log-probability summed over merged paths, plus the fusion terms if any).
     """
-    config = config or BeamSearchConfig()
+    config = config or BeamSearch()
     config.check(model.vocab_size, model.blank_id)
     results = []
     for b in range(encoder_out.shape[0]):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fairstream.decoding.beam import BeamSearchConfig, BeamState, beam_hypothesis, beam_search_chunk
+from fairstream.decoding.beam import BeamSearch, BeamState, beam_hypothesis, beam_search_chunk
 from fairstream.decoding.greedy import GreedyState, greedy_hypotheses, greedy_search_chunk
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig, OnlineFbankExtractor
@@ -86,7 +86,7 @@ class StreamingRecognizer:
         chunk_ms: int = 160,
         max_symbols_per_frame: int = 3,
         fbank_config: FbankConfig | None = None,
-        search: BeamSearchConfig | None = None,
+        search: BeamSearch | None = None,
     ) -> None:
         self.fbank_config = fbank_config or FbankConfig()
         if search is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairstream._io import atomic_write_text
 from fairstream.data.trials import Trial
 from fairstream.metrics.verification import PairedDifference, bootstrap_eer_difference, trial_groups
 from fairstream.sv.evaluate import DEFINITIONS, SvEvalConfig, SvEvaluation, evaluate_sv
@@ -168,9 +168,7 @@ def write_comparison(c: Comparison, out_dir: str | Path, paper: Mapping[str, flo
         "json": json.dumps(payload, indent=2, default=str) + "\n",
     }
     for key, path in files.items():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(texts[key], encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, texts[key])
     files["det"] = plot_det({c.names[0]: c.a.curve, c.names[1]: c.b.curve}, out / "det.png",
                             title=f"DET: {c.names[0]} vs {c.names[1]} ({c.a.scoring})")
     return files

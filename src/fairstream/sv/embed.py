@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
+from fairstream._io import atomic_path
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import FbankConfig, compute_fbank, resample, to_float_samples
 from fairstream.sv.train import LoadedExtractor
@@ -180,10 +180,8 @@ def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[b"fairstream"] = json.dumps(meta, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(schema_meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_embeddings(table: pd.DataFrame, path: str | Path, *, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:

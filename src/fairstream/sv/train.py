@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import yaml
 
+from fairstream.checkpoint import load_checkpoint
 from fairstream.data.corpus import load_corpus
 from fairstream.errors import CheckpointError, InputDataError
 from fairstream.features.fbank import Cmvn
@@ -28,7 +29,6 @@ from fairstream.losses.arw import AdversarialReweighting, ArwConfig
 from fairstream.models.speaker import EcapaTdnn, SpeakerModelConfig
 from fairstream.sv.data import SpeakerBatches, SvDataConfig
 from fairstream.sv.objective import ArwHook, SpeakerObjective, SpeakerTrainingModel, SvLossConfig
-from fairstream.training.checkpoint import load_checkpoint
 from fairstream.training.config import (
     OptimConfig,
     ScheduleConfig,
@@ -136,9 +136,10 @@ def train_speaker_model(
         optim=config.optim,
         schedule=config.schedule,
         out_dir=out_dir,
-        run_config={"kind": "speaker", **to_dict(config)},
+        run_config=to_dict(config),
         hooks=hooks,
         extra={
+            "kind": "speaker",  # stored as the checkpoint's kind
             "cmvn_mean": torch.from_numpy(np.asarray(mean, dtype=np.float32)),
             "cmvn_std": torch.from_numpy(np.asarray(std, dtype=np.float32)),
             "speakers": list(data.speakers),
@@ -166,9 +167,11 @@ def load_extractor(path: str | Path) -> LoadedExtractor:
         CheckpointError: the file is not a speaker-embedding checkpoint.
     """
     ck = load_checkpoint(path)
+    if ck.kind != "speaker":
+        raise CheckpointError(f"{ck.path} is not a speaker-embedding checkpoint "
+                              f"(its kind is {ck.kind!r}, not 'speaker')")
     cfg_data = dict(ck.config)
-    if cfg_data.pop("kind", None) != "speaker":
-        raise CheckpointError(f"{ck.path} is not a speaker-embedding checkpoint (no kind=speaker in its config)")
+    cfg_data.pop("kind", None)  # where checkpoints written before the kind field said it
     try:
         config = from_dict(SvTrainConfig, cfg_data)
         cmvn = Cmvn(ck.extra["cmvn_mean"].numpy(), ck.extra["cmvn_std"].numpy())

@@ -24,13 +24,13 @@ from typing import Any, Literal
 import yaml
 
 from fairstream.config_parse import apply_overrides, from_dict, to_dict
+from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.models.factory import ModelConfig, model_config_to_dict
 from fairstream.training.data import SpecAugmentConfig
 
 __all__ = [
     "DataConfig",
-    "DecodeConfig",
     "OptimConfig",
     "ScheduleConfig",
     "TokenizerConfig",
@@ -143,42 +143,6 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
-    """How models of this recipe are decoded by default (``make demo``,
-    ``fairstream decode --method recipe``). Training does not use it; it travels with the
-    checkpoint so a model and its recommended search stay together.
-
-    Attributes:
-        method: ``greedy`` or ``beam`` (frame-synchronous beam search).
-        beam: beam width.
-        max_symbols_per_frame: tokens per encoder frame in beam search (the demo's greedy
-            baseline always allows 3, the streaming recognizer's default).
-        lm_order: order of the token n-gram LM fitted on the training transcripts for
-            shallow fusion (``0``: no LM). Only with ``beam``.
-        lm_weight: weight of the LM log-probability.
-        token_bonus: score added per emitted token (offsets the LM's bias to short outputs).
-    """
-
-    method: Literal["greedy", "beam"] = "greedy"
-    beam: int = 4
-    max_symbols_per_frame: int = 3
-    lm_order: int = 0
-    lm_weight: float = 0.0
-    token_bonus: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.beam < 1 or self.max_symbols_per_frame < 1:
-            raise InputDataError(
-                f"decode.beam and decode.max_symbols_per_frame must be >= 1, got {self.beam} "
-                f"and {self.max_symbols_per_frame}"
-            )
-        if self.lm_order == 1 or self.lm_order < 0:
-            raise InputDataError(f"decode.lm_order must be 0 (no LM) or >= 2, got {self.lm_order}")
-        if self.lm_weight < 0:
-            raise InputDataError(f"decode.lm_weight must be >= 0, got {self.lm_weight}")
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; saved (resolved) in every checkpoint.
 
@@ -195,7 +159,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    decode: SearchConfig = field(default_factory=SearchConfig)  # the recipe's search
     seed: int = 0
     threads: int | None = None
 

@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from fairstream.errors import CorpusError, InputDataError
-from fairstream.features.fbank import Cmvn, FbankConfig, compute_fbank
+from fairstream.features.fbank import Cmvn, FbankConfig
+from fairstream.inference.audio import cut_fbank
 from fairstream.tokenizer import Tokenizer
 
 __all__ = [
@@ -261,18 +262,7 @@ def load_cut_features(cut: Cut, config: FbankConfig | None = None) -> np.ndarray
         if arr.ndim != 2 or arr.shape[1] != cfg.num_mel_bins:
             raise CorpusError(f"cut {cut.id}: cached features have shape {arr.shape}")
         return np.asarray(arr, dtype=np.float32)
-    try:
-        audio = cut.load_audio()
-    except Exception as e:
-        raise CorpusError(f"cut {cut.id}: audio cannot be loaded: {e}") from e
-    if audio.ndim == 2:
-        if audio.shape[0] != 1:
-            raise CorpusError(f"cut {cut.id}: {audio.shape[0]} channels; expected mono")
-        audio = audio[0]
-    try:
-        return compute_fbank(audio, int(cut.sampling_rate), cfg, name=f"cut {cut.id}")
-    except InputDataError as e:
-        raise CorpusError(str(e)) from e
+    return cut_fbank(cut, cfg)
 
 
 def _cut_signature(cut: Cut) -> str:

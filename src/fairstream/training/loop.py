@@ -51,8 +51,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fairstream.errors import CheckpointError, TrainingError
-from fairstream.training.checkpoint import (
+from fairstream.checkpoint import (
     Checkpoint,
     average_checkpoints,
     capture_rng_state,
@@ -63,6 +62,7 @@ from fairstream.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from fairstream.errors import CheckpointError, TrainingError
 from fairstream.training.config import OptimConfig, ScheduleConfig
 
 __all__ = [

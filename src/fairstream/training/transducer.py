@@ -266,7 +266,7 @@ def _train(config: Any, out_dir: Path, d: DistInfo, objective: Objective | None,
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2f M parameters, vocabulary %d", n_params / 1e6, tokenizer.vocab_size)
     extra = {
-        "task": "transducer",
+        "kind": "transducer",  # stored as the checkpoint's kind
         "tokenizer_files": _tokenizer_files(out_dir / "tokenizer"),
         "cmvn_mean": torch.from_numpy(cmvn.mean.copy()),
         "cmvn_std": torch.from_numpy(cmvn.std.copy()),
