@@ -73,7 +73,8 @@ def test_kmeans_recovers_planted_accent_cohort() -> None:
     res = find_embedding_cohorts(stats, mat, has, EmbeddingConfig(k_range=(2, 6)))
     assert res.k == 4
     assert max(res.silhouette, key=res.silhouette.get) == 4
-    bottom = np.isin(res.partition.codes, [res.partition.labels.index(b) for b in res.bottom_labels])
+    bottom_codes = [res.partition.labels.index(b) for b in res.bottom_labels]
+    bottom = np.isin(res.partition.codes, bottom_codes)
     planted = planted_mask(stats.table["accent"].to_numpy(), d.planted)
     rec = recovery(bottom, planted, res.cluster_codes, stats.table["accent"].to_numpy())
     assert rec.precision == 1.0 and rec.recall == 1.0
@@ -139,10 +140,12 @@ def test_fallback_embedding_from_audio(tmp_path: Path) -> None:
 
 def test_load_planted(tmp_path: Path) -> None:
     assert load_planted(tmp_path) is None
-    (tmp_path / "corpus.json").write_text(json.dumps({"planted": {"under_represented_accents": ["x"]}}))
+    planted = {"planted": {"under_represented_accents": ["x"]}}
+    (tmp_path / "corpus.json").write_text(json.dumps(planted))
     assert load_planted(tmp_path) == {"under_represented_accents": ["x"]}
     (tmp_path / "corpus.json").write_text("{nope")
     with pytest.raises(InputDataError, match="not valid JSON"):
         load_planted(tmp_path)
-    assert planted_mask(np.array(["x", "y"]), {"under_represented_accents": ["x"]}).tolist() == [True, False]
+    mask = planted_mask(np.array(["x", "y"]), {"under_represented_accents": ["x"]})
+    assert mask is not None and mask.tolist() == [True, False]
     assert planted_mask(np.array(["x"]), {}) is None

@@ -1,4 +1,5 @@
-"""Geographic tree: finds a planted split, leaves noise alone, respects sizes and bad coordinates."""
+"""Geographic tree: finds a planted split, leaves noise alone, respects sizes and bad
+coordinates."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_recovers_a_planted_longitude_split(seed: int) -> None:
     assert len(tree.regions) == 2
     west = stats.table["lon"].to_numpy() < -100
     codes = tree.partition.codes
-    worst = max(range(2), key=lambda r: stats.errors[codes == r].sum() / stats.words[codes == r].sum())
+    worst = max(range(2),
+                key=lambda r: stats.errors[codes == r].sum() / stats.words[codes == r].sum())
     agree = np.mean((codes == worst) == west)
     assert agree > 0.97
 

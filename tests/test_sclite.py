@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fairstream.metrics.wer import ErrorCounts, score_pairs
 from fairstream.inference import write_trn_pair
+from fairstream.metrics.wer import ErrorCounts, score_pairs
 
 
 def _sclite() -> str:

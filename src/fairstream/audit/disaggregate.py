@@ -89,7 +89,8 @@ class Partition:
 
 
 def _column_codes(series: pd.Series, n_bins: int = 5) -> tuple[np.ndarray, list[str]]:
-    """Codes and labels for one column; numeric columns with many values are cut in quantile bins."""
+    """Codes and labels for one column; numeric columns with many values are cut in quantile
+    bins."""
     if pd.api.types.is_numeric_dtype(series) and series.nunique(dropna=True) > 12:
         values = series.astype("float64")
         edges = np.unique(np.nanquantile(values, np.linspace(0, 1, n_bins + 1)))
@@ -193,7 +194,8 @@ def compare_partitions(
     blocks = [sp.csr_matrix(np.vstack([e, w]).astype(np.float32))]
     for p in partitions:
         if p.codes.shape[0] != s_count:
-            raise ValueError(f"partition {p.name} has {p.codes.shape[0]} codes for {s_count} speakers")
+            raise ValueError(f"partition {p.name} has {p.codes.shape[0]} codes for {s_count} "
+                             "speakers")
         blocks.append(group_indicator(p.codes, p.n_groups, e))
         blocks.append(group_indicator(p.codes, p.n_groups, w))
     e_all, w_all = e.sum(), w.sum()

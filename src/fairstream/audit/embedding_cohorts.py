@@ -129,7 +129,8 @@ def speaker_mean_embeddings(
             codes = spk_index.get_indexer(ids)
             direct = codes >= 0
     if (~direct).any():
-        exclusions.append(Exclusion("embedding", "embedding id is not an audited speaker or utterance",
+        exclusions.append(Exclusion("embedding",
+                                    "embedding id is not an audited speaker or utterance",
                                     int((~direct).sum()), "rows",
                                     tuple(str(i) for i in ids[~direct][:5])))
     codes = codes[direct]
@@ -203,7 +204,8 @@ def find_embedding_cohorts(
             lo, hi = cfg.k_range
             hi = min(hi, len(sub) - 1)
             if lo < 2 or hi < lo:
-                raise InputDataError(f"k_range {cfg.k_range} is not usable with {len(sub)} speakers")
+                raise InputDataError(
+                    f"k_range {cfg.k_range} is not usable with {len(sub)} speakers")
             for k in range(lo, hi + 1):
                 fits[k] = KMeans(n_clusters=k, n_init=cfg.n_init, random_state=cfg.seed).fit(x[sub])
                 sil[k] = float(silhouette_score(x[sub], fits[k].labels_))

@@ -138,7 +138,8 @@ def valid_coordinates(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, lis
         out = ~nan & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
     ex = []
     if nan.any():
-        ex.append(Exclusion("geo", "missing (NaN) latitude or longitude", int(nan.sum()), "speakers"))
+        ex.append(Exclusion("geo", "missing (NaN) latitude or longitude", int(nan.sum()),
+                            "speakers"))
     if out.any():
         ex.append(Exclusion("geo", "latitude outside [-90, 90] or longitude outside [-180, 180]",
                             int(out.sum()), "speakers"))
@@ -260,7 +261,8 @@ def grow_geo_tree(
             wb = np.bincount(bins, weights=w[members], minlength=nb)
             el, wl = np.cumsum(eb)[:-1], np.cumsum(wb)[:-1]
             er, wr = eb.sum() - el, wb.sum() - wl
-            feas = (pos >= min_spk) & (len(members) - pos >= min_spk) & (wl >= min_w) & (wr >= min_w)
+            feas = ((pos >= min_spk) & (len(members) - pos >= min_spk)
+                    & (wl >= min_w) & (wr >= min_w))
             if not feas.any():
                 continue
             d = ratio_replicates(el, wl) - ratio_replicates(er, wr)
@@ -269,7 +271,8 @@ def grow_geo_tree(
             rer, rwr = rb_e.sum(0)[None] - rel, rb_w.sum(0)[None] - rwl
             d_rep = ratio_replicates(rel, rwl) - ratio_replicates(rer, rwr)  # (m, R)
             thr = (coords[axis, members][pos - 1] + coords[axis, members][pos]) / 2.0
-            per_leaf.setdefault(id(lf), []).append((d[feas], d_rep[feas], axis, thr[feas], pos[feas]))
+            per_leaf.setdefault(id(lf), []).append(
+                (d[feas], d_rep[feas], axis, thr[feas], pos[feas]))
         for lf in todo:
             cands = per_leaf.get(id(lf))
             if not cands:

@@ -173,7 +173,8 @@ def search_geodemographic(
             wer = side[:, 0] / side[:, 1]
             rest = (e_all - side[:, 0]) / (w_all - side[:, 1])
             gap = (wer / rest - 1.0) * 100.0
-        feas = (side[:, 2] >= cfg.min_speakers) & (other[:, 2] >= cfg.min_speakers) & (side[:, 1] > 0)
+        feas = ((side[:, 2] >= cfg.min_speakers) & (other[:, 2] >= cfg.min_speakers)
+                & (side[:, 1] > 0))
         for j in np.nonzero(feas)[0]:
             rows.append({"attribute": attr, "definition": defs[j], "n_speakers": int(side[j, 2]),
                          "ref_words": int(side[j, 1]), "wer": wer[j], "wer_rest": rest[j],

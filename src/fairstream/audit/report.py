@@ -151,9 +151,10 @@ def _geo_map(result: AuditResult) -> str | None:
     if result.config.privacy.include_speaker_ids:
         ax.scatter(lon[ok], lat[ok], s=4, c="k", alpha=0.5, label="speakers")
     else:
-        clat, clon, cnt = coarse_locations(lat[ok], lon[ok], result.config.privacy.location_cell_deg)
+        cell = result.config.privacy.location_cell_deg
+        clat, clon, cnt = coarse_locations(lat[ok], lon[ok], cell)
         ax.scatter(clon, clat, s=4 + 40 * cnt / max(cnt.max(), 1) if len(cnt) else 4, c="k",
-                   alpha=0.5, label=f"speakers per {result.config.privacy.location_cell_deg:g}° cell")
+                   alpha=0.5, label=f"speakers per {cell:g}° cell")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
     fig.colorbar(sm, ax=ax, label="region WER (%)")
     ax.set_xlabel("longitude")
@@ -225,7 +226,8 @@ def _sections(result: AuditResult) -> list[dict[str, Any]]:
             paragraphs.append(
                 f"{len(g.regions)} regions from {len(g.tests)} split tests "
                 f"(min {g.config.min_speakers} speakers and {g.config.min_words} words per "
-                f"region, at most {g.config.max_regions} regions, family-wise α = {g.config.alpha}). "
+                f"region, at most {g.config.max_regions} regions, "
+                f"family-wise α = {g.config.alpha}). "
                 "A region is split only when the simultaneous speaker-bootstrap interval of the "
                 "best split's WER difference (max-statistic over all candidate thresholds, level "
                 "α × region share of speakers) excludes 0."
@@ -283,7 +285,8 @@ def write_report(result: AuditResult, out_dir: str | Path) -> Path:
     if result.config.privacy.include_speaker_ids:
         assign = pd.DataFrame(index=result.stats.table.index)
         if result.geo is not None:
-            assign["geo"] = np.array(result.geo.partition.labels + ("",))[result.geo.partition.codes]
+            p = result.geo.partition
+            assign["geo"] = np.array(p.labels + ("",))[p.codes]
         if result.embedding is not None:
             p = result.embedding.partition
             assign["embedding"] = np.array(p.labels + ("",))[p.codes]

@@ -94,7 +94,8 @@ def speaker_stats(
 
     Args:
         results: the read results table.
-        speakers: speaker table indexed by speaker id (:func:`~fairstream.audit.inputs.read_speakers`).
+        speakers: speaker table indexed by speaker id
+            (:func:`~fairstream.audit.inputs.read_speakers`).
         metadata_columns: restrict metadata to these columns (default: all available).
 
     Returns:

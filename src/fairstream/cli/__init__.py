@@ -100,4 +100,5 @@ def main(verbose: int) -> None:
     or everything at once: fairstream demo --out demo_out
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=max(level, logging.DEBUG),
+                        format="%(levelname)s %(name)s: %(message)s")

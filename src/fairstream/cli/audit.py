@@ -9,6 +9,8 @@ import click
 
 __all__ = ["audit"]
 
+_OPEN_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+
 
 def _k_range(value: str) -> tuple[int, int]:
     try:
@@ -59,7 +61,8 @@ Intervals come from a speaker-level bootstrap (speakers resampled, not utterance
 @click.option("--utt2spk", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Kaldi utt2spk file.")
 @click.option("--trn-ref", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="sclite reference trn file (use with --trn-hyp); speaker = id before the first '-'.")
+              help="sclite reference trn file (use with --trn-hyp); speaker = id before the "
+                   "first '-'.")
 @click.option("--trn-hyp", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="sclite hypothesis trn file.")
 @click.option("--speakers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -86,7 +89,7 @@ Intervals come from a speaker-level bootstrap (speakers resampled, not utterance
               help="Output directory: report.html, report.json, CSV tables.")
 @click.option("--n-boot", default=1000, show_default=True, type=click.IntRange(min=0),
               help="Speaker-bootstrap replicates.")
-@click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--confidence", default=0.95, show_default=True, type=_OPEN_UNIT,
               help="Confidence level of the intervals.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap and k-means.")
 @click.option("--min-cohort", default=10, show_default=True, type=click.IntRange(min=1),
@@ -99,17 +102,19 @@ Intervals come from a speaker-level bootstrap (speakers resampled, not utterance
               help="Geo tree: minimum speakers per region (never below --min-cohort).")
 @click.option("--min-region-words", default=100, show_default=True, type=click.IntRange(min=1),
               help="Geo tree: minimum reference words per region.")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--alpha", default=0.05, show_default=True, type=_OPEN_UNIT,
               help="Geo tree: family-wise level of the split tests (a split is kept only if "
                    "significant under the speaker bootstrap).")
 @click.option("--k", "k", default=None, type=click.IntRange(min=2),
-              help="Embedding: number of k-means clusters (default: best silhouette over --k-range).")
+              help="Embedding: number of k-means clusters (default: best silhouette over "
+                   "--k-range).")
 @click.option("--k-range", default="2-10", show_default=True, help="Embedding: k tried, LOW-HIGH.")
 @click.option("--bottom-share", default=None, type=click.FloatRange(0, 100),
               help="Embedding: bottom cohort = worst clusters while their speaker share (%) "
                    "stays within this (default: the worst cluster only).")
 @click.option("--duplicates", type=click.Choice(["error", "first"]), default="error",
-              show_default=True, help="Repeated utterance ids: stop, or keep the first row (counted).")
+              show_default=True,
+              help="Repeated utterance ids: stop, or keep the first row (counted).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def audit(
     results: Path | None, fmt: str | None, columns: tuple[str, ...],

@@ -209,7 +209,8 @@ def _as_trials(
     ok = (y == 0) | (y == 1)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        raise InputDataError(f"label of trial {i} is {y[i].item()!r}; labels must be 1 (target) or 0")
+        raise InputDataError(f"label of trial {i} is {y[i].item()!r}; labels must be 1 (target) "
+                             "or 0")
     y = y.astype(np.int8)
     n_t = int(y.sum())
     if n_t == 0 or n_t == y.size:
@@ -354,14 +355,17 @@ def verification_metrics(
         d, kd = _min_dcf_from_rates(p_miss, p_fa, float(p), c_miss, c_fa)
         dcfs.append(DcfPoint(float(p), c_miss, c_fa, d, _threshold_at(distinct, kd)))
     n_t = int(y.sum())
-    return VerificationMetrics(n_t, int(y.size - n_t), value, _threshold_at(distinct, k), tuple(dcfs))
+    return VerificationMetrics(n_t, int(y.size - n_t), value, _threshold_at(distinct, k),
+                               tuple(dcfs))
 
 
 # --------------------------------------------------------------------------------------------
 # groups
 
 
-def trial_groups(group_a: Sequence[object] | np.ndarray, group_b: Sequence[object] | np.ndarray) -> np.ndarray:
+def trial_groups(
+    group_a: Sequence[object] | np.ndarray, group_b: Sequence[object] | np.ndarray
+) -> np.ndarray:
     """The group of each trial: the common group of its two sides, ``None`` when they differ.
 
     Args:
@@ -557,7 +561,9 @@ def _replicate_eers(
     return stats, point_groups
 
 
-def _spread(stats: dict[str | None, np.ndarray], names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _spread(
+    stats: dict[str | None, np.ndarray], names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Per replicate: max − min and std of the group EERs (nan if a group is undefined)."""
     mat = np.stack([stats[k] for k in names])  # (G, R)
     with np.errstate(invalid="ignore"):
@@ -683,7 +689,8 @@ def bootstrap_eer_difference(
     draws = SpeakerBootstrap.draw(n_spk, n_boot, seed=seed).weights_t
     stats_a, pa = _replicate_eers(sa, y, ia, ib, g, draws, progress)
     stats_b, pb = _replicate_eers(sb, y, ia, ib, g, draws, progress)
-    est = verification_metrics(sb, y, p_targets=()).eer - verification_metrics(sa, y, p_targets=()).eer
+    est = (verification_metrics(sb, y, p_targets=()).eer
+           - verification_metrics(sa, y, p_targets=()).eer)
     eer_iv = _interval(stats_b[None] - stats_a[None], est, level)
     names = [k for k in pa if k in pb]
     if len(names) < 2:
