@@ -77,7 +77,7 @@ def search_options(*, ctc: bool = False) -> Callable[[F], F]:
                           + (", or ctc: best path of the auxiliary CTC head (a diagnostic; "
                              "offline only)" if ctc else "") + "."),
         click.option("--beam", type=click.IntRange(min=1), default=None,
-                     help=f"Beam width (implies --search beam)  [default: {d.beam}]"),
+                     help=f"Beam width (without --search: beam search)  [default: {d.beam}]"),
         click.option("--max-symbols", type=click.IntRange(min=1), default=None,
                      help="Tokens a hypothesis may emit per encoder frame  "
                           f"[default: {d.max_symbols_per_frame}]"),
