@@ -369,8 +369,10 @@ def test_config_round_trip_resolves_encoder_defaults() -> None:
         ({"joiner": {"joint": 3}}, r"unknown config key model\.joiner\.joint "),
         (
             {"encoder": {"name": "lstm", "kwargs": {"layers": 2}}},
-            r"unknown config key model\.encoder\.kwargs\.layers \(known keys of "
-            r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, num_layers, ",
+            (
+                r"unknown config key model\.encoder\.kwargs\.layers \(known keys of "
+                r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, num_layers, "
+            ),
         ),
         (
             {"encoder": {"kwargs": {"hidden_dim": "wide"}}},

@@ -75,8 +75,8 @@ spec_augment: null
         ("", ["seed.x=1"], r"config key seed: expected int"),
         ("model:\n  encoder:\n    kwargs: {no_such_option: 1}\n", [], r"no_such_option"),
         ("model:\n  encoder:\n    kwargs: {hiden_dim: 64}\n", [],
-         r"unknown config key model\.encoder\.kwargs\.hiden_dim \(known keys of "
-         r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, "),
+         (r"unknown config key model\.encoder\.kwargs\.hiden_dim \(known keys of "
+          r"model\.encoder\.kwargs: conv_channels, dropout, hidden_dim, ")),
         ("", ["model.encoder.kwargs.num_layers=two"],
          r"config key model\.encoder\.kwargs\.num_layers: expected int, got 'two'"),
         ("", ["model.encoder.kwargs.dropout=[0.1]"],
@@ -112,7 +112,8 @@ def test_round_trip_through_dict_json_and_yaml(tmp_path):
 def test_encoder_options_are_typed_and_stored_resolved():
     from fairstream.models.encoders.lstm import LSTMEncoderOptions
 
-    cfg = load_config(None, ["model.encoder.kwargs.dropout=0", "model.encoder.kwargs.subsampling=8"])
+    cfg = load_config(None, ["model.encoder.kwargs.dropout=0",
+                             "model.encoder.kwargs.subsampling=8"])
     assert cfg.model.encoder.kwargs == {"dropout": 0.0, "subsampling": 8}
     assert cfg.model.encoder.options() == LSTMEncoderOptions(dropout=0.0, subsampling=8)
     stored = config_to_dict(cfg)["model"]["encoder"]["kwargs"]

@@ -115,7 +115,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise _fail(path, tp, value)
         kt, vt = args if args else (Any, Any)
-        return {_coerce(kt, k, f"{path}.{k}"): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
+        return {
+            _coerce(kt, k, f"{path}.{k}"): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()
+        }
     if tp is bool:
         if isinstance(value, bool):
             return value

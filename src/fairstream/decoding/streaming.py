@@ -5,11 +5,21 @@
 fusion. Its final result equals the offline search on the same audio (``compute_fbank`` ->
 CMVN -> ``model.encode`` -> :func:`~fairstream.decoding.greedy.greedy_search` or
 :func:`~fairstream.decoding.beam.beam_search`): the features are identical for any chunking,
-the causal encoder streams exactly, and the search loops are the same code.
+the encoder streams exactly (the encoder contract,
+:class:`~fairstream.models.encoders.base.StreamingEncoder`), and the search loops are the
+same code.
+
+Lookahead and chunks: an encoder declares ``right_context``, the encoder frames of future
+input each output frame may use. Its ``stream`` emits a frame only once that lookahead has
+been fed, so the recognizer keeps feeding chunks and searches the frames that come out; at
+:meth:`StreamingRecognizer.finish` it makes the final call, which emits the frames held back.
+Model chunks must meet the encoder's ``chunk_frames_min`` and ``chunk_frames_multiple``
+(only the last, flushed chunk may be shorter).
 
 Latency: a model chunk of ``chunk_ms`` is processed as soon as its last feature frame is
-complete; the LSTM encoder uses no lookahead, so the algorithmic latency is ``chunk_ms``
-plus the 15 ms by which a 25 ms analysis window exceeds the 10 ms frame shift.
+complete; the algorithmic latency is ``chunk_ms`` plus the encoder's lookahead
+(:attr:`StreamingRecognizer.lookahead_ms`; none for the LSTM encoder) plus the 15 ms by
+which a 25 ms analysis window exceeds the 10 ms frame shift.
 """
 
 from __future__ import annotations
@@ -66,12 +76,16 @@ class StreamingRecognizer:
         tokenizer: Anything with ``vocab_size`` and ``decode(ids) -> str``; its vocabulary
             must match the model's.
         cmvn: Feature normalization used in training.
-        chunk_ms: Model chunk in milliseconds (a multiple of the feature frame shift).
+        chunk_ms: Model chunk in milliseconds: a multiple of the feature frame shift whose
+            frames meet the encoder's ``chunk_frames_min`` and ``chunk_frames_multiple``.
         max_symbols_per_frame: Greedy symbol limit per encoder frame.
         fbank_config: Feature settings (defaults to the training defaults).
         search: Beam search settings (width, symbol limit, LM fusion); ``None`` decodes
             greedily. Partial results show the best hypothesis so far. With a search,
             its own ``max_symbols_per_frame`` applies (the argument above is for greedy).
+
+    Partial results cover the encoder frames emitted so far: with an encoder lookahead of
+    ``right_context`` frames they lag the audio by that many frames more than the chunking.
 
     Raises:
         InputDataError: on a vocabulary or feature-dimension mismatch or a bad chunk size.
@@ -95,7 +109,8 @@ class StreamingRecognizer:
         shift_ms = self.fbank_config.frame_shift_ms
         if chunk_ms <= 0 or abs(chunk_ms / shift_ms - round(chunk_ms / shift_ms)) > 1e-6:
             raise InputDataError(
-                f"chunk_ms must be a positive multiple of the {shift_ms} ms frame shift, got {chunk_ms}"
+                f"chunk_ms must be a positive multiple of the {shift_ms} ms frame shift, "
+                f"got {chunk_ms}"
             )
         if tokenizer.vocab_size != model.vocab_size:
             raise InputDataError(
@@ -106,11 +121,19 @@ class StreamingRecognizer:
             raise InputDataError(
                 f"CMVN dimension {cmvn.dim} differs from {self.fbank_config.num_mel_bins} mel bins"
             )
+        self.chunk_frames = round(chunk_ms / shift_ms)
+        enc = model.encoder
+        if (self.chunk_frames < enc.chunk_frames_min
+                or self.chunk_frames % enc.chunk_frames_multiple):
+            raise InputDataError(
+                f"chunk_ms {chunk_ms} gives {self.chunk_frames} feature frames; the encoder "
+                f"takes chunks of at least {enc.chunk_frames_min} frames, a multiple of "
+                f"{enc.chunk_frames_multiple}"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cmvn = cmvn
         self.chunk_ms = chunk_ms
-        self.chunk_frames = round(chunk_ms / shift_ms)
         self.max_symbols_per_frame = max_symbols_per_frame
         self._extractor = OnlineFbankExtractor(self.fbank_config)
         self.reset()
@@ -127,6 +150,12 @@ class StreamingRecognizer:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def lookahead_ms(self) -> float:
+        """Future audio the encoder uses for a frame (``right_context`` encoder frames)."""
+        frames = self.model.encoder.right_context * self.model.subsampling
+        return frames * self.fbank_config.frame_shift_ms
 
     def accept(self, samples: np.ndarray) -> list[PartialResult]:
         """Feed audio.
@@ -165,8 +194,9 @@ class StreamingRecognizer:
             frames = self._extractor.finish()
             if frames.shape[0]:
                 self._pending = np.concatenate([self._pending, self.cmvn.apply(frames)], axis=0)
-            if self._pending.shape[0]:
-                self._run(self._pending)
+            if self._pending.shape[0] or self._frames_fed:
+                # the final call: the encoder also emits the frames it held back for lookahead
+                self._run(self._pending, final=True)
                 self._pending = self._pending[:0]
             self._finished = True
             logger.debug("stream finished after %d feature frames", self._frames_fed)
@@ -178,10 +208,12 @@ class StreamingRecognizer:
         return self._result(is_final=True)
 
     @torch.inference_mode()
-    def _run(self, chunk: np.ndarray) -> None:
+    def _run(self, chunk: np.ndarray, *, final: bool = False) -> None:
         x = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device).unsqueeze(0)
         x_lens = torch.tensor([x.shape[1]], dtype=torch.long, device=self.device)
-        y, y_lens, self._encoder_state = self.model.stream(x, x_lens, self._encoder_state)
+        y, y_lens, self._encoder_state = self.model.stream(
+            x, x_lens, self._encoder_state, final=final
+        )
         if self.search is not None:
             self._decoder_state = beam_search_chunk(
                 self.model, y[0, : int(y_lens[0])], self._decoder_state,  # type: ignore[arg-type]

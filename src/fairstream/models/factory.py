@@ -75,7 +75,8 @@ class PredictorConfig:
     """Predictor settings.
 
     Attributes:
-        kind: ``"stateless"`` (embedding + conv over the last ``context_size`` tokens) or ``"lstm"``.
+        kind: ``"stateless"`` (embedding + conv over the last ``context_size`` tokens) or
+            ``"lstm"``.
         embed_dim: Embedding size (the output size of the stateless predictor).
         context_size: Tokens of history of the stateless predictor.
         hidden_dim: LSTM size (``kind="lstm"`` only; its output size).

@@ -66,7 +66,9 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
 class _TdnnBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
+        self.conv = nn.Conv1d(
+            c_in, c_out, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2
+        )
         self.norm = nn.BatchNorm1d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -205,7 +207,9 @@ class AAMSoftmax(nn.Module):
     usual linear fallback ``cos θ - m sin m`` is used (as in ArcFace's reference implementation).
     """
 
-    def __init__(self, embedding_dim: int, num_classes: int, *, margin: float = 0.2, scale: float = 30.0) -> None:
+    def __init__(
+        self, embedding_dim: int, num_classes: int, *, margin: float = 0.2, scale: float = 30.0
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"AAM-softmax needs at least two classes, got {num_classes}")

@@ -165,7 +165,8 @@ class Transducer(nn.Module):
             )
         if tokens.shape[0] != features.shape[0]:
             raise InputDataError(
-                f"batch size mismatch: {features.shape[0]} feature rows, {tokens.shape[0]} token rows"
+                f"batch size mismatch: {features.shape[0]} feature rows, "
+                f"{tokens.shape[0]} token rows"
             )
         if token_lens.numel() and int(token_lens.max()) > tokens.shape[1]:
             raise InputDataError(
