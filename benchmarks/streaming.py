@@ -278,7 +278,7 @@ def main() -> None:
         enc_frames = sum(int(yl[0]) for _, yl in enc_chunks)
 
     n_tokens = main_run["tokens"]
-    lookahead_ms = 1000 * getattr(model.encoder, "right_context", 0) * 0.01 * model.subsampling
+    lookahead_ms = 1000 * model.encoder.right_context * 0.01 * model.subsampling
     result = {
         "benchmark": "streaming",
         "model": model_desc,

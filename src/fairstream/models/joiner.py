@@ -46,15 +46,18 @@ class Joiner(nn.Module):
 
     def project_encoder(self, enc: Tensor) -> Tensor:
         """``(..., enc_dim) -> (..., J)``."""
-        return self.enc_proj(enc)
+        out: Tensor = self.enc_proj(enc)
+        return out
 
     def project_predictor(self, pred: Tensor) -> Tensor:
         """``(..., pred_dim) -> (..., J)``."""
-        return self.pred_proj(pred)
+        out: Tensor = self.pred_proj(pred)
+        return out
 
     def joint(self, enc_projected: Tensor, pred_projected: Tensor) -> Tensor:
         """Logits from already projected inputs (broadcasting): ``(..., J) -> (..., V)``."""
-        return self.out(self.activation(enc_projected + pred_projected))
+        out: Tensor = self.out(self.activation(enc_projected + pred_projected))
+        return out
 
     def forward(self, enc: Tensor, pred: Tensor) -> Tensor:
         """Logits for every (frame, prefix) pair.

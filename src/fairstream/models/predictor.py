@@ -80,7 +80,8 @@ class StatelessPredictor(nn.Module):
         y = self.conv_bias + embedded[:, :n_out] * self.conv_weight[:, 0]
         for j in range(1, k):
             y = y + embedded[:, j : j + n_out] * self.conv_weight[:, j]
-        return self.dropout(F.relu(y))
+        out: Tensor = self.dropout(F.relu(y))
+        return out
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Outputs for every prefix of ``tokens``.
@@ -176,7 +177,8 @@ class LSTMPredictor(nn.Module):
         sos = tokens.new_full((tokens.shape[0], 1), self.blank_id)
         x = self.dropout(self.embedding(torch.cat([sos, tokens.long()], dim=1)))
         y, _ = self.lstm(x)
-        return self.dropout(y)
+        out: Tensor = self.dropout(y)
+        return out
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> LSTMPredictorState:
         """Zero state, before the start symbol."""

@@ -72,7 +72,8 @@ class _TdnnBlock(nn.Module):
         self.norm = nn.BatchNorm1d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm(F.relu(self.conv(x)))
+        out: Tensor = self.norm(F.relu(self.conv(x)))
+        return out
 
 
 class _Res2Conv(nn.Module):
@@ -117,7 +118,8 @@ class _SeRes2Block(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.res2(self.pre(x) * mask, mask)
-        return x + self.se(self.post(h) * mask, mask)
+        out: Tensor = x + self.se(self.post(h) * mask, mask)
+        return out
 
 
 class AttentiveStatsPool(nn.Module):
@@ -192,7 +194,8 @@ class EcapaTdnn(nn.Module):
             h = block(h, mask) * mask
             outs.append(h)
         h = self.mfa(torch.cat(outs, dim=1)) * mask
-        return self.embed(self.pool_norm(self.pool(h, mask)))
+        out: Tensor = self.embed(self.pool_norm(self.pool(h, mask)))
+        return out
 
 
 def build_speaker_extractor(config: SpeakerModelConfig | None = None) -> EcapaTdnn:

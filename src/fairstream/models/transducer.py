@@ -127,7 +127,8 @@ class Transducer(nn.Module):
 
     def predict(self, tokens: Tensor) -> Tensor:
         """Predictor outputs for every prefix: ``(B, U) -> (B, U+1, D)``."""
-        return self.predictor(tokens)
+        out: Tensor = self.predictor(tokens)
+        return out
 
     def predict_step(
         self, tokens: Tensor, state: PredictorState | None
@@ -139,7 +140,8 @@ class Transducer(nn.Module):
 
     def join(self, encoder_out: Tensor, predictor_out: Tensor) -> Tensor:
         """Joiner logits: ``(B, T', D), (B, U+1, D) -> (B, T', U+1, V)``."""
-        return self.joiner(encoder_out, predictor_out)
+        out: Tensor = self.joiner(encoder_out, predictor_out)
+        return out
 
     # ------------------------------------------------------------------ training
     def forward(

@@ -210,7 +210,8 @@ class LSTMEncoder(nn.Module):
         # (B, C, T', F') -> (B, T', H)
         b, c, t, f = h.shape
         h = h.permute(0, 2, 1, 3).reshape(b, t, c * f)
-        return self.dropout(self.input_norm(self.input_proj(h)))
+        out: Tensor = self.dropout(self.input_norm(self.input_proj(h)))
+        return out
 
     # ------------------------------------------------------------------ streaming
     def init_state(
