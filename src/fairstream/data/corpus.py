@@ -18,13 +18,13 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from fairstream.data import layout
-from fairstream.data.layout import MANIFEST_KINDS
+from fairstream.data.layout import MANIFEST_KINDS, JsonObject
 from fairstream.errors import CorpusError
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Corpus:
     """
 
     root: Path
-    info: dict[str, Any] = field(repr=False)
+    info: JsonObject = field(repr=False)
 
     @property
     def splits(self) -> list[str]:
@@ -113,8 +113,8 @@ class Corpus:
         return _read_csv(self.root / layout.ZIP_DEMOGRAPHICS_CSV)
 
     @property
-    def planted(self) -> dict[str, Any]:
-        """The planted disparity (``under_represented_accents``, ``train_share``, ``test_share``)."""
+    def planted(self) -> JsonObject:
+        """The planted disparity: ``under_represented_accents``, ``train_share``, ``test_share``."""
         return dict(self.info.get("planted") or {})
 
     @cached_property

@@ -65,7 +65,9 @@ _EE_OK = 0
 
 _RATE_RANGE = (80, 450)  # words per minute accepted by eSpeak
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,9 @@ def _accent_index(data_path: str) -> Mapping[str, str]:
 @lru_cache(maxsize=4)
 def _variant_names(data_path: str) -> frozenset[str]:
     vdir = Path(data_path) / "voices" / "!v"
-    return frozenset(p.name for p in vdir.iterdir() if p.is_file()) if vdir.is_dir() else frozenset()
+    if not vdir.is_dir():
+        return frozenset()
+    return frozenset(p.name for p in vdir.iterdir() if p.is_file())
 
 
 def available_accents(data_path: str | os.PathLike[str] | None = None) -> list[str]:
@@ -276,7 +280,9 @@ class EspeakSynthesizer:
             raise CorpusError(f"cannot synthesize empty text {text!r}")
         spec = parse_voice(voice, self.data_path)
         if not _RATE_RANGE[0] <= rate <= _RATE_RANGE[1]:
-            raise CorpusError(f"speaking rate {rate} wpm is outside {_RATE_RANGE[0]}..{_RATE_RANGE[1]}")
+            raise CorpusError(
+                f"speaking rate {rate} wpm is outside {_RATE_RANGE[0]}..{_RATE_RANGE[1]}"
+            )
         for name, value in (("pitch", pitch), ("pitch_range", pitch_range)):
             if not 0 <= value <= 100:
                 raise CorpusError(f"{name} {value} is outside 0..100")
@@ -285,7 +291,9 @@ class EspeakSynthesizer:
         self._chunks = []
         initialized = False
         try:
-            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            lib.espeak_Initialize.argtypes = [
+                ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int
+            ]
             lib.espeak_Initialize.restype = ctypes.c_int
             sr = lib.espeak_Initialize(
                 _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), _INITIALIZE_DONT_EXIT
@@ -298,18 +306,23 @@ class EspeakSynthesizer:
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
             status = lib.espeak_SetVoiceByName(spec.espeak_name.encode())
             if status != _EE_OK:
-                raise CorpusError(f"unknown eSpeak voice {voice!r} (espeak_SetVoiceByName returned {status})")
+                raise CorpusError(f"unknown eSpeak voice {voice!r} "
+                                  f"(espeak_SetVoiceByName returned {status})")
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-            for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range),
-                                 (_PARAM_VOLUME, 100)):
+            for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch),
+                                 (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, 100)):
                 lib.espeak_SetParameter(param, int(value), 0)
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
             lib.espeak_ng_SetRandSeed(int(seed) & 0x7FFFFFFF)
             self._libc.srand(ctypes.c_uint(int(seed) & 0xFFFFFFFF))
             data = text.encode("utf-8") + b"\0"
-            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-            status = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ]
+            status = lib.espeak_Synth(
+                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
             if status != _EE_OK:
                 raise CorpusError(f"espeak_Synth failed with status {status} for text {text!r}")
             lib.espeak_Synchronize()
@@ -339,4 +352,5 @@ def synthesize(text: str, *, voice: str, rate: int = 175, pitch: int = 50, pitch
     synth = _DEFAULT.get(key)
     if synth is None:
         synth = _DEFAULT[key] = EspeakSynthesizer()
-    return synth.synthesize(text, voice=voice, rate=rate, pitch=pitch, pitch_range=pitch_range, seed=seed)
+    return synth.synthesize(text, voice=voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
+                            seed=seed)

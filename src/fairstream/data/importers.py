@@ -106,7 +106,7 @@ class ImportReport:
             text += f" — {shown}{more}; see import_report_{self.split}.json"
         return text
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # Any: JSON values of mixed types
         """JSON-ready form."""
         d = asdict(self)
         d["out"] = str(self.out)
@@ -132,11 +132,11 @@ class _Errors:
 
 
 # --------------------------------------------------------------------------- atomic IO
-def _atomic_json(path: Path, obj: Any) -> None:
+def _atomic_json(path: Path, obj: object) -> None:
     _atomic_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def _atomic_csv(path: Path, columns: Iterable[str], rows: Iterable[dict[str, Any]]) -> None:
+def _atomic_csv(path: Path, columns: Iterable[str], rows: Iterable[dict[str, str]]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
@@ -193,7 +193,7 @@ def _recording_from_file(path: Path, rec_id: str) -> Recording:
         raise CorpusError(f"{rec_id}: cannot read audio file {path}: {_first_line(e)}") from e
 
 
-def _gender(value: Any) -> str | None:
+def _gender(value: object) -> str | None:
     if value is None:
         return None
     v = str(value).strip().lower()
@@ -385,7 +385,7 @@ def import_kaldi_dir(
             continue
         spk = utt2spk[utt]
         gender = _gender(spk2gender.get(spk))
-        custom: dict[str, Any] = {k: None for k in METADATA_KEYS}
+        custom: dict[str, str | None] = {k: None for k in METADATA_KEYS}
         custom["gender"] = gender
         if raw != norm:
             custom["orig_text"] = raw
@@ -403,7 +403,10 @@ def import_kaldi_dir(
 
 
 # --------------------------------------------------------------------------- Lhotse
-def _iter_jsonl(path: Path, errors: _Errors, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _iter_jsonl(
+    path: Path, errors: _Errors, kind: str
+) -> Iterator[tuple[str, dict[str, Any]]]:  # Any: a manifest item is JSON data
+    # Any: gzip.open and open return file types with no common annotation
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -472,9 +475,11 @@ def import_lhotse_manifests(
             errors(rid, f"malformed recording ({where}): {_first_line(e)}")
             continue
         if any(s.type == "command" for s in rec.sources):
-            errors(rid, "audio source is a shell command; not supported — write the audio to a file")
+            errors(rid, "audio source is a shell command; not supported — "
+                        "write the audio to a file")
             continue
-        missing = [s.source for s in rec.sources if s.type == "file" and not Path(s.source).is_file()]
+        missing = [s.source for s in rec.sources
+                   if s.type == "file" and not Path(s.source).is_file()]
         if missing:
             errors(rid, f"audio file {missing[0]} does not exist")
             continue
@@ -538,11 +543,12 @@ def import_lhotse_manifests(
               "supervisions": str(sup_path.resolve())}
     return _write_split(out, split, [recs[r] for r in sorted(used)], sups, source, errors,
                         n_resampled, overwrite=overwrite, cmvn_max_cuts=cmvn_max_cuts,
-                        progress=progress, options={"resample": resample, "check_audio": check_audio})
+                        progress=progress,
+                        options={"resample": resample, "check_audio": check_audio})
 
 
 # --------------------------------------------------------------------------- writing
-def _read_corpus_json(out: Path) -> dict[str, Any] | None:
+def _read_corpus_json(out: Path) -> dict[str, Any] | None:  # Any: JSON data
     p = out / layout.CORPUS_JSON
     if not p.exists():
         if out.exists() and any(out.iterdir()):
@@ -567,14 +573,14 @@ def _write_split(
     split: str,
     recs: list[Recording],
     sups: list[SupervisionSegment],
-    source: dict[str, Any],
+    source: dict[str, str],
     errors: _Errors,
     n_resampled: int,
     *,
     overwrite: bool,
     cmvn_max_cuts: int | None,
     progress: bool,
-    options: dict[str, Any],
+    options: dict[str, Any],  # Any: importer options of mixed types, stored in corpus.json
 ) -> ImportReport:
     out = Path(out_arg)
     try:
@@ -583,8 +589,10 @@ def _write_split(
         raise InputDataError(str(e)) from None
     if not sups:
         detail = "; ".join(f"{k}: {v}" for k, v in list(errors.skipped.items())[:5])
-        raise CorpusError(f"nothing to import from {source}" + (f" (skipped: {detail})" if detail else ""))
+        skipped = f" (skipped: {detail})" if detail else ""
+        raise CorpusError(f"nothing to import from {source}{skipped}")
     info = _read_corpus_json(out)
+    # Any: per-split entries of corpus.json (JSON data)
     splits: dict[str, Any] = dict(info["config"]["splits"]) if info else {}
     if split in splits and not overwrite:
         raise CorpusError(f"{out} already holds split {split!r}; pass overwrite=True to replace it")
@@ -603,7 +611,7 @@ def _write_split(
         layout.write_manifest(out, split, kind, (item.to_dict() for item in manifest))
 
     # speakers.csv: keep rows of other splits
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, str]] = []
     spk_csv = out / layout.SPEAKERS_CSV
     if spk_csv.exists():
         with spk_csv.open(encoding="utf-8", newline="") as f:
@@ -656,7 +664,7 @@ def _write_split(
     return report
 
 
-def _write_card(out: Path, splits: dict[str, Any]) -> None:
+def _write_card(out: Path, splits: dict[str, Any]) -> None:  # Any: corpus.json split entries
     rows = []
     spk_csv = out / layout.SPEAKERS_CSV
     with spk_csv.open(encoding="utf-8", newline="") as f:

@@ -34,10 +34,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from fairstream._io import atomic_write_bytes, atomic_write_text
 from fairstream.errors import CorpusError
+
+# Any: a parsed JSON object (corpus.json, a manifest line) holds values of any JSON type
+JsonObject: TypeAlias = dict[str, Any]
 
 __all__ = [
     "AUDIO_DIR",
@@ -55,6 +58,7 @@ __all__ = [
     "ZIP_COLUMNS",
     "ZIP_DEMOGRAPHICS_CSV",
     "CorpusVersionError",
+    "JsonObject",
     "check_split_name",
     "corpus_splits",
     "corpus_version",
@@ -151,7 +155,7 @@ def manifest_path(root: str | os.PathLike[str], split: str, kind: str) -> Path:
 
 
 def write_manifest(root: str | os.PathLike[str], split: str, kind: str,
-                   items: Iterable[dict[str, Any]]) -> Path:
+                   items: Iterable[JsonObject]) -> Path:
     """Write one split's manifest (Lhotse JSONL.gz, one ``to_dict()`` per line) atomically.
 
     The gzip header has no name and mtime 0, so equal items give equal bytes.
@@ -168,7 +172,7 @@ def import_report_path(root: str | os.PathLike[str], split: str) -> Path:
     return Path(root) / f"import_report_{split}.json"
 
 
-def corpus_version(info: dict[str, Any], path: Path) -> int:
+def corpus_version(info: JsonObject, path: Path) -> int:
     """The layout version of a parsed ``corpus.json`` (1 when the field is absent).
 
     Raises:
@@ -180,7 +184,7 @@ def corpus_version(info: dict[str, Any], path: Path) -> int:
     return int(found)
 
 
-def corpus_splits(info: dict[str, Any]) -> list[str]:
+def corpus_splits(info: JsonObject) -> list[str]:
     """The splits a parsed ``corpus.json`` lists, in its order.
 
     Corpora written before the ``splits`` field existed list them as the keys of ``counts``
@@ -198,7 +202,7 @@ def corpus_splits(info: dict[str, Any]) -> list[str]:
     return [check_split_name(s) for s in listed]
 
 
-def read_corpus_json(root: str | os.PathLike[str]) -> dict[str, Any]:
+def read_corpus_json(root: str | os.PathLike[str]) -> JsonObject:
     """Parse and check ``ROOT/corpus.json``: a fairstream corpus of a readable version.
 
     Completeness is not checked (an unfinished build is readable; ``load_corpus`` refuses it).
@@ -221,7 +225,7 @@ def read_corpus_json(root: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
-def write_corpus_json(root: str | os.PathLike[str], info: dict[str, Any]) -> Path:
+def write_corpus_json(root: str | os.PathLike[str], info: JsonObject) -> Path:
     """Write ``ROOT/corpus.json`` atomically with this release's format and version.
 
     ``info`` supplies every other field; ``format`` and ``version`` are set here and come

@@ -19,7 +19,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from fairstream.data.layout import CORPUS_VERSION, DEFAULT_SPLITS, check_split_name
+from fairstream.data.layout import (
+    CORPUS_VERSION,
+    DEFAULT_SPLITS,
+    JsonObject,
+    check_split_name,
+)
 from fairstream.data.speakers import SpeakerConfig
 from fairstream.errors import CorpusError
 
@@ -119,7 +124,7 @@ class CorpusConfig:
         sizes.update((x.name, (x.speakers, x.utterances_per_speaker)) for x in self.extra_splits)
         return sizes
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         """JSON-ready dictionary (what the fingerprint hashes).
 
         ``extra_splits`` appears only when there are some, so configs without them hash as
@@ -163,6 +168,7 @@ PRESETS: dict[str, CorpusConfig] = {
 }
 
 
+# Any: overrides are CorpusConfig fields of several types (dataclasses.replace checks the names)
 def get_preset(name: str, **overrides: Any) -> CorpusConfig:
     """The named preset, optionally with top-level fields replaced.
 
@@ -172,5 +178,7 @@ def get_preset(name: str, **overrides: Any) -> CorpusConfig:
     try:
         config = PRESETS[name]
     except KeyError:
-        raise CorpusError(f"unknown corpus preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise CorpusError(
+            f"unknown corpus preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
     return replace(config, **overrides) if overrides else config

@@ -86,7 +86,10 @@ MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Andy", "Lee", 
 _STANDARD_SHARE = 0.55  # share of speakers with an f1-f5 / m1-m8 variant
 
 _US_STATES = frozenset(
-    ["AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY"]
+    ["AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN",
+     "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH",
+     "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT",
+     "VT", "VA", "WA", "WV", "WI", "WY"]
 )
 
 
@@ -135,7 +138,8 @@ class SpeakerConfig:
                 raise CorpusError(f"SpeakerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if len(self.accent_weights) != len(self.accents):
             raise CorpusError(
-                f"SpeakerConfig: {len(self.accent_weights)} accent_weights for {len(self.accents)} accents"
+                f"SpeakerConfig: {len(self.accent_weights)} accent_weights for "
+                f"{len(self.accents)} accents"
             )
         if len(set(self.accents)) != len(self.accents):
             raise CorpusError(f"SpeakerConfig: duplicate accents in {self.accents}")
@@ -146,7 +150,8 @@ class SpeakerConfig:
                 )
         for accent in self.under_represented:
             if accent not in self.accents:
-                raise CorpusError(f"under-represented accent {accent!r} is not one of the accents {self.accents}")
+                raise CorpusError(f"under-represented accent {accent!r} is not one of the "
+                                  f"accents {self.accents}")
         if not 0.0 <= self.under_represented_train_share * len(self.under_represented) < 1.0:
             raise CorpusError(
                 f"under_represented_train_share {self.under_represented_train_share} x "
@@ -168,10 +173,10 @@ class SpeakerConfig:
         planted = set(self.under_represented)
         rest = sum(v for a, v in normal.items() if a not in planted)
         remaining = 1.0 - self.under_represented_train_share * len(planted)
-        return {a: (self.under_represented_train_share if a in planted else normal[a] / rest * remaining)
-                for a in self.accents}
+        share = self.under_represented_train_share
+        return {a: (share if a in planted else normal[a] / rest * remaining) for a in self.accents}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # Any: JSON values of mixed types
         """JSON-ready dictionary."""
         return asdict(self)
 
@@ -230,7 +235,8 @@ def _zips_by_state() -> dict[str, list[tuple[str, float, float, str]]]:
 
     out: dict[str, list[tuple[str, float, float, str]]] = {}
     for z in zipcodes.list_all():
-        if z.get("zip_code_type") != "STANDARD" or not z.get("active") or z.get("state") not in _US_STATES:
+        if (z.get("zip_code_type") != "STANDARD" or not z.get("active")
+                or z.get("state") not in _US_STATES):
             continue
         try:
             lat, lon = float(z["lat"]), float(z["long"])
@@ -248,7 +254,9 @@ def _pick_state(rng: np.random.Generator, states: Sequence[str]) -> str:
     return states[int(rng.choice(len(states), p=weights / weights.sum()))]
 
 
-def _home(rng: np.random.Generator, accent: str, mobility: float) -> tuple[str, str, float, float, str]:
+def _home(
+    rng: np.random.Generator, accent: str, mobility: float
+) -> tuple[str, str, float, float, str]:
     states = ACCENT_REGIONS[accent]
     if rng.random() < mobility:
         states = tuple(sorted(_US_STATES))
@@ -272,10 +280,12 @@ def _draw_speaker(rng: np.random.Generator, config: SpeakerConfig, speaker_id: s
                   accent: str) -> Speaker:
     gender = "female" if rng.random() < 0.5 else "male"
     variant = _variant(rng, gender)
-    age_band = AGE_BANDS[int(rng.choice(len(AGE_BANDS), p=np.array(config.age_weights) / sum(config.age_weights)))]
+    age_p = np.array(config.age_weights) / sum(config.age_weights)
+    age_band = AGE_BANDS[int(rng.choice(len(AGE_BANDS), p=age_p))]
     older = age_band == "60+"
     pitch = int(np.clip(round(rng.normal(50.0, config.pitch_sd)), 20, 80))
-    pitch_range = int(np.clip(round(rng.normal(50.0 - (6 if older else 0), config.range_sd)), 20, 85))
+    pitch_range = int(np.clip(round(rng.normal(50.0 - (6 if older else 0), config.range_sd)),
+                              20, 85))
     rate = int(np.clip(round(rng.normal(config.rate_mean - (10 if older else 0), config.rate_sd)),
                        config.rate_min, config.rate_max))
     noise_p = np.array(config.noise_weights) / sum(config.noise_weights)
@@ -286,10 +296,11 @@ def _draw_speaker(rng: np.random.Generator, config: SpeakerConfig, speaker_id: s
     telephone = bool(rng.random() < config.telephone_share)
     zip_code, state, lat, lon, city = _home(rng, accent, config.mobility)
     return Speaker(
-        speaker_id=speaker_id, split=split, accent=accent, voice=f"{accent}+{variant}", gender=gender,
-        age_band=age_band, pitch=pitch, rate=rate, noise_type=noise_type, snr_db=snr_db,
-        telephone=telephone, lat=lat, lon=lon, zip=zip_code, state=state, variant=variant,
-        pitch_range=pitch_range, city=city, accent_label=ACCENT_LABELS.get(accent, accent),
+        speaker_id=speaker_id, split=split, accent=accent, voice=f"{accent}+{variant}",
+        gender=gender, age_band=age_band, pitch=pitch, rate=rate, noise_type=noise_type,
+        snr_db=snr_db, telephone=telephone, lat=lat, lon=lon, zip=zip_code, state=state,
+        variant=variant, pitch_range=pitch_range, city=city,
+        accent_label=ACCENT_LABELS.get(accent, accent),
     )
 
 
@@ -321,7 +332,8 @@ def sample_speakers(config: SpeakerConfig, seed: int,
         plan.extend((split, accents[i]) for i in order)
     width = max(4, len(str(len(plan) - 1)))
     return [
-        _draw_speaker(np.random.default_rng([seed, 102, i]), config, f"spk{i:0{width}d}", split, accent)
+        _draw_speaker(np.random.default_rng([seed, 102, i]), config, f"spk{i:0{width}d}", split,
+                      accent)
         for i, (split, accent) in enumerate(plan)
     ]
 
@@ -336,7 +348,7 @@ def speakers_frame(speakers: Sequence[Speaker]) -> pd.DataFrame:
     return df
 
 
-# ---------------------------------------------------------------- zip-level demographics (synthetic)
+# ------------------------------------------------------- zip-level demographics (synthetic)
 
 _RACE = ("white", "black", "hispanic", "asian", "no_majority")
 _INCOME = ("under_35k", "35k_60k", "60k_100k", "over_100k")
@@ -347,22 +359,22 @@ _INCOME_RANGE = {"under_35k": (22_000, 35_000), "35k_60k": (35_000, 60_000),
 
 # profile -> (race, income, education, urbanicity, age) probabilities; synthetic, for method testing
 _PROFILES: dict[str, tuple[tuple[float, ...], ...]] = {
-    "en-us": ((.60, .10, .20, .05, .05), (.15, .35, .35, .15), (.30, .35, .25, .10), (.30, .45, .25),
-              (.25, .30, .25, .20)),
-    "en-us-nyc": ((.35, .20, .20, .10, .15), (.15, .25, .35, .25), (.25, .25, .30, .20), (.80, .18, .02),
-                  (.30, .35, .20, .15)),
-    "en-gb": ((.55, .05, .10, .15, .15), (.05, .20, .40, .35), (.10, .20, .40, .30), (.60, .35, .05),
-              (.30, .35, .20, .15)),
-    "en-gb-x-rp": ((.75, .05, .05, .05, .10), (.05, .15, .35, .45), (.10, .15, .35, .40), (.25, .60, .15),
-                   (.15, .30, .30, .25)),
+    "en-us": ((.60, .10, .20, .05, .05), (.15, .35, .35, .15), (.30, .35, .25, .10),
+              (.30, .45, .25), (.25, .30, .25, .20)),
+    "en-us-nyc": ((.35, .20, .20, .10, .15), (.15, .25, .35, .25), (.25, .25, .30, .20),
+                  (.80, .18, .02), (.30, .35, .20, .15)),
+    "en-gb": ((.55, .05, .10, .15, .15), (.05, .20, .40, .35), (.10, .20, .40, .30),
+              (.60, .35, .05), (.30, .35, .20, .15)),
+    "en-gb-x-rp": ((.75, .05, .05, .05, .10), (.05, .15, .35, .45), (.10, .15, .35, .40),
+                   (.25, .60, .15), (.15, .30, .30, .25)),
     "en-gb-scotland": ((.85, .05, .05, .01, .04), (.40, .40, .15, .05), (.50, .30, .15, .05),
                        (.10, .25, .65), (.10, .20, .35, .35)),
     "en-gb-x-gbclan": ((.75, .10, .07, .03, .05), (.20, .45, .30, .05), (.40, .35, .18, .07),
                        (.35, .45, .20), (.20, .30, .30, .20)),
     "en-gb-x-gbcwmd": ((.80, .05, .07, .03, .05), (.15, .40, .35, .10), (.35, .35, .22, .08),
                        (.20, .40, .40), (.20, .30, .30, .20)),
-    "en-029": ((.20, .50, .20, .02, .08), (.35, .40, .20, .05), (.40, .35, .18, .07), (.65, .30, .05),
-               (.30, .35, .20, .15)),
+    "en-029": ((.20, .50, .20, .02, .08), (.35, .40, .20, .05), (.40, .35, .18, .07),
+               (.65, .30, .05), (.30, .35, .20, .15)),
 }
 # a state takes the profile of the first accent region (in this order) that lists it
 _PROFILE_PRIORITY = ("en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan",
@@ -376,7 +388,9 @@ def _state_profile(state: str) -> str:
     return "en-us"
 
 
-def zip_demographics(speakers: Sequence[Speaker], seed: int, *, regional_weight: float = 0.75) -> pd.DataFrame:
+def zip_demographics(
+    speakers: Sequence[Speaker], seed: int, *, regional_weight: float = 0.75
+) -> pd.DataFrame:
     """Synthetic census-style majority attributes for every zip code a speaker lives in.
 
     Each zip draws its attributes from the regional profile of its state with probability
@@ -388,14 +402,15 @@ def zip_demographics(speakers: Sequence[Speaker], seed: int, *, regional_weight:
         majority_income_band, majority_education, urbanicity, majority_age_band,
         median_household_income, synthetic (always True).
     """
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, Any]] = {}  # Any: table cells of mixed types
     lookup = {z[0]: z for rows_ in _zips_by_state().values() for z in rows_}
     for spk in speakers:
         if spk.zip in rows:
             continue
         _, lat, lon, city = lookup.get(spk.zip, (spk.zip, spk.lat, spk.lon, spk.city))
         rng = np.random.default_rng([seed, 103, int(spk.zip)])
-        profile = _PROFILES[_state_profile(spk.state) if rng.random() < regional_weight else "en-us"]
+        regional = rng.random() < regional_weight
+        profile = _PROFILES[_state_profile(spk.state) if regional else "en-us"]
         race, income, edu, urban, age = (
             cats[int(rng.choice(len(cats), p=np.array(p) / sum(p)))]
             for cats, p in zip((_RACE, _INCOME, _EDU, _URBAN, AGE_BANDS), profile)
@@ -403,7 +418,8 @@ def zip_demographics(speakers: Sequence[Speaker], seed: int, *, regional_weight:
         lo, hi = _INCOME_RANGE[income]
         rows[spk.zip] = {
             "zip": spk.zip, "state": spk.state, "lat": lat, "lon": lon, "city": str(city).lower(),
-            "majority_race_ethnicity": race, "majority_income_band": income, "majority_education": edu,
+            "majority_race_ethnicity": race, "majority_income_band": income,
+            "majority_education": edu,
             "urbanicity": urban, "majority_age_band": age,
             "median_household_income": int(math.floor(rng.uniform(lo, hi) / 100) * 100),
             "synthetic": True,

@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -53,6 +54,9 @@ from fairstream.data.speakers import (
 )
 from fairstream.data.templates import generate_request
 from fairstream.errors import CorpusError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BuildSummary",
@@ -127,7 +131,7 @@ class BuildSummary:
     cmvn_seconds: float
     total_seconds: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # Any: JSON values of mixed types
         """JSON-ready dictionary."""
         return asdict(self)
 
@@ -135,7 +139,9 @@ class BuildSummary:
 # ------------------------------------------------------------------------------------------ plan
 
 
-def plan_utterances(config: CorpusConfig, speakers: Sequence[Speaker], seed: int) -> list[UtteranceSpec]:
+def plan_utterances(
+    config: CorpusConfig, speakers: Sequence[Speaker], seed: int
+) -> list[UtteranceSpec]:
     """Every utterance of the corpus, in a fixed order (the config's splits; speaker by speaker).
 
     Utterance ``i`` depends only on ``(seed, i)`` and its speaker.
@@ -147,14 +153,18 @@ def plan_utterances(config: CorpusConfig, speakers: Sequence[Speaker], seed: int
             i = len(specs)
             rng = np.random.default_rng([seed, 201, i])
             request = generate_request(np.random.default_rng([seed, 202, i]))
-            rate = round(spk.rate * (1.0 + float(rng.uniform(-config.rate_jitter, config.rate_jitter))))
-            pitch = int(np.clip(spk.pitch + int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1)), 0, 100))
+            rate_jitter = float(rng.uniform(-config.rate_jitter, config.rate_jitter))
+            rate = round(spk.rate * (1.0 + rate_jitter))
+            pitch_jitter = int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1))
+            pitch = int(np.clip(spk.pitch + pitch_jitter, 0, 100))
             utt_id = f"{spk.speaker_id}-{k:03d}"
             specs.append(UtteranceSpec(
-                index=i, utt_id=utt_id, speaker_id=spk.speaker_id, split=spk.split, text=request.text,
-                domain=request.domain, voice=spk.voice, rate=int(np.clip(rate, 80, 450)), pitch=pitch,
+                index=i, utt_id=utt_id, speaker_id=spk.speaker_id, split=spk.split,
+                text=request.text, domain=request.domain, voice=spk.voice,
+                rate=int(np.clip(rate, 80, 450)), pitch=pitch,
                 pitch_range=spk.pitch_range, noise_type=spk.noise_type,
-                snr_db=round(spk.snr_db + float(rng.uniform(-config.snr_jitter_db, config.snr_jitter_db)), 2),
+                snr_db=round(spk.snr_db + float(rng.uniform(-config.snr_jitter_db,
+                                                            config.snr_jitter_db)), 2),
                 telephone=spk.telephone,
                 lead_silence=round(float(rng.uniform(*config.lead_silence)), 3),
                 trail_silence=round(float(rng.uniform(*config.trail_silence)), 3),
@@ -174,7 +184,9 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
     return (x / rms).astype(np.float32) if rms > 0 else x.astype(np.float32)
 
 
-def _colored(rng: np.random.Generator, n: int, exponent: float, white: np.ndarray | None = None) -> np.ndarray:
+def _colored(
+    rng: np.random.Generator, n: int, exponent: float, white: np.ndarray | None = None
+) -> np.ndarray:
     """Noise with power spectrum ∝ 1/f^exponent (0 white, 1 pink, 2 brown). Returns (n,) unit RMS.
 
     ``white`` (optional) is the excitation to shape instead of fresh white noise.
@@ -196,17 +208,22 @@ def _colored(rng: np.random.Generator, n: int, exponent: float, white: np.ndarra
 def _resample_filter(up: int, down: int) -> np.ndarray:
     """The FIR filter scipy's resample_poly designs by default (computed once)."""
     max_rate = max(up, down)
-    return signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps: np.ndarray = signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    return taps
 
 
 @lru_cache(maxsize=8)
 def _sos(kind: str, sample_rate: int) -> np.ndarray:
     nyq = sample_rate / 2.0
     if kind == "telephone":
-        return signal.butter(4, [300.0 / nyq, min(3400.0, 0.95 * nyq) / nyq], btype="bandpass", output="sos")
-    if kind == "speech_band":
-        return signal.butter(2, [150.0 / nyq, min(4000.0, 0.95 * nyq) / nyq], btype="bandpass", output="sos")
-    raise AssertionError(kind)
+        order, low, high = 4, 300.0, 3400.0
+    elif kind == "speech_band":
+        order, low, high = 2, 150.0, 4000.0
+    else:
+        raise AssertionError(kind)
+    band = [low / nyq, min(high, 0.95 * nyq) / nyq]
+    sos: np.ndarray = signal.butter(order, band, btype="bandpass", output="sos")
+    return sos
 
 
 def make_noise(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -242,7 +259,8 @@ def make_noise(kind: str, n: int, sample_rate: int, rng: np.random.Generator) ->
         for _ in range(talkers):
             env = np.interp(grid, t_ctrl, rng.random(len(t_ctrl))) ** 2
             excitation += env * rng.standard_normal(m)
-        return _unit_rms(signal.sosfilt(_sos("speech_band", sample_rate), _colored(rng, n, 1.0, excitation)))
+        babble = _colored(rng, n, 1.0, excitation)
+        return _unit_rms(signal.sosfilt(_sos("speech_band", sample_rate), babble))
     if kind == "hum":
         t = np.arange(n) / sample_rate
         hum = np.zeros(n, np.float64)
@@ -263,7 +281,8 @@ def render_utterance(spec: UtteranceSpec, synth: EspeakSynthesizer, sample_rate:
     if sample_rate != ESPEAK_SAMPLE_RATE:
         g = math.gcd(sample_rate, ESPEAK_SAMPLE_RATE)
         up, down = sample_rate // g, ESPEAK_SAMPLE_RATE // g
-        speech = signal.resample_poly(speech, up, down, window=_resample_filter(up, down)).astype(np.float32)
+        resampled = signal.resample_poly(speech, up, down, window=_resample_filter(up, down))
+        speech = resampled.astype(np.float32)
     speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
     if speech_power <= 0:
         raise CorpusError(f"utterance {spec.utt_id}: eSpeak returned silence for {spec.text!r}")
@@ -290,7 +309,15 @@ def _write_flac_atomic(path: Path, samples: np.ndarray, sample_rate: int) -> Non
 
 # ------------------------------------------------------------------------------------ workers
 
-_WORKER: dict[str, Any] = {}
+class _WorkerState(TypedDict, total=False):
+    root: Path
+    sample_rate: int
+    synth: EspeakSynthesizer
+
+
+_WORKER: _WorkerState = {}
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def _init_worker(root: str, sample_rate: int, in_pool: bool = False) -> None:
@@ -323,7 +350,7 @@ class _Executor:
 
     def __init__(self, jobs: int, root: Path, sample_rate: int) -> None:
         self.jobs = jobs
-        self._pool: Any = None
+        self._pool: Pool | None = None
         if jobs > 1:
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -332,7 +359,7 @@ class _Executor:
         else:
             _init_worker(str(root), sample_rate)
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, ordered: bool) -> Iterator[Any]:
+    def map(self, fn: Callable[[_T], _R], items: Sequence[_T], *, ordered: bool) -> Iterator[_R]:
         if self._pool is None:
             return map(fn, items)
         chunk = max(1, min(16, len(items) // (self.jobs * 8) or 1))
@@ -364,19 +391,22 @@ def _write_manifests(out: Path, splits: Sequence[str], specs: Sequence[Utterance
             n = num_samples[spec.index]
             duration = n / sample_rate
             spk = speakers[spec.speaker_id]
-            rec = Recording(id=spec.utt_id, sources=[AudioSource(type="file", channels=[0], source=spec.rel_path)],
-                            sampling_rate=sample_rate, num_samples=n, duration=duration)
+            source = AudioSource(type="file", channels=[0], source=spec.rel_path)
+            rec = Recording(id=spec.utt_id, sources=[source], sampling_rate=sample_rate,
+                            num_samples=n, duration=duration)
             sup = SupervisionSegment(
                 id=spec.utt_id, recording_id=spec.utt_id, start=0.0, duration=duration, channel=0,
                 text=spec.text, language="en", speaker=spec.speaker_id, gender=spk.gender,
                 custom={
-                    "accent": spk.accent, "gender": spk.gender, "age_band": spk.age_band, "lat": spk.lat,
-                    "lon": spk.lon, "zip": spk.zip, "state": spk.state, "split": split, "voice": spk.voice,
+                    "accent": spk.accent, "gender": spk.gender, "age_band": spk.age_band,
+                    "lat": spk.lat, "lon": spk.lon, "zip": spk.zip, "state": spk.state,
+                    "split": split, "voice": spk.voice,
                     "noise_type": spk.noise_type, "snr_db": spec.snr_db, "telephone": spk.telephone,
                     "domain": spec.domain,
                 },
             )
-            cut = MonoCut(id=spec.utt_id, start=0.0, duration=duration, channel=0, recording=rec, supervisions=[sup])
+            cut = MonoCut(id=spec.utt_id, start=0.0, duration=duration, channel=0, recording=rec,
+                          supervisions=[sup])
             recs.append(rec.to_dict())
             sups.append(sup.to_dict())
             cuts.append(cut.to_dict())
@@ -384,14 +414,14 @@ def _write_manifests(out: Path, splits: Sequence[str], specs: Sequence[Utterance
             layout.write_manifest(out, split, kind, items)
 
 
-def _frame_to_csv(path: Path, df: Any) -> None:
+def _frame_to_csv(path: Path, df: pd.DataFrame) -> None:
     _atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
 
 # --------------------------------------------------------------------------------- out dir
 
 
-def _read_corpus_json(out: Path) -> dict[str, Any]:
+def _read_corpus_json(out: Path) -> dict[str, Any]:  # Any: JSON data
     try:
         return layout.read_corpus_json(out)
     except CorpusVersionError:
@@ -400,7 +430,9 @@ def _read_corpus_json(out: Path) -> dict[str, Any]:
         raise CorpusError(f"{e}; remove {out} or choose another --out") from e
 
 
-def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
+def _prepare_out_dir(
+    out: Path, header: dict[str, Any], resume: bool  # Any: the corpus.json header (JSON data)
+) -> None:
     if out.exists() and not out.is_dir():
         raise CorpusError(f"output {out} exists and is not a directory")
     if (out / layout.CORPUS_JSON).exists():
@@ -410,7 +442,8 @@ def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
                 f"output directory {out} already holds a different corpus (preset "
                 f"{existing.get('preset')!r}, seed {existing.get('seed')!r}, fingerprint "
                 f"{str(existing.get('fingerprint'))[:12]}) than the one requested (preset "
-                f"{header['preset']!r}, seed {header['seed']}, fingerprint {header['fingerprint'][:12]}); "
+                f"{header['preset']!r}, seed {header['seed']}, fingerprint "
+                f"{header['fingerprint'][:12]}); "
                 f"choose another --out or delete it"
             )
         if not resume:
@@ -418,8 +451,8 @@ def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
             raise CorpusError(f"output directory {out} already holds {state} build of this corpus; "
                               f"pass --resume to continue it or choose another --out")
     elif out.exists() and any(out.iterdir()):
-        raise CorpusError(f"output directory {out} is not empty and holds no corpus.json; choose an empty "
-                          f"or new directory")
+        raise CorpusError(f"output directory {out} is not empty and holds no corpus.json; "
+                          f"choose an empty or new directory")
     out.mkdir(parents=True, exist_ok=True)
     layout.write_corpus_json(out, {**header, "complete": False})
     for stale in out.glob(f"{layout.AUDIO_DIR}/*/*/*.tmp"):
@@ -429,13 +462,39 @@ def _prepare_out_dir(out: Path, header: dict[str, Any], resume: bool) -> None:
 # ----------------------------------------------------------------------------------- card
 
 
-def _shares(df: Any, split: str, accents: Sequence[str]) -> dict[str, float]:
+def _shares(df: pd.DataFrame, split: str, accents: Sequence[str]) -> dict[str, float]:
     sub = df[df["split"] == split]
     n = max(len(sub), 1)
     return {a: round(float((sub["accent"] == a).sum()) / n, 4) for a in accents}
 
 
-def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str], int],
+_CARD_WHAT_IS_SYNTHETIC = """\
+## What is synthetic
+
+**Everything.** No recording of a person is in this corpus.
+
+- Speech: eSpeak NG formant synthesis (the `espeakng-loader` build), one English accent voice and
+  one voice variant per speaker, with per-speaker pitch, pitch range and speaking rate.
+- Text: voice-assistant requests from templates (timers, alarms, music, weather, shopping, smart
+  home, calls and messages, calendar, questions); numbers written as words.
+- Channel: additive noise (white, pink, brown, babble-like, 60 Hz hum) at a per-speaker SNR, and
+  for some speakers a telephone band-limit (300-3400 Hz); 16 kHz, 16-bit FLAC.
+- Speakers: gender follows the voice variant; age band is drawn at random and only nudges rate
+  and pitch range. Home zip codes are real US zip codes (`zipcodes` package) drawn from states
+  tied to the accent (with a share of speakers living anywhere); coordinates are the zip
+  centroid plus about 1 km of jitter.
+- `zip_demographics.csv` is **synthetic**: census-style majority attributes drawn per zip from
+  a regional profile. They correlate with accent through geography; they are not census data
+  and say nothing about real places."""
+
+_CARD_FILES = """\
+`manifests/<split>_{recordings,supervisions,cuts}.jsonl.gz` (Lhotse; audio paths are relative
+to the corpus directory, `fairstream.data.corpus.load_corpus` resolves them), `speakers.csv`,
+`zip_demographics.csv`, `cmvn.json` (global CMVN of 80-dim fbank on train), `audio/`."""
+
+
+# Any: the corpus.json header is JSON data of mixed types (plus the config under "_config")
+def _card(header: dict[str, Any], spk_df: pd.DataFrame, utt_counts: dict[tuple[str, str], int],
           hours: dict[str, float]) -> str:
     cfg: CorpusConfig = header["_config"]
     splits = cfg.splits
@@ -446,32 +505,19 @@ def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str],
         "",
         (f"Seed {header['seed']}, fingerprint `{header['fingerprint'][:16]}`, "
          f"format version {layout.CORPUS_VERSION}."),
-        (f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} --out DIR` "
-         "(same seed → identical audio bytes and manifests)."),
+        (f"Rebuild: `fairstream corpus build --preset {header['preset']} --seed {header['seed']} "
+         "--out DIR` (same seed → identical audio bytes and manifests)."),
         "",
-        "## What is synthetic",
-        "",
-        "**Everything.** No recording of a person is in this corpus.",
-        "",
-        "- Speech: eSpeak NG formant synthesis (the `espeakng-loader` build), one English accent voice and",
-        "  one voice variant per speaker, with per-speaker pitch, pitch range and speaking rate.",
-        "- Text: voice-assistant requests from templates (timers, alarms, music, weather, shopping, smart",
-        "  home, calls and messages, calendar, questions); numbers written as words.",
-        "- Channel: additive noise (white, pink, brown, babble-like, 60 Hz hum) at a per-speaker SNR, and",
-        "  for some speakers a telephone band-limit (300-3400 Hz); 16 kHz, 16-bit FLAC.",
-        "- Speakers: gender follows the voice variant; age band is drawn at random and only nudges rate",
-        "  and pitch range. Home zip codes are real US zip codes (`zipcodes` package) drawn from states",
-        "  tied to the accent (with a share of speakers living anywhere); coordinates are the zip",
-        "  centroid plus about 1 km of jitter.",
-        "- `zip_demographics.csv` is **synthetic**: census-style majority attributes drawn per zip from",
-        "  a regional profile. They correlate with accent through geography; they are not census data",
-        "  and say nothing about real places.",
+        *_CARD_WHAT_IS_SYNTHETIC.splitlines(),
         "",
         "## Planted disparity",
         "",
-        f"Under-represented accents (the planted cohorts): **{', '.join(planted['under_represented_accents'])}**.",
-        (f"Each has a configured share of {cfg.speakers.under_represented_train_share:.0%} of the training "
-         "speakers, while dev and test keep the normal shares. A model trained on `train` should be"),
+        ("Under-represented accents (the planted cohorts): "
+         f"**{', '.join(planted['under_represented_accents'])}**."),
+        ("Each has a configured share of "
+         f"{cfg.speakers.under_represented_train_share:.0%} of the training "
+         "speakers, while dev and test keep the normal shares. "
+         "A model trained on `train` should be"),
         "measurably worse on these accents; cohort-discovery methods should find them.",
         "",
         "| accent | label | train share | test share |",
@@ -502,10 +548,7 @@ def _card(header: dict[str, Any], spk_df: Any, utt_counts: dict[tuple[str, str],
             cells = [str(int(((spk_df[column].astype(str) == v) & (spk_df["split"] == s)).sum()))
                      for s in splits]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "## Files", "",
-              "`manifests/<split>_{recordings,supervisions,cuts}.jsonl.gz` (Lhotse; audio paths are relative",
-              "to the corpus directory, `fairstream.data.corpus.load_corpus` resolves them), `speakers.csv`,",
-              "`zip_demographics.csv`, `cmvn.json` (global CMVN of 80-dim fbank on train), `audio/`.", ""]
+    lines += ["", "## Files", "", *_CARD_FILES.splitlines(), ""]
     return "\n".join(lines)
 
 
@@ -525,7 +568,8 @@ def build_corpus(
 
     Args:
         config: a preset from :mod:`fairstream.data.presets` (or a modified copy).
-        out: output directory (new or empty; or a previous build of the same corpus with ``resume``).
+        out: output directory (new or empty; or a previous build of the same corpus with
+            ``resume``).
         seed: corpus seed.
         jobs: worker processes for synthesis and CMVN (1 = in this process). Workers start
             with ``forkserver`` (``spawn`` where unavailable), so a script that calls this with
@@ -554,7 +598,7 @@ def build_corpus(
     specs = plan_utterances(config, speakers, seed)
     spk_df = speakers_frame(speakers)
     accents = list(config.speakers.accents)
-    header: dict[str, Any] = {
+    header: dict[str, Any] = {  # Any: JSON data of mixed types
         "preset": config.preset,
         "seed": int(seed),
         "fingerprint": fingerprint,
@@ -601,12 +645,14 @@ def build_corpus(
         # global CMVN on (an evenly spaced subset of) train
         t1 = time.perf_counter()
         train = [s for s in specs if s.split == "train"]
-        pick = np.unique(np.linspace(0, len(train) - 1, min(len(train), config.cmvn_max_utterances)).round().astype(int))
+        n_pick = min(len(train), config.cmvn_max_utterances)
+        pick = np.unique(np.linspace(0, len(train) - 1, n_pick).round().astype(int))
         paths = [str(root / train[i].rel_path) for i in pick]
         from fairstream.features.fbank import compute_cmvn
 
         feats = executor.map(_fbank_of_file, paths, ordered=True)
-        cmvn = compute_cmvn(tqdm(feats, total=len(paths), disable=not progress, unit="utt", desc="cmvn"))
+        cmvn = compute_cmvn(tqdm(feats, total=len(paths), disable=not progress, unit="utt",
+                                 desc="cmvn"))
         cmvn_seconds = time.perf_counter() - t1
     except BaseException:
         executor.close(terminate=True)
@@ -627,7 +673,8 @@ def build_corpus(
     card = _card({**header, "_config": config}, spk_df, utt_counts, hours)
     _atomic_write_text(root / layout.CORPUS_CARD, card)
     counts = {
-        s: {"speakers": int((spk_df["split"] == s).sum()), "utterances": sum(1 for x in specs if x.split == s),
+        s: {"speakers": int((spk_df["split"] == s).sum()),
+            "utterances": sum(1 for x in specs if x.split == s),
             "hours": round(hours[s], 4)}
         for s in config.splits
     }
@@ -636,11 +683,15 @@ def build_corpus(
     synthesized_seconds_audio = synthesized_samples / config.sample_rate
     summary = BuildSummary(
         out=str(root), preset=config.preset, seed=int(seed), fingerprint=fingerprint, jobs=jobs,
-        n_speakers=len(speakers), n_utterances=len(specs), n_synthesized=len(todo), n_reused=n_reused,
-        hours=round(sum(hours.values()), 4), hours_by_split={k: round(v, 4) for k, v in hours.items()},
-        synthesis_seconds=round(synthesis_seconds, 3), synthesis_cpu_seconds=round(synthesis_cpu, 3),
-        utterances_per_second=round(len(todo) / synthesis_seconds, 2) if todo and synthesis_seconds > 0 else 0.0,
-        real_time_factor=round(synthesis_seconds / synthesized_seconds_audio, 5) if synthesized_seconds_audio else 0.0,
+        n_speakers=len(speakers), n_utterances=len(specs), n_synthesized=len(todo),
+        n_reused=n_reused, hours=round(sum(hours.values()), 4),
+        hours_by_split={k: round(v, 4) for k, v in hours.items()},
+        synthesis_seconds=round(synthesis_seconds, 3),
+        synthesis_cpu_seconds=round(synthesis_cpu, 3),
+        utterances_per_second=(round(len(todo) / synthesis_seconds, 2)
+                               if todo and synthesis_seconds > 0 else 0.0),
+        real_time_factor=(round(synthesis_seconds / synthesized_seconds_audio, 5)
+                          if synthesized_seconds_audio else 0.0),
         cmvn_seconds=round(cmvn_seconds, 3), total_seconds=round(time.perf_counter() - t_start, 3),
     )
     logger.info("built %s: %s", root, summary)

@@ -21,9 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DOMAINS", "Request", "generate_request", "generate_requests", "number_to_words", "vocabulary"]
+__all__ = [
+    "DOMAINS",
+    "Request",
+    "generate_request",
+    "generate_requests",
+    "number_to_words",
+    "vocabulary",
+]
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+         "nineteen"]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
@@ -44,7 +53,8 @@ def number_to_words(n: int) -> str:
         hundreds, rest = divmod(n, 100)
         return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
     thousands, rest = divmod(n, 1000)
-    return number_to_words(thousands) + " thousand" + ("" if rest == 0 else " " + number_to_words(rest))
+    return (number_to_words(thousands) + " thousand"
+            + ("" if rest == 0 else " " + number_to_words(rest)))
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -133,9 +143,10 @@ oakland, minneapolis, tulsa, bakersfield, wichita, arlington, aurora, tampa, new
 cleveland, honolulu, anaheim, lexington, stockton, corpus christi, henderson, riverside, newark,
 saint paul, santa ana, cincinnati, irvine, orlando, pittsburgh, saint louis, greensboro,
 jersey city, anchorage, lincoln, plano, durham, buffalo, chandler, chula vista, toledo, madison,
-gilbert, reno, fort wayne, north las vegas, saint petersburg, lubbock, irving, laredo, winston salem,
-chesapeake, glendale, garland, scottsdale, norfolk, boise, fremont, spokane, santa clarita,
-baton rouge, richmond, tacoma, san bernardino, modesto, fontana, des moines, moreno valley,
+gilbert, reno, fort wayne, north las vegas, saint petersburg, lubbock, irving, laredo,
+winston salem, chesapeake, glendale, garland, scottsdale, norfolk, boise, fremont, spokane,
+santa clarita, baton rouge, richmond, tacoma, san bernardino, modesto, fontana, des moines,
+moreno valley,
 santa fe, fayetteville, birmingham, rochester, salt lake city, savannah, charleston, asheville,
 knoxville, chattanooga, burlington, portsmouth, providence, hartford, albany, syracuse, ann arbor,
 grand rapids, green bay, duluth, fargo, sioux falls, billings, missoula, cheyenne, juneau,
@@ -341,8 +352,12 @@ def _alarm(rng: np.random.Generator) -> str:
     ))
 
 
+_PLAYLISTS = ("workout", "dinner", "road trip", "morning", "sleep", "party")
+
+
 def _music(rng: np.random.Generator) -> str:
-    artist, song, genre, room = _pick(rng, ARTISTS), _pick(rng, SONGS), _pick(rng, GENRES), _pick(rng, ROOMS)
+    artist, song = _pick(rng, ARTISTS), _pick(rng, SONGS)
+    genre, room = _pick(rng, GENRES), _pick(rng, ROOMS)
     return _pick(rng, (
         f"play {song} by {artist}",
         f"play some {genre}",
@@ -353,7 +368,7 @@ def _music(rng: np.random.Generator) -> str:
         f"shuffle songs by {artist}",
         f"add {song} to my playlist",
         f"who sings {song}",
-        f"play my {_pick(rng, ('workout', 'dinner', 'road trip', 'morning', 'sleep', 'party'))} playlist",
+        f"play my {_pick(rng, _PLAYLISTS)} playlist",
         f"turn the volume up to {number_to_words(int(rng.integers(1, 11)))}",
         "skip this song",
         f"play something like {artist}",
@@ -385,6 +400,9 @@ def _shopping(rng: np.random.Generator) -> str:
     ))
 
 
+_APPLIANCES = ("robot vacuum", "dishwasher", "washing machine", "dryer", "coffee maker")
+
+
 def _smart_home(rng: np.random.Generator) -> str:
     device, room = _pick(rng, DEVICES), _pick(rng, ROOMS)
     temp = number_to_words(int(rng.integers(60, 80)))
@@ -400,7 +418,7 @@ def _smart_home(rng: np.random.Generator) -> str:
         f"lock the {_pick(rng, ('front door', 'back door', 'garage door', 'side door'))}",
         f"set the {room} to {temp} degrees",
         f"turn the heat up by {number_to_words(int(rng.integers(1, 6)))} degrees",
-        f"start the {_pick(rng, ('robot vacuum', 'dishwasher', 'washing machine', 'dryer', 'coffee maker'))}",
+        f"start the {_pick(rng, _APPLIANCES)}",
         f"turn on the {device} at {_clock_time(rng)}",
         f"close the {room} blinds",
         f"turn everything off in the {room}",
@@ -466,7 +484,12 @@ def _year_words(year: int) -> str:
 
 _WAKE_WORDS = ("hey computer ", "okay assistant ", "hey assistant ")
 _POLITE = ("please ", "can you ", "could you ", "would you ")
-_IMPERATIVES = frozenset(["set", "start", "add", "cancel", "remind", "pause", "wake", "change", "snooze", "turn", "delete", "play", "shuffle", "skip", "put", "remove", "clear", "order", "reorder", "switch", "dim", "make", "lock", "close", "call", "video", "text", "send", "read", "tell", "announce", "drop", "schedule", "move"])
+_IMPERATIVES = frozenset([
+    "set", "start", "add", "cancel", "remind", "pause", "wake", "change", "snooze", "turn",
+    "delete", "play", "shuffle", "skip", "put", "remove", "clear", "order", "reorder", "switch",
+    "dim", "make", "lock", "close", "call", "video", "text", "send", "read", "tell", "announce",
+    "drop", "schedule", "move",
+])
 
 DOMAINS: dict[str, tuple[float, Callable[[np.random.Generator], str]]] = {
     "timer": (0.12, _timer),
@@ -512,8 +535,8 @@ def vocabulary() -> frozenset[str]:
     """Every word that can appear in a slot list (a lower bound on the generator's vocabulary)."""
     words: set[str] = set()
     for seq in (FIRST_NAMES, ARTISTS, SONGS, GENRES, CITIES, WEATHER_TIMES, GROCERIES, LISTS, ROOMS,
-                DEVICES, COLORS, CONTACTS_RELATIONS, MESSAGES, QUESTIONS, REMINDERS, WEEKDAYS, MONTHS,
-                ORDINALS, TIMER_NAMES, _ONES, _TENS[2:]):
+                DEVICES, COLORS, CONTACTS_RELATIONS, MESSAGES, QUESTIONS, REMINDERS, WEEKDAYS,
+                MONTHS, ORDINALS, TIMER_NAMES, _ONES, _TENS[2:]):
         for item in seq:
             words.update(item.split())
     return frozenset(words)

@@ -87,7 +87,8 @@ def build_trials(utterances: pd.DataFrame, spec: TrialSpec | None = None) -> lis
     spec = spec or TrialSpec()
     for col in ("path", "speaker_id"):
         if col not in utterances.columns:
-            raise InputDataError(f"utterance table has no column {col!r} (has {list(utterances.columns)})")
+            raise InputDataError(f"utterance table has no column {col!r} "
+                                 f"(has {list(utterances.columns)})")
     dup = utterances["path"][utterances["path"].duplicated()]
     if not dup.empty:
         raise InputDataError(f"utterance path {dup.iloc[0]!r} appears more than once")
@@ -127,7 +128,9 @@ def build_trials(utterances: pd.DataFrame, spec: TrialSpec | None = None) -> lis
             i, j = rng.choice(len(utts), 2, replace=False)
             added += add(1, utts[i], utts[j])
             tries += 1
-        for column, count in (("gender", spec.same_gender), ("accent", spec.same_accent), (None, spec.random)):
+        impostor_kinds = (("gender", spec.same_gender), ("accent", spec.same_accent),
+                          (None, spec.random))
+        for column, count in impostor_kinds:
             pool = impostors(spk, column)
             if not pool or count == 0:
                 continue
@@ -182,7 +185,9 @@ def write_trials(trials: Iterable[Trial], path: str | Path) -> Path:
     return atomic_write_text(path, "".join(lines))
 
 
-def check_known(trials: Sequence[Trial], known: Iterable[str], *, source: str = "embeddings") -> None:
+def check_known(
+    trials: Sequence[Trial], known: Iterable[str], *, source: str = "embeddings"
+) -> None:
     """Raise if a trial names an utterance that ``known`` (e.g. the embedded paths) lacks.
 
     Raises:
