@@ -10,9 +10,9 @@ Measured, on one process unless stated:
 * 80-dim fbank extraction, offline (whole utterance) and online (chunks of ``--chunk-ms``).
 
 Real-time factor (RTF) = compute seconds / audio seconds (lower is faster). Wall-clock and
-CPU seconds are both reported: on a shared machine the wall clock includes waiting for a core. The utterances are
-the first ``--utterances`` of the ``demo`` preset (seed 0), so they have the demo's mix of
-voices, rates, noise types and channels.
+CPU seconds are both reported: on a shared machine the wall clock includes waiting for a core.
+The utterances are the first ``--utterances`` of the ``demo`` preset (seed 0), so they have the
+demo's mix of voices, rates, noise types and channels.
 
 Usage::
 
@@ -46,9 +46,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "corpus_synthesis.json"
 SR = 16000
 
 
-def _row(name: str, n_utts: int, audio_s: float, compute_s: float, cpu_s: float | None = None) -> dict[str, Any]:
+# Any: a JSON result row of mixed types
+def _row(
+    name: str, n_utts: int, audio_s: float, compute_s: float, cpu_s: float | None = None
+) -> dict[str, Any]:
     return {"stage": name, "utterances": n_utts, "audio_seconds": round(audio_s, 2),
-            "compute_seconds": round(compute_s, 3), "utterances_per_second": round(n_utts / compute_s, 1),
+            "compute_seconds": round(compute_s, 3),
+            "utterances_per_second": round(n_utts / compute_s, 1),
             "rtf": round(compute_s / audio_s, 5), "x_real_time": round(audio_s / compute_s, 1),
             "cpu_seconds": None if cpu_s is None else round(cpu_s, 3),
             "cpu_rtf": None if cpu_s is None else round(cpu_s / audio_s, 5)}
@@ -66,9 +70,12 @@ class _Clock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--utterances", type=int, default=300, help="utterances for the per-stage timings")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes for the end-to-end build")
-    parser.add_argument("--build-utterances", type=int, default=600, help="size of the end-to-end build")
+    parser.add_argument("--utterances", type=int, default=300,
+                        help="utterances for the per-stage timings")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes for the end-to-end build")
+    parser.add_argument("--build-utterances", type=int, default=600,
+                        help="size of the end-to-end build")
     parser.add_argument("--chunk-ms", type=int, default=160, help="online fbank chunk size")
     args = parser.parse_args()
 
@@ -76,13 +83,13 @@ def main() -> None:
     speakers = sample_speakers(config.speakers, seed=0)
     specs = plan_utterances(config, speakers, seed=0)[: args.utterances]
     synth = EspeakSynthesizer()
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # Any: JSON result rows
 
     t = _Clock()
-    raw = [synth.synthesize(s.text, voice=s.voice, rate=s.rate, pitch=s.pitch, pitch_range=s.pitch_range,
-                            seed=s.synth_seed) for s in specs]
-    rows.append(_row("espeak synthesis (22.05 kHz)", len(specs), sum(len(x) for x in raw) / ESPEAK_SAMPLE_RATE,
-                     *t.split()))
+    raw = [synth.synthesize(s.text, voice=s.voice, rate=s.rate, pitch=s.pitch,
+                            pitch_range=s.pitch_range, seed=s.synth_seed) for s in specs]
+    raw_s = sum(len(x) for x in raw) / ESPEAK_SAMPLE_RATE
+    rows.append(_row("espeak synthesis (22.05 kHz)", len(specs), raw_s, *t.split()))
 
     t = _Clock()
     audio = [render_utterance(s, synth, SR) for s in specs]
@@ -98,10 +105,12 @@ def main() -> None:
         # end-to-end build with worker processes (synthesis stage only, as the CLI reports it)
         per_spk = 10
         n_train = max(1, args.build_utterances // per_spk)
-        build_cfg = replace(config, preset="bench", speakers=replace(config.speakers, n_train=n_train, n_dev=1, n_test=1),
+        build_speakers = replace(config.speakers, n_train=n_train, n_dev=1, n_test=1)
+        build_cfg = replace(config, preset="bench", speakers=build_speakers,
                             utterances_per_speaker=(per_spk, 1, 1), cmvn_max_utterances=50)
         assert isinstance(build_cfg.speakers, SpeakerConfig)
-        summary = build_corpus(build_cfg, Path(tmp) / "corpus", seed=0, jobs=args.jobs, progress=False)
+        summary = build_corpus(build_cfg, Path(tmp) / "corpus", seed=0, jobs=args.jobs,
+                               progress=False)
         hours = summary.hours
         rows.append(_row(f"build, synthesis stage, {args.jobs} jobs", summary.n_synthesized,
                          hours * 3600, summary.synthesis_seconds, summary.synthesis_cpu_seconds))
@@ -120,27 +129,29 @@ def main() -> None:
         ex.finish()
     rows.append(_row(f"fbank online ({args.chunk_ms} ms chunks)", len(audio), audio_s, *t.split()))
 
+    load_average = [round(v, 2) for v in os.getloadavg()]
     result = {
         "benchmark": "corpus_synthesis",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "load_average_at_start": load_average},
         "settings": vars(args),
         "mean_utterance_seconds": round(audio_s / len(audio), 3),
         "rows": rows,
     }
     atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
 
-    header = (f"{'stage':<46} {'utts':>6} {'audio s':>9} {'wall s':>8} {'utt/s':>8} {'RTF':>9} {'x RT':>8} "
-              f"{'CPU s':>7} {'CPU RTF':>9}")
+    header = (f"{'stage':<46} {'utts':>6} {'audio s':>9} {'wall s':>8} {'utt/s':>8} {'RTF':>9} "
+              f"{'x RT':>8} {'CPU s':>7} {'CPU RTF':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['stage']:<46} {r['utterances']:>6} {r['audio_seconds']:>9.1f} {r['compute_seconds']:>8.2f} "
-              f"{r['utterances_per_second']:>8.1f} {r['rtf']:>9.5f} {r['x_real_time']:>8.1f} "
+        print(f"{r['stage']:<46} {r['utterances']:>6} {r['audio_seconds']:>9.1f} "
+              f"{r['compute_seconds']:>8.2f} {r['utterances_per_second']:>8.1f} "
+              f"{r['rtf']:>9.5f} {r['x_real_time']:>8.1f} "
               f"{'-' if r['cpu_seconds'] is None else format(r['cpu_seconds'], '7.2f'):>7} "
               f"{'-' if r['cpu_rtf'] is None else format(r['cpu_rtf'], '9.5f'):>9}")
     print(f"\nmean utterance {result['mean_utterance_seconds']} s; {os.cpu_count()} CPUs; "
-          f"load average at start {result['machine']['load_average_at_start']}; wrote {RESULTS}")
+          f"load average at start {load_average}; wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,16 @@ from fairstream._io import atomic_write_text
 from fairstream.features import Cmvn, OnlineFbankExtractor, compute_cmvn, compute_fbank
 from fairstream.tokenizer import Tokenizer
 from fairstream.training.data import (
+    Batch,
     SpecAugmentConfig,
     load_cut_features,
     make_dataloader,
     precompute_features,
 )
 
-WORDS = ["set", "a", "timer", "for", "twenty", "five", "minutes", "play", "some", "music", "by", "the", "beatles", "what", "is", "the", "weather", "in", "boston", "turn", "on", "the", "kitchen", "lights", "call", "maria"]
+WORDS = ["set", "a", "timer", "for", "twenty", "five", "minutes", "play", "some", "music", "by",
+         "the", "beatles", "what", "is", "the", "weather", "in", "boston", "turn", "on", "the",
+         "kitchen", "lights", "call", "maria"]
 
 
 def synthetic_cuts(root: Path, n: int, seed: int = 0) -> CutSet:
@@ -73,7 +77,7 @@ def synthetic_cuts(root: Path, n: int, seed: int = 0) -> CutSet:
                                  supervisions=SupervisionSet.from_segments(sups)).to_eager()
 
 
-def run_epoch(loader: Any) -> dict[str, float]:
+def run_epoch(loader: Iterable[Batch]) -> dict[str, float]:
     start, cpu0 = time.perf_counter(), time.process_time()
     batches = utts = frames = 0
     for batch in loader:
@@ -109,9 +113,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=None)
     ap.add_argument("--synthetic", type=int, default=300)
-    ap.add_argument("--limit", type=int, default=None, help="use the first N train cuts of --corpus")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="use the first N train cuts of --corpus")
     ap.add_argument("--max-duration", type=float, default=200.0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "data_pipeline.json")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).parent / "results" / "data_pipeline.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -132,10 +138,13 @@ def main() -> None:
             cmvn = compute_cmvn(load_cut_features(c) for c in cuts.subset(first=50))
             source = f"synthetic ({args.synthetic} FLAC files, 2-5 s)"
         hours = sum(c.duration for c in cuts) / 3600
-        tok = Tokenizer.train([c.supervisions[0].text for c in cuts], tmp / "tok", model_type="char")
-        common = {"tokenizer": tok, "cmvn": cmvn, "max_duration": args.max_duration, "shuffle": True,
-                      "spec_augment": SpecAugmentConfig(), "seed": 0}
-        results: dict[str, Any] = {}
+        tok = Tokenizer.train([c.supervisions[0].text for c in cuts], tmp / "tok",
+                              model_type="char")
+        # Any: keyword arguments of several types for make_dataloader
+        common: dict[str, Any] = {"tokenizer": tok, "cmvn": cmvn,
+                                  "max_duration": args.max_duration, "shuffle": True,
+                                  "spec_augment": SpecAugmentConfig(), "seed": 0}
+        results: dict[str, dict[str, float]] = {}
         features = feature_rtf()
         results["on_the_fly"] = run_epoch(make_dataloader(cuts, **common))
         results["on_the_fly_1_worker"] = run_epoch(make_dataloader(cuts, num_workers=1, **common))
@@ -151,16 +160,19 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     report = {"source": source, "utterances": len(cuts), "hours": hours,
-              "max_duration": args.max_duration, "machine": platform.processor() or platform.machine(),
+              "max_duration": args.max_duration,
+              "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "python": sys.version.split()[0],
               "load_average_1min": os.getloadavg()[0], "features": features, "results": results}
     atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
 
-    print(f"data: {source}, {len(cuts)} utterances, {hours:.2f} h, max_duration {args.max_duration} s")
+    print(f"data: {source}, {len(cuts)} utterances, {hours:.2f} h, "
+          f"max_duration {args.max_duration} s")
     print(f"fbank RTF (1 thread, {features['audio_seconds']:.0f} s of audio): offline "
           f"{features['offline_rtf']:.4f}, online with {features['online_chunk_ms']} ms chunks "
           f"{features['online_rtf']:.4f}; load average {report['load_average_1min']:.1f}")
-    print(f"{'setting':<22}{'seconds':>9}{'cpu s':>8}{'batches/s':>11}{'utts/s':>9}{'audio s/s':>11}")
+    print(f"{'setting':<22}{'seconds':>9}{'cpu s':>8}{'batches/s':>11}{'utts/s':>9}"
+          f"{'audio s/s':>11}")
     for name, r in results.items():
         print(f"{name:<22}{r['seconds']:>9.2f}{r['cpu_seconds_main_process']:>8.2f}"
               f"{r.get('batches_per_s', float('nan')):>11.2f}"

@@ -49,10 +49,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairstream._io import atomic_write_text
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    LossFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 B, T, U, V = 16, 100, 40, 500
 THREADS = 2
@@ -87,7 +93,8 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _plain_dp(logits, targets, logit_lens, target_lens, blank: int = 0):
+def _plain_dp(logits: Tensor, targets: Tensor, logit_lens: Tensor, target_lens: Tensor,
+              blank: int = 0) -> Tensor:
     """Reference RNN-T loss (mean over utterances) in plain autograd PyTorch."""
     import torch
 
@@ -99,7 +106,7 @@ def _plain_dp(logits, targets, logit_lens, target_lens, blank: int = 0):
     cum = torch.cat([label_lp.new_zeros(batch, max_t, 1), label_lp.cumsum(-1)], dim=-1)
     arrive = torch.full((batch, max_u1), float("-inf"), dtype=logits.dtype)
     arrive[:, 0] = 0.0
-    rows = []
+    rows: list[Tensor] = []
     for t in range(max_t):
         if t > 0:
             arrive = rows[-1] + blank_lp[:, t - 1]
@@ -110,15 +117,16 @@ def _plain_dp(logits, targets, logit_lens, target_lens, blank: int = 0):
     return -log_like.mean()
 
 
-def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
+def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:  # Any: JSON result
     """Measure one implementation in this (fresh) process."""
     import torch
 
     torch.set_num_threads(THREADS)
+    loss_fn: LossFn
     if name in ("fairstream", "fairstream_thp"):
         from fairstream.losses import rnnt_loss
 
-        def loss_fn(x, y, tl, ul):
+        def loss_fn(x: Tensor, y: Tensor, tl: Tensor, ul: Tensor) -> Tensor:
             return rnnt_loss(x, y, tl, ul, reduction="mean")
     elif name == "plain_dp":
         loss_fn = _plain_dp
@@ -127,8 +135,9 @@ def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
 
         warp = RNNTLossNumba(blank=0, reduction="mean")
 
-        def loss_fn(x, y, tl, ul):
-            return warp(x, y.int(), tl.int(), ul.int()).reshape(())
+        def loss_fn(x: Tensor, y: Tensor, tl: Tensor, ul: Tensor) -> Tensor:
+            loss: Tensor = warp(x, y.int(), tl.int(), ul.int()).reshape(())
+            return loss
     else:
         raise SystemExit(f"unknown implementation {name!r}")
 
@@ -149,6 +158,7 @@ def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
 
     def grad_abs_sum() -> float:
         # read only after the memory reading: .abs() makes a logits-sized temporary
+        assert logits.grad is not None
         value = float(logits.grad.abs().sum())
         logits.grad = None
         return value
@@ -205,7 +215,7 @@ def _worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
     }
 
 
-def _run_worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:
+def _run_worker(name: str, runs: int, warp_runs: int) -> dict[str, Any]:  # Any: JSON result
     env = dict(os.environ, NUMBA_NUM_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
     env.pop("THP_MEM_ALLOC_ENABLE", None)
     if name == "fairstream_thp":

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from fairstream.errors import FairstreamError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_OnError = Literal["raise", "skip"]
 
 __all__ = ["corpus"]
 
@@ -32,17 +37,20 @@ def corpus() -> None:
 
 
 @corpus.command("build")
-@click.option("--preset", type=click.Choice(["tiny", "demo", "full"]), default="demo", show_default=True,
-              help="Corpus size: tiny (~200 utterances, for tests), demo (~5 h, 400 training speakers), "
-                   "full (~33 h).")
+@click.option("--preset", type=click.Choice(["tiny", "demo", "full"]), default="demo",
+              show_default=True,
+              help="Corpus size: tiny (~200 utterances, for tests), demo (~5 h, 400 training "
+                   "speakers), full (~33 h).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output directory (new or empty; or an unfinished build of the same corpus with --resume).")
+              help="Output directory (new or empty; or an unfinished build of the same corpus "
+                   "with --resume).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Corpus seed. The same preset and seed give byte-identical audio and manifests.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for synthesis (eSpeak NG is single-threaded per process).")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted build in --out; finished utterances are not synthesized again.")
+              help="Continue an interrupted build in --out; finished utterances are not "
+                   "synthesized again.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def build(preset: str, out: Path, seed: int, jobs: int, resume: bool, no_progress: bool) -> None:
     """Synthesize the multi-accent English corpus with eSpeak NG.
@@ -70,15 +78,17 @@ def build(preset: str, out: Path, seed: int, jobs: int, resume: bool, no_progres
     click.echo(f"corpus {summary.out} (preset {summary.preset}, seed {summary.seed}) complete")
     click.echo(f"  speakers {summary.n_speakers}, utterances {summary.n_utterances}, "
                f"hours {summary.hours:.2f} ({by_split})")
-    click.echo(f"  synthesized {summary.n_synthesized} utterances in {summary.synthesis_seconds:.1f} s "
-               f"with {summary.jobs} job(s): {summary.utterances_per_second:.1f} utt/s, "
-               f"real-time factor {summary.real_time_factor:.4f} (CPU {summary.synthesis_cpu_seconds:.1f} s); "
+    click.echo(f"  synthesized {summary.n_synthesized} utterances in "
+               f"{summary.synthesis_seconds:.1f} s with {summary.jobs} job(s): "
+               f"{summary.utterances_per_second:.1f} utt/s, real-time factor "
+               f"{summary.real_time_factor:.4f} (CPU {summary.synthesis_cpu_seconds:.1f} s); "
                f"reused {summary.n_reused}")
-    click.echo(f"  CMVN {summary.cmvn_seconds:.1f} s; total wall time {summary.total_seconds:.1f} s")
+    click.echo(f"  CMVN {summary.cmvn_seconds:.1f} s; "
+               f"total wall time {summary.total_seconds:.1f} s")
     click.echo(f"  corpus card: {Path(summary.out) / 'corpus_card.md'}")
 
 
-def _table(df: Any, index: str) -> str:
+def _table(df: pd.DataFrame, index: str) -> str:
     import pandas as pd
 
     from fairstream.data.layout import order_splits
@@ -93,7 +103,8 @@ def _table(df: Any, index: str) -> str:
         parts[(s, "h")] = hrs[s].round(2)
     table = pd.DataFrame(parts)
     table.columns = [f"{a}:{b}" for a, b in table.columns]
-    return table.to_string()
+    text: str = table.to_string()
+    return text
 
 
 @corpus.command("info")
@@ -119,12 +130,15 @@ def info(directory: Path) -> None:
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
     df = pd.DataFrame(rows, columns=["split", "speaker", "duration", "accent", "gender"])
-    click.echo(f"corpus {c.root}: preset {c.info.get('preset', '-')}, seed {c.info.get('seed', '-')}, "
+    click.echo(f"corpus {c.root}: preset {c.info.get('preset', '-')}, "
+               f"seed {c.info.get('seed', '-')}, "
                f"fingerprint {str(c.info.get('fingerprint', '-'))[:12]}")
-    click.echo(f"speakers {df['speaker'].nunique()}, utterances {len(df)}, hours {df['duration'].sum() / 3600:.2f}")
+    click.echo(f"speakers {df['speaker'].nunique()}, utterances {len(df)}, "
+               f"hours {df['duration'].sum() / 3600:.2f}")
     if df.empty:
         return
-    per_split = df.groupby("split").agg(speakers=("speaker", "nunique"), utterances=("speaker", "size"),
+    per_split = df.groupby("split").agg(speakers=("speaker", "nunique"),
+                                        utterances=("speaker", "size"),
                                         hours=("duration", lambda d: round(d.sum() / 3600, 3)))
     per_split = per_split.reindex([s for s in c.splits if s in per_split.index])
     click.echo("\nper split:\n" + per_split.to_string())
@@ -132,7 +146,8 @@ def info(directory: Path) -> None:
     click.echo("\nper gender:\n" + _table(df, "gender"))
     planted = c.planted
     if planted.get("under_represented_accents"):
-        click.echo("\nplanted under-represented accents: " + ", ".join(planted["under_represented_accents"]))
+        click.echo("\nplanted under-represented accents: "
+                   + ", ".join(planted["under_represented_accents"]))
         for a in planted["under_represented_accents"]:
             click.echo(f"  {a}: train share {planted['train_share'].get(a, 0):.1%}, "
                        f"test share {planted['test_share'].get(a, 0):.1%}")
@@ -146,7 +161,8 @@ _on_error_option = click.option(
     "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
     help="Stop at the first bad item (missing audio, empty transcript, duplicate id, ...) or skip "
          "bad items and list them at the end (and in import_report_<split>.json).")
-_overwrite_option = click.option("--overwrite", is_flag=True, help="Replace the split if --out already has it.")
+_overwrite_option = click.option("--overwrite", is_flag=True,
+                                 help="Replace the split if --out already has it.")
 
 
 @corpus.command("import-kaldi")
@@ -156,7 +172,8 @@ _overwrite_option = click.option("--overwrite", is_flag=True, help="Replace the 
 @_split_option
 @_on_error_option
 @_overwrite_option
-def import_kaldi(data_dir: Path, out: Path, split: str, on_error: str, overwrite: bool) -> None:
+def import_kaldi(data_dir: Path, out: Path, split: str, on_error: _OnError,
+                 overwrite: bool) -> None:
     """Import a Kaldi data directory (wav.scp, text, utt2spk, optional spk2gender, segments).
 
     \b
@@ -169,7 +186,7 @@ def import_kaldi(data_dir: Path, out: Path, split: str, on_error: str, overwrite
     from fairstream.data.importers import import_kaldi_dir
 
     try:
-        report = import_kaldi_dir(data_dir, out, split=split, on_error=on_error,  # type: ignore[arg-type]
+        report = import_kaldi_dir(data_dir, out, split=split, on_error=on_error,
                                   overwrite=overwrite)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
@@ -177,17 +194,17 @@ def import_kaldi(data_dir: Path, out: Path, split: str, on_error: str, overwrite
 
 
 @corpus.command("import-lhotse")
-@click.option("--recordings", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Lhotse RecordingSet manifest (JSONL or JSONL.gz).")
-@click.option("--supervisions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Lhotse SupervisionSet manifest (JSONL or JSONL.gz).")
+@click.option("--recordings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Lhotse RecordingSet manifest (JSONL or JSONL.gz).")
+@click.option("--supervisions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Lhotse SupervisionSet manifest (JSONL or JSONL.gz).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output corpus directory (new, or an imported corpus to add a split to).")
 @_split_option
 @_on_error_option
 @_overwrite_option
-def import_lhotse(recordings: Path, supervisions: Path, out: Path, split: str, on_error: str,
-                  overwrite: bool) -> None:
+def import_lhotse(recordings: Path, supervisions: Path, out: Path, split: str,
+                  on_error: _OnError, overwrite: bool) -> None:
     """Import existing Lhotse recording + supervision manifests into a corpus directory.
 
     Supervision `custom` fields (accent, age_band, zip, ...) are kept, so the audit can
@@ -197,7 +214,7 @@ def import_lhotse(recordings: Path, supervisions: Path, out: Path, split: str, o
 
     try:
         report = import_lhotse_manifests(recordings, supervisions, out, split=split,
-                                         on_error=on_error, overwrite=overwrite)  # type: ignore[arg-type]
+                                         on_error=on_error, overwrite=overwrite)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"imported {recordings} + {supervisions} into {out}: {report}")
