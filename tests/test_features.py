@@ -52,7 +52,8 @@ def test_online_equals_offline_for_random_chunks() -> None:
     rng = np.random.default_rng(0)
     for trial in range(5):
         sizes = [int(s) for s in rng.integers(0, 2500, size=50)]
-        np.testing.assert_array_equal(_online(AUDIO, sizes), compute_fbank(AUDIO), err_msg=str(trial))
+        np.testing.assert_array_equal(_online(AUDIO, sizes), compute_fbank(AUDIO),
+                                      err_msg=str(trial))
 
 
 def test_online_emits_frames_as_soon_as_their_window_is_complete() -> None:

@@ -48,7 +48,8 @@ def test_decode_drops_blanks_and_rejects_out_of_range(tok: Tokenizer) -> None:
 
 
 def test_vocab_size_is_what_was_asked(tmp_path) -> None:
-    assert Tokenizer.train(TEXTS, tmp_path / "b", vocab_size=100, model_type="bpe").vocab_size == 100
+    bpe = Tokenizer.train(TEXTS, tmp_path / "b", vocab_size=100, model_type="bpe")
+    assert bpe.vocab_size == 100
     char = Tokenizer.train(TEXTS, tmp_path / "c", vocab_size=5000, model_type="char")
     assert char.vocab_size == 2 + len(NORMALIZED_ALPHABET)  # blank, word mark, characters
 
@@ -56,7 +57,8 @@ def test_vocab_size_is_what_was_asked(tmp_path) -> None:
 def test_training_is_deterministic(tmp_path) -> None:
     a = Tokenizer.train(TEXTS, tmp_path / "a", vocab_size=60, model_type="unigram")
     b = Tokenizer.train(TEXTS, tmp_path / "b", vocab_size=60, model_type="unigram")
-    assert (tmp_path / "a" / "tokenizer.model").read_bytes() == (tmp_path / "b" / "tokenizer.model").read_bytes()
+    model_a, model_b = (tmp_path / d / "tokenizer.model" for d in ("a", "b"))
+    assert model_a.read_bytes() == model_b.read_bytes()
     assert a.encode(TEXTS[0]) == b.encode(TEXTS[0])
 
 
@@ -93,3 +95,43 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "t" / "tokenizer.model").write_bytes(b"garbage")
     with pytest.raises(InputDataError, match="corrupt"):
         Tokenizer.load(tmp_path / "t")
+
+
+def test_special_tokens_follow_the_vocabulary_and_round_trip(tok: Tokenizer, tmp_path) -> None:
+    ext = tok.with_special_tokens(["<sot>", "<eot>"])
+    v = tok.vocab_size
+    assert ext.vocab_size == v + 2 and ext.special_tokens == ("<sot>", "<eot>")
+    assert tok.special_tokens == () and tok.vocab_size == v  # the original is unchanged
+    ids = ext.encode("<sot> Set a timer <eot><sot>play music<eot>")
+    assert ids == [v, *tok.encode("set a timer"), v + 1, v, *tok.encode("play music"), v + 1]
+    assert ext.decode([0, *ids]) == "<sot> set a timer <eot> <sot> play music <eot>"
+    assert [ext.id_to_piece(i) for i in (v, v + 1)] == ["<sot>", "<eot>"]
+    for text in TEXTS[:20]:  # text without special tokens encodes as before
+        assert ext.encode(text) == tok.encode(text)
+    loaded = Tokenizer.load(ext.save(tmp_path / "ext"))
+    assert loaded.special_tokens == ext.special_tokens
+    assert loaded.encode("<eot> a") == ext.encode("<eot> a")
+    again = loaded.with_special_tokens(["<sc>"])
+    assert again.encode("<sc>") == [v + 2]
+
+
+def test_save_without_special_tokens_writes_what_training_wrote(tok: Tokenizer, tmp_path) -> None:
+    assert tok.path is not None
+    out = tok.save(tmp_path / "copy")
+    for name in ("tokenizer.json", "tokenizer.model"):
+        if (tok.path / name).exists():
+            assert (out / name).read_bytes() == (tok.path / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("tokens", "match"),
+    [
+        (["sot"], "must look like <name>"),
+        (["<SOT>"], "must look like <name>"),
+        (["<sot>", "<sot>"], "already in the vocabulary"),
+        (["<blk>"], "already in the vocabulary"),
+    ],
+)
+def test_bad_special_tokens_are_named(tok: Tokenizer, tokens, match) -> None:
+    with pytest.raises(InputDataError, match=match):
+        tok.with_special_tokens(tokens)

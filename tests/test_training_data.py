@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from audio_factory import make_cuts
@@ -20,6 +21,7 @@ from fairstream.training.data import (
     precompute_features,
     spec_augment,
 )
+from fairstream.training.selection import SelectConfig, select_cuts, select_speakers
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,8 @@ def test_batch_shapes_padding_and_content(setup) -> None:
     assert sorted(i for b in batches for i in b.cut_ids) == sorted(by_id)  # every cut once
     for b in batches:
         n = b.size
-        assert b.features.dtype == torch.float32 and b.features.shape[0] == n and b.features.shape[2] == 80
+        assert b.features.dtype == torch.float32
+        assert b.features.shape[0] == n and b.features.shape[2] == 80
         assert b.feature_lens.dtype == torch.int64 and b.tokens.dtype == torch.int64
         assert b.features.shape[1] == int(b.feature_lens.max())
         assert b.tokens.shape == (n, int(b.token_lens.max()))
@@ -275,3 +278,82 @@ def test_spec_augment_freq_warp_is_seeded_and_bounded() -> None:
     assert torch.equal(off, feats)
     with pytest.raises(InputDataError, match="freq_warp must be in"):
         SpecAugmentConfig(freq_warp=0.5)
+
+
+# ----------------------------------------------------------------------- data.select
+
+SPEAKERS = pd.DataFrame({
+    "speaker_id": ["s0", "s1", "s2", "s3", "s9"],
+    "split": ["train", "train", "train", "train", "test"],
+    "accent": ["en-029", "en-us", "en-029", "en-gb", "en-029"],
+    "gender": ["female", "female", "male", "female", "female"],
+})
+
+
+def _speakers_of(cuts) -> list[str]:
+    return [c.supervisions[0].speaker for c in cuts]
+
+
+def test_select_speakers_by_predicate_file_or_both(tmp_path: Path) -> None:
+    where = "accent in ['en-029'] and gender == 'female'"
+    assert select_speakers(SelectConfig(where=where), SPEAKERS) == {"s0", "s9"}
+    ids = tmp_path / "cohort.txt"
+    ids.write_text("# the cohort\ns0\n\n s1 \ns3\n")
+    assert select_speakers(SelectConfig(speakers_file=str(ids)), SPEAKERS) == {"s0", "s1", "s3"}
+    both = SelectConfig(speakers_file=str(ids), where="gender == 'female' and accent != 'en-gb'")
+    assert select_speakers(both, SPEAKERS) == {"s0", "s1"}  # a speaker must satisfy both
+    assert select_speakers(SelectConfig(), SPEAKERS) is None
+
+
+def test_select_cuts_trains_on_the_selection_or_oversamples_it(setup) -> None:
+    _, cuts, _, _ = setup
+    only = select_cuts(cuts, SelectConfig(where="speaker_id == 's1'"), SPEAKERS)
+    assert set(_speakers_of(only)) == {"s1"}
+    assert len(only) == _speakers_of(cuts).count("s1")
+    over = select_cuts(cuts, SelectConfig(where="speaker_id == 's1'", oversample=3), SPEAKERS)
+    counts = {s: _speakers_of(over).count(s) for s in ("s0", "s1", "s2", "s3")}
+    assert counts == {s: _speakers_of(cuts).count(s) * (3 if s == "s1" else 1) for s in counts}
+    assert select_cuts(cuts, SelectConfig(), SPEAKERS) is cuts
+
+
+def test_oversampled_cuts_are_batched_that_often(setup) -> None:
+    _, cuts, _, _ = setup
+    over = select_cuts(cuts, SelectConfig(where="speaker_id == 's2'", oversample=2), SPEAKERS)
+    ids = [i for b in _loader(setup, cuts=over, spec_augment=None) for i in b.cut_ids]
+    s2 = {c.id for c in cuts if c.supervisions[0].speaker == "s2"}
+    assert sorted(ids) == sorted([c.id for c in cuts] + sorted(s2))
+
+
+@pytest.mark.parametrize(
+    ("select", "match"),
+    [
+        ({"where": "accnt == 'x'"}, r"data\.select\.where: unknown column 'accnt'.*accent"),
+        ({"where": "accent in ["}, r"data\.select\.where: cannot evaluate"),
+        ({"where": "1"}, r"data\.select\.where: '1' is not a true/false test"),
+        ({"where": "accent == 'xx-yy'"}, r"data\.select selects no speaker"),
+        ({"speakers_file": "missing.txt"}, r"data\.select\.speakers_file: cannot read"),
+        ({"speakers_file": "ids.txt"}, r"ids\.txt line 2: speaker id 'nobody' is not in"),
+        ({"speakers_file": "empty.txt"}, r"empty\.txt lists no speaker ids"),
+        ({"where": "speaker_id == 's9'"}, r"none of whom has a training cut"),
+    ],
+)
+def test_selection_errors_name_the_key(setup, tmp_path, monkeypatch, select, match) -> None:
+    _, cuts, _, _ = setup
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.txt").write_text("s0\nnobody\n")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(InputDataError, match=match):
+        select_cuts(cuts, SelectConfig(**select), SPEAKERS)
+
+
+def test_select_config_keys_are_checked() -> None:
+    from fairstream.training.config import config_from_dict
+
+    cfg = config_from_dict({}, ["data.select.where=gender == 'female'", "data.select.oversample=2"])
+    assert cfg.data.select == SelectConfig(where="gender == 'female'", oversample=2)
+    with pytest.raises(InputDataError, match=r"data\.select\.wheer"):
+        config_from_dict({}, ["data.select.wheer=x"])
+    with pytest.raises(InputDataError, match=r"data\.select\.oversample must be >= 1"):
+        config_from_dict({}, ["data.select.where=x", "data.select.oversample=0"])
+    with pytest.raises(InputDataError, match=r"oversample needs data\.select\.speakers_file"):
+        config_from_dict({}, ["data.select.oversample=2"])

@@ -69,6 +69,62 @@ def test_lr_factor_follows_the_named_schedule(schedule, step, expected):
     assert lr_factor(step, optim) == pytest.approx(expected)
 
 
+# ----------------------------------------------------------------------- pinned losses
+
+# Per-step losses of the fake set-up as the loop computed them before it was split into named
+# steps (release 0.1.0): the restructured loop must reproduce them.
+PINNED_LOSSES = {
+    1: 2.4894371032714844, 2: 5.564236164093018, 3: 5.176808834075928, 4: 1.5245473384857178,
+    5: 7.290884494781494, 6: 4.368968486785889, 7: 1.8093791007995605, 8: 1.6875839233398438,
+    9: 0.669546902179718, 10: 2.8145296573638916, 11: 1.0287667512893677, 12: 2.148895263671875,
+}
+# The same with an extra loss term from a hook and a NaN batch (index 2) in every epoch.
+PINNED_HOOK_LOSSES = {
+    1: 2.4958345890045166, 2: 5.571514129638672, 3: None, 4: 1.5368508100509644,
+    5: 8.474833488464355, 6: 4.257575988769531, 7: 3.0966010093688965, 8: 1.8895305395126343,
+    9: 1.2211976051330566, 10: None, 11: 2.122220039367676, 12: 3.4013538360595703,
+}
+# The tiny transducer's first three steps (SpecAugment and dropout on), also from 0.1.0.
+PINNED_TRANSDUCER_LOSSES = {1: 449.3177795410156, 2: 257.0962829589844, 3: 180.24444580078125}
+
+
+def test_the_loop_reproduces_the_pinned_losses(tmp_path):
+    run(tmp_path / "plain")
+    assert step_losses(tmp_path / "plain") == pytest.approx(PINNED_LOSSES, rel=1e-6)
+    run(tmp_path / "hook", hooks=(CountingHook(),), nan_batches=frozenset({2}))
+    got = step_losses(tmp_path / "hook")
+    assert [k for k, v in got.items() if v is None] == [3, 10]
+    assert {k: v for k, v in got.items() if v is not None} == pytest.approx(
+        {k: v for k, v in PINNED_HOOK_LOSSES.items() if v is not None}, rel=1e-6
+    )
+
+
+def test_compute_loss_sums_the_objective_and_the_hook_terms():
+    from _fake_training import FakeData, FakeModel, fake_objective
+
+    from fairstream.training.loop import compute_loss
+
+    torch.manual_seed(0)
+    model = FakeModel().eval()
+    batch = FakeData().make(0, 0)
+    hook = CountingHook(weight=0.5)
+    terms = compute_loss(fake_objective, model, batch, {"counting": hook})
+    assert set(terms.extra) == {"counting"}
+    expected = fake_objective(model, batch).loss + hook.extra_loss(model, batch)
+    assert torch.allclose(terms.total, expected)
+    assert compute_loss(fake_objective, model, batch, {}).total.item() == pytest.approx(
+        terms.objective.loss.item())
+
+
+def test_the_loop_does_not_import_the_transducer_glue():
+    code = ("import sys, fairstream.training.loop as loop; "
+            "assert 'fairstream.training.transducer' not in sys.modules; "
+            "assert not hasattr(loop, 'train') and not hasattr(loop, '__getattr__')")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+
+
 # ----------------------------------------------------------------------- resume
 
 
@@ -264,7 +320,7 @@ def _transducer_config(corpus, *extra):
 
 
 def test_transducer_resume_after_crash_is_exact(tmp_path, tiny_corpus):
-    from fairstream.training.loop import train
+    from fairstream.training.transducer import train
 
     corpus = tiny_corpus
     ref = train(_transducer_config(corpus), out_dir=tmp_path / "ref", progress=False)
@@ -283,6 +339,64 @@ def test_transducer_resume_after_crash_is_exact(tmp_path, tiny_corpus):
     with pytest.raises(CheckpointError, match=r"model\.encoder\.kwargs\.hidden_dim: 64"):
         train(_transducer_config(corpus, "model.encoder.kwargs.hidden_dim=32",
                                  "schedule.max_steps=8"), out_dir=tmp_path / "b", progress=False)
+
+
+def test_transducer_reproduces_the_pinned_losses(tmp_path, tiny_corpus):
+    from fairstream.training.transducer import train
+
+    config = _transducer_config(tiny_corpus, "schedule.max_steps=3",
+                                "schedule.checkpoint_interval=10")
+    train(config, out_dir=tmp_path, progress=False)
+    assert step_losses(tmp_path) == pytest.approx(PINNED_TRANSDUCER_LOSSES, rel=1e-4)
+
+
+def test_train_cli_init_reuses_the_checkpoint_and_selects_speakers(tmp_path, tiny_corpus,
+                                                                   tmp_path_factory, caplog):
+    from _tiny_asr import TINY_OVERRIDES, tiny_trained_model
+    from click.testing import CliRunner
+
+    from fairstream.checkpoint import save_checkpoint
+    from fairstream.cli import main
+    from fairstream.data.corpus import load_corpus
+    from fairstream.training.config import load_config
+
+    base = load_checkpoint(tiny_trained_model(tiny_corpus, tmp_path_factory) / "final.pt")
+    # a base model whose CMVN differs from the corpus's: the fine-tuned model must keep it
+    shifted = base.extra | {"cmvn_mean": base.extra["cmvn_mean"] + 1.0}
+    init = save_checkpoint(tmp_path / "base.pt", config=base.config, model=base.model,
+                           progress=base.progress, extra=shifted, kind=base.kind)
+    speakers = load_corpus(tiny_corpus).speakers
+    accent = speakers[speakers.split == "train"].accent.iloc[0]
+    recipe = TESTS.parent / "recipes" / "lstm_transducer.yaml"
+    out = tmp_path / "exp"
+    args = ["train", "--config", str(recipe), "--corpus", str(tiny_corpus), "--out", str(out),
+            "--init", str(init), "--max-steps", "2", "--no-progress"]
+    for o in TINY_OVERRIDES:
+        if not o.startswith("tokenizer."):  # the recipe's bpe tokenizer gives way to init's
+            args += ["--set", o]
+    subsampling = base.config["model"]["encoder"]["kwargs"]["subsampling"]
+    args += ["--set", "optim.lr=0", "--set", f"data.select.where=accent == '{accent}'",
+             "--set", "data.select.oversample=2", "--set", "schedule.valid_wer_utterances=0",
+             "--set", "data.feature_cache=null",
+             "--set", f"model.encoder.kwargs.subsampling={subsampling}"]
+    with caplog.at_level("INFO", logger="fairstream"):
+        res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert any("taken 2 times" in r.getMessage() for r in caplog.records)  # data.select
+    assert any(r.getMessage().startswith(f"init from {init}") for r in caplog.records)
+    resolved = load_config(out / "config.yaml")
+    assert resolved.init == str(init) and resolved.tokenizer.kind == "char"
+    assert resolved.data.select.oversample == 2
+    final = load_checkpoint(out / "final.pt")
+    assert final.extra["tokenizer_files"].keys() == base.extra["tokenizer_files"].keys()
+    for name, data in base.extra["tokenizer_files"].items():
+        assert torch.equal(final.extra["tokenizer_files"][name], data)
+    assert torch.equal(final.extra["cmvn_mean"], shifted["cmvn_mean"])
+    # lr 0: the weights are still the checkpoint's after two steps
+    assert [k for k, v in base.model.items() if not torch.equal(final.model[k], v)] == []
+    bad = CliRunner().invoke(main, [*args, "--set", "data.select.where=accnt == 'x'",
+                                          "--no-resume"])
+    assert bad.exit_code != 0 and "unknown column 'accnt'" in bad.output
 
 
 def test_train_cli_with_the_default_recipe(tmp_path, tiny_corpus):

@@ -120,7 +120,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     from fairstream.inference import SearchConfig, decode_cuts, load_transducer, summarize_wer
     from fairstream.results import read_results, write_results
     from fairstream.training.config import load_config
-    from fairstream.training.loop import train
+    from fairstream.training.transducer import train
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ __all__ = ["train"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--config", "config_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="Recipe, e.g. recipes/lstm_transducer.yaml.")
 @click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Corpus directory (sets data.corpus).")
@@ -21,6 +22,9 @@ __all__ = ["train"]
               help="Experiment directory (checkpoints, metrics.jsonl, final.pt, averaged.pt).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set optim.lr=0.002 (repeatable).")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from this checkpoint's weights, tokenizer and feature normalization "
+                   "(fine-tuning; sets init).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the newest checkpoint in --out, or start over.")
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
@@ -30,7 +34,7 @@ __all__ = ["train"]
               help="PyTorch threads per process (sets threads; 1 helps on busy machines).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[str, ...],
-          resume: bool, budget_minutes: float | None, max_steps: int | None,
+          init: Path | None, resume: bool, budget_minutes: float | None, max_steps: int | None,
           threads: int | None, no_progress: bool) -> None:
     """Train a transducer on a corpus directory.
 
@@ -44,6 +48,11 @@ def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[st
     Example:
       fairstream train --config recipes/lstm_transducer.yaml --corpus data/demo \\
           --out exp/lstm --budget-minutes 15
+
+    \b
+    Fine-tuning: --init CKPT starts from a trained checkpoint (its weights, tokenizer and
+    feature normalization; a new optimizer and schedule); data.select.* chooses the speakers
+    to train on or oversample (see recipes/lstm_transducer.yaml).
     """
     from fairstream.training.config import load_config
     from fairstream.training.transducer import train as run_training
@@ -51,6 +60,8 @@ def train(config_path: Path, corpus: Path | None, out: Path, overrides: tuple[st
     sets = list(overrides)
     if corpus is not None:
         sets.append(f"data.corpus={corpus}")
+    if init is not None:
+        sets.append(f"init={init}")
     if budget_minutes is not None:
         sets.append(f"schedule.budget_minutes={budget_minutes}")
     if max_steps is not None:

@@ -81,9 +81,13 @@ class FbankConfig:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
-            raise InputDataError(f"FbankConfig.sample_rate must be positive, got {self.sample_rate}")
+            raise InputDataError(
+                f"FbankConfig.sample_rate must be positive, got {self.sample_rate}"
+            )
         if self.num_mel_bins <= 0:
-            raise InputDataError(f"FbankConfig.num_mel_bins must be positive, got {self.num_mel_bins}")
+            raise InputDataError(
+                f"FbankConfig.num_mel_bins must be positive, got {self.num_mel_bins}"
+            )
         if not 0 < self.frame_shift_ms <= self.frame_length_ms:
             raise InputDataError(
                 "FbankConfig needs 0 < frame_shift_ms <= frame_length_ms, got "
@@ -321,7 +325,9 @@ class Cmvn:
         mean = np.asarray(self.mean, dtype=np.float32).reshape(-1)
         std = np.asarray(self.std, dtype=np.float32).reshape(-1)
         if mean.shape != std.shape or mean.size == 0:
-            raise InputDataError(f"Cmvn: mean {mean.shape} and std {std.shape} must be equal, non-empty")
+            raise InputDataError(
+                f"Cmvn: mean {mean.shape} and std {std.shape} must be equal, non-empty"
+            )
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
             raise InputDataError("Cmvn: mean/std must be finite and std > 0")
         object.__setattr__(self, "mean", mean)

@@ -15,7 +15,6 @@ set-ups (the model config, a speaker-embedding model) define their own configs a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,13 @@ from typing import Any, Literal
 
 import yaml
 
+from fairstream._io import atomic_write_text
 from fairstream.config_parse import apply_overrides, from_dict, to_dict
 from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.models.factory import ModelConfig, model_config_to_dict
 from fairstream.training.data import SpecAugmentConfig
+from fairstream.training.selection import SelectConfig
 
 __all__ = [
     "DataConfig",
@@ -73,6 +74,8 @@ class DataConfig:
         max_valid_utterances: cap on validation utterances (``None``: the whole split).
         num_workers: data-loader worker processes.
         feature_cache: directory for pre-computed fbank features (``None``: compute on the fly).
+        select: train on, or oversample, chosen speakers of the training split
+            (:class:`~fairstream.training.selection.SelectConfig`; default: every cut once).
     """
 
     corpus: str | None = None
@@ -82,6 +85,7 @@ class DataConfig:
     max_valid_utterances: int | None = 400
     num_workers: int = 0
     feature_cache: str | None = None
+    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ class TrainConfig:
     sets ``torch.set_num_threads`` for the run (``None``: PyTorch's default, one per core;
     1 is much faster when other processes compete for the cores). The
     transducer's objective options (``model.ctc_weight``, ``model.fastemit_lambda``) belong to
-    the model config because they decide which heads the model has.
+    the model config because they decide which heads the model has. ``init`` names a
+    checkpoint to start from: its weights, tokenizer and CMVN statistics are reused (see
+    :func:`fairstream.training.transducer.train`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -162,6 +168,7 @@ class TrainConfig:
     decode: SearchConfig = field(default_factory=SearchConfig)  # the recipe's search
     seed: int = 0
     threads: int | None = None
+    init: str | None = None
 
 
 # --------------------------------------------------------------------------- TrainConfig API
@@ -223,8 +230,4 @@ def config_to_json(config: Any) -> str:
 
 def save_config(config: Any, path: str | Path) -> Path:
     """Write ``config`` as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -22,7 +22,9 @@ audio, so the following batches equal those of an uninterrupted run.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import logging
 import math
 import os
@@ -45,6 +47,7 @@ from lhotse.utils import fastcopy
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from fairstream._io import atomic_path, atomic_write_bytes
 from fairstream.errors import CorpusError, InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig
 from fairstream.inference.audio import cut_fbank
@@ -140,10 +143,13 @@ class SpecAugmentConfig:
         for name in ("num_freq_masks", "freq_mask_width", "time_mask_max_width",
                      "max_time_masks", "time_warp"):
             if getattr(self, name) < 0:
-                raise InputDataError(f"SpecAugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise InputDataError(
+                    f"SpecAugmentConfig.{name} must be >= 0, got {getattr(self, name)}"
+                )
         if not 0 <= self.time_masks_per_frame <= 1:
             raise InputDataError(
-                f"SpecAugmentConfig.time_masks_per_frame must be in [0, 1], got {self.time_masks_per_frame}"
+                "SpecAugmentConfig.time_masks_per_frame must be in [0, 1], "
+                f"got {self.time_masks_per_frame}"
             )
         if not 0 <= self.time_mask_ratio <= 1:
             raise InputDataError(
@@ -293,11 +299,9 @@ def _cache_one(args: tuple[dict[str, Any], str, FbankConfig]) -> dict[str, Any]:
     else:
         feats = load_cut_features(cut, cfg)
         n_frames, n_feats = feats.shape
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            # concurrent writers (DDP ranks) write identical content
             np.save(f, feats, allow_pickle=False)
-        os.replace(tmp, path)  # concurrent writers (DDP ranks) write identical content
     meta = Features(
         type=FEATURE_TYPE, num_frames=int(n_frames), num_features=int(n_feats),
         frame_shift=cfg.frame_shift, sampling_rate=cfg.sample_rate, start=cut.start,
@@ -362,9 +366,8 @@ def precompute_features(
     else:
         dicts = [_cache_one(j) for j in tqdm(jobs, desc="features", disable=not progress)]
     result = CutSet.from_cuts(deserialize_item(d) for d in dicts)
-    tmp = manifest.with_name(f".tmp-{os.getpid()}-{manifest.name}")
-    result.to_file(tmp)
-    os.replace(tmp, manifest)
+    lines = "".join(json.dumps(c.to_dict()) + "\n" for c in result)  # as CutSet.to_file writes
+    atomic_write_bytes(manifest, gzip.compress(lines.encode("utf-8"), mtime=0))
     return result
 
 

@@ -6,6 +6,9 @@ what varies between mitigations is an objective wrapper or a :class:`TrainHook`
 (``extra_loss`` terms such as an EWC penalty, ``after_step`` callbacks such as an
 adversary update). Everything else lives here once:
 
+* one batch: :func:`compute_loss` gathers the objective's loss and the hooks' terms
+  (:class:`LossTerms`, the one place where the training objective is summed), and a step
+  reports what it did as a :class:`StepResult`;
 * AdamW with linear warm-up and a constant / Noam / cosine / exponential schedule,
   weight decay on matrices only, global gradient-norm clipping;
 * a NaN/inf loss or gradient skips the batch (counted); ``max_consecutive_nonfinite`` of
@@ -51,6 +54,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from fairstream._io import atomic_write_text
 from fairstream.checkpoint import (
     Checkpoint,
     average_checkpoints,
@@ -69,10 +73,13 @@ __all__ = [
     "DataSource",
     "DistInfo",
     "LossOutput",
+    "LossTerms",
     "Objective",
     "StepInfo",
+    "StepResult",
     "TrainHook",
     "TrainResult",
+    "compute_loss",
     "fit",
     "init_distributed",
     "lr_factor",
@@ -267,7 +274,7 @@ def lr_factor(step: int, optim: OptimConfig) -> float:
         t = min(after / span, 1.0)
         return factor * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
     if optim.schedule == "exponential":
-        return factor * max(floor, 0.5 ** (after / span))
+        return factor * max(floor, float(0.5 ** (after / span)))
     raise ValueError(f"unknown learning-rate schedule {optim.schedule!r}")
 
 
@@ -284,6 +291,84 @@ def _make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=optim.lr, betas=optim.betas, eps=optim.eps
     )
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The training objective of one batch, term by term.
+
+    Attributes:
+        objective: what the :class:`Objective` returned (its loss, item count and metrics).
+        extra: the terms :meth:`TrainHook.extra_loss` added, by hook state key, in hook order.
+    """
+
+    objective: LossOutput
+    extra: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def total(self) -> Tensor:
+        """The scalar the optimizer minimizes: the objective's loss plus every extra term."""
+        loss = self.objective.loss
+        for term in self.extra.values():
+            loss = loss + term
+        return loss
+
+
+def compute_loss(
+    objective: Objective, model: nn.Module, batch: Any, hooks: Mapping[str, TrainHook]
+) -> LossTerms:
+    """The objective of one training batch: the one place where its terms are gathered.
+
+    Args:
+        objective: computes the model's own loss; called with ``model`` as given (it may be
+            DDP-wrapped).
+        model: the model.
+        batch: one training batch.
+        hooks: the run's hooks by state key; each may add a term (called with the unwrapped
+            model).
+
+    Returns:
+        :class:`LossTerms`; back-propagate :attr:`LossTerms.total`.
+    """
+    out = objective(model, batch)
+    extra: dict[str, Tensor] = {}
+    for key, hook in hooks.items():
+        term = hook.extra_loss(unwrap(model), batch)
+        if term is not None:
+            extra[key] = term
+    return LossTerms(out, extra)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step did (values agreed on by all ranks unless noted).
+
+    Attributes:
+        loss_sum: item-weighted sum of the batch loss over all ranks (0 for ranks whose loss
+            was not finite).
+        num_items: items of the batch over all ranks.
+        grad_norm: global gradient norm before clipping (this rank's view).
+        skipped: the update was skipped (a loss or gradient was not finite).
+        lr: learning rate used.
+        metrics: this rank's objective metrics for the batch.
+    """
+
+    loss_sum: float
+    num_items: int
+    grad_norm: float
+    skipped: bool
+    lr: float
+    metrics: Mapping[str, float]
+
+    @property
+    def mean_loss(self) -> float:
+        """Item-weighted mean loss of the batch, ``nan`` when it was skipped or empty."""
+        if self.num_items and not self.skipped:
+            return self.loss_sum / self.num_items
+        return float("nan")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -315,21 +400,25 @@ class _Meter:
         self.skipped = 0
         self.metrics: dict[str, float] = {}
 
-    def add(self, loss_sum: float, items: int, norm: float, skipped: bool,
-            metrics: Mapping[str, float]) -> None:
+    def add(self, result: StepResult) -> None:
         self.steps += 1
-        if skipped:
+        if result.skipped:
             self.skipped += 1
             return
-        self.loss_sum += loss_sum
-        self.items += items
-        self.norm_sum += norm
-        for k, v in metrics.items():
+        self.loss_sum += result.loss_sum
+        self.items += result.num_items
+        self.norm_sum += result.grad_norm
+        for k, v in result.metrics.items():
             self.metrics[k] = self.metrics.get(k, 0.0) + float(v)
 
 
 class _Run:
-    """State and helpers of one :func:`fit` call."""
+    """State and steps of one :func:`fit` call.
+
+    :meth:`start` (resume or start over), then :meth:`train` (epochs of :meth:`train_step`
+    with :meth:`after_step` bookkeeping), then :meth:`finish` (last checkpoint, validation,
+    final and averaged models).
+    """
 
     def __init__(
         self,
@@ -346,6 +435,7 @@ class _Run:
         extra: Mapping[str, Any],
         progress: bool,
         dist_info: DistInfo,
+        clock: Callable[[], float],
     ) -> None:
         self.model = model
         self.objective = objective
@@ -358,9 +448,11 @@ class _Run:
         self.metrics_path = out_dir / "metrics.jsonl"
         self.run_config = dict(run_config)
         self.hooks = list(hooks)
+        self.named_hooks = dict(zip(self._hook_keys(), self.hooks))
         self.extra = dict(extra)
         self.show_progress = progress
         self.d = dist_info
+        self.clock = clock
         self.optimizer = _make_optimizer(model, optim)
         self.ddp_model: nn.Module = model
         if self.d.world_size > 1:
@@ -368,18 +460,33 @@ class _Run:
         self.p = _Progress()
         self.last_saved_step = -1
         self.last_valid_step = -1
+        self.resumed_from: Path | None = None
+        self.pending_rng: dict[str, Any] | None = None
+        self.t0 = 0.0
+        self.elapsed_at_start = 0.0
+        self.budget_s = (
+            schedule.budget_minutes * 60.0 if schedule.budget_minutes is not None else None
+        )
+        self.meter = _Meter()
+        self.bar: tqdm[Any] | None = None
 
     # ---------------------------------------------------------------- collective helpers
+    # the reduce op is a torch.distributed.ReduceOp, whose type the stubs do not export
     def _all_reduce(self, values: list[float], op: Any = None) -> list[float]:
         if self.d.world_size == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(t, op=op if op is not None else dist.ReduceOp.SUM)
-        return t.tolist()
+        return [float(v) for v in t.tolist()]
 
     def _barrier(self) -> None:
         if self.d.world_size > 1:
             dist.barrier()
+
+    def _update_elapsed(self, now: float | None = None) -> None:
+        """Set the training time so far (over resumed runs) from the clock."""
+        now = self.clock() if now is None else now
+        self.p.elapsed_s = self.elapsed_at_start + (now - self.t0)
 
     # ---------------------------------------------------------------- logging
     def _log(self, record: Mapping[str, Any]) -> None:
@@ -401,9 +508,7 @@ class _Run:
                 continue  # a line cut short by the kill
             if int(rec.get("step", 0)) <= step:
                 kept.append(line + "\n")
-        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(kept))
 
     # ---------------------------------------------------------------- checkpoints
     def _progress_dict(self) -> dict[str, Any]:
@@ -428,7 +533,7 @@ class _Run:
         return keys
 
     def _hook_states(self) -> dict[str, Any]:
-        states = {k: h.state_dict() for k, h in zip(self._hook_keys(), self.hooks)}
+        states = {k: h.state_dict() for k, h in self.named_hooks.items()}
         return {k: v for k, v in states.items() if v}
 
     def _rng_state(self) -> dict[str, Any]:
@@ -514,7 +619,7 @@ class _Run:
             last_valid_loss=pr.get("last_valid_loss"),
         )
         saved_hooks: dict[str, Any] = dict(ck.hooks)
-        for key, hook in zip(self._hook_keys(), self.hooks):
+        for key, hook in self.named_hooks.items():
             if key in saved_hooks:
                 hook.load_state_dict(saved_hooks.pop(key))
         for key in saved_hooks:
@@ -537,7 +642,8 @@ class _Run:
             state = average_checkpoints(paths) if paths else self.model.state_dict()
             save_checkpoint(averaged, config=self.run_config, model=state, progress=progress,
                             extra=self.extra | {"averaged_from": [p.name for p in paths]})
-            logger.info("final model %s, average of %d checkpoints %s", final, len(paths), averaged)
+            logger.info("final model %s, average of %d checkpoints %s",
+                        final, len(paths), averaged)
         self._barrier()
         return final, averaged
 
@@ -570,23 +676,33 @@ class _Run:
                         ", ".join(f"{k}={v:.4g}" for k, v in out.items()))
         return out
 
+    # ---------------------------------------------------------------- start
+    def start(self, resume: bool) -> None:
+        """Resume from the newest checkpoint (or clear ``out_dir`` of an old run's files)."""
+        if resume:
+            self.resumed_from, self.pending_rng = self.try_resume()
+        elif self.d.is_main:
+            for old in list_checkpoints(self.ckpt_dir):
+                old.unlink()
+            self.metrics_path.unlink(missing_ok=True)
+        self._barrier()
+        for hook in self.hooks:
+            hook.on_train_start(self.model, self.optimizer)
+
     # ---------------------------------------------------------------- one step
-    def train_step(self, batch: Any) -> tuple[float, int, float, bool, dict[str, float], float]:
-        """Forward, backward, all-reduce, clip, update. Returns loss sum, items, norm, ..."""
+    def train_step(self, batch: Any) -> StepResult:
+        """Forward, backward, all-reduce, clip, update (or skip when not finite)."""
         lr = self.optim_cfg.lr * lr_factor(self.p.step + 1, self.optim_cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = self.objective(self.ddp_model, batch)
-        loss = out.loss
-        for hook in self.hooks:
-            term = hook.extra_loss(self.model, batch)
-            if term is not None:
-                loss = loss + term
-        loss.backward()
+        terms = compute_loss(self.objective, self.ddp_model, batch, self.named_hooks)
+        loss = terms.total
+        torch.autograd.backward(loss)
+        num_items = terms.objective.num_items
         local = float(loss.detach())
         finite = math.isfinite(local)
         loss_sum, items, nonfinite = self._all_reduce(
-            [local * out.num_items if finite else 0.0, float(out.num_items), 0.0 if finite else 1.0]
+            [local * num_items if finite else 0.0, float(num_items), 0.0 if finite else 1.0]
         )
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
@@ -595,12 +711,171 @@ class _Run:
         if not skipped:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = {k: float(v) for k, v in out.metrics.items()}
-        return loss_sum, int(items), norm, skipped, metrics, lr
+        metrics = {k: float(v) for k, v in terms.objective.metrics.items()}
+        return StepResult(loss_sum, int(items), norm, skipped, lr, metrics)
 
-    def step_info(self, batch: Any, loss: float, lr: float, norm: float, skipped: bool) -> StepInfo:
-        return StepInfo(self.p.step, self.p.epoch, loss, lr, norm, skipped, self.model,
-                        self.optimizer, batch)
+    def after_step(self, batch: Any, result: StepResult) -> None:
+        """Count the step, handle a skip, feed the meter and the hooks, log, validate, save."""
+        p = self.p
+        p.step += 1
+        p.batch_in_epoch += 1
+        if result.skipped:
+            self._record_skip(batch)
+        else:
+            p.consecutive_skipped = 0
+        self.meter.add(result)
+        info = StepInfo(p.step, p.epoch, result.mean_loss, result.lr, result.grad_norm,
+                        result.skipped, self.model, self.optimizer, batch)
+        for hook in self.hooks:
+            hook.after_step(info)
+        if self.bar is not None:
+            self.bar.update(1)
+        sched = self.schedule
+        if sched.log_interval > 0 and p.step % sched.log_interval == 0:
+            self._log_interval(result.lr)
+        if sched.valid_interval > 0 and p.step % sched.valid_interval == 0:
+            self.validate()
+        if sched.checkpoint_interval > 0 and p.step % sched.checkpoint_interval == 0:
+            self._update_elapsed()
+            self.save()
+
+    def _record_skip(self, batch: Any) -> None:
+        """Count a skipped batch; too many in a row stop training."""
+        p = self.p
+        p.skipped_total += 1
+        p.consecutive_skipped += 1
+        cut_ids = getattr(batch, "cut_ids", None)
+        logger.warning("step %d: non-finite loss or gradient, batch skipped%s",
+                       p.step, f" (cuts {list(cut_ids)[:5]})" if cut_ids else "")
+        self._log({"step": p.step, "epoch": p.epoch, "event": "skipped_batch",
+                   "cut_ids": list(cut_ids)[:20] if cut_ids else None})
+        if p.consecutive_skipped >= self.schedule.max_consecutive_nonfinite:
+            raise TrainingError(
+                f"loss or gradient was not finite for {p.consecutive_skipped} "
+                f"batches in a row (steps {p.step - p.consecutive_skipped + 1}"
+                f"..{p.step}, last batch cuts "
+                f"{list(cut_ids)[:5] if cut_ids else 'unknown'}); "
+                "lower the learning rate or check the data"
+            )
+
+    def _log_interval(self, lr: float) -> None:
+        """Write the means of the log interval to ``metrics.jsonl`` and restart the meter."""
+        p, meter = self.p, self.meter
+        now = self.clock()
+        self._update_elapsed(now)
+        dt = max(now - meter.start, 1e-9)
+        n_ok = meter.steps - meter.skipped
+        rec = {
+            "step": p.step,
+            "epoch": p.epoch,
+            "loss": meter.loss_sum / meter.items if meter.items else None,
+            "lr": lr,
+            "grad_norm": meter.norm_sum / n_ok if n_ok else None,
+            "utt_per_s": meter.items / dt,
+            "elapsed_s": round(p.elapsed_s, 3),
+            "skipped": meter.skipped,
+            **{k: v / max(n_ok, 1) for k, v in meter.metrics.items()},
+        }
+        self._log(rec)
+        if rec["loss"] is not None and self.bar is not None:
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
+        meter.reset(now)
+
+    # ---------------------------------------------------------------- epochs
+    def next_batch(self, it: Iterator[Any]) -> tuple[Any, StopReason | None]:
+        """The next batch of the epoch, with every rank agreeing.
+
+        Returns:
+            ``(batch, None)``; ``(None, None)`` at the end of the epoch (on any rank);
+            ``(None, reason)`` when training must stop (step limit or time budget).
+        """
+        sched = self.schedule
+        if sched.max_steps is not None and self.p.step >= sched.max_steps:
+            return None, "max_steps"
+        self._update_elapsed()
+        over_budget = self.budget_s is not None and self.p.elapsed_s >= self.budget_s
+        with torch.random.fork_rng(devices=[]):
+            batch = next(it, None)
+        exhausted, over = self._all_reduce(
+            [float(batch is None), float(over_budget)],
+            op=dist.ReduceOp.MAX if self.d.world_size > 1 else None,
+        )
+        if over > 0:
+            return None, "budget"
+        if exhausted > 0:
+            return None, None
+        return batch, None
+
+    def train_epoch(self) -> StopReason | None:
+        """Train on the rest of the current epoch; the stop reason if training must stop."""
+        p = self.p
+        with torch.random.fork_rng(devices=[]):
+            it: Iterator[Any] = iter(self.train_data.batches(p.epoch, skip=p.batch_in_epoch))
+        if self.pending_rng is not None:
+            self.restore_rng(self.pending_rng)
+            self.pending_rng = None
+        while True:
+            batch, stop = self.next_batch(it)
+            if batch is None:
+                return stop
+            self.after_step(batch, self.train_step(batch))
+
+    def end_epoch(self) -> None:
+        """Move on to the next epoch: validate and save a checkpoint."""
+        p = self.p
+        logger.info("epoch %d done at step %d", p.epoch, p.step)
+        p.epoch += 1
+        p.batch_in_epoch = 0
+        self.validate()
+        self._update_elapsed()
+        self.save()
+
+    def train(self) -> StopReason:
+        """Epochs until a step, epoch or time limit; returns which one stopped training."""
+        sched = self.schedule
+        self.t0 = self.clock()
+        self.elapsed_at_start = self.p.elapsed_s
+        self.meter.reset(self.clock())
+        self.bar = tqdm(total=sched.max_steps, initial=self.p.step, unit="step", desc="train",
+                        disable=not (self.show_progress and self.d.is_main), dynamic_ncols=True)
+        self.model.train()
+        try:
+            while True:
+                if self.p.epoch >= sched.max_epochs:
+                    return "max_epochs"
+                stop = self.train_epoch()
+                if stop is not None:
+                    return stop
+                self.end_epoch()
+        finally:
+            self.bar.close()
+            self.bar = None
+
+    # ---------------------------------------------------------------- finish
+    def finish(self, stop: StopReason) -> TrainResult:
+        """Last checkpoint and validation, the stop record, final and averaged models."""
+        p = self.p
+        self._update_elapsed()
+        if self.last_saved_step != p.step or stop == "budget":
+            self.save()
+        if self.last_valid_step != p.step:  # the final model's numbers close the log
+            self.validate()
+        self._log({"step": p.step, "epoch": p.epoch, "event": "stop", "reason": stop,
+                   "elapsed_s": round(p.elapsed_s, 3), "skipped_total": p.skipped_total})
+        final, averaged = self.finalize()
+        logger.info("training stopped (%s) at step %d after %.1f s", stop, p.step, p.elapsed_s)
+        return TrainResult(
+            out_dir=self.out_dir,
+            final_checkpoint=final,
+            averaged_checkpoint=averaged,
+            steps=p.step,
+            epochs=p.epoch,
+            stop_reason=stop,
+            skipped_batches=p.skipped_total,
+            elapsed_s=p.elapsed_s,
+            valid_loss=p.last_valid_loss,
+            resumed_from=self.resumed_from,
+        )
 
 
 def fit(
@@ -654,149 +929,8 @@ def fit(
     run = _Run(
         model=model, objective=objective, train_data=train_data, valid_data=valid_data,
         optim=optim, schedule=schedule, out_dir=out_dir, run_config=run_config, hooks=hooks,
-        extra=extra or {}, progress=progress, dist_info=d,
+        extra=extra or {}, progress=progress, dist_info=d, clock=clock,
     )
-    resumed_from, pending_rng = run.try_resume() if resume else (None, None)
-    if not resume and d.is_main:
-        for old in list_checkpoints(run.ckpt_dir):
-            old.unlink()
-        run.metrics_path.unlink(missing_ok=True)
-    run._barrier()
-    for hook in hooks:
-        hook.on_train_start(model, run.optimizer)
-
-    p = run.p
-    budget_s = schedule.budget_minutes * 60.0 if schedule.budget_minutes is not None else None
-    t0 = clock()
-    elapsed_at_start = p.elapsed_s
-    meter = _Meter()
-    meter.reset(clock())
-    bar = tqdm(total=schedule.max_steps, initial=p.step, unit="step", desc="train",
-               disable=not (progress and d.is_main), dynamic_ncols=True)
-    stop: StopReason | None = None
-    model.train()
-    try:
-        while stop is None:
-            if p.epoch >= schedule.max_epochs:
-                stop = "max_epochs"
-                break
-            with torch.random.fork_rng(devices=[]):
-                it: Iterator[Any] = iter(train_data.batches(p.epoch, skip=p.batch_in_epoch))
-            if pending_rng is not None:
-                run.restore_rng(pending_rng)
-                pending_rng = None
-            while True:
-                if schedule.max_steps is not None and p.step >= schedule.max_steps:
-                    stop = "max_steps"
-                    break
-                p.elapsed_s = elapsed_at_start + (clock() - t0)
-                over_budget = budget_s is not None and p.elapsed_s >= budget_s
-                with torch.random.fork_rng(devices=[]):
-                    batch = next(it, None)
-                exhausted, over = run._all_reduce(
-                    [float(batch is None), float(over_budget)], op=dist.ReduceOp.MAX
-                    if d.world_size > 1 else None,
-                )
-                if over > 0:
-                    stop = "budget"
-                    break
-                if exhausted > 0:
-                    break
-                loss_sum, items, norm, skipped, metrics, lr = run.train_step(batch)
-                p.step += 1
-                p.batch_in_epoch += 1
-                mean_loss = loss_sum / items if items and not skipped else float("nan")
-                if skipped:
-                    p.skipped_total += 1
-                    p.consecutive_skipped += 1
-                    cut_ids = getattr(batch, "cut_ids", None)
-                    logger.warning("step %d: non-finite loss or gradient, batch skipped%s",
-                                   p.step, f" (cuts {list(cut_ids)[:5]})" if cut_ids else "")
-                    run._log({"step": p.step, "epoch": p.epoch, "event": "skipped_batch",
-                              "cut_ids": list(cut_ids)[:20] if cut_ids else None})
-                    if p.consecutive_skipped >= schedule.max_consecutive_nonfinite:
-                        raise TrainingError(
-                            f"loss or gradient was not finite for {p.consecutive_skipped} "
-                            f"batches in a row (steps {p.step - p.consecutive_skipped + 1}"
-                            f"..{p.step}, last batch cuts "
-                            f"{list(cut_ids)[:5] if cut_ids else 'unknown'}); "
-                            "lower the learning rate or check the data"
-                        )
-                else:
-                    p.consecutive_skipped = 0
-                meter.add(loss_sum, items, norm, skipped, metrics)
-                for hook in hooks:
-                    hook.after_step(run.step_info(batch, mean_loss, lr, norm, skipped))
-                bar.update(1)
-                if schedule.log_interval > 0 and p.step % schedule.log_interval == 0:
-                    now = clock()
-                    p.elapsed_s = elapsed_at_start + (now - t0)
-                    dt = max(now - meter.start, 1e-9)
-                    n_ok = meter.steps - meter.skipped
-                    rec = {
-                        "step": p.step,
-                        "epoch": p.epoch,
-                        "loss": meter.loss_sum / meter.items if meter.items else None,
-                        "lr": lr,
-                        "grad_norm": meter.norm_sum / n_ok if n_ok else None,
-                        "utt_per_s": meter.items / dt,
-                        "elapsed_s": round(p.elapsed_s, 3),
-                        "skipped": meter.skipped,
-                        **{k: v / max(n_ok, 1) for k, v in meter.metrics.items()},
-                    }
-                    run._log(rec)
-                    if rec["loss"] is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}")
-                    meter.reset(now)
-                if schedule.valid_interval > 0 and p.step % schedule.valid_interval == 0:
-                    run.validate()
-                if (schedule.checkpoint_interval > 0
-                        and p.step % schedule.checkpoint_interval == 0):
-                    p.elapsed_s = elapsed_at_start + (clock() - t0)
-                    run.save()
-            if stop is not None:
-                break
-            # end of epoch
-            logger.info("epoch %d done at step %d", p.epoch, p.step)
-            p.epoch += 1
-            p.batch_in_epoch = 0
-            run.validate()
-            p.elapsed_s = elapsed_at_start + (clock() - t0)
-            run.save()
-    finally:
-        bar.close()
-    p.elapsed_s = elapsed_at_start + (clock() - t0)
-    if run.last_saved_step != p.step or stop == "budget":
-        run.save()
-    if run.last_valid_step != p.step:  # the final model's numbers close the log
-        run.validate()
-    run._log({"step": p.step, "epoch": p.epoch, "event": "stop", "reason": stop,
-              "elapsed_s": round(p.elapsed_s, 3), "skipped_total": p.skipped_total})
-    final, averaged = run.finalize()
-    logger.info("training stopped (%s) at step %d after %.1f s", stop, p.step, p.elapsed_s)
-    assert stop is not None
-    return TrainResult(
-        out_dir=out_dir,
-        final_checkpoint=final,
-        averaged_checkpoint=averaged,
-        steps=p.step,
-        epochs=p.epoch,
-        stop_reason=stop,
-        skipped_batches=p.skipped_total,
-        elapsed_s=p.elapsed_s,
-        valid_loss=p.last_valid_loss,
-        resumed_from=resumed_from,
-    )
-
-
-_TRANSDUCER_NAMES = ("train", "TransducerObjective", "LoaderSource", "GreedyWerHook")
-
-
-def __getattr__(name: str) -> Any:
-    """``from fairstream.training.loop import train`` keeps working: the transducer glue lives
-    in :mod:`fairstream.training.transducer` (imported lazily, it depends on this module)."""
-    if name in _TRANSDUCER_NAMES:
-        from fairstream.training import transducer
-
-        return getattr(transducer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    run.start(resume)
+    stop = run.train()
+    return run.finish(stop)

@@ -3,6 +3,9 @@
 :func:`train` opens the corpus, prepares the tokenizer and features, builds the model and the
 bucketing data loaders, and calls :func:`fairstream.training.loop.fit` with
 :class:`TransducerObjective` (plus :class:`GreedyWerHook` when a validation WER is asked for).
+With ``init`` set it starts from a trained checkpoint instead (fine-tuning); with
+``data.select`` it trains on, or oversamples, chosen speakers
+(:mod:`fairstream.training.selection`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,20 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+from lhotse import CutSet
 from torch import Tensor, nn
 
-from fairstream.errors import CheckpointError
+from fairstream.checkpoint import config_differences
+from fairstream.data.corpus import Corpus, load_corpus
+from fairstream.errors import CheckpointError, InputDataError
+from fairstream.features.fbank import Cmvn
+from fairstream.tokenizer import Tokenizer
+from fairstream.training.config import TokenizerConfig, TrainConfig
+from fairstream.training.data import Batch, BatchLoader
 from fairstream.training.loop import (
     DistInfo,
     LossOutput,
@@ -29,19 +39,22 @@ from fairstream.training.loop import (
     unwrap,
 )
 
+if TYPE_CHECKING:
+    from fairstream.inference import LoadedModel
+
 __all__ = ["GreedyWerHook", "LoaderSource", "TransducerObjective", "train"]
 
 logger = logging.getLogger(__name__)
 
 
 class TransducerObjective:
-    """RNN-T loss (plus the model's auxiliary CTC term) of a :class:`~fairstream.training.data.Batch`.
+    """RNN-T loss (plus the model's auxiliary terms) of a :class:`~.data.Batch`.
 
     The model computes its own loss (``Transducer.forward``); the options that shape it
     (``ctc_weight``, ``fastemit_lambda``) are part of the model config.
     """
 
-    def __call__(self, model: nn.Module, batch: Any) -> LossOutput:
+    def __call__(self, model: nn.Module, batch: Batch) -> LossOutput:
         out = model(batch.features, batch.feature_lens, batch.tokens, batch.token_lens)
         metrics = {"rnnt_loss": float(out.rnnt_loss)}
         if unwrap(model).ctc_head is not None:
@@ -58,16 +71,16 @@ class LoaderSource:
     Skipped batches are replayed by the sampler only (no audio or features are loaded).
     """
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: BatchLoader) -> None:
         self.loader = loader
 
-    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[Any]:
+    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[Batch]:
         state = dict(self.loader.state_dict())
         state.update(epoch=epoch, batches_done=skip)
         self.loader.load_state_dict(state)
         return iter(self.loader)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Batch]:
         """Epoch 0 from its start (for validation sets)."""
         return iter(self.batches(0))
 
@@ -80,7 +93,7 @@ class GreedyWerHook(TrainHook):
         tokenizer: turns token ids back into text.
     """
 
-    def __init__(self, batches: Iterable[Any], tokenizer: Any) -> None:
+    def __init__(self, batches: Iterable[Batch], tokenizer: Tokenizer) -> None:
         self.batches = batches
         self.tokenizer = tokenizer
 
@@ -103,10 +116,8 @@ class GreedyWerHook(TrainHook):
         return {"valid_wer": errors / words if words else float("nan")}
 
 
-def _spread_subset(cuts: Any, n: int | None) -> Any:
+def _spread_subset(cuts: CutSet, n: int | None) -> CutSet:
     """At most ``n`` cuts spread evenly over the (id-sorted) cut set, for a stable subset."""
-    from lhotse import CutSet
-
     items = sorted(cuts, key=lambda c: c.id)
     if n is None or n >= len(items):
         return CutSet.from_cuts(items)
@@ -122,25 +133,32 @@ def _tokenizer_files(directory: Path) -> dict[str, Tensor]:
     }
 
 
-def _prepare_tokenizer(config: Any, corpus: Any, out_dir: Path, d: DistInfo, resume: bool) -> Any:
-    """Train (rank 0) or reuse ``OUT/tokenizer``; every rank returns the loaded tokenizer."""
-    from fairstream.tokenizer import Tokenizer
-
+def _prepare_tokenizer(config: TrainConfig, corpus: Corpus, out_dir: Path, d: DistInfo,
+                       resume: bool, reuse: Tokenizer | None) -> Tokenizer:
+    """Train (rank 0), copy ``reuse`` into, or reuse ``OUT/tokenizer``; every rank returns the
+    loaded tokenizer."""
     tok_dir = out_dir / "tokenizer"
     want = config.tokenizer
     if d.is_main:
         existing = None
         if resume and (tok_dir / "tokenizer.json").exists():
             existing = Tokenizer.load(tok_dir)
-            if existing.model_type != want.kind or (
-                want.kind != "char" and existing.vocab_size != want.vocab_size
-            ):
+            if reuse is not None:
+                differs = (existing.model_type != reuse.model_type
+                           or existing.vocab_size != reuse.vocab_size)
+            else:
+                differs = existing.model_type != want.kind or (
+                    want.kind != "char" and existing.vocab_size != want.vocab_size
+                )
+            if differs:
                 raise CheckpointError(
                     f"{tok_dir} holds a {existing.model_type} tokenizer of "
                     f"{existing.vocab_size} symbols, the config asks for {want.kind} with "
                     f"vocab_size {want.vocab_size}; use another output directory or --no-resume"
                 )
-        if existing is None:
+        if existing is None and reuse is not None:
+            reuse.save(tok_dir)
+        elif existing is None:
             texts = [s.text for c in corpus.cuts(config.data.train_split) for s in c.supervisions
                      if s.text]
             Tokenizer.train(texts, tok_dir, vocab_size=want.vocab_size, model_type=want.kind)
@@ -150,7 +168,7 @@ def _prepare_tokenizer(config: Any, corpus: Any, out_dir: Path, d: DistInfo, res
 
 
 def train(
-    config: Any,
+    config: TrainConfig,
     *,
     out_dir: str | Path,
     objective: Objective | None = None,
@@ -158,7 +176,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a transducer on a corpus directory as ``config`` (a ``TrainConfig``) describes.
+    """Train a transducer on a corpus directory as ``config`` describes.
 
     Steps: join the DDP group if launched by ``torchrun``; open ``config.data.corpus``; train
     (or reuse) the tokenizer in ``OUT/tokenizer`` and set ``model.vocab_size`` from it;
@@ -166,6 +184,17 @@ def train(
     (a relative path is taken inside the corpus directory); build the bucketing data loaders
     with SpecAugment; then :func:`fit`. Checkpoints also store the tokenizer files and the
     CMVN statistics, so a checkpoint alone is enough to decode.
+
+    Starting from a checkpoint (``config.init``, ``fairstream train --init CKPT``): its
+    tokenizer is copied to ``OUT/tokenizer`` (and its ``tokenizer`` config section replaces the
+    recipe's), its CMVN statistics replace the corpus's, and its weights are loaded into the
+    model the recipe describes (:func:`~fairstream.training.warm_start.load_state_dict`:
+    parameters the checkpoint lacks keep their fresh initialization and are logged). The
+    optimizer, the step counter and the learning-rate schedule start anew. A run that finds
+    its own checkpoints in ``OUT`` resumes from them instead.
+
+    Training-data selection (``config.data.select``) is applied to the training split only;
+    see :func:`~fairstream.training.selection.select_cuts`.
 
     Args:
         config: the resolved :class:`~fairstream.training.config.TrainConfig`.
@@ -176,64 +205,105 @@ def train(
         progress: progress bars.
 
     Raises:
-        InputDataError: no corpus directory in the config.
-        CorpusError, CheckpointError, TrainingError: see :func:`fit`.
+        InputDataError: no corpus directory in the config, or a bad ``data.select``.
+        CheckpointError: the ``init`` checkpoint is not a transducer checkpoint or does not fit
+            the model.
+        CorpusError, TrainingError: see :func:`fit`.
     """
-    from fairstream.errors import InputDataError
-
-    if not config.data.corpus:
+    corpus_dir = config.data.corpus
+    if not corpus_dir:
         raise InputDataError("config data.corpus is not set (pass --corpus DIR)")
     d = init_distributed()
     threads_before = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, Path(out_dir), d, objective, hooks, resume, progress)
+        return _train(config, load_corpus(corpus_dir), Path(out_dir), d, objective, hooks,
+                      resume, progress)
     finally:
         torch.set_num_threads(threads_before)
         if d.created and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config: Any, out_dir: Path, d: DistInfo, objective: Objective | None,
-           hooks: Sequence[TrainHook], resume: bool, progress: bool) -> TrainResult:
+def _with_init_tokenizer(config: TrainConfig, init: LoadedModel) -> TrainConfig:
+    """``config`` with the tokenizer section of the checkpoint it starts from."""
     from dataclasses import replace
 
-    from fairstream.data.corpus import load_corpus
-    from fairstream.errors import InputDataError
-    from fairstream.features.fbank import Cmvn
+    from fairstream.config_parse import from_dict
+
+    stored = init.config.get("tokenizer")
+    if stored is None:
+        return config
+    try:
+        section = from_dict(TokenizerConfig, stored, path="tokenizer")
+    except InputDataError as exc:
+        raise CheckpointError(f"{init.path}: stored tokenizer config is unusable: {exc}") from exc
+    if section != config.tokenizer:
+        logger.warning("init: the tokenizer of %s is reused (%s), not the recipe's (%s)",
+                       init.path, section, config.tokenizer)
+    return replace(config, tokenizer=section)
+
+
+def _cached_features(config: TrainConfig, corpus: Corpus, train_cuts: CutSet,
+                     valid_cuts: CutSet, d: DistInfo, progress: bool) -> tuple[CutSet, CutSet]:
+    """The cuts with their features computed once into ``data.feature_cache``."""
+    from fairstream.training.data import precompute_features
+
+    assert config.data.feature_cache is not None
+    cache = Path(config.data.feature_cache)
+    if not cache.is_absolute():
+        cache = corpus.root / cache
+    jobs = max(1, min(os.cpu_count() or 1, 8))
+    # rank 0 computes the arrays once (in parallel); the others then find them
+    for rank_turn in ((0, 1) if d.world_size > 1 else (0,)):
+        if (rank_turn == 0) == d.is_main:
+            train_cuts = precompute_features(train_cuts, cache, num_jobs=jobs,
+                                             progress=progress and d.is_main)
+            valid_cuts = precompute_features(valid_cuts, cache, num_jobs=jobs,
+                                             progress=progress and d.is_main)
+        if d.world_size > 1:
+            dist.barrier()
+    return train_cuts, valid_cuts
+
+
+def _train(config: TrainConfig, corpus: Corpus, out_dir: Path, d: DistInfo,
+           objective: Objective | None, hooks: Sequence[TrainHook], resume: bool,
+           progress: bool) -> TrainResult:
+    from dataclasses import replace
+
+    from fairstream.inference import load_transducer
     from fairstream.models.factory import build_model
     from fairstream.training.config import config_to_dict, save_config
-    from fairstream.training.data import make_dataloader, precompute_features
+    from fairstream.training.data import make_dataloader
+    from fairstream.training.selection import select_cuts
+    from fairstream.training.warm_start import load_state_dict
 
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = load_corpus(config.data.corpus)
-    tokenizer = _prepare_tokenizer(config, corpus, out_dir, d, resume)
+    init = load_transducer(config.init) if config.init else None
+    if init is not None:
+        config = _with_init_tokenizer(config, init)
+    tokenizer = _prepare_tokenizer(config, corpus, out_dir, d, resume,
+                                   init.tokenizer if init is not None else None)
     config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
     run_config = config_to_dict(config)
     if d.is_main:
         save_config(config, out_dir / "config.yaml")
-    mean, std = corpus.cmvn
-    cmvn = Cmvn(mean=mean, std=std)
+    if init is not None:
+        cmvn = init.cmvn
+    else:
+        mean, std = corpus.cmvn
+        cmvn = Cmvn(mean=mean, std=std)
 
     train_cuts = corpus.cuts(config.data.train_split)
+    if config.data.select.active:
+        train_cuts = select_cuts(train_cuts, config.data.select, corpus.speakers)
     valid_cuts = _spread_subset(corpus.cuts(config.data.valid_split),
                                 config.data.max_valid_utterances)
     if config.data.feature_cache:
-        cache = Path(config.data.feature_cache)
-        if not cache.is_absolute():
-            cache = corpus.root / cache
-        jobs = max(1, min(os.cpu_count() or 1, 8))
-        # rank 0 computes the arrays once (in parallel); the others then find them
-        for rank_turn in ((0, 1) if d.world_size > 1 else (0,)):
-            if (rank_turn == 0) == d.is_main:
-                train_cuts = precompute_features(train_cuts, cache, num_jobs=jobs,
-                                                 progress=progress and d.is_main)
-                valid_cuts = precompute_features(valid_cuts, cache, num_jobs=jobs,
-                                                 progress=progress and d.is_main)
-            if d.world_size > 1:
-                dist.barrier()
+        train_cuts, valid_cuts = _cached_features(config, corpus, train_cuts, valid_cuts, d,
+                                                  progress)
 
     longest = max(c.duration for c in train_cuts)
     if longest > config.data.max_duration:
@@ -241,7 +311,7 @@ def _train(config: Any, out_dir: Path, d: DistInfo, objective: Objective | None,
             f"data.max_duration={config.data.max_duration} s is shorter than the longest "
             f"training cut ({longest:.2f} s)"
         )
-    common: dict[str, Any] = {
+    common: dict[str, Any] = {  # Any: keyword arguments of several types for make_dataloader
         "tokenizer": tokenizer, "cmvn": cmvn, "seed": config.seed, "rank": d.rank,
         "world_size": d.world_size,  # cached cuts carry their features manifest
     }
@@ -263,6 +333,12 @@ def _train(config: Any, out_dir: Path, d: DistInfo, objective: Objective | None,
 
     torch.manual_seed(config.seed)
     model = build_model(config.model)
+    if init is not None:
+        for key, old, new in config_differences(init.config.get("model", {}),
+                                                run_config["model"]):
+            logger.info("init: model.%s is %r in %s, %r here", key, old, init.path, new)
+        report = load_state_dict(model, init.model.state_dict(), source=init.path)
+        logger.info("init from %s: %s", init.path, report)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %.2f M parameters, vocabulary %d", n_params / 1e6, tokenizer.vocab_size)
     extra = {

@@ -1,0 +1,170 @@
+"""Which speakers a training run uses: a data-selection hook for recipes (``data.select``).
+
+A recipe can train on a chosen set of speakers, or train on all data while showing a chosen
+set more often::
+
+    data:
+      select:
+        where: "accent in ['en-029'] and gender == 'female'"   # a predicate on speakers.csv
+        speakers_file: cohort.txt                             # and/or speaker ids, one a line
+        oversample: 3      # optional: all data, the selected speakers' cuts three times
+
+With both ``where`` and ``speakers_file`` a speaker must satisfy both. Selection applies to
+the training split only; validation always sees its whole split. :func:`select_speakers`
+resolves the selection against ``speakers.csv``, :func:`select_cuts` applies it to cuts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from lhotse import CutSet
+
+from fairstream.errors import InputDataError
+
+__all__ = ["SelectConfig", "select_cuts", "select_speakers"]
+
+logger = logging.getLogger(__name__)
+
+_KEY = "data.select"
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """The ``data.select`` section: a set of training speakers to train on or oversample.
+
+    Attributes:
+        speakers_file: a text file of speaker ids, one per line (blank lines and lines starting
+            with ``#`` are ignored); a relative path is taken from the working directory.
+        where: a :meth:`pandas.DataFrame.query` predicate on the columns of ``speakers.csv``,
+            for example ``accent in ['en-029'] and gender == 'female'``.
+        oversample: ``None``: train on the selected speakers only; an integer ``r >= 1``:
+            train on all data, with each cut of a selected speaker taken ``r`` times per epoch.
+    """
+
+    speakers_file: str | None = None
+    where: str | None = None
+    oversample: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.oversample is not None and self.oversample < 1:
+            raise InputDataError(f"{_KEY}.oversample must be >= 1, got {self.oversample}")
+        if self.oversample is not None and not self.active:
+            raise InputDataError(
+                f"{_KEY}.oversample needs {_KEY}.speakers_file or {_KEY}.where to say whom"
+            )
+        if self.where is not None and not self.where.strip():
+            raise InputDataError(f"{_KEY}.where is empty")
+
+    @property
+    def active(self) -> bool:
+        """Whether any speakers are selected (otherwise every cut is used once)."""
+        return self.speakers_file is not None or self.where is not None
+
+
+def _read_speakers_file(path: Path, known: AbstractSet[str]) -> set[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{_KEY}.speakers_file: cannot read {path}: {exc}") from exc
+    ids: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        speaker = line.strip()
+        if not speaker or speaker.startswith("#"):
+            continue
+        if speaker not in known:
+            raise InputDataError(
+                f"{_KEY}.speakers_file {path} line {number}: speaker id {speaker!r} is not "
+                "in the corpus's speakers.csv"
+            )
+        ids.add(speaker)
+    if not ids:
+        raise InputDataError(f"{_KEY}.speakers_file {path} lists no speaker ids")
+    return ids
+
+
+def _query_speakers(where: str, speakers: pd.DataFrame) -> set[str]:
+    columns = ", ".join(str(c) for c in speakers.columns)
+    try:
+        chosen = speakers.query(where, engine="python")
+    except pd.errors.UndefinedVariableError as exc:
+        match = re.search(r"name '([^']+)' is not defined", str(exc))
+        name = match.group(1) if match else str(exc)
+        raise InputDataError(
+            f"{_KEY}.where: unknown column {name!r} in {where!r} "
+            f"(columns of speakers.csv: {columns})"
+        ) from exc
+    except Exception as exc:  # pandas raises many kinds for a bad expression; all are the recipe's
+        raise InputDataError(f"{_KEY}.where: cannot evaluate {where!r}: {exc}") from exc
+    if not isinstance(chosen, pd.DataFrame):
+        raise InputDataError(f"{_KEY}.where: {where!r} is not a true/false test of each speaker")
+    return set(chosen["speaker_id"].astype(str))
+
+
+def select_speakers(config: SelectConfig, speakers: pd.DataFrame) -> set[str] | None:
+    """The speaker ids ``config`` selects, or ``None`` when it selects nothing in particular.
+
+    Args:
+        config: the ``data.select`` section.
+        speakers: the corpus's ``speakers.csv`` (a ``speaker_id`` column and attributes).
+
+    Raises:
+        InputDataError: an unreadable speakers file, an id that is not in ``speakers.csv``, a
+            predicate naming an unknown column or failing to evaluate, or an empty selection;
+            the message names the key.
+    """
+    if not config.active:
+        return None
+    if "speaker_id" not in speakers.columns:
+        raise InputDataError(f"{_KEY}: speakers.csv has no speaker_id column")
+    chosen = set(speakers["speaker_id"].astype(str))
+    if config.speakers_file is not None:
+        chosen &= _read_speakers_file(Path(config.speakers_file), chosen)
+    if config.where is not None:
+        chosen &= _query_speakers(config.where, speakers)
+    if not chosen:
+        raise InputDataError(f"{_KEY} selects no speaker (where={config.where!r}, "
+                             f"speakers_file={config.speakers_file!r})")
+    return chosen
+
+
+def select_cuts(cuts: CutSet, config: SelectConfig, speakers: pd.DataFrame) -> CutSet:
+    """The training cuts ``config`` asks for: the selected speakers' cuts, or all cuts with the
+    selected speakers' cuts repeated ``oversample`` times (repeats keep their cut id).
+
+    Args:
+        cuts: the training split's cuts (one supervision each, with a speaker).
+        config: the ``data.select`` section.
+        speakers: the corpus's ``speakers.csv``.
+
+    Raises:
+        InputDataError: see :func:`select_speakers`; also when no cut belongs to a selected
+            speaker.
+    """
+    chosen = select_speakers(config, speakers)
+    if chosen is None:
+        return cuts
+    items = list(cuts)
+    selected = [c for c in items if c.supervisions and c.supervisions[0].speaker in chosen]
+    if not selected:
+        raise InputDataError(
+            f"{_KEY} selects {len(chosen)} speakers, none of whom has a training cut "
+            f"(e.g. {sorted(chosen)[:5]})"
+        )
+    present = {c.supervisions[0].speaker for c in selected}
+    if len(present) < len(chosen):  # speakers of other splits, for instance
+        logger.info("%s: %d of the %d selected speakers have no training cut",
+                    _KEY, len(chosen) - len(present), len(chosen))
+    if config.oversample is None:
+        logger.info("%s: training on %d cuts of %d speakers (of %d cuts)",
+                    _KEY, len(selected), len(present), len(items))
+        return CutSet.from_cuts(selected)
+    logger.info("%s: %d cuts of %d speakers taken %d times, with the other %d cuts",
+                _KEY, len(selected), len(present), config.oversample,
+                len(items) - len(selected))
+    return CutSet.from_cuts(items + selected * (config.oversample - 1))
