@@ -30,8 +30,8 @@ from fairstream.data.speakers import (
 from fairstream.data.synthesis import build_corpus, make_noise, plan_utterances, render_utterance
 from fairstream.errors import CorpusError
 
-SPEAKER_COLUMNS = ["speaker_id", "split", "accent", "voice", "gender", "age_band", "pitch", "rate", "noise_type",
-                   "snr_db", "telephone", "lat", "lon", "zip", "state"]
+SPEAKER_COLUMNS = ["speaker_id", "split", "accent", "voice", "gender", "age_band", "pitch", "rate",
+                   "noise_type", "snr_db", "telephone", "lat", "lon", "zip", "state"]
 ZIP_COLUMNS = ["zip", "state", "lat", "lon", "majority_race_ethnicity", "majority_income_band",
                "majority_education", "urbanicity", "majority_age_band", "median_household_income"]
 CUSTOM_KEYS = {"accent", "gender", "age_band", "lat", "lon", "zip"}
@@ -39,12 +39,14 @@ CUSTOM_KEYS = {"accent", "gender", "age_band", "lat", "lon", "zip"}
 
 def mini_config() -> CorpusConfig:
     """12 utterances: enough to exercise every stage in about a second."""
-    return replace(get_preset("tiny"), preset="mini", speakers=SpeakerConfig(n_train=4, n_dev=2, n_test=2),
+    return replace(get_preset("tiny"), preset="mini",
+                   speakers=SpeakerConfig(n_train=4, n_dev=2, n_test=2),
                    utterances_per_speaker=(2, 1, 1), cmvn_max_utterances=4)
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,9 @@ def test_tiny_corpus_layout_and_counts(tiny_corpus: Path) -> None:
     assert corpus.splits == ["train", "dev", "test"]
     total = sum(len(corpus.cuts(s)) for s in corpus.splits)
     assert 180 <= total <= 240
-    assert {"corpus.json", "corpus_card.md", "speakers.csv", "zip_demographics.csv", "cmvn.json"} <= {
-        p.name for p in tiny_corpus.iterdir()}
+    expected = {"corpus.json", "corpus_card.md", "speakers.csv", "zip_demographics.csv",
+                "cmvn.json"}
+    assert expected <= {p.name for p in tiny_corpus.iterdir()}
 
 
 def test_speaker_metadata_is_complete(tiny_corpus: Path) -> None:
@@ -80,7 +83,8 @@ def test_speaker_metadata_is_complete(tiny_corpus: Path) -> None:
         assert len(row.zip) == 5
         match = zipcodes.matching(row.zip)
         assert match and match[0]["state"] == row.state, row.zip  # a real zip in the stated state
-        assert abs(float(match[0]["lat"]) - row.lat) < 0.2 and abs(float(match[0]["long"]) - row.lon) < 0.2
+        assert abs(float(match[0]["lat"]) - row.lat) < 0.2
+        assert abs(float(match[0]["long"]) - row.lon) < 0.2
         assert row.voice.startswith(row.accent + "+")
 
 
@@ -103,7 +107,8 @@ def test_splits_have_disjoint_speakers_and_supervisions_carry_metadata(tiny_corp
             assert seen.setdefault(sup.speaker, split) == split, f"{sup.speaker} in two splits"
             assert CUSTOM_KEYS <= set(sup.custom)
             assert sup.custom["accent"] == speakers.loc[sup.speaker, "accent"]
-            assert sup.text and sup.text == sup.text.lower() and not any(c.isdigit() for c in sup.text)
+            assert sup.text and sup.text == sup.text.lower()
+            assert not any(c.isdigit() for c in sup.text)
             assert cut.duration == pytest.approx(cut.recording.duration)
 
 
@@ -173,7 +178,8 @@ def test_allocate_counts_is_exact() -> None:
 # ---------------------------------------------------------------------------- determinism
 
 
-def test_same_seed_gives_identical_bytes_across_job_counts(mini_reference: Path, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_bytes_across_job_counts(
+        mini_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
     build_corpus(mini_config(), out, seed=3, jobs=2, progress=False)
     ref, new = _files(mini_reference), _files(out)
@@ -234,7 +240,8 @@ def test_interrupted_build_is_not_complete_and_resume_finishes_it(
     load_corpus(out)
 
 
-def test_resume_of_a_complete_corpus_synthesizes_nothing(mini_reference: Path, tmp_path: Path) -> None:
+def test_resume_of_a_complete_corpus_synthesizes_nothing(
+        mini_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(mini_reference, out)
     summary = build_corpus(mini_config(), out, seed=3, jobs=1, resume=True, progress=False)
@@ -245,7 +252,8 @@ def test_resume_of_a_complete_corpus_synthesizes_nothing(mini_reference: Path, t
 # ------------------------------------------------------------------------------- bad input
 
 
-def test_output_dir_with_a_different_corpus_is_refused(mini_reference: Path, tmp_path: Path) -> None:
+def test_output_dir_with_a_different_corpus_is_refused(
+        mini_reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(mini_reference, out)
     with pytest.raises(CorpusError, match="different corpus") as info:
@@ -262,13 +270,14 @@ def test_non_empty_dir_without_corpus_json_is_refused(tmp_path: Path) -> None:
 
 def test_unknown_accent_or_planted_accent_is_refused() -> None:
     with pytest.raises(CorpusError, match="en-xx"):
-        SpeakerConfig(n_train=4, n_dev=1, n_test=1, accents=("en-us", "en-xx"), accent_weights=(1.0, 1.0),
-                      under_represented=())
+        SpeakerConfig(n_train=4, n_dev=1, n_test=1, accents=("en-us", "en-xx"),
+                      accent_weights=(1.0, 1.0), under_represented=())
     with pytest.raises(CorpusError, match="en-gb-scotland"):
         SpeakerConfig(n_train=4, n_dev=1, n_test=1, accents=("en-us",), accent_weights=(1.0,))
 
 
-def test_unknown_voice_variant_fails_before_any_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_voice_variant_fails_before_any_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fairstream.data import speakers
 
     monkeypatch.setattr(speakers, "FEMALE_VARIANTS", ("nosuchvoice",) * 5)
@@ -307,7 +316,8 @@ def test_noise_types_have_unit_rms_and_expected_tilt() -> None:
     low_high = {}
     for kind in NOISE_TYPES:
         x = make_noise(kind, sr * 2, sr, np.random.default_rng(0))
-        assert x.shape == (sr * 2,) and np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
+        assert x.shape == (sr * 2,)
+        assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3)
         spec = np.abs(np.fft.rfft(x)) ** 2
         f = np.fft.rfftfreq(len(x), 1 / sr)
         low_high[kind] = spec[(f > 100) & (f < 500)].mean() / spec[(f > 4000) & (f < 7000)].mean()
@@ -330,7 +340,8 @@ def test_snr_and_telephone_band_limit() -> None:
     def floor_ratio(x: np.ndarray) -> float:  # noise power in the leading silence vs whole mix
         return float(np.mean(x[: lead - 400] ** 2) / np.mean(x**2))
 
-    assert floor_ratio(render_utterance(noisy, synth, 16000)) > 100 * floor_ratio(render_utterance(quiet, synth, 16000))
+    noisy_floor = floor_ratio(render_utterance(noisy, synth, 16000))
+    assert noisy_floor > 100 * floor_ratio(render_utterance(quiet, synth, 16000))
     x = render_utterance(phone, synth, 16000)
     spec_x = np.abs(np.fft.rfft(x)) ** 2
     f = np.fft.rfftfreq(len(x), 1 / 16000)

@@ -32,35 +32,36 @@ def test_help_teaches_the_commands() -> None:
         assert word in result.output
     result = runner.invoke(main, ["corpus", "build", "--help"])
     assert result.exit_code == 0
-    assert "PLANTED DISPARITY" in result.output and "--resume" in result.output and "--jobs" in result.output
+    assert "PLANTED DISPARITY" in result.output
+    assert "--resume" in result.output and "--jobs" in result.output
 
 
-def test_build_prints_summary_and_refuses_a_different_corpus(tmp_path: Path, mini_preset: None) -> None:
+def test_build_prints_summary_and_refuses_a_different_corpus(
+        tmp_path: Path, mini_preset: None) -> None:
     runner = CliRunner()
     out = tmp_path / "c"
-    result = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", str(out), "--seed", "5",
-                                  "--no-progress"])
+    build = ["corpus", "build", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    result = runner.invoke(main, [*build, "--seed", "5"])
     assert result.exit_code == 0, result.output
     assert "utt/s" in result.output and "utterances 12" in result.output
     assert load_corpus(out).info["seed"] == 5
 
-    again = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", str(out), "--seed", "5",
-                                 "--no-progress"])
+    again = runner.invoke(main, [*build, "--seed", "5"])
     assert again.exit_code != 0 and "--resume" in again.output
-    resumed = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", str(out), "--seed", "5",
-                                   "--resume", "--no-progress"])
+    resumed = runner.invoke(main, [*build, "--seed", "5", "--resume"])
     assert resumed.exit_code == 0 and "reused 12" in resumed.output
-    other = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", str(out), "--seed", "6",
-                                 "--no-progress"])
+    other = runner.invoke(main, [*build, "--seed", "6"])
     assert other.exit_code != 0
     assert "different corpus" in other.output and str(out) in other.output
 
 
 def test_build_rejects_bad_options(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["corpus", "build", "--preset", "huge", "--out", str(tmp_path / "x")])
+    out = str(tmp_path / "x")
+    result = runner.invoke(main, ["corpus", "build", "--preset", "huge", "--out", out])
     assert result.exit_code == 2 and "huge" in result.output
-    result = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", str(tmp_path / "x"), "--jobs", "0"])
+    result = runner.invoke(main, ["corpus", "build", "--preset", "tiny", "--out", out,
+                                  "--jobs", "0"])
     assert result.exit_code == 2 and "--jobs" in result.output
 
 
@@ -77,7 +78,8 @@ def test_info_tables(tiny_corpus: Path) -> None:
 
 
 def test_info_on_an_incomplete_corpus_fails_clearly(tmp_path: Path) -> None:
-    (tmp_path / "corpus.json").write_text(json.dumps({"format": "fairstream-corpus", "complete": False}))
+    (tmp_path / "corpus.json").write_text(
+        json.dumps({"format": "fairstream-corpus", "complete": False}))
     result = CliRunner().invoke(main, ["corpus", "info", str(tmp_path)])
     assert result.exit_code != 0 and "incomplete" in result.output
 
@@ -110,8 +112,9 @@ def test_import_lhotse_is_wired(tiny_corpus: Path, tmp_path: Path) -> None:
     corpus.recordings("test").to_file(recs)
     corpus.supervisions("test").to_file(sups)
     out = tmp_path / "imported"
-    result = CliRunner().invoke(main, ["corpus", "import-lhotse", "--recordings", str(recs), "--supervisions",
-                                       str(sups), "--out", str(out), "--split", "test"])
+    result = CliRunner().invoke(main, ["corpus", "import-lhotse", "--recordings", str(recs),
+                                       "--supervisions", str(sups), "--out", str(out),
+                                       "--split", "test"])
     assert result.exit_code == 0, result.output
     imported = load_corpus(out)
     assert len(imported.cuts("test")) == len(corpus.cuts("test"))
@@ -123,6 +126,7 @@ def test_import_lhotse_is_wired(tiny_corpus: Path, tmp_path: Path) -> None:
     assert info.exit_code == 0, info.output
     assert "test:spk" in info.output and "audit:spk" in info.output
     assert load_corpus(out).splits == ["test", "audit"]
-    bad = CliRunner().invoke(main, ["corpus", "import-lhotse", "--recordings", str(tmp_path / "nope.jsonl"),
+    bad = CliRunner().invoke(main, ["corpus", "import-lhotse",
+                                    "--recordings", str(tmp_path / "nope.jsonl"),
                                     "--supervisions", str(sups), "--out", str(out)])
     assert bad.exit_code == 2 and "nope.jsonl" in bad.output

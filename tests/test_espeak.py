@@ -21,8 +21,8 @@ from fairstream.data.espeak import (
 from fairstream.errors import CorpusError
 
 TEXT = "set a timer for twenty five minutes"
-ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
-           "en-us-nyc"]
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-029", "en-us-nyc"]
 
 
 def _digest(x: np.ndarray) -> str:
@@ -57,10 +57,12 @@ def test_rate_and_pitch_change_the_audio(synth: EspeakSynthesizer) -> None:
     assert _digest(low) != _digest(high)
 
 
-def test_same_request_gives_identical_samples_regardless_of_history(synth: EspeakSynthesizer) -> None:
+def test_same_request_gives_identical_samples_regardless_of_history(
+        synth: EspeakSynthesizer) -> None:
     # eSpeak keeps static state (pitch flutter, wave phase); the binding must reset it per call
     first = synth.synthesize(TEXT, voice="en-gb-scotland+f3", rate=160, pitch=40, seed=7)
-    synth.synthesize("what's the weather in albuquerque", voice="en-029+m3", rate=220, pitch=10, seed=3)
+    synth.synthesize("what's the weather in albuquerque", voice="en-029+m3", rate=220, pitch=10,
+                     seed=3)
     again = synth.synthesize(TEXT, voice="en-gb-scotland+f3", rate=160, pitch=40, seed=7)
     np.testing.assert_array_equal(first, again)
 
@@ -103,7 +105,8 @@ def test_unknown_voice_is_a_clear_error(synth: EspeakSynthesizer, voice: str, na
     ({"pitch": 150}, "pitch 150"),
     ({"pitch_range": -1}, "pitch_range -1"),
 ])
-def test_out_of_range_parameters(synth: EspeakSynthesizer, kwargs: dict[str, int], match: str) -> None:
+def test_out_of_range_parameters(
+        synth: EspeakSynthesizer, kwargs: dict[str, int], match: str) -> None:
     with pytest.raises(CorpusError, match=match):
         synth.synthesize(TEXT, voice="en-us", **kwargs)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +31,9 @@ def _kaldi_table(path: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in path.read_text().splitlines())
 
 
+GENDERS = {"spk0": "female", "spk1": "male", "spk2": "female"}  # make_kaldi_dir's spk2gender
+
+
 def test_kaldi_round_trip(tmp_path: Path) -> None:
     src = make_kaldi_dir(tmp_path, n=6)
     report = import_kaldi_dir(src, tmp_path / "corpus")
@@ -49,7 +54,7 @@ def test_kaldi_round_trip(tmp_path: Path) -> None:
         sup = cut.supervisions[0]
         assert sup.text == normalize(text[cut.id]) and sup.custom["orig_text"] == text[cut.id]
         assert sup.speaker == utt2spk[cut.id]
-        assert sup.custom["gender"] == {"spk0": "female", "spk1": "male", "spk2": "female"}[sup.speaker]
+        assert sup.custom["gender"] == GENDERS[sup.speaker]
         assert set(sup.custom) >= {"accent", "gender", "age_band", "lat", "lon", "zip"}
         original, _ = sf.read(wav[cut.id], dtype="float32")
         np.testing.assert_allclose(cut.load_audio()[0], original, atol=1e-6)
@@ -57,7 +62,7 @@ def test_kaldi_round_trip(tmp_path: Path) -> None:
     with (out / "speakers.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == SPEAKER_COLUMNS
-    assert {r["speaker_id"]: r["gender"] for r in rows} == {"spk0": "female", "spk1": "male", "spk2": "female"}
+    assert {r["speaker_id"]: r["gender"] for r in rows} == GENDERS
     assert all(r["accent"] == "" and r["split"] == "train" for r in rows)
     assert (out / "zip_demographics.csv").read_text().startswith("zip,state,lat,lon")
     assert json.loads((out / "import_report_train.json").read_text())["skipped"] == []
@@ -118,20 +123,24 @@ def _break(kind: str, src: Path, tmp: Path) -> str:
         data = Path(wav[victim]).read_bytes()
         Path(wav[victim]).write_bytes(data[:44])
     elif kind == "empty_text":
-        lines = [f"{victim}" if ln.startswith(victim) else ln for ln in (src / "text").read_text().splitlines()]
+        lines = [f"{victim}" if ln.startswith(victim) else ln
+                 for ln in (src / "text").read_text().splitlines()]
         (src / "text").write_text("\n".join(lines) + "\n")
     elif kind == "punct_only_text":
-        lines = [f"{victim} ?!" if ln.startswith(victim) else ln for ln in (src / "text").read_text().splitlines()]
+        lines = [f"{victim} ?!" if ln.startswith(victim) else ln
+                 for ln in (src / "text").read_text().splitlines()]
         (src / "text").write_text("\n".join(lines) + "\n")
     elif kind == "non_utf8_text":
         raw = (src / "text").read_bytes().splitlines()
-        raw = [f"{victim} caf".encode() + b"\xe9 ok" if ln.startswith(victim.encode()) else ln for ln in raw]
+        raw = [f"{victim} caf".encode() + b"\xe9 ok" if ln.startswith(victim.encode()) else ln
+               for ln in raw]
         (src / "text").write_bytes(b"\n".join(raw) + b"\n")
     elif kind == "duplicate_id":
         with (src / "text").open("a") as f:
             f.write(f"{victim} another transcript\n")
     elif kind == "missing_speaker":
-        lines = [ln for ln in (src / "utt2spk").read_text().splitlines() if not ln.startswith(victim)]
+        lines = [ln for ln in (src / "utt2spk").read_text().splitlines()
+                 if not ln.startswith(victim)]
         (src / "utt2spk").write_text("\n".join(lines) + "\n")
     elif kind == "piped_command":
         lines = [f"{victim} sox x.wav -t wav - |" if ln.startswith(victim) else ln
@@ -196,7 +205,8 @@ def test_output_directory_rules(tmp_path: Path) -> None:
 
     other = tmp_path / "other"
     other.mkdir()
-    (other / "corpus.json").write_text(json.dumps({"format": "fairstream-corpus", "config": {"preset": "tiny"}}))
+    (other / "corpus.json").write_text(
+        json.dumps({"format": "fairstream-corpus", "config": {"preset": "tiny"}}))
     with pytest.raises(CorpusError, match="already holds a different corpus"):
         import_kaldi_dir(src, other)
     junk = tmp_path / "junk"
@@ -209,7 +219,8 @@ def test_output_directory_rules(tmp_path: Path) -> None:
 def _lhotse_manifests(tmp_path: Path, n: int = 4) -> tuple[Path, Path]:
     recs, sups = [], []
     for i in range(n):
-        p = write_wav(tmp_path / "lw" / f"r{i}.wav", 1.0 + 0.2 * i, sample_rate=16000 if i else 22050, seed=i)
+        p = write_wav(tmp_path / "lw" / f"r{i}.wav", 1.0 + 0.2 * i,
+                      sample_rate=16000 if i else 22050, seed=i)
         rec = Recording.from_file(p, recording_id=f"r{i}")
         recs.append(rec)
         sups.append(SupervisionSegment(
@@ -240,7 +251,11 @@ def test_lhotse_round_trip(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "cmvn.json").exists()  # CMVN comes from the train split only
 
 
-def _rewrite_jsonl(path: Path, edit) -> None:
+Items = list[dict[str, Any]]  # Any: manifest items are JSON data
+Edit = Callable[[Items, Items], tuple[Items, Items]]
+
+
+def _rewrite_jsonl(path: Path, edit: Callable[[Items], Items]) -> None:
     with gzip.open(path, "rt") as f:
         lines = [json.loads(x) for x in f]
     lines = edit(lines)
@@ -249,19 +264,35 @@ def _rewrite_jsonl(path: Path, edit) -> None:
             f.write(json.dumps(obj) + "\n")
 
 
-LHOTSE_BAD = [
+def _change(items: Items, item_id: str, **changes: object) -> Items:
+    """``items`` with the one whose id is ``item_id`` updated by ``changes``."""
+    return [dict(x, **changes) if x["id"] == item_id else x for x in items]
+
+
+def _missing_audio(r: Items, s: Items) -> tuple[Items, Items]:
+    rec = next(x for x in r if x["id"] == "r1")
+    source = dict(rec["sources"][0], source="/nonexistent/a.wav")
+    return _change(r, "r1", sources=[source]), s
+
+
+_COMMAND = {"type": "command", "channels": [0], "source": "sox a.wav -t wav -"}
+LHOTSE_BAD: list[tuple[str, str, str, Edit]] = [
     ("dup_sup", "s2", "duplicate supervision id", lambda r, s: (r, s + [s[2]])),
     ("dup_rec", "r3", "duplicate recording id", lambda r, s: (r + [r[3]], s)),
-    ("empty_text", "s1", "empty transcript", lambda r, s: (r, [dict(x, text=" ") if x["id"] == "s1" else x for x in s])),
-    ("no_recording", "s3", "recording r9 unusable", lambda r, s: (r, [dict(x, recording_id="r9") if x["id"] == "s3" else x for x in s])),
-    ("missing_file", "r1", "does not exist", lambda r, s: ([dict(x, sources=[dict(x["sources"][0], source="/nonexistent/a.wav")]) if x["id"] == "r1" else x for x in r], s)),
-    ("command_source", "r1", "shell command", lambda r, s: ([dict(x, sources=[{"type": "command", "channels": [0], "source": "sox a.wav -t wav -"}]) if x["id"] == "r1" else x for x in r], s)),
-    ("span", "s2", "outside recording", lambda r, s: (r, [dict(x, duration=9.0) if x["id"] == "s2" else x for x in s])),
+    ("empty_text", "s1", "empty transcript", lambda r, s: (r, _change(s, "s1", text=" "))),
+    ("no_recording", "s3", "recording r9 unusable",
+     lambda r, s: (r, _change(s, "s3", recording_id="r9"))),
+    ("missing_file", "r1", "does not exist", _missing_audio),
+    ("command_source", "r1", "shell command",
+     lambda r, s: (_change(r, "r1", sources=[_COMMAND]), s)),
+    ("span", "s2", "outside recording", lambda r, s: (r, _change(s, "s2", duration=9.0))),
 ]
 
 
-@pytest.mark.parametrize(("kind", "victim", "reason", "edit"), LHOTSE_BAD, ids=[k[0] for k in LHOTSE_BAD])
-def test_bad_lhotse_item_is_named_or_skipped(tmp_path: Path, kind, victim, reason, edit) -> None:
+@pytest.mark.parametrize(("kind", "victim", "reason", "edit"), LHOTSE_BAD,
+                         ids=[k[0] for k in LHOTSE_BAD])
+def test_bad_lhotse_item_is_named_or_skipped(tmp_path: Path, kind: str, victim: str, reason: str,
+                                             edit: Edit) -> None:
     rp, sp = _lhotse_manifests(tmp_path)
     with gzip.open(rp, "rt") as f:
         recs = [json.loads(x) for x in f]

@@ -103,7 +103,8 @@ def test_missing_list_is_named(tmp_path: Path) -> None:
 
 def test_unknown_utterances_and_missing_files_are_named(tmp_path: Path) -> None:
     trials = [Trial(1, "a/x.wav", "a/y.wav"), Trial(0, "a/x.wav", "b/z.wav")]
-    with pytest.raises(InputDataError, match=r"1 utterance\(s\) .* unknown to embeddings: 'b/z.wav'"):
+    with pytest.raises(InputDataError,
+                       match=r"1 utterance\(s\) .* unknown to embeddings: 'b/z.wav'"):
         check_known(trials, ["a/x.wav", "a/y.wav"])
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.wav").write_bytes(b"")
