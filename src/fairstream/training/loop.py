@@ -89,6 +89,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 StopReason = Literal["max_steps", "max_epochs", "budget"]
+#: A batch is opaque to the loop: whatever the :class:`DataSource` yields and the
+#: :class:`Objective` reads (a speech batch, speaker pairs, ...), hence ``Any``.
+AnyBatch = Any
+#: Plain data as stored in checkpoints and the metrics log (JSON-like values and tensors of
+#: any shape), hence ``Any``.
+PlainData = Any
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -114,7 +120,7 @@ class LossOutput:
 class Objective(Protocol):
     """``objective(model, batch) -> LossOutput``; ``model`` may be DDP-wrapped, so call it."""
 
-    def __call__(self, model: nn.Module, batch: Any) -> LossOutput: ...
+    def __call__(self, model: nn.Module, batch: AnyBatch) -> LossOutput: ...
 
 
 @runtime_checkable
@@ -126,7 +132,7 @@ class DataSource(Protocol):
     augmentation) must come from generators seeded by the epoch/batch, never the global ones.
     """
 
-    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[Any]: ...
+    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[AnyBatch]: ...
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,7 @@ class StepInfo:
     skipped: bool
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    batch: Any
+    batch: AnyBatch
 
 
 class TrainHook:
@@ -174,7 +180,7 @@ class TrainHook:
     def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Called once before the first step (after any resume)."""
 
-    def extra_loss(self, model: nn.Module, batch: Any) -> Tensor | None:
+    def extra_loss(self, model: nn.Module, batch: AnyBatch) -> Tensor | None:
         """A scalar added to the objective's loss, or ``None``."""
         return None
 
@@ -185,11 +191,11 @@ class TrainHook:
         """Extra validation metrics (called on every rank; the model is in eval mode)."""
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, PlainData]:
         """Resumable state (tensors and plain data)."""
         return {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, PlainData]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
 
@@ -318,7 +324,7 @@ class LossTerms:
 
 
 def compute_loss(
-    objective: Objective, model: nn.Module, batch: Any, hooks: Mapping[str, TrainHook]
+    objective: Objective, model: nn.Module, batch: AnyBatch, hooks: Mapping[str, TrainHook]
 ) -> LossTerms:
     """The objective of one training batch: the one place where its terms are gathered.
 
@@ -426,13 +432,13 @@ class _Run:
         model: nn.Module,
         objective: Objective,
         train_data: DataSource,
-        valid_data: Iterable[Any] | None,
+        valid_data: Iterable[AnyBatch] | None,
         optim: OptimConfig,
         schedule: ScheduleConfig,
         out_dir: Path,
-        run_config: Mapping[str, Any],
+        run_config: Mapping[str, PlainData],
         hooks: Sequence[TrainHook],
-        extra: Mapping[str, Any],
+        extra: Mapping[str, PlainData],
         progress: bool,
         dist_info: DistInfo,
         clock: Callable[[], float],
@@ -461,14 +467,14 @@ class _Run:
         self.last_saved_step = -1
         self.last_valid_step = -1
         self.resumed_from: Path | None = None
-        self.pending_rng: dict[str, Any] | None = None
+        self.pending_rng: dict[str, PlainData] | None = None
         self.t0 = 0.0
         self.elapsed_at_start = 0.0
         self.budget_s = (
             schedule.budget_minutes * 60.0 if schedule.budget_minutes is not None else None
         )
         self.meter = _Meter()
-        self.bar: tqdm[Any] | None = None
+        self.bar: tqdm[None] | None = None
 
     # ---------------------------------------------------------------- collective helpers
     # the reduce op is a torch.distributed.ReduceOp, whose type the stubs do not export
@@ -489,7 +495,7 @@ class _Run:
         self.p.elapsed_s = self.elapsed_at_start + (now - self.t0)
 
     # ---------------------------------------------------------------- logging
-    def _log(self, record: Mapping[str, Any]) -> None:
+    def _log(self, record: Mapping[str, PlainData]) -> None:
         if not self.d.is_main:
             return
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
@@ -511,7 +517,7 @@ class _Run:
         atomic_write_text(self.metrics_path, "".join(kept))
 
     # ---------------------------------------------------------------- checkpoints
-    def _progress_dict(self) -> dict[str, Any]:
+    def _progress_dict(self) -> dict[str, PlainData]:
         p = self.p
         return {
             "step": p.step,
@@ -532,20 +538,20 @@ class _Run:
             keys.append(key if n == 0 else f"{key}#{n}")
         return keys
 
-    def _hook_states(self) -> dict[str, Any]:
+    def _hook_states(self) -> dict[str, PlainData]:
         states = {k: h.state_dict() for k, h in self.named_hooks.items()}
         return {k: v for k, v in states.items() if v}
 
-    def _rng_state(self) -> dict[str, Any]:
+    def _rng_state(self) -> dict[str, PlainData]:
         """This process's generator states; under DDP also every rank's (``by_rank``)."""
         state = capture_rng_state()
         if self.d.world_size > 1:
-            gathered: list[Any] = [None] * self.d.world_size
+            gathered: list[PlainData] = [None] * self.d.world_size
             dist.all_gather_object(gathered, state)
             state = {**state, "by_rank": gathered}
         return state
 
-    def restore_rng(self, state: Mapping[str, Any]) -> None:
+    def restore_rng(self, state: Mapping[str, PlainData]) -> None:
         """Restore this rank's generator states (rank 0's if the world size changed)."""
         by_rank = state.get("by_rank")
         if by_rank is not None and len(by_rank) == self.d.world_size:
@@ -575,7 +581,7 @@ class _Run:
             old.unlink(missing_ok=True)
         logger.info("checkpoint %s written", path)
 
-    def try_resume(self) -> tuple[Path | None, dict[str, Any] | None]:
+    def try_resume(self) -> tuple[Path | None, dict[str, PlainData] | None]:
         """Load the newest readable checkpoint of ``out_dir``; return its path and RNG state."""
         candidates = list_checkpoints(self.ckpt_dir)
         ck: Checkpoint | None = None
@@ -618,7 +624,7 @@ class _Run:
             consecutive_skipped=int(pr.get("consecutive_skipped", 0)),
             last_valid_loss=pr.get("last_valid_loss"),
         )
-        saved_hooks: dict[str, Any] = dict(ck.hooks)
+        saved_hooks: dict[str, PlainData] = dict(ck.hooks)
         for key, hook in self.named_hooks.items():
             if key in saved_hooks:
                 hook.load_state_dict(saved_hooks.pop(key))
@@ -690,7 +696,7 @@ class _Run:
             hook.on_train_start(self.model, self.optimizer)
 
     # ---------------------------------------------------------------- one step
-    def train_step(self, batch: Any) -> StepResult:
+    def train_step(self, batch: AnyBatch) -> StepResult:
         """Forward, backward, all-reduce, clip, update (or skip when not finite)."""
         lr = self.optim_cfg.lr * lr_factor(self.p.step + 1, self.optim_cfg)
         for group in self.optimizer.param_groups:
@@ -714,7 +720,7 @@ class _Run:
         metrics = {k: float(v) for k, v in terms.objective.metrics.items()}
         return StepResult(loss_sum, int(items), norm, skipped, lr, metrics)
 
-    def after_step(self, batch: Any, result: StepResult) -> None:
+    def after_step(self, batch: AnyBatch, result: StepResult) -> None:
         """Count the step, handle a skip, feed the meter and the hooks, log, validate, save."""
         p = self.p
         p.step += 1
@@ -739,7 +745,7 @@ class _Run:
             self._update_elapsed()
             self.save()
 
-    def _record_skip(self, batch: Any) -> None:
+    def _record_skip(self, batch: AnyBatch) -> None:
         """Count a skipped batch; too many in a row stop training."""
         p = self.p
         p.skipped_total += 1
@@ -782,7 +788,7 @@ class _Run:
         meter.reset(now)
 
     # ---------------------------------------------------------------- epochs
-    def next_batch(self, it: Iterator[Any]) -> tuple[Any, StopReason | None]:
+    def next_batch(self, it: Iterator[AnyBatch]) -> tuple[AnyBatch, StopReason | None]:
         """The next batch of the epoch, with every rank agreeing.
 
         Returns:
@@ -810,7 +816,7 @@ class _Run:
         """Train on the rest of the current epoch; the stop reason if training must stop."""
         p = self.p
         with torch.random.fork_rng(devices=[]):
-            it: Iterator[Any] = iter(self.train_data.batches(p.epoch, skip=p.batch_in_epoch))
+            it: Iterator[AnyBatch] = iter(self.train_data.batches(p.epoch, skip=p.batch_in_epoch))
         if self.pending_rng is not None:
             self.restore_rng(self.pending_rng)
             self.pending_rng = None
@@ -886,10 +892,10 @@ def fit(
     optim: OptimConfig,
     schedule: ScheduleConfig,
     out_dir: str | Path,
-    run_config: Mapping[str, Any],
-    valid_data: Iterable[Any] | None = None,
+    run_config: Mapping[str, PlainData],
+    valid_data: Iterable[AnyBatch] | None = None,
     hooks: Sequence[TrainHook] = (),
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, PlainData] | None = None,
     resume: bool = True,
     progress: bool = True,
     dist_info: DistInfo | None = None,
