@@ -48,7 +48,8 @@ def extraction_rtf(corpus: Path, checkpoint: Path | None, n_utts: int) -> dict[s
         ext = load_extractor(checkpoint)
     else:
         mean, std = c.cmvn
-        ext = LoadedExtractor(EcapaTdnn(SpeakerModelConfig()).eval(), Cmvn(mean, std), SvTrainConfig(), Path("-"))
+        ext = LoadedExtractor(EcapaTdnn(SpeakerModelConfig()).eval(), Cmvn(mean, std),
+                              SvTrainConfig(), Path("-"))
     audio_s = sum(float(x.duration) for x in cuts)
     t0 = time.perf_counter()
     feats = [load_cut_features(x) for x in cuts]
@@ -124,7 +125,8 @@ def bootstrap_speed(n_boot: int = 1000) -> dict[str, float]:
     g = trial_groups([x % 2 for x in sa], [x % 2 for x in sb])
     t0 = time.perf_counter()
     bootstrap_eer(s, y, sa, sb, groups=g, n_boot=n_boot)
-    return {"trials": n, "speakers": n_spk, "replicates": n_boot, "groups": 2, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {"trials": n, "speakers": n_spk, "replicates": n_boot, "groups": 2, "seconds": seconds}
 
 
 def main() -> None:
@@ -133,7 +135,8 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--utts", type=int, default=100)
     args = p.parse_args()
-    results: dict[str, object] = {"machine": platform.processor() or platform.machine(), "torch_threads": 1,
+    results: dict[str, object] = {"machine": platform.processor() or platform.machine(),
+                                  "torch_threads": 1,
                                   "load_average_1min_at_start": os.getloadavg()[0]}
     if (args.corpus / "corpus.json").exists():
         results["extraction"] = extraction_rtf(args.corpus, args.checkpoint, args.utts)
@@ -148,14 +151,17 @@ def main() -> None:
     if isinstance(ex, dict) and "rtf_total" in ex:
         rows += [
             (f"extraction RTF, 1 thread ({ex['utterances']} utts, {ex['audio_s']:.0f} s audio)",
-             f"{ex['rtf_total']:.4f} (features {ex['rtf_features']:.4f}, network {ex['rtf_network']:.4f})"),
+             f"{ex['rtf_total']:.4f} (features {ex['rtf_features']:.4f}, "
+             f"network {ex['rtf_network']:.4f})"),
         ]
     assert isinstance(sc, dict) and isinstance(bs, dict)
     rows += [
-        ("score 1,000,000 trials: index + cosine + EER + 2 minDCF", f"{sc['total_s']:.2f} s (target <= 5 s)"),
+        ("score 1,000,000 trials: index + cosine + EER + 2 minDCF",
+         f"{sc['total_s']:.2f} s (target <= 5 s)"),
         ("  of which cosine / metrics", f"{sc['cosine_s']:.2f} s / {sc['eer_mindcf_s']:.2f} s"),
         ("  with AS-norm (1,000 cohort)", f"{sc['asnorm_total_s']:.2f} s"),
-        (f"speaker bootstrap, {bs['replicates']} replicates, {bs['trials']} trials, 2 groups", f"{bs['seconds']:.1f} s"),
+        (f"speaker bootstrap, {bs['replicates']} replicates, {bs['trials']} trials, 2 groups",
+         f"{bs['seconds']:.1f} s"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

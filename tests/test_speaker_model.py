@@ -1,4 +1,4 @@
-"""Speaker extractor, AAM-softmax, speaker batches, and a few training steps through the one loop."""
+"""Speaker extractor, AAM-softmax, speaker batches, a few training steps through the one loop."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def speaker_cuts(root: Path, n_speakers: int = 6, n_utts: int = 4) -> CutSet:
             sups.append(SupervisionSegment(id=rec.id, recording_id=rec.id, start=0.0,
                                            duration=rec.duration, speaker=f"spk{s}", text="x"))
     return CutSet.from_manifests(
-        recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups)
+        recordings=RecordingSet.from_recordings(recs),
+        supervisions=SupervisionSet.from_segments(sups),
     ).trim_to_supervisions().to_eager()
 
 
@@ -62,7 +63,8 @@ def cuts(tmp_path_factory: pytest.TempPathFactory) -> CutSet:
 
 
 IDENTITY = Cmvn(np.full(80, 0.0), np.full(80, 5.0))
-DATA = SvDataConfig(speakers_per_batch=6, utterances_per_speaker=2, crop_frames=60, batches_per_epoch=4)
+DATA = SvDataConfig(speakers_per_batch=6, utterances_per_speaker=2, crop_frames=60,
+                    batches_per_epoch=4)
 
 
 def test_extractor_shapes_and_padding_invariance() -> None:
@@ -92,7 +94,8 @@ def test_aam_margin_penalizes_the_true_class() -> None:
         rows = torch.arange(5)
         cos = plain[rows, labels] / 10.0
         theta = torch.acos(cos.clamp(-1, 1))
-        expected = torch.where(theta + 0.3 < math.pi, 10.0 * torch.cos(theta + 0.3), margin[rows, labels])
+        expected = torch.where(theta + 0.3 < math.pi, 10.0 * torch.cos(theta + 0.3),
+                               margin[rows, labels])
     torch.testing.assert_close(margin[rows, labels], expected, atol=1e-4, rtol=1e-4)
     assert bool((margin[rows, labels] < plain[rows, labels]).all())
     off = torch.ones_like(plain, dtype=torch.bool)
@@ -111,13 +114,17 @@ def test_speaker_batches_are_balanced_and_deterministic(cuts: CutSet) -> None:
     resumed = list(data.batches(0, skip=2))
     torch.testing.assert_close(resumed[0].features, first[2].features)
     other_epoch = next(iter(data.batches(1)))
-    assert other_epoch.cut_ids != first[0].cut_ids or not torch.equal(other_epoch.features, first[0].features)
+    assert (other_epoch.cut_ids != first[0].cut_ids
+            or not torch.equal(other_epoch.features, first[0].features))
 
 
 def test_ranks_take_disjoint_shares_of_the_epoch(cuts: CutSet) -> None:
     single = [b.cut_ids for b in SpeakerBatches(cuts, IDENTITY, DATA, seed=3).batches(0)]
-    shards = [[b.cut_ids for b in SpeakerBatches(cuts, IDENTITY, DATA, seed=3, rank=r, world_size=2).batches(0)]
-              for r in range(2)]
+    shards = [
+        [b.cut_ids for b in SpeakerBatches(cuts, IDENTITY, DATA, seed=3, rank=r,
+                                            world_size=2).batches(0)]
+        for r in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 2
     assert shards[0] == single[0::2] and shards[1] == single[1::2]
 
@@ -136,13 +143,18 @@ def test_noise_augmentation_adds_power() -> None:
 def _train(cuts: CutSet, out: Path, arw: bool, steps: int = 24) -> list[float]:
     torch.manual_seed(0)
     data = SpeakerBatches(cuts, IDENTITY, DATA, seed=0)
-    model = SpeakerTrainingModel(EcapaTdnn(TINY), data.num_speakers, SvLossConfig(aam_margin=0.1, aam_scale=10.0))
-    adversary = AdversarialReweighting(TINY.embedding_dim, ArwConfig(n_clusters=2, hidden_dim=8, lr=1e-2)) if arw else None
+    model = SpeakerTrainingModel(EcapaTdnn(TINY), data.num_speakers,
+                                 SvLossConfig(aam_margin=0.1, aam_scale=10.0))
+    adversary = None
+    if arw:
+        adversary = AdversarialReweighting(TINY.embedding_dim,
+                                           ArwConfig(n_clusters=2, hidden_dim=8, lr=1e-2))
     objective = SpeakerObjective(SvLossConfig(), adversary)
     hooks = [ArwHook(objective)] if arw else []
     fit(model=model, objective=objective, train_data=data,
         optim=OptimConfig(lr=3e-3, warmup_steps=2, schedule="constant", weight_decay=0.0),
-        schedule=ScheduleConfig(max_steps=steps, log_interval=4, checkpoint_interval=0, average_last_n=1),
+        schedule=ScheduleConfig(max_steps=steps, log_interval=4, checkpoint_interval=0,
+                                average_last_n=1),
         out_dir=out, run_config={"kind": "speaker-test"}, hooks=hooks, progress=False)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     if arw:

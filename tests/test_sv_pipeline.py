@@ -29,18 +29,20 @@ def sv_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     before = torch.get_num_threads()
     out = tmp_path_factory.mktemp("sv")
     runner = CliRunner()
-    small = ["--set", "model.channels=32", "--set", "data.speakers_per_batch=8", "--set", "data.crop_frames=80",
-             "--set", "schedule.log_interval=2", "--threads", "1", "--no-progress"]
+    small = ["--set", "model.channels=32", "--set", "data.speakers_per_batch=8",
+             "--set", "data.crop_frames=80", "--set", "schedule.log_interval=2",
+             "--threads", "1", "--no-progress"]
     for name, extra in (("base", []), ("arw", ["--arw", "--set", "arw.n_clusters=2"])):
-        r = runner.invoke(main, ["sv", "train", "--corpus", str(tiny_corpus), "--out", str(out / name),
-                                 "--max-steps", "6", *small, *extra])
+        r = runner.invoke(main, ["sv", "train", "--corpus", str(tiny_corpus),
+                                 "--out", str(out / name), "--max-steps", "6", *small, *extra])
         assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["sv", "trials", "--corpus", str(tiny_corpus), "--out", str(out / "trials.txt"),
-                             "--targets", "5", "--same-gender", "5", "--same-accent", "5", "--random", "5"])
+    r = runner.invoke(main, ["sv", "trials", "--corpus", str(tiny_corpus),
+                             "--out", str(out / "trials.txt"), "--targets", "5",
+                             "--same-gender", "5", "--same-accent", "5", "--random", "5"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["sv", "embed", "--checkpoint", str(out / "base" / "final.pt"), "--corpus",
-                             str(tiny_corpus), "--split", "test", "--split", "train", "--out",
-                             str(out / "emb.parquet"), "--no-progress", "--threads", "1"])
+    r = runner.invoke(main, ["sv", "embed", "--checkpoint", str(out / "base" / "final.pt"),
+                             "--corpus", str(tiny_corpus), "--split", "test", "--split", "train",
+                             "--out", str(out / "emb.parquet"), "--no-progress", "--threads", "1"])
     assert r.exit_code == 0, r.output
     torch.set_num_threads(before)
     return out
@@ -73,9 +75,11 @@ def test_embeddings_tables(sv_run: Path, tiny_corpus: Path) -> None:
 
 def test_eval_command_writes_report(sv_run: Path) -> None:
     out = sv_run / "eval"
-    r = CliRunner().invoke(main, ["sv", "eval", "--trials", str(sv_run / "trials.txt"), "--embeddings",
-                                  str(sv_run / "emb.parquet"), "--group-by", "gender", "--n-boot", "50",
-                                  "--min-group-speakers", "2", "--snorm", "--out", str(out), "--no-progress"])
+    r = CliRunner().invoke(main, ["sv", "eval", "--trials", str(sv_run / "trials.txt"),
+                                  "--embeddings", str(sv_run / "emb.parquet"),
+                                  "--group-by", "gender", "--n-boot", "50",
+                                  "--min-group-speakers", "2", "--snorm",
+                                  "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "minDCF(P_target=0.01, Kaldi-normalized)" in r.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -92,8 +96,10 @@ def test_eval_command_writes_report(sv_run: Path) -> None:
 def test_eval_rejects_unknown_utterance_and_bad_column(sv_run: Path, tmp_path: Path) -> None:
     trials = read_trials(sv_run / "trials.txt")
     bad = tmp_path / "bad.txt"
-    bad.write_text("\n".join(t.to_line() for t in trials[:3]) + "\n1 test/nobody/x.flac test/nobody/y.flac\n")
-    r = CliRunner().invoke(main, ["sv", "eval", "--trials", str(bad), "--embeddings", str(sv_run / "emb.parquet"),
+    missing = "1 test/nobody/x.flac test/nobody/y.flac\n"
+    bad.write_text("\n".join(t.to_line() for t in trials[:3]) + "\n" + missing)
+    r = CliRunner().invoke(main, ["sv", "eval", "--trials", str(bad),
+                                  "--embeddings", str(sv_run / "emb.parquet"),
                                   "--n-boot", "0", "--out", str(tmp_path / "e")])
     assert r.exit_code != 0 and "test/nobody/x.flac" in r.output
     table, emb = read_embeddings(sv_run / "emb.parquet")
@@ -141,7 +147,8 @@ def test_utterance_paths_do_not_depend_on_the_working_directory(
     from fairstream.sv.utterances import utterance_table
 
     absolute = load_corpus(tiny_corpus)
-    expected = utterance_table(absolute.cuts("test"), absolute.root, absolute.speakers)["path"].tolist()
+    table = utterance_table(absolute.cuts("test"), absolute.root, absolute.speakers)
+    expected = table["path"].tolist()
     monkeypatch.chdir(tiny_corpus.parent)
     relative = load_corpus(tiny_corpus.name)
     got = utterance_table(relative.cuts("test"), relative.root, relative.speakers)["path"].tolist()
@@ -151,9 +158,11 @@ def test_utterance_paths_do_not_depend_on_the_working_directory(
 
 def test_compare_command_on_identical_systems(sv_run: Path) -> None:
     emb = str(sv_run / "emb.parquet")
-    r = CliRunner().invoke(main, ["sv", "compare", "--trials", str(sv_run / "trials.txt"), "--embeddings", emb,
-                                  "--embeddings", emb, "--names", "a,b", "--group-by", "gender", "--n-boot", "20",
-                                  "--min-group-speakers", "2", "--out", str(sv_run / "cmp"), "--no-progress"])
+    r = CliRunner().invoke(main, ["sv", "compare", "--trials", str(sv_run / "trials.txt"),
+                                  "--embeddings", emb, "--embeddings", emb, "--names", "a,b",
+                                  "--group-by", "gender", "--n-boot", "20",
+                                  "--min-group-speakers", "2", "--out", str(sv_run / "cmp"),
+                                  "--no-progress"])
     assert r.exit_code == 0, r.output
     rows = pd.read_csv(sv_run / "cmp" / "comparison.csv")
     assert (rows["change"].abs() < 1e-9).all()

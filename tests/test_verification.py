@@ -101,7 +101,9 @@ def test_eer_matches_brute_force_sweep(seed, n_t, n_n, shift, rounding) -> None:
     got = eer(s, y)
     assert got == pytest.approx(expected, abs=1e-12)
     # the EER lies between the best achievable min and max of the two error rates
-    assert max(min(m, f) for m, f in points) - 1e-12 <= got <= min(max(m, f) for m, f in points) + 1e-12
+    lowest = max(min(m, f) for m, f in points)
+    highest = min(max(m, f) for m, f in points)
+    assert lowest - 1e-12 <= got <= highest + 1e-12
 
 
 @pytest.mark.parametrize(("seed", "n_t", "n_n", "shift", "rounding"), RANDOM_CASES)

@@ -11,6 +11,10 @@ from fairstream.errors import FairstreamError
 __all__ = ["sv"]
 
 _CTX = {"help_option_names": ["-h", "--help"]}
+_IN_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUT_DIR = click.Path(file_okay=False, path_type=Path)
+_OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def _threads(n: int | None) -> None:
@@ -43,28 +47,32 @@ def sv() -> None:
 
 
 @sv.command(context_settings=_CTX)
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+@click.option("--corpus", type=_IN_DIR, required=True,
               help="Corpus directory; its train split's speakers are the training classes.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=_OUT_DIR, required=True,
               help="Experiment directory (checkpoints, metrics.jsonl, final.pt, averaged.pt).")
 @click.option("--arw/--no-arw", default=None,
-              help="Adversarial reweighting of the pairwise loss (default: the config's choice; baseline).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Optional YAML with any SvTrainConfig fields (model, data, loss, optim, schedule, arw).")
+              help="Adversarial reweighting of the pairwise loss "
+                   "(default: the config's choice; baseline).")
+@click.option("--config", "config_path", type=_IN_FILE,
+              help="Optional YAML with any SvTrainConfig fields "
+                   "(model, data, loss, optim, schedule, arw).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set model.channels=256 (repeatable).")
-@click.option("--max-steps", type=click.IntRange(min=1), help="Sets schedule.max_steps (default 400).")
+@click.option("--max-steps", type=click.IntRange(min=1),
+              help="Sets schedule.max_steps (default 400).")
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Stop cleanly after this much training time.")
-@click.option("--feature-cache", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--feature-cache", type=_OUT_DIR,
               help="Directory to cache training fbank features (reused by later runs).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the newest checkpoint in --out, or start over.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None, overrides: tuple[str, ...],
-          max_steps: int | None, budget_minutes: float | None, feature_cache: Path | None,
-          threads: int | None, resume: bool, no_progress: bool) -> None:
+def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None,
+          overrides: tuple[str, ...], max_steps: int | None, budget_minutes: float | None,
+          feature_cache: Path | None, threads: int | None, resume: bool,
+          no_progress: bool) -> None:
     """Train the speaker-embedding extractor (small ECAPA-TDNN, 192-dim embeddings).
 
     \b
@@ -96,25 +104,26 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None, o
         result = train_speaker_model(config, out, resume=resume, progress=not no_progress)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"{'ARW' if config.arw is not None else 'baseline'} extractor: stopped ({result.stop_reason}) "
+    kind = "ARW" if config.arw is not None else "baseline"
+    click.echo(f"{kind} extractor: stopped ({result.stop_reason}) "
                f"after {result.steps} steps, {result.elapsed_s / 60:.1f} min")
     click.echo(f"final model {result.final_checkpoint}")
 
 
 @sv.command(context_settings=_CTX)
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@click.option("--checkpoint", type=_IN_FILE, required=True,
               help="Speaker checkpoint (OUT/final.pt or OUT/averaged.pt of `sv train`).")
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--corpus", type=_IN_DIR,
               help="Corpus directory to embed (with --split).")
 @click.option("--split", "splits", multiple=True, default=("test",), show_default=True,
               help="Corpus split(s) to embed (repeatable).")
-@click.option("--cuts", "cuts_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--cuts", "cuts_path", type=_IN_FILE,
               help="A Lhotse cuts manifest to embed instead of a corpus split.")
-@click.option("--wav-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--wav-root", type=_IN_DIR,
               help="Embed the audio files a trial list names, relative to this directory.")
-@click.option("--trials", "trials_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--trials", "trials_path", type=_IN_FILE,
               help="Trial list whose files to embed (with --wav-root).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=_OUT_FILE, required=True,
               help="embeddings.parquet; per-speaker means go to <stem>_speakers.parquet.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
@@ -166,7 +175,8 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
             check_files(trials, wav_root)
             paths = sorted({p for t in trials for p in (t.enroll, t.test)})
             df = embed_files(ext, paths, wav_root, progress=progress)
-        utt, spk = write_embeddings(df, out, meta={"checkpoint": str(checkpoint), "config": ext.config.__class__.__name__})
+        meta = {"checkpoint": str(checkpoint), "config": ext.config.__class__.__name__}
+        utt, spk = write_embeddings(df, out, meta=meta)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"{len(df)} utterance embeddings -> {utt}")
@@ -174,14 +184,17 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
 
 
 @sv.command(context_settings=_CTX)
-@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Corpus directory.")
-@click.option("--split", default="test", show_default=True, help="Held-out split to draw trials from.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="trials.txt")
+@click.option("--corpus", type=_IN_DIR, required=True, help="Corpus directory.")
+@click.option("--split", default="test", show_default=True,
+              help="Held-out split to draw trials from.")
+@click.option("--out", type=_OUT_FILE, required=True, help="trials.txt")
 @click.option("--targets", default=20, show_default=True, help="Target trials per speaker.")
-@click.option("--same-gender", default=20, show_default=True, help="Same-gender non-target trials per speaker.")
-@click.option("--same-accent", default=20, show_default=True, help="Same-accent non-target trials per speaker.")
-@click.option("--random", "random_", default=20, show_default=True, help="Random non-target trials per speaker.")
+@click.option("--same-gender", default=20, show_default=True,
+              help="Same-gender non-target trials per speaker.")
+@click.option("--same-accent", default=20, show_default=True,
+              help="Same-accent non-target trials per speaker.")
+@click.option("--random", "random_", default=20, show_default=True,
+              help="Random non-target trials per speaker.")
 @click.option("--seed", default=0, show_default=True)
 def trials(corpus: Path, split: str, out: Path, targets: int, same_gender: int, same_accent: int,
            random_: int, seed: int) -> None:
@@ -199,7 +212,8 @@ def trials(corpus: Path, split: str, out: Path, targets: int, same_gender: int, 
     try:
         c = load_corpus(corpus)
         table = utterance_table(c.cuts(split), c.root, c.speakers, split=split)
-        spec = TrialSpec(targets=targets, same_gender=same_gender, same_accent=same_accent, random=random_, seed=seed)
+        spec = TrialSpec(targets=targets, same_gender=same_gender, same_accent=same_accent,
+                         random=random_, seed=seed)
         result = build_trials(table, spec)
         write_trials(result, out)
     except FairstreamError as e:
@@ -210,29 +224,30 @@ def trials(corpus: Path, split: str, out: Path, targets: int, same_gender: int, 
 
 
 @sv.command("eval", context_settings=_CTX)
-@click.option("--trials", "trials_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@click.option("--trials", "trials_path", type=_IN_FILE, required=True,
               help="VoxCeleb-format trial list.")
-@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@click.option("--embeddings", type=_IN_FILE, required=True,
               help="embeddings.parquet from `sv embed`.")
 @click.option("--group-by", default="gender,accent", show_default=True,
               help="Comma-separated metadata columns for per-group results ('' for none).")
 @click.option("--snorm", is_flag=True, help="Adaptive symmetric score normalization (AS-norm).")
-@click.option("--cohort", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--cohort", type=_IN_FILE,
               help="AS-norm cohort: an embeddings file (its speaker means are used). Default: the "
                    "train-split rows of --embeddings.")
 @click.option("--top-k", default=200, show_default=True, help="AS-norm adaptive cohort size.")
-@click.option("--p-target", "p_targets", multiple=True, type=float, default=(0.01, 0.05), show_default=True,
-              help="minDCF target prior (repeatable).")
-@click.option("--n-boot", default=1000, show_default=True, help="Speaker-bootstrap replicates (0: none).")
+@click.option("--p-target", "p_targets", multiple=True, type=float, default=(0.01, 0.05),
+              show_default=True, help="minDCF target prior (repeatable).")
+@click.option("--n-boot", default=1000, show_default=True,
+              help="Speaker-bootstrap replicates (0: none).")
 @click.option("--min-group-speakers", default=5, show_default=True,
               help="Suppress groups with fewer speakers.")
-@click.option("--wav-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--wav-root", type=_IN_DIR,
               help="Also check that every trial file exists under this directory.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--out", type=_OUT_DIR, required=True, help="Output directory.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def eval_(trials_path: Path, embeddings: Path, group_by: str, snorm: bool, cohort: Path | None, top_k: int,
-          p_targets: tuple[float, ...], n_boot: int, min_group_speakers: int, wav_root: Path | None,
-          out: Path, no_progress: bool) -> None:
+def eval_(trials_path: Path, embeddings: Path, group_by: str, snorm: bool, cohort: Path | None,
+          top_k: int, p_targets: tuple[float, ...], n_boot: int, min_group_speakers: int,
+          wav_root: Path | None, out: Path, no_progress: bool) -> None:
     """Score trials (cosine) and report EER, minDCF and their fairness across groups.
 
     \b
@@ -262,13 +277,20 @@ def eval_(trials_path: Path, embeddings: Path, group_by: str, snorm: bool, cohor
             if cohort is not None:
                 ctab, cemb = read_embeddings(cohort)
             else:
-                mask = (table["split"] == "train").to_numpy() if "split" in table.columns else np.zeros(len(table), bool)
+                if "split" in table.columns:
+                    mask = (table["split"] == "train").to_numpy()
+                else:
+                    mask = np.zeros(len(table), bool)
                 if not mask.any():
-                    raise click.UsageError("--snorm needs a cohort: pass --cohort FILE (e.g. embeddings of the "
-                                           "train split) or embed the train split into --embeddings")
+                    raise click.UsageError(
+                        "--snorm needs a cohort: pass --cohort FILE (e.g. embeddings of the "
+                        "train split) or embed the train split into --embeddings")
                 ctab, cemb = table[mask].reset_index(drop=True), emb[mask]
             ctab = ctab.assign(embedding=list(cemb))
-            cohort_emb = np.stack(speaker_means(ctab)["embedding"].to_numpy()) if "speaker_id" in ctab.columns else cemb
+            if "speaker_id" in ctab.columns:
+                cohort_emb = np.stack(speaker_means(ctab)["embedding"].to_numpy())
+            else:
+                cohort_emb = cemb
         config = SvEvalConfig(p_targets=tuple(p_targets), group_by=cols, n_boot=n_boot,
                               min_group_speakers=min_group_speakers)
         ev = evaluate_sv(trial_list, table, emb, config=config, cohort=cohort_emb, top_k=top_k,
@@ -279,28 +301,33 @@ def eval_(trials_path: Path, embeddings: Path, group_by: str, snorm: bool, cohor
     ci = ev.overall_ci.eer if ev.overall_ci else None
     ci_text = f" [{100 * ci.low:.2f}, {100 * ci.high:.2f}]" if ci else ""
     click.echo(f"{ev.n_trials} trials, {ev.scoring}")
-    click.echo(f"EER {100 * ev.overall.eer:.2f}%{ci_text}; " + ", ".join(
-        f"minDCF(P_target={p.p_target:g}, Kaldi-normalized) {p.min_dcf:.4f}" for p in ev.overall.min_dcf))
+    dcfs = ", ".join(f"minDCF(P_target={p.p_target:g}, Kaldi-normalized) {p.min_dcf:.4f}"
+                     for p in ev.overall.min_dcf)
+    click.echo(f"EER {100 * ev.overall.eer:.2f}%{ci_text}; {dcfs}")
     for col, g in ev.groups.items():
         per = ", ".join(f"{k} {100 * v.eer:.2f}%" for k, v in g.by_group.items())
-        click.echo(f"by {col}: {per}; gap {100 * g.difference:.2f} pts, std {100 * g.std:.2f} pts, FDR {g.fdr:.3f}")
+        click.echo(f"by {col}: {per}; gap {100 * g.difference:.2f} pts, "
+                   f"std {100 * g.std:.2f} pts, FDR {g.fdr:.3f}")
     click.echo(f"report {files['report']}, metrics {files['metrics']}")
 
 
 @sv.command(context_settings=_CTX)
-@click.option("--trials", "trials_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+@click.option("--trials", "trials_path", type=_IN_FILE, required=True,
               help="VoxCeleb-format trial list shared by both systems.")
 @click.option("--embeddings", "embedding_files", multiple=True, required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              type=_IN_FILE,
               help="Embeddings of system A, then of system B (give the option twice).")
 @click.option("--names", default="baseline,arw", show_default=True, help="Names of A and B.")
-@click.option("--group-by", default="gender,accent", show_default=True, help="Comma-separated metadata columns.")
-@click.option("--n-boot", default=1000, show_default=True, help="Paired speaker-bootstrap replicates.")
-@click.option("--min-group-speakers", default=5, show_default=True, help="Suppress groups with fewer speakers.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--group-by", default="gender,accent", show_default=True,
+              help="Comma-separated metadata columns.")
+@click.option("--n-boot", default=1000, show_default=True,
+              help="Paired speaker-bootstrap replicates.")
+@click.option("--min-group-speakers", default=5, show_default=True,
+              help="Suppress groups with fewer speakers.")
+@click.option("--out", type=_OUT_DIR, required=True, help="Output directory.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def compare(trials_path: Path, embedding_files: tuple[Path, ...], names: str, group_by: str, n_boot: int,
-            min_group_speakers: int, out: Path, no_progress: bool) -> None:
+def compare(trials_path: Path, embedding_files: tuple[Path, ...], names: str, group_by: str,
+            n_boot: int, min_group_speakers: int, out: Path, no_progress: bool) -> None:
     """Compare two systems (e.g. baseline vs ARW) on one trial list.
 
     \b
@@ -312,7 +339,8 @@ def compare(trials_path: Path, embedding_files: tuple[Path, ...], names: str, gr
     \b
     Example:
       fairstream sv compare --trials runs/sv/trials.txt \\
-          --embeddings runs/sv/base/embeddings.parquet --embeddings runs/sv/arw/embeddings.parquet \\
+          --embeddings runs/sv/base/embeddings.parquet \\
+          --embeddings runs/sv/arw/embeddings.parquet \\
           --out runs/sv/compare
     """
     from fairstream.data.trials import read_trials

@@ -75,13 +75,15 @@ def compare_systems(
     n_boot = max(cfg.n_boot, 1)
 
     def paired(groups: np.ndarray | None) -> PairedDifference:
-        return bootstrap_eer_difference(a.scores, b.scores, index.labels, sa_, sb_, groups=groups,
-                                        n_boot=n_boot, level=cfg.level, seed=cfg.seed, progress=progress)
+        return bootstrap_eer_difference(a.scores, b.scores, index.labels, sa_, sb_,
+                                        groups=groups, n_boot=n_boot, level=cfg.level,
+                                        seed=cfg.seed, progress=progress)
 
     overall = paired(None)
     by_column: dict[str, PairedDifference] = {}
     for col in a.groups:
-        g = trial_groups(ta[col].to_numpy(dtype=object)[index.enroll], ta[col].to_numpy(dtype=object)[index.test])
+        values = ta[col].to_numpy(dtype=object)
+        g = trial_groups(values[index.enroll], values[index.test])
         hidden = set(a.suppressed.get(col, []))
         g = np.asarray([None if x in hidden else x for x in g], dtype=object)
         by_column[col] = paired(g)
@@ -92,11 +94,12 @@ def _rel(a: float, b: float) -> float:
     return (b - a) / a if a > 0 else math.nan
 
 
+# Any: a table row, the metric's name (str) beside float values
 def _rows(c: Comparison, paper: Mapping[str, float]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # Any: as above
 
-    def add(metric: str, va: float, vb: float, delta: PairedDifference | None, attr: str, key: str | None,
-            scale: float = 100.0) -> None:
+    def add(metric: str, va: float, vb: float, delta: PairedDifference | None, attr: str,
+            key: str | None, scale: float = 100.0) -> None:
         iv = getattr(delta, attr) if delta is not None else None
         rows.append({
             "metric": metric,
@@ -111,54 +114,68 @@ def _rows(c: Comparison, paper: Mapping[str, float]) -> list[dict[str, Any]]:
 
     add("EER (%)", c.a.overall.eer, c.b.overall.eer, c.overall, "eer", "eer")
     for pa, pb in zip(c.a.overall.min_dcf, c.b.overall.min_dcf):
-        add(f"minDCF (P_target={pa.p_target:g})", pa.min_dcf, pb.min_dcf, None, "eer", None, scale=1.0)
+        add(f"minDCF (P_target={pa.p_target:g})", pa.min_dcf, pb.min_dcf, None, "eer", None,
+            scale=1.0)
     for col, ga in c.a.groups.items():
         gb = c.b.groups.get(col)
         if gb is None:
             continue
         for name in ga.by_group:
             if name in gb.by_group:
-                add(f"EER {col}={name} (%)", ga.by_group[name].eer, gb.by_group[name].eer, None, "eer", None)
+                add(f"EER {col}={name} (%)", ga.by_group[name].eer, gb.by_group[name].eer,
+                    None, "eer", None)
         d = c.by_column.get(col)
-        add(f"{col} EER gap, max-min (pts)", ga.difference, gb.difference, d, "difference", f"gap:{col}")
+        add(f"{col} EER gap, max-min (pts)", ga.difference, gb.difference, d, "difference",
+            f"gap:{col}")
         add(f"{col} EER std (pts)", ga.std, gb.std, d, "std", f"std:{col}")
         add(f"{col} FDR", ga.fdr, gb.fdr, None, "eer", None, scale=1.0)
     return rows
 
 
 def comparison_markdown(c: Comparison, paper: Mapping[str, float] | None = None) -> str:
-    """A Markdown table: both systems, the change with its paired 95 % CI, relative change, paper."""
+    """A Markdown table: both systems, the change with its paired 95 % CI, relative change,
+    paper."""
     paper = PAPER_ARW if paper is None else paper
     na, nb = c.names
     lines = [
-        f"| metric | {na} | {nb} | change ({nb} − {na}) [paired CI] | relative change | paper (relative) |",
+        f"| metric | {na} | {nb} | change ({nb} − {na}) [paired CI] | relative change "
+        "| paper (relative) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in _rows(c, paper):
-        ci = "" if math.isnan(r["change_ci_low"]) else f" [{r['change_ci_low']:+.2f}, {r['change_ci_high']:+.2f}]"
+        low, high = r["change_ci_low"], r["change_ci_high"]
+        ci = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
         rel = "" if math.isnan(r["relative_change"]) else f"{100 * r['relative_change']:+.1f}%"
-        pap = "" if math.isnan(r["paper_relative_change"]) else f"{100 * r['paper_relative_change']:+.1f}%"
+        paper_rel = r["paper_relative_change"]
+        pap = "" if math.isnan(paper_rel) else f"{100 * paper_rel:+.1f}%"
         fmt = ".4f" if r["metric"].startswith("minDCF") or r["metric"].endswith("FDR") else ".2f"
-        lines.append(f"| {r['metric']} | {r[na]:{fmt}} | {r[nb]:{fmt}} | {r['change']:+{fmt}}{ci} | {rel} | {pap} |")
+        lines.append(f"| {r['metric']} | {r[na]:{fmt}} | {r[nb]:{fmt}} "
+                     f"| {r['change']:+{fmt}}{ci} | {rel} | {pap} |")
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(c: Comparison, out_dir: str | Path, paper: Mapping[str, float] | None = None) -> dict[str, Path]:
-    """Write ``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``det.png`` (atomically)."""
+def write_comparison(c: Comparison, out_dir: str | Path,
+                     paper: Mapping[str, float] | None = None) -> dict[str, Path]:
+    """Write ``comparison.md``, ``comparison.csv``, ``comparison.json`` and ``det.png``
+    (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paper = PAPER_ARW if paper is None else paper
     rows = _rows(c, paper)
-    files = {"markdown": out / "comparison.md", "csv": out / "comparison.csv", "json": out / "comparison.json"}
+    files = {"markdown": out / "comparison.md", "csv": out / "comparison.csv",
+             "json": out / "comparison.json"}
     intro = (
-        f"EER, gaps and std in % / percentage points; changes are {c.names[1]} − {c.names[0]} with "
-        f"{100 * c.overall.level:g}% paired speaker-bootstrap intervals ({c.overall.n_boot} replicates); "
+        f"EER, gaps and std in % / percentage points; changes are {c.names[1]} − {c.names[0]} "
+        f"with {100 * c.overall.level:g}% paired speaker-bootstrap intervals "
+        f"({c.overall.n_boot} replicates); "
         f"minDCF normalized as Kaldi (C_miss = C_fa = 1). Scoring: {c.a.scoring}.\n\n"
     )
     payload = {
         "systems": list(c.names),
-        "rows": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows],
-        "paired_differences": {"overall": asdict(c.overall), **{k: asdict(v) for k, v in c.by_column.items()}},
+        "rows": [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in r.items()} for r in rows],
+        "paired_differences": {"overall": asdict(c.overall),
+                               **{k: asdict(v) for k, v in c.by_column.items()}},
         "definitions": DEFINITIONS,
         "paper_relative_changes": dict(paper),
     }

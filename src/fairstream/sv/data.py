@@ -88,7 +88,8 @@ class SpeakerBatch:
     cut_ids: list[str]
 
 
-def noise_features(seconds: float = 4.0, seed: int = 0, config: FbankConfig | None = None) -> list[np.ndarray]:
+def noise_features(seconds: float = 4.0, seed: int = 0,
+                   config: FbankConfig | None = None) -> list[np.ndarray]:
     """Fbank of white, pink and brown noise: three (T, F) float32 arrays."""
     rng = np.random.default_rng(seed)
     n = int(seconds * 16000)
@@ -114,8 +115,8 @@ class SpeakerBatches:
         progress: progress bar while loading features.
     """
 
-    def __init__(self, cuts: CutSet, cmvn: Cmvn, config: SvDataConfig, *, seed: int = 0, progress: bool = False,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, cuts: CutSet, cmvn: Cmvn, config: SvDataConfig, *, seed: int = 0,
+                 progress: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if config.utterances_per_speaker < 1 or config.speakers_per_batch < 2:
             raise InputDataError(
                 f"need speakers_per_batch >= 2 and utterances_per_speaker >= 1, got "
@@ -129,7 +130,8 @@ class SpeakerBatches:
         self.rank = rank
         self.world_size = world_size
         if config.feature_cache is not None:
-            cuts = precompute_features(cuts, Path(config.feature_cache), num_jobs=config.num_jobs, progress=progress)
+            cuts = precompute_features(cuts, Path(config.feature_cache),
+                                       num_jobs=config.num_jobs, progress=progress)
         self.cut_ids: list[str] = []
         self.feats: list[np.ndarray] = []
         spk_of: list[str] = []
@@ -162,7 +164,7 @@ class SpeakerBatches:
         return len(self.speakers)
 
     def _plan(self, epoch: int) -> list[np.ndarray]:
-        """Cut indices of every batch of ``epoch``: (B,) each, speakers cycling through a shuffle."""
+        """Cut indices of each batch of ``epoch``, (B,) each; speakers cycle in a shuffle."""
         rng = np.random.default_rng([self.seed, epoch, 0])
         p, k = self.config.speakers_per_batch, self.config.utterances_per_speaker
         order = np.concatenate([rng.permutation(len(self.speakers)) for _ in range(
@@ -199,7 +201,8 @@ class SpeakerBatches:
         if kind < len(self.noises):
             return self._noise_of_kind(kind, rng)
         total = np.zeros((t, self.feats[0].shape[1]))
-        others = [j for j in rng.choice(len(self.feats), min(4, len(self.feats)), replace=False) if j != exclude]
+        drawn = rng.choice(len(self.feats), min(4, len(self.feats)), replace=False)
+        others = [j for j in drawn if j != exclude]
         for j in others[:3]:
             total += np.exp(self._crop(int(j), rng).astype(np.float64))
         if not others:  # a one-utterance corpus has no babble: white noise instead
@@ -218,7 +221,8 @@ class SpeakerBatches:
     def make_batch(self, epoch: int, b: int, indices: Sequence[int] | np.ndarray) -> SpeakerBatch:
         """Batch ``b`` of ``epoch`` from its planned cut indices (random draws seeded by both)."""
         rng = np.random.default_rng([self.seed, epoch, b + 1])
-        crops = [self.cmvn.apply(self._augment(self._crop(int(i), rng), rng, int(i))) for i in indices]
+        crops = [self.cmvn.apply(self._augment(self._crop(int(i), rng), rng, int(i)))
+                 for i in indices]
         feats = torch.from_numpy(np.stack(crops).astype(np.float32))
         n = len(indices)
         return SpeakerBatch(

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 import torch
+from lhotse import CutSet
 from tqdm.auto import tqdm
 
 from fairstream._io import atomic_path
@@ -91,7 +91,7 @@ def embed_features(
 
 
 def embed_cuts(
-    extractor: LoadedExtractor, cuts: Any, table: pd.DataFrame, *, progress: bool = False
+    extractor: LoadedExtractor, cuts: CutSet, table: pd.DataFrame, *, progress: bool = False
 ) -> pd.DataFrame:
     """Embed every cut of ``table`` (an :func:`~fairstream.sv.utterances.utterance_table`).
 
@@ -107,7 +107,8 @@ def embed_cuts(
     by_id = {c.id: c for c in cuts}
     missing = [c for c in table["cut_id"] if c not in by_id]
     if missing:
-        raise InputDataError(f"{len(missing)} cut(s) of the table are not in the cut set: {missing[:5]}")
+        raise InputDataError(
+            f"{len(missing)} cut(s) of the table are not in the cut set: {missing[:5]}")
     feats = (load_cut_features(by_id[c]) for c in table["cut_id"])
     emb = embed_features(extractor, feats, progress=progress, total=len(table))
     out = table.reset_index(drop=True).copy()
@@ -173,7 +174,7 @@ def speakers_path(path: str | Path) -> Path:
     return p.with_name(f"{p.stem}_speakers{p.suffix or '.parquet'}")
 
 
-def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
+def _write_parquet(df: pd.DataFrame, path: Path, meta: Mapping[str, object]) -> None:
     data = df.copy()
     data["embedding"] = [np.asarray(e, dtype=np.float32) for e in data["embedding"]]
     table = pa.Table.from_pandas(data, preserve_index=False)
@@ -184,7 +185,8 @@ def _write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, Any]) -> None:
         pq.write_table(table, tmp)
 
 
-def write_embeddings(table: pd.DataFrame, path: str | Path, *, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def write_embeddings(table: pd.DataFrame, path: str | Path, *,
+                     meta: Mapping[str, object] | None = None) -> tuple[Path, Path]:
     """Write the utterance table and the per-speaker table (atomically).
 
     Returns:
@@ -213,15 +215,21 @@ def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
     key = "path" if "path" in df.columns else "speaker_id"
     for col in (key, "embedding"):
         if col not in df.columns:
-            raise InputDataError(f"embeddings {path} have no {col!r} column (have {list(df.columns)})")
+            raise InputDataError(
+                f"embeddings {path} have no {col!r} column (have {list(df.columns)})")
     dims = np.array([len(e) for e in df["embedding"]])
     if dims.size and (dims != dims[0]).any():
         i = int(np.flatnonzero(dims != dims[0])[0])
         raise InputDataError(
-            f"embeddings {path}: {df[key].iloc[i]!r} has dimension {dims[i]}, the first row {dims[0]}"
+            f"embeddings {path}: {df[key].iloc[i]!r} has dimension {dims[i]}, "
+            f"the first row {dims[0]}"
         )
-    mat = np.stack(df["embedding"].to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 0), np.float32)
+    if len(df):
+        mat = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+    else:
+        mat = np.zeros((0, 0), np.float32)
     bad = ~np.isfinite(mat).all(axis=1)
     if bad.any():
-        raise InputDataError(f"embeddings {path}: {df[key].iloc[int(np.flatnonzero(bad)[0])]!r} has non-finite values")
+        first = df[key].iloc[int(np.flatnonzero(bad)[0])]
+        raise InputDataError(f"embeddings {path}: {first!r} has non-finite values")
     return df.drop(columns=["embedding"]), mat

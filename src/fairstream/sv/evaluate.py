@@ -113,13 +113,13 @@ class SvEvaluation:
     curve: OperatingPoints = field(repr=False)
     scores: np.ndarray = field(repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # Any: nested JSON data of mixed value types
         """JSON-ready summary (definitions included, no per-speaker data)."""
 
-        def iv(x: Interval | None) -> dict[str, Any] | None:
+        def iv(x: Interval | None) -> dict[str, Any] | None:  # Any: what asdict returns
             return None if x is None else asdict(x)
 
-        def vm(m: VerificationMetrics) -> dict[str, Any]:
+        def vm(m: VerificationMetrics) -> dict[str, object]:
             return {
                 "n_target": m.n_target,
                 "n_nontarget": m.n_nontarget,
@@ -137,7 +137,8 @@ class SvEvaluation:
             ci = self.group_ci.get(col)
             groups[col] = {
                 "by_group": {
-                    k: {**vm(v), "eer_ci": iv(ci.group_eer.get(k)) if ci else None} for k, v in g.by_group.items()
+                    k: {**vm(v), "eer_ci": iv(ci.group_eer.get(k)) if ci else None}
+                    for k, v in g.by_group.items()
                 },
                 "skipped": g.skipped,
                 "suppressed_below_min_speakers": self.suppressed.get(col, []),
@@ -158,7 +159,8 @@ class SvEvaluation:
             "scoring": self.scoring,
             "n_trials": self.n_trials,
             "n_speakers": self.n_speakers,
-            "overall": {**vm(self.overall), "eer_ci": iv(self.overall_ci.eer) if self.overall_ci else None},
+            "overall": {**vm(self.overall),
+                        "eer_ci": iv(self.overall_ci.eer) if self.overall_ci else None},
             "groups": groups,
             "config": asdict(self.config),
             "definitions": DEFINITIONS,
@@ -229,7 +231,8 @@ def evaluate_sv(
         if small:
             g = np.asarray([None if x in small else x for x in g], dtype=object)
             suppressed[col] = small
-            logger.info("%s: suppressed groups with < %d speakers: %s", col, cfg.min_group_speakers, small)
+            logger.info("%s: suppressed groups with < %d speakers: %s",
+                        col, cfg.min_group_speakers, small)
         try:
             groups[col] = group_fairness(scores, labels, g, column=col, p_targets=cfg.p_targets,
                                          alpha=cfg.fdr_alpha)
@@ -239,7 +242,11 @@ def evaluate_sv(
         if cfg.n_boot > 0:
             group_ci[col] = bootstrap_eer(scores, labels, spk_a, spk_b, groups=g, n_boot=cfg.n_boot,
                                           level=cfg.level, seed=cfg.seed, progress=progress)
-    scoring = "cosine" if cohort is None else f"cosine + AS-norm (top-{min(top_k, cohort.shape[0])} of {cohort.shape[0]} cohort embeddings)"
+    if cohort is None:
+        scoring = "cosine"
+    else:
+        n_cohort = cohort.shape[0]
+        scoring = f"cosine + AS-norm (top-{min(top_k, n_cohort)} of {n_cohort} cohort embeddings)"
     return SvEvaluation(
         config=cfg,
         scoring=scoring,
@@ -275,20 +282,23 @@ def report_markdown(ev: SvEvaluation) -> str:
             f"{ev.overall.n_nontarget} non-target), {ev.n_speakers} speakers."
         ),
         (
-            f"minDCF: C_miss={cfg.c_miss:g}, C_fa={cfg.c_fa:g}, normalized as Kaldi's compute_min_dcf.py "
+            f"minDCF: C_miss={cfg.c_miss:g}, C_fa={cfg.c_fa:g}, "
+            "normalized as Kaldi's compute_min_dcf.py "
             "(divided by min(C_miss·P_target, C_fa·(1−P_target)))."
         ),
         f"Intervals: {100 * cfg.level:g}% speaker bootstrap, {cfg.n_boot} replicates. EER in %.",
         "",
         f"| | EER | EER CI | {dcf_heads} |",
         "|---|---|---|" + "---|" * len(ev.overall.min_dcf),
-        f"| overall | {_pct(ev.overall.eer)} | {_ci(ev.overall_ci.eer if ev.overall_ci else None)} | "
+        f"| overall | {_pct(ev.overall.eer)} "
+        f"| {_ci(ev.overall_ci.eer if ev.overall_ci else None)} | "
         + " | ".join(f"{p.min_dcf:.4f}" for p in ev.overall.min_dcf) + " |",
         "",
     ]
     for col, g in ev.groups.items():
         ci = ev.group_ci.get(col)
-        lines += [f"## By {col}", "", f"| {col} | target | non-target | EER | EER CI | {dcf_heads} |",
+        lines += [f"## By {col}", "",
+                  f"| {col} | target | non-target | EER | EER CI | {dcf_heads} |",
                   "|---|---|---|---|---|" + "---|" * len(ev.overall.min_dcf)]
         for name, m in g.by_group.items():
             lines.append(
@@ -300,31 +310,35 @@ def report_markdown(ev: SvEvaluation) -> str:
         lines += [
             "",
             (
-                f"- EER gap (max − min): {_pct(g.difference)} points ({g.group_max} vs {g.group_min}) "
-                f"{_ci(ci.difference if ci else None)}; relative gap {rel}"
+                f"- EER gap (max − min): {_pct(g.difference)} points "
+                f"({g.group_max} vs {g.group_min}) {_ci(ci.difference if ci else None)}; "
+                f"relative gap {rel}"
             ),
             f"- std of group EERs: {_pct(g.std)} points {_ci(ci.std if ci else None)}",
             (
-                f"- FDR (α={g.fdr_alpha:g}, β={g.fdr_beta:g}, threshold {g.fdr_threshold:.4f} = overall EER "
-                f"threshold): {g.fdr:.4f}"
+                f"- FDR (α={g.fdr_alpha:g}, β={g.fdr_beta:g}, "
+                f"threshold {g.fdr_threshold:.4f} = overall EER threshold): {g.fdr:.4f}"
             ),
         ]
         if g.skipped:
             lines.append(f"- no EER (missing target or non-target trials): {', '.join(g.skipped)}")
         if ev.suppressed.get(col):
-            lines.append(f"- suppressed (< {cfg.min_group_speakers} speakers): {', '.join(ev.suppressed[col])}")
+            hidden = ", ".join(ev.suppressed[col])
+            lines.append(f"- suppressed (< {cfg.min_group_speakers} speakers): {hidden}")
         lines.append("")
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(ev: SvEvaluation, trials: Sequence[Trial], out_dir: str | Path) -> dict[str, Path]:
+def write_evaluation(ev: SvEvaluation, trials: Sequence[Trial],
+                     out_dir: str | Path) -> dict[str, Path]:
     """Write the evaluation files (see the module docstring); returns name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     files["metrics"] = out / "metrics.json"
-    _atomic_text(files["metrics"], json.dumps(ev.to_dict(), indent=2, allow_nan=False, default=str) + "\n")
+    metrics = json.dumps(ev.to_dict(), indent=2, allow_nan=False, default=str)
+    _atomic_text(files["metrics"], metrics + "\n")
     files["report"] = out / "report.md"
     _atomic_text(files["report"], report_markdown(ev))
     files["scores"] = out / "scores.txt"
@@ -336,15 +350,22 @@ def write_evaluation(ev: SvEvaluation, trials: Sequence[Trial], out_dir: str | P
         ci = ev.group_ci.get(col)
         rows = []
         for name, m in g.by_group.items():
-            row: dict[str, Any] = {col: name, "n_target": m.n_target, "n_nontarget": m.n_nontarget, "eer": m.eer}
+            row: dict[str, object] = {col: name, "n_target": m.n_target,
+                                      "n_nontarget": m.n_nontarget, "eer": m.eer}
             if ci and name in ci.group_eer:
-                row["eer_ci_low"], row["eer_ci_high"] = ci.group_eer[name].low, ci.group_eer[name].high
+                row["eer_ci_low"] = ci.group_eer[name].low
+                row["eer_ci_high"] = ci.group_eer[name].high
             for p in m.min_dcf:
                 row[f"min_dcf_p{p.p_target:g}"] = p.min_dcf
             rows.append(row)
         path = out / f"groups_{col}.csv"
         _atomic_text(path, pd.DataFrame(rows).to_csv(index=False))
         files[f"groups_{col}"] = path
-        intervals = ci.group_eer if ci else {k: Interval(v.eer, math.nan, math.nan, 0.0, 0) for k, v in g.by_group.items()}
-        files[f"plot_{col}"] = plot_group_eer(col, intervals, out / f"eer_by_{col}.png", overall=ev.overall.eer)
+        if ci:
+            intervals = ci.group_eer
+        else:
+            intervals = {k: Interval(v.eer, math.nan, math.nan, 0.0, 0)
+                         for k, v in g.by_group.items()}
+        files[f"plot_{col}"] = plot_group_eer(col, intervals, out / f"eer_by_{col}.png",
+                                              overall=ev.overall.eer)
     return files

@@ -81,7 +81,8 @@ class SpeakerTrainingModel(nn.Module):
     def __init__(self, extractor: EcapaTdnn, num_speakers: int, loss: SvLossConfig) -> None:
         super().__init__()
         self.extractor = extractor
-        self.head = AAMSoftmax(extractor.embedding_dim, num_speakers, margin=loss.aam_margin, scale=loss.aam_scale)
+        self.head = AAMSoftmax(extractor.embedding_dim, num_speakers, margin=loss.aam_margin,
+                               scale=loss.aam_scale)
         self.pairwise = PairwiseLoss()
 
     def forward(self, features: Tensor, feature_lens: Tensor, speakers: Tensor) -> SpeakerForward:
@@ -117,7 +118,8 @@ class SpeakerObjective:
             lam = self.arw.sample_weights(out.embeddings)
             pair = weighted_pair_loss(out.pairs, pair_weights(lam))
             detached = PairLosses(
-                out.pairs.losses.detach(), out.pairs.positive, out.pairs.valid, out.pairs.cosine.detach()
+                out.pairs.losses.detach(), out.pairs.positive, out.pairs.valid,
+                out.pairs.cosine.detach(),
             )
             self.last = (out.embeddings.detach(), detached)
             metrics["pair_weighted"] = float(pair.detach())
@@ -150,8 +152,9 @@ class ArwHook(TrainHook):
         emb, pairs = last
         self.last_adversary_loss = self.arw.adversary_step(emb, pairs)
 
+    # Any: a state dict of tensors and plain values, as torch's state_dict()
     def state_dict(self) -> dict[str, Any]:
         return self.arw.state_dict()
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # Any: as state_dict()
         self.arw.load_state_dict(dict(state))

@@ -22,7 +22,8 @@ def _save(fig: object, path: Path) -> Path:
     return path
 
 
-def plot_det(curves: Mapping[str, OperatingPoints], path: str | Path, *, title: str = "DET curve") -> Path:
+def plot_det(curves: Mapping[str, OperatingPoints], path: str | Path, *,
+             title: str = "DET curve") -> Path:
     """DET curves (miss vs false-alarm probability on normal-deviate axes), one line per entry."""
     import matplotlib
 
@@ -54,7 +55,8 @@ def plot_det(curves: Mapping[str, OperatingPoints], path: str | Path, *, title: 
     return out
 
 
-def plot_group_eer(column: str, eers: Mapping[str, Interval], path: str | Path, *, overall: float | None = None) -> Path:
+def plot_group_eer(column: str, eers: Mapping[str, Interval], path: str | Path, *,
+                   overall: float | None = None) -> Path:
     """Bar chart of EER (%) per group with bootstrap intervals as error bars."""
     import matplotlib
 

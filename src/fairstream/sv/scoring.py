@@ -45,7 +45,8 @@ class TrialIndex:
     labels: np.ndarray
 
 
-def index_trials(trials: Sequence[Trial], keys: Sequence[str], *, source: str = "embeddings") -> TrialIndex:
+def index_trials(trials: Sequence[Trial], keys: Sequence[str], *,
+                 source: str = "embeddings") -> TrialIndex:
     """Map each trial's two paths to rows of the embedding table.
 
     Raises:
@@ -69,7 +70,8 @@ def _normalize(emb: np.ndarray, what: str) -> np.ndarray:
     if e.ndim != 2:
         raise InputDataError(f"{what} must be a 2-D (N, E) matrix, got shape {e.shape}")
     if not np.isfinite(e).all():
-        raise InputDataError(f"{what}: row {int(np.flatnonzero(~np.isfinite(e).all(1))[0])} is not finite")
+        row = int(np.flatnonzero(~np.isfinite(e).all(1))[0])
+        raise InputDataError(f"{what}: row {row} is not finite")
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
@@ -94,7 +96,8 @@ def cosine_trial_scores(emb: np.ndarray, index: TrialIndex, *, chunk: int = 250_
     return out
 
 
-def as_norm_stats(emb: np.ndarray, cohort: np.ndarray, *, top_k: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def as_norm_stats(emb: np.ndarray, cohort: np.ndarray, *,
+                  top_k: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Per-utterance mean and std of the ``top_k`` highest cohort scores.
 
     Args:
@@ -108,7 +111,8 @@ def as_norm_stats(emb: np.ndarray, cohort: np.ndarray, *, top_k: int = 200) -> t
     z = _normalize(emb, "embeddings")
     c = _normalize(cohort, "cohort embeddings")
     if z.shape[1] != c.shape[1]:
-        raise InputDataError(f"embedding dimensions differ: {z.shape[1]} (trials) vs {c.shape[1]} (cohort)")
+        raise InputDataError(
+            f"embedding dimensions differ: {z.shape[1]} (trials) vs {c.shape[1]} (cohort)")
     if c.shape[0] < 2:
         raise InputDataError(f"the AS-norm cohort needs at least 2 embeddings, got {c.shape[0]}")
     k = min(top_k, c.shape[0])

@@ -38,13 +38,20 @@ from fairstream.training.config import (
 )
 from fairstream.training.loop import TrainHook, TrainResult, fit, init_distributed
 
-__all__ = ["LoadedExtractor", "SvTrainConfig", "load_extractor", "load_sv_config", "train_speaker_model"]
+__all__ = [
+    "LoadedExtractor",
+    "SvTrainConfig",
+    "load_extractor",
+    "load_sv_config",
+    "train_speaker_model",
+]
 
 logger = logging.getLogger(__name__)
 
 
 def _default_optim() -> OptimConfig:
-    return OptimConfig(lr=2e-3, weight_decay=2e-5, warmup_steps=50, schedule="cosine", decay_steps=400)
+    return OptimConfig(lr=2e-3, weight_decay=2e-5, warmup_steps=50, schedule="cosine",
+                       decay_steps=400)
 
 
 def _default_schedule() -> ScheduleConfig:
@@ -80,7 +87,7 @@ def load_sv_config(
     Raises:
         InputDataError: unreadable YAML, unknown key or bad value (names the key path).
     """
-    data: Any = {}
+    data: Any = {}  # Any: parsed YAML, checked key by key below
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -123,12 +130,15 @@ def train_speaker_model(
                           world_size=dist_info.world_size)
     extractor = EcapaTdnn(config.model)
     model = SpeakerTrainingModel(extractor, data.num_speakers, config.loss)
-    arw = AdversarialReweighting(config.model.embedding_dim, config.arw) if config.arw is not None else None
+    arw = None
+    if config.arw is not None:
+        arw = AdversarialReweighting(config.model.embedding_dim, config.arw)
     objective = SpeakerObjective(config.loss, arw)
     hooks: list[TrainHook] = [ArwHook(objective)] if arw is not None else []
     hooks.extend(extra_hooks)
     logger.info("training %s extractor (%d parameters) on %d speakers",
-                "ARW" if arw else "baseline", sum(p.numel() for p in extractor.parameters()), data.num_speakers)
+                "ARW" if arw else "baseline", sum(p.numel() for p in extractor.parameters()),
+                data.num_speakers)
     return fit(
         model=model,
         objective=objective,
@@ -161,7 +171,7 @@ class LoadedExtractor:
 
 
 def load_extractor(path: str | Path) -> LoadedExtractor:
-    """Rebuild the extractor from a speaker checkpoint (``final.pt``, ``averaged.pt``, ``step-N.pt``).
+    """Rebuild the extractor from a speaker checkpoint (``final.pt``, ``averaged.pt``, ...).
 
     Raises:
         CheckpointError: the file is not a speaker-embedding checkpoint.
@@ -183,6 +193,7 @@ def load_extractor(path: str | Path) -> LoadedExtractor:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{ck.path}: extractor weights do not match its config: {exc}") from exc
+        raise CheckpointError(
+            f"{ck.path}: extractor weights do not match its config: {exc}") from exc
     model.eval()
     return LoadedExtractor(model, cmvn, config, ck.path)

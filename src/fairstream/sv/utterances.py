@@ -1,4 +1,4 @@
-"""The utterance table of a corpus split: one row per cut with its audio path and speaker metadata.
+"""The utterance table of a corpus split: one row per cut, its audio path and speaker metadata.
 
 The ``path`` column is the key that trial lists and embedding tables share: the audio file
 relative to the corpus ``audio/`` directory when it lies inside it (``test/spk0042/x.flac``,
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from lhotse import CutSet
+from lhotse.cut import Cut
 
 from fairstream.errors import CorpusError
 
@@ -22,10 +22,12 @@ __all__ = ["METADATA_COLUMNS", "cut_path", "utterance_table"]
 logger = logging.getLogger(__name__)
 
 #: speaker columns carried into utterance and embedding tables when the corpus has them
-METADATA_COLUMNS = ("accent", "gender", "age_band", "voice", "noise_type", "telephone", "state", "zip")
+METADATA_COLUMNS = (
+    "accent", "gender", "age_band", "voice", "noise_type", "telephone", "state", "zip",
+)
 
 
-def cut_path(cut: Any, corpus_root: Path) -> str:
+def cut_path(cut: Cut, corpus_root: Path) -> str:
     """The shared key of a cut's audio (see the module docstring)."""
     sources = getattr(cut.recording, "sources", None) if cut.has_recording else None
     if not sources:
@@ -67,7 +69,7 @@ def utterance_table(
             raise CorpusError(f"cut {cut.id} has no supervision with a speaker")
         sup = cut.supervisions[0]
         spk = str(sup.speaker)
-        row: dict[str, Any] = {
+        row: dict[str, object] = {
             "cut_id": cut.id,
             "speaker_id": spk,
             "path": cut_path(cut, root),
