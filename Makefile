@@ -43,6 +43,7 @@ docs:
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 
 # sdist and wheel into dist/, checked; the wheel alone (base dependencies, no torch) installed
 # into a fresh environment must run the CLI and an audit of a CSV
