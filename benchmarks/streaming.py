@@ -181,7 +181,9 @@ def main() -> None:
     rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms)
     step = SR * args.chunk_ms // 1000
 
-    def run_pipeline(rec: StreamingRecognizer) -> tuple[list[float], list[float], float, float, int]:
+    def run_pipeline(
+        rec: StreamingRecognizer,
+    ) -> tuple[list[float], list[float], float, float, int]:
         lat, lat_cpu = [], []
         n_tokens = 0
         t0, p0 = time.perf_counter(), time.process_time()
@@ -338,7 +340,8 @@ def main() -> None:
         ),
         (
             "algorithmic latency",
-            f"{algo['total']:.0f} ms = {args.chunk_ms} chunk + 15 window + {lookahead_ms:.0f} lookahead",
+            f"{algo['total']:.0f} ms = {args.chunk_ms} chunk + 15 window "
+            f"+ {lookahead_ms:.0f} lookahead",
         ),
     ]
     if worst is not None:

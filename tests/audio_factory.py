@@ -8,7 +8,11 @@ import numpy as np
 import soundfile as sf
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
-WORDS = ["set", "a", "timer", "for", "twenty", "five", "minutes", "play", "some", "music", "by", "the", "beatles", "what", "is", "the", "weather", "in", "boston", "turn", "on", "the", "kitchen", "lights", "call", "maria", "add", "milk", "to", "my", "shopping", "list", "don't"]
+WORDS = [
+    "set", "a", "timer", "for", "twenty", "five", "minutes", "play", "some", "music", "by",
+    "the", "beatles", "what", "is", "the", "weather", "in", "boston", "turn", "on", "the",
+    "kitchen", "lights", "call", "maria", "add", "milk", "to", "my", "shopping", "list", "don't",
+]
 
 
 def tone(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -65,5 +69,6 @@ def make_cuts(root: Path, n: int = 12, seed: int = 0) -> CutSet:
             text=sentence(seed * 1000 + i), speaker=f"s{i % 4}",
         ))
     return CutSet.from_manifests(
-        recordings=RecordingSet.from_recordings(recs), supervisions=SupervisionSet.from_segments(sups)
+        recordings=RecordingSet.from_recordings(recs),
+        supervisions=SupervisionSet.from_segments(sups),
     ).trim_to_supervisions(keep_overlapping=False).to_eager()

@@ -273,7 +273,8 @@ def test_lm_command_and_fused_streaming_beam_search(exp, corpus, few_cuts, tmp_p
               "--no-progress"]
     off = _invoke([*common, "--out", tmp_path / "off.parquet"])
     on = _invoke([*common, "--streaming", "--chunk-ms", "80", "--out", tmp_path / "on.parquet"])
-    assert "LM " + str(tmp_path / "lm.json") + " (4-gram) (weight 0.4), token bonus 1.5" in on.stderr
+    lm_path = str(tmp_path / "lm.json")
+    assert "LM " + lm_path + " (4-gram) (weight 0.4), token bonus 1.5" in on.stderr
     assert off.exit_code == 0 and on.exit_code == 0, off.output + on.output
     a, meta = read_results(tmp_path / "off.parquet")
     b, _ = read_results(tmp_path / "on.parquet")

@@ -252,7 +252,8 @@ def test_bad_beam_settings_raise() -> None:
         beam_search(model, enc, enc_lens, _beam(max_symbols_per_frame=0))
     with pytest.raises(InputDataError, match="lm_order must be 0"):
         _beam(lm_order=1)
-    with pytest.raises(InputDataError, match=r"LM vocabulary \(9\) does not match the model's \(16\)"):
+    vocab_mismatch = r"LM vocabulary \(9\) does not match the model's \(16\)"
+    with pytest.raises(InputDataError, match=vocab_mismatch):
         beam_search(model, enc, enc_lens, _beam(_lm_for(9), lm_weight=0.5))
 
 

@@ -272,7 +272,8 @@ def check_compatible(
         elif a != b:
             diffs.append((section, a, b))
     if diffs:
-        shown = "; ".join(f"{p}: {va!r} in checkpoint vs {vb!r} in config" for p, va, vb in diffs[:8])
+        shown = "; ".join(f"{p}: {va!r} in checkpoint vs {vb!r} in config"
+                          for p, va, vb in diffs[:8])
         more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
         raise CheckpointError(f"{source} was written for another configuration: {shown}{more}")
 

@@ -271,12 +271,14 @@ def _results_from_frame(
         for name, col in (("sub", cm.sub), ("del", cm.deletions), ("ins", cm.ins)):
             counts[name] = pd.to_numeric(df[col], errors="coerce").astype("float64").to_numpy()
         if cm.hits in df.columns:
-            counts["hits"] = pd.to_numeric(df[cm.hits], errors="coerce").astype("float64").to_numpy()
+            hits = pd.to_numeric(df[cm.hits], errors="coerce")
+            counts["hits"] = hits.astype("float64").to_numpy()
         else:
             n_ref = pd.to_numeric(df[cm.n_ref_words], errors="coerce").astype("float64").to_numpy()
             counts["hits"] = n_ref - counts["sub"] - counts["del"]
         mat = np.stack([counts[c] for c in COUNT_COLUMNS], axis=1)
-        bad = ~np.isfinite(mat).all(axis=1) | (mat < 0).any(axis=1) | (mat != np.round(mat)).any(axis=1)
+        bad = (~np.isfinite(mat).all(axis=1) | (mat < 0).any(axis=1)
+               | (mat != np.round(mat)).any(axis=1))
         bad &= keep
         if bad.any():
             exclusions.append(
@@ -379,7 +381,8 @@ def read_kaldi(
     """
     refs = _read_keyed_lines(Path(text))
     hyps = _read_keyed_lines(Path(hypothesis))
-    spk = {k: v.split()[0] if v.split() else "" for k, v in _read_keyed_lines(Path(utt2spk)).items()}
+    spk = {k: v.split()[0] if v.split() else ""
+           for k, v in _read_keyed_lines(Path(utt2spk)).items()}
     exclusions: list[Exclusion] = []
     no_hyp = [u for u in refs if u not in hyps]
     no_ref = [u for u in hyps if u not in refs]
@@ -459,7 +462,8 @@ def read_speakers(
     _require(df, [speaker_col], "speaker table")
     ids = _as_id(df[speaker_col])
     if ids.isna().any():
-        raise InputDataError(f"speaker table has {int(ids.isna().sum())} rows without {speaker_col}")
+        raise InputDataError(
+            f"speaker table has {int(ids.isna().sum())} rows without {speaker_col}")
     dup = ids.duplicated()
     if dup.any():
         raise InputDataError(
@@ -521,7 +525,8 @@ def read_embeddings(
             if ipath.suffix == ".npy":
                 id_arr = np.load(ipath, allow_pickle=False).astype(str)
             else:
-                id_arr = np.array([ln.strip() for ln in ipath.read_text().splitlines() if ln.strip()])
+                lines = ipath.read_text().splitlines()
+                id_arr = np.array([ln.strip() for ln in lines if ln.strip()])
         else:
             id_arr = np.asarray([str(i) for i in ids])
         if mat.ndim != 2 or mat.shape[0] != id_arr.shape[0]:

@@ -14,7 +14,8 @@ __all__ = ["decode"]
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="Checkpoint written by `fairstream train` (e.g. EXP/averaged.pt).")
+              required=True,
+              help="Checkpoint written by `fairstream train` (e.g. EXP/averaged.pt).")
 @click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Corpus directory: decodes --split and joins speakers.csv.")
 @click.option("--split", default="test", show_default=True, help="Split of --corpus to decode.")
@@ -35,9 +36,12 @@ __all__ = ["decode"]
               help="Print the WER per value of this column (repeatable).")
 @click.option("--trn-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write ref.trn / hyp.trn here for NIST sclite.")
-@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
-              help="skip: leave out utterances with unusable audio or transcript, list them at the end.")
-@click.option("--threads", type=click.IntRange(min=1), help="PyTorch threads (default: one per core).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
+              show_default=True,
+              help="skip: leave out utterances with unusable audio or transcript, "
+                   "list them at the end.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="PyTorch threads (default: one per core).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | None,
            speakers: Path | None, out: Path, method: str | None, beam: int | None,

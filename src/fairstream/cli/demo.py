@@ -38,8 +38,8 @@ __all__ = ["demo"]
               help="Training steps of the speaker model (default: its schedule, 400).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
-         overrides: tuple[str, ...], budget_minutes: float | None, nproc: int, chunk_ms: int, n_boot: int,
-         speaker_model: bool, speaker_steps: int | None, no_progress: bool) -> None:
+         overrides: tuple[str, ...], budget_minutes: float | None, nproc: int, chunk_ms: int,
+         n_boot: int, speaker_model: bool, speaker_steps: int | None, no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
     \b
@@ -57,8 +57,8 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
     from fairstream.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, preset=preset, seed=seed, jobs=jobs, recipe=recipe,
-                     overrides=overrides, budget_minutes=budget_minutes, nproc=nproc, chunk_ms=chunk_ms,
-                     n_boot=n_boot, speaker_model=speaker_model,
+                     overrides=overrides, budget_minutes=budget_minutes, nproc=nproc,
+                     chunk_ms=chunk_ms, n_boot=n_boot, speaker_model=speaker_model,
                      speaker_steps=speaker_steps,
                      progress=not no_progress)
     try:

@@ -100,7 +100,8 @@ def transcribe(audio: Path, checkpoint: Path, stream: bool, chunk_ms: int, realt
                                      max_symbols_per_frame=max_per_frame)[0]
                        if search is None else
                        beam_search(loaded.model, enc, enc_lens, search, frame_shift=shift)[0])
-            text, tokens, times = loaded.tokenizer.decode(list(hyp.tokens)), hyp.tokens, hyp.timestamps
+            text = loaded.tokenizer.decode(list(hyp.tokens))
+            tokens, times = hyp.tokens, hyp.timestamps
             click.echo(text)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e

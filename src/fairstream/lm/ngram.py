@@ -12,7 +12,8 @@ Smoothing (Chen & Goodman's interpolated Kneser-Ney with one discount per order)
 where ``h'`` drops the oldest token of ``h``, ``c`` are raw counts at the highest order and
 continuation counts (number of distinct left neighbours) below it, except for n-grams that
 begin at the sentence start, which keep their counts; ``D_n = n1 / (n1 + 2 n2)``
-from the count-of-counts (kept inside [0.05, 0.95]), and the unigram level interpolates with the uniform distribution.
+from the count-of-counts (kept inside [0.05, 0.95]), and the unigram level interpolates with
+the uniform distribution.
 A context never seen at order ``n`` backs off to order ``n - 1`` entirely. Every distribution
 sums to one over the tokens and end-of-sentence (tested).
 """
@@ -26,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +39,18 @@ __all__ = ["NgramLM"]
 _FORMAT = "fairstream-token-ngram"
 _CACHE_LIMIT = 100_000  # cached distributions (about 1 KB each at V = 128); cleared when full
 _BOS = -1  # context padding before the first token
+
+
+class _TextEncoder(Protocol):
+    """What :meth:`NgramLM.fit_texts` needs of a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def blank_id(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,8 @@ class NgramLM:
         return cls(order, vocab_size, blank_id, levels)
 
     @classmethod
-    def fit_texts(cls, texts: Iterable[str], tokenizer: Any, *, order: int = 4) -> NgramLM:
+    def fit_texts(cls, texts: Iterable[str], tokenizer: _TextEncoder, *,
+                  order: int = 4) -> NgramLM:
         """Fit on transcripts: each is normalized and encoded with ``tokenizer`` (anything
         with ``encode``, ``vocab_size`` and ``blank_id``), one sentence per text; empty
         transcripts are left out."""
@@ -162,11 +176,12 @@ class NgramLM:
             return cached
         if len(context) != self.order - 1:
             raise InputDataError(
-                f"context must hold {self.order - 1} tokens for a {self.order}-gram, got {context!r}"
+                f"context must hold {self.order - 1} tokens for a {self.order}-gram, "
+                f"got {context!r}"
             )
         prob = self._probs(context)
         with np.errstate(divide="ignore"):
-            out = np.log(prob)
+            out: np.ndarray = np.log(prob)
         if len(self._cache) >= _CACHE_LIMIT:  # bounded memory on long-running decoders
             self._cache.clear()
         self._cache[context] = out

@@ -154,7 +154,7 @@ def weighted_pair_loss(pairs: PairLosses, weights: Tensor | None = None) -> Tens
 
 
 class Adversary(nn.Module):
-    """``w = sigmoid(f(x))`` with ``x`` = [normalized embedding, one-hot cluster]: (N, E+K) -> (N,)."""
+    """``w = sigmoid(f(x))``, ``x`` = [normalized embedding, one-hot cluster]: (N, E+K) -> (N,)."""
 
     def __init__(self, input_dim: int, hidden_dim: int = 64) -> None:
         super().__init__()
