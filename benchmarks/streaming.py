@@ -43,6 +43,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from fairstream.decoding.greedy import greedy_search_chunk
 from fairstream.decoding.streaming import StreamingRecognizer
 from fairstream.features.fbank import OnlineFbankExtractor, compute_cmvn, compute_fbank
 from fairstream.models.factory import ModelConfig, build_model
+from fairstream.models.transducer import Transducer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "streaming.json"
 SR = 16000
@@ -94,7 +96,7 @@ def corpus_speech(corpus: Path, seconds: float) -> list[np.ndarray]:
     return pieces
 
 
-def _tokens_per_frame(model: Any, feats: np.ndarray) -> float:
+def _tokens_per_frame(model: Transducer, feats: np.ndarray) -> float:
     x = torch.from_numpy(feats).unsqueeze(0)
     with torch.no_grad():
         enc, enc_lens = model.encode(x, torch.tensor([x.shape[1]]))
@@ -102,7 +104,7 @@ def _tokens_per_frame(model: Any, feats: np.ndarray) -> float:
     return len(state.tokens[0]) / int(enc_lens[0])
 
 
-def calibrate_blank_bias(model: Any, feats: np.ndarray, target: float) -> float:
+def calibrate_blank_bias(model: Transducer, feats: np.ndarray, target: float) -> float:
     """Shift the joiner's blank bias so that greedy search emits ``target`` tokens per frame."""
     bias = model.joiner.out.bias
     base = float(bias.detach()[model.blank_id])
@@ -123,7 +125,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+def _atomic_write_json(path: Path, data: Mapping[str, object]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -197,6 +199,7 @@ def main() -> None:
             n_tokens += len(rec.finish().tokens)
         return (lat, lat_cpu, time.perf_counter() - t0, time.process_time() - p0, n_tokens)
 
+    # Any: a JSON record of numbers and nested dicts, read back by key below
     def measure(rec: StreamingRecognizer = rec) -> dict[str, Any]:
         run_pipeline(rec)  # warm-up
         lat_all: list[float] = []
@@ -263,7 +266,7 @@ def main() -> None:
         feats_chunks.append(ext.finish())
         t_fbank = min(t_fbank, time.process_time() - t0)
         feats = cmvn.apply(np.concatenate(feats_chunks))
-        enc_state: Any = None
+        enc_state: object = None  # the encoder's own state type, opaque here
         enc_chunks = []
         with torch.inference_mode():
             t0 = time.process_time()

@@ -39,7 +39,7 @@ def tiny_model(kind: str = "stateless", seed: int = 0, vocab: int = 16) -> Trans
 
 
 
-def _beam(lm: NgramLM | None = None, **settings: Any) -> BeamSearch:
+def _beam(lm: NgramLM | None = None, **settings: Any) -> BeamSearch:  # Any: settings of mixed types
     """A beam search with these settings (the rest: SearchConfig's defaults) fusing ``lm``."""
     return BeamSearch(SearchConfig(method="beam", **settings), lm)
 

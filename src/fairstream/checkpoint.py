@@ -83,6 +83,8 @@ class Checkpoint:
     """
 
     path: Path
+    # Any (here and below): plain data as the writer stored it (numbers, strings, tensors,
+    # nested dicts); each reader checks the fields it uses
     config: dict[str, Any]
     model: dict[str, torch.Tensor]
     kind: str | None = None
@@ -101,6 +103,7 @@ class Checkpoint:
 def save_checkpoint(
     path: str | Path,
     *,
+    # Any: plain data of any shape, stored as given (see Checkpoint)
     config: Mapping[str, Any],
     model: Mapping[str, torch.Tensor],
     optimizer: Mapping[str, Any] | None = None,
@@ -211,8 +214,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
-def _stored_kind(path: Path, raw: Mapping[str, Any], config: Mapping[str, Any],
-                 extra: Mapping[str, Any]) -> str | None:
+def _stored_kind(path: Path, raw: Mapping[str, object], config: Mapping[str, object],
+                 extra: Mapping[str, object]) -> str | None:
     """The ``kind`` field, or where files written before it existed said the same thing."""
     kind = raw.get("kind")
     if kind is not None and kind not in CHECKPOINT_KINDS:
@@ -227,13 +230,13 @@ def _stored_kind(path: Path, raw: Mapping[str, Any], config: Mapping[str, Any],
 
 
 def config_differences(
-    a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = ""
-) -> list[tuple[str, Any, Any]]:
+    a: Mapping[str, object], b: Mapping[str, object], prefix: str = ""
+) -> list[tuple[str, object, object]]:
     """Key paths where two plain-data configs differ, as ``(path, value_in_a, value_in_b)``.
 
     A key present on one side only is reported with ``<missing>`` on the other.
     """
-    out: list[tuple[str, Any, Any]] = []
+    out: list[tuple[str, object, object]] = []
     for key in sorted(set(a) | set(b)):
         path = f"{prefix}{key}"
         va = a.get(key, "<missing>")
@@ -246,8 +249,8 @@ def config_differences(
 
 
 def check_compatible(
-    saved: Mapping[str, Any],
-    current: Mapping[str, Any],
+    saved: Mapping[str, object],
+    current: Mapping[str, object],
     *,
     sections: Sequence[str] = ("model", "tokenizer"),
     source: str | Path = "checkpoint",
@@ -263,7 +266,7 @@ def check_compatible(
     Raises:
         CheckpointError: naming every differing key path with both values.
     """
-    diffs: list[tuple[str, Any, Any]] = []
+    diffs: list[tuple[str, object, object]] = []
     for section in sections:
         a = saved.get(section, {})
         b = current.get(section, {})
@@ -331,7 +334,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def capture_rng_state() -> dict[str, Any]:
+def capture_rng_state() -> dict[str, object]:
     """States of the torch, Python and NumPy global generators, as weights-only-safe data."""
     np_state = np.random.get_state()
     assert isinstance(np_state, tuple)
@@ -348,6 +351,7 @@ def capture_rng_state() -> dict[str, Any]:
     }
 
 
+# Any: the generator states, each restored by its own library's setter
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Restore generator states captured by :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch"])

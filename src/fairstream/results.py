@@ -99,6 +99,7 @@ def order_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_results(df: pd.DataFrame, path: str | os.PathLike[str],
+                  # Any: plain JSON data, stored as given
                   config: Mapping[str, Any] | None = None) -> Path:
     """Write the results table as Parquet (atomically) with ``config`` (JSON) and the schema
     version in its metadata."""
@@ -134,6 +135,7 @@ def results_version(metadata: Mapping[bytes, bytes] | None, source: object = "ta
     return version
 
 
+# Any: the stored JSON config
 def read_results(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a results table and the config stored with it.
 

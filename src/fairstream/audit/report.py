@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,10 +29,13 @@ from fairstream._io import atomic_write_text as _atomic_write
 from fairstream.audit.privacy import coarse_locations
 from fairstream.audit.result import DEFINITIONS, AuditResult
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = ["report_dict", "write_report"]
 
 
-def _clean(obj: Any) -> Any:
+def _clean(obj: Any) -> Any:  # Any: JSON-like data of any shape, in and out
     """JSON-safe: NaN/inf → None, numpy scalars → python."""
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
@@ -52,14 +55,14 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:  # Any: table cells of any type
     return _clean(df.to_dict(orient="records"))  # type: ignore[no-any-return]
 
 
-def report_dict(result: AuditResult) -> dict[str, Any]:
+def report_dict(result: AuditResult) -> dict[str, Any]:  # Any: the JSON report
     """Everything in report.json (no speaker ids unless the privacy config allows them)."""
     show = result.config.privacy.include_speaker_ids
-    d: dict[str, Any] = {
+    d: dict[str, Any] = {  # Any: as above
         "format": "fairstream-audit",
         "version": 1,
         "overall": result.overall,
@@ -88,7 +91,7 @@ def report_dict(result: AuditResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- plots
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Figure) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -189,7 +192,7 @@ def _methods_plot(methods: pd.DataFrame) -> str | None:
 # ----------------------------------------------------------------------------- html
 
 
-def _fmt(v: Any, pct: bool = False, digits: int = 2) -> str:
+def _fmt(v: object, pct: bool = False, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, (float, np.floating)):
@@ -214,6 +217,7 @@ _COHORT_COLS = ["group", "status", "n_speakers", "n_utterances", "ref_words", "w
                 "share_speakers_pct", "share_words_pct"]
 
 
+# Any: template context of strings, tables and images
 def _sections(result: AuditResult) -> list[dict[str, Any]]:
     secs = []
     ow = result.overall["wer"]

@@ -79,7 +79,7 @@ class _LazyGroup(click.Group):
             raise TypeError(f"{target} is not a click command")
         return cmd
 
-    def format_commands(self, ctx: click.Context, formatter: Any) -> None:
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)

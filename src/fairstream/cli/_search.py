@@ -51,7 +51,7 @@ class ChosenSearch:
         origin = " (the checkpoint's recipe)" if self.source == "recipe" else ""
         return self.config.describe(lm) + origin
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:  # Any: plain JSON data for the table's metadata
         """The search as plain data for the results table's metadata."""
         cfg = self.config
         beam = cfg.method == "beam" and not self.ctc
@@ -99,6 +99,7 @@ def search_options(*, ctc: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+# Any: the checkpoint's stored config, plain JSON data
 def choose_search(method: str | None, checkpoint: Path, checkpoint_config: Mapping[str, Any],
                   *, beam: int | None, max_symbols: int | None, lm_path: Path | None,
                   lm_weight: float | None, token_bonus: float | None) -> ChosenSearch:

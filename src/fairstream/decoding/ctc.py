@@ -8,19 +8,20 @@ its own CTC head, the predictor or joiner is the problem, not the encoder.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from fairstream.decoding.hypothesis import Hypothesis, frame_seconds
 from fairstream.errors import InputDataError
+from fairstream.models.transducer import Transducer
 
 __all__ = ["ctc_greedy_search"]
 
 
 @torch.no_grad()
-def ctc_greedy_search(model: Any, encoder_out: Tensor, encoder_lens: Tensor) -> list[Hypothesis]:
+def ctc_greedy_search(
+    model: Transducer, encoder_out: Tensor, encoder_lens: Tensor
+) -> list[Hypothesis]:
     """Best-path CTC decoding of ``model.ctc_head`` on encoder output.
 
     Args:

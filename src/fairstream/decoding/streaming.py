@@ -142,7 +142,7 @@ class StreamingRecognizer:
         """Forget the current stream and start a new one."""
         self._extractor.reset()
         self._pending = np.zeros((0, self.fbank_config.num_mel_bins), dtype=np.float32)
-        self._encoder_state: Any = None
+        self._encoder_state: Any = None  # Any: the encoder's own state type
         self._decoder_state: GreedyState | BeamState | None = None
         self._frames_fed = 0
         self._finished = False

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 OnError = Literal["raise", "skip"]
 
 
-def _metadata(cut: Cut, speakers: pd.DataFrame | None) -> dict[str, Any]:
+def _metadata(cut: Cut, speakers: pd.DataFrame | None) -> dict[str, Any]:  # Any: values of any type
     sup = cut.supervisions[0]
     meta: dict[str, Any] = {}  # Any: speakers.csv and supervision values of any type
     if speakers is not None and sup.speaker is not None and str(sup.speaker) in speakers.index:

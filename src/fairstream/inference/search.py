@@ -33,6 +33,7 @@ def lm_beside(checkpoint: str | os.PathLike[str]) -> Path:
     return Path(checkpoint).parent / LM_FILE
 
 
+# Any: the checkpoint's stored config, plain JSON data
 def recipe_search(config: Mapping[str, Any], source: object = "checkpoint") -> SearchConfig:
     """The search stored in a training config's ``decode`` section (defaults if it has none).
 

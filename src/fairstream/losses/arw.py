@@ -211,10 +211,11 @@ class EmbeddingClusters:
         idx = torch.cdist(z, c).argmin(dim=1)
         return F.one_hot(idx, self.n_clusters).to(z.dtype)
 
+    # Any: tensors or None, as torch's state_dict()
     def state_dict(self) -> dict[str, Any]:
         return {"memory": self.memory, "centroids": self.centroids}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # Any: as state_dict()
         self.memory = state.get("memory")
         self.centroids = state.get("centroids")
 
@@ -281,6 +282,7 @@ class AdversarialReweighting:
         self.optimizer.step()
         return float(loss.detach())
 
+    # Any: nested state dicts of tensors and plain data, as torch's
     def state_dict(self) -> dict[str, Any]:
         """Adversary, optimizer, clusters and step counter (tensors and plain data)."""
         return {
@@ -290,7 +292,7 @@ class AdversarialReweighting:
             "steps": self.steps,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # Any: as state_dict()
         """Restore :meth:`state_dict`."""
         self.adversary.load_state_dict(state["adversary"])
         self.optimizer.load_state_dict(state["optimizer"])

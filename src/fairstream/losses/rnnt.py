@@ -363,7 +363,7 @@ class _RNNTLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
+        ctx: Any,  # Any: autograd's context object, given attributes at run time
         logits: torch.Tensor,
         targets: torch.Tensor,
         logit_lens: torch.Tensor,
@@ -412,7 +412,7 @@ class _RNNTLossFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(  # type: ignore[override]
-        ctx: Any, grad_out: torch.Tensor
+        ctx: Any, grad_out: torch.Tensor  # Any: autograd's context object, as in forward
     ) -> tuple[torch.Tensor | None, ...]:
         nones = (None,) * 7
         if not ctx.needs_input_grad[0]:

@@ -47,6 +47,7 @@ class EncoderConfig:
     # Any: the value types depend on the encoder ``name`` selects (checked by options())
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
+    # Any: each encoder has its own options class
     def options(self, path: str = "model.encoder") -> Any:
         """The encoder's options dataclass built from ``kwargs`` (the rest at defaults).
 
@@ -124,11 +125,12 @@ class ModelConfig:
     ctc_weight: float = 0.2
     fastemit_lambda: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:  # Any: plain JSON data
         """Plain-dict form (see :func:`model_config_to_dict`)."""
         return model_config_to_dict(self)
 
     @classmethod
+    # Any: parsed YAML/JSON, checked against the types
     def from_dict(cls, data: Mapping[str, Any], *, path: str = "model") -> ModelConfig:
         """Parse a mapping (see :func:`model_config_from_dict`)."""
         return model_config_from_dict(data, path=path)
@@ -139,7 +141,7 @@ class ModelConfig:
         return self
 
 
-def encoder_options(name: str) -> dict[str, Any]:
+def encoder_options(name: str) -> dict[str, Any]:  # Any: option values of each encoder's own types
     """Options (with defaults) of the encoder registered as ``name``.
 
     Raises:
@@ -148,8 +150,9 @@ def encoder_options(name: str) -> dict[str, Any]:
     return _resolved_encoder_kwargs(EncoderConfig(name))
 
 
+# Any: option values of each encoder's own types
 def _resolved_encoder_kwargs(enc: EncoderConfig, path: str = "model.encoder") -> dict[str, Any]:
-    resolved: dict[str, Any] = to_dict(enc.options(path))
+    resolved: dict[str, Any] = to_dict(enc.options(path))  # Any: as above
     return resolved
 
 
@@ -180,7 +183,7 @@ def build_model(config: ModelConfig) -> Transducer:
     kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     module = ENCODERS[config.encoder.name](config.feature_dim, **kwargs)
     check_encoder(module)
-    encoder = cast(StreamingEncoder[Any], module)
+    encoder = cast(StreamingEncoder[Any], module)  # Any: the state type is the encoder's own
     p = config.predictor
     predictor: StatelessPredictor | LSTMPredictor
     if p.kind == "stateless":
@@ -217,6 +220,7 @@ def build_model(config: ModelConfig) -> Transducer:
     )
 
 
+# Any: parsed YAML/JSON, checked against the types
 def model_config_from_dict(data: Mapping[str, Any], *, path: str = "model") -> ModelConfig:
     """Parse a (YAML/JSON) mapping into a :class:`ModelConfig`.
 
@@ -232,7 +236,7 @@ def model_config_from_dict(data: Mapping[str, Any], *, path: str = "model") -> M
     return from_dict(ModelConfig, data, path=path)
 
 
-def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
+def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:  # Any: plain JSON data
     """Plain-dict form with the encoder options resolved (defaults filled in)."""
     out = dataclasses.asdict(config)
     out["encoder"]["kwargs"] = _resolved_encoder_kwargs(config.encoder)

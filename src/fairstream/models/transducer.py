@@ -66,11 +66,11 @@ class Transducer(nn.Module):
         InputDataError: if the encoder does not follow the contract, or on a bad weight.
     """
 
-    encoder: StreamingEncoder[Any]
+    encoder: StreamingEncoder[Any]  # Any: the state type is the encoder's own
 
     def __init__(
         self,
-        encoder: StreamingEncoder[Any],
+        encoder: StreamingEncoder[Any],  # Any: the state type is the encoder's own
         predictor: StatelessPredictor | LSTMPredictor,
         joiner: Joiner,
         *,
@@ -117,7 +117,7 @@ class Transducer(nn.Module):
         state: Any | None = None,  # Any: the state type is the encoder's own
         *,
         final: bool = False,
-    ) -> tuple[Tensor, Tensor, Any]:
+    ) -> tuple[Tensor, Tensor, Any]:  # Any: the encoder's own state type
         """Encode the next chunk: ``(B, t, F), (B,), state -> (B, t', D), (B,), state``.
 
         ``final`` ends the streams: the encoder also emits the frames it held back for
