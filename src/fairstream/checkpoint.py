@@ -83,15 +83,19 @@ class Checkpoint:
     """
 
     path: Path
-    # Any (here and below): plain data as the writer stored it (numbers, strings, tensors,
-    # nested dicts); each reader checks the fields it uses
+    # Any: the resolved config as plain JSON data; each reader checks the keys it uses
     config: dict[str, Any]
     model: dict[str, torch.Tensor]
     kind: str | None = None
+    # Any: the optimizer's own state layout (tensors, numbers, nested dicts)
     optimizer: dict[str, Any] | None = None
+    # Any: counters and flags as the training loop stored them
     progress: dict[str, Any] = field(default_factory=dict)
+    # Any: generator states of torch, Python and numpy, each of its own shape
     rng: dict[str, Any] | None = None
+    # Any: each hook's own state dict
     hooks: dict[str, Any] = field(default_factory=dict)
+    # Any: whatever the writer added (tokenizer bytes, CMVN, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -103,13 +107,13 @@ class Checkpoint:
 def save_checkpoint(
     path: str | Path,
     *,
-    # Any: plain data of any shape, stored as given (see Checkpoint)
-    config: Mapping[str, Any],
+    config: Mapping[str, object],
     model: Mapping[str, torch.Tensor],
-    optimizer: Mapping[str, Any] | None = None,
-    progress: Mapping[str, Any] | None = None,
-    rng: Mapping[str, Any] | None = None,
-    hooks: Mapping[str, Any] | None = None,
+    optimizer: Mapping[str, object] | None = None,
+    progress: Mapping[str, object] | None = None,
+    rng: Mapping[str, object] | None = None,
+    hooks: Mapping[str, object] | None = None,
+    # Any: plain data or tensors of any shape; a "kind" entry is read as the kind
     extra: Mapping[str, Any] | None = None,
     kind: str | None = None,
 ) -> Path:

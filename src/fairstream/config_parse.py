@@ -33,7 +33,6 @@ from fairstream.errors import InputDataError
 
 __all__ = ["PathChecked", "apply_overrides", "from_dict", "join_path", "to_dict"]
 
-# Values here are parsed YAML/JSON and type hints of any kind, hence ``Any`` throughout.
 T = TypeVar("T")
 
 
@@ -51,23 +50,23 @@ def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _is_union(tp: Any) -> bool:
+def _is_union(tp: object) -> bool:
     return typing.get_origin(tp) is Union or isinstance(tp, types.UnionType)
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _fail(path: str, expected: Any, value: Any) -> InputDataError:
+def _fail(path: str, expected: object, value: object) -> InputDataError:
     return InputDataError(
         f"config key {path or '<root>'}: expected {_type_name(expected)}, got {value!r}"
     )
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
+def _coerce(tp: object, value: object, path: str) -> object:
     """Check ``value`` against the type hint ``tp`` and coerce it where unambiguous."""
-    if tp is Any or tp is object:
+    if tp is Any or tp is object:  # Any: the hint ``Any`` accepts every value
         return value
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -109,12 +108,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin in (list, Sequence):
         if not isinstance(value, Sequence) or isinstance(value, str):
             raise _fail(path, tp, value)
-        inner = args[0] if args else Any
+        inner = args[0] if args else Any  # Any: a bare ``list`` hint means ``list[Any]``
         return [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise _fail(path, tp, value)
-        kt, vt = args if args else (Any, Any)
+        kt, vt = args if args else (Any, Any)  # Any: a bare ``dict`` hint, any keys and values
         return {
             _coerce(kt, k, f"{path}.{k}"): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()
         }
@@ -165,7 +164,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
+def from_dict(cls: type[T], data: object, *, path: str = "") -> T:
     """Build the dataclass ``cls`` (recursively) from plain data, checking keys and types.
 
     Args:
@@ -191,7 +190,7 @@ def from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
             f"unknown config key {join_path(path, unknown[0])} "
             f"(known keys of {path or '<root>'}: {', '.join(sorted(fields))})"
         )
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
     for name, f in fields.items():
         if not f.init:
             continue
@@ -210,7 +209,7 @@ def from_dict(cls: type[T], data: Any, *, path: str = "") -> T:
     return obj
 
 
-def to_dict(obj: Any) -> Any:
+def to_dict(obj: object) -> Any:  # Any: plain JSON data, which callers index
     """Turn nested dataclasses into plain JSON/YAML data (tuples become lists, paths strings)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -225,7 +224,8 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+# Any: plain JSON/YAML data, which callers index
+def apply_overrides(data: Mapping[str, object], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with ``a.b.c=value`` overrides applied.
 
     Values are parsed with ``yaml.safe_load`` (``null``, ``true``, numbers, ``[1, 2]``); a
@@ -234,7 +234,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     Raises:
         InputDataError: an override without ``=`` or one that descends into a non-mapping.
     """
-    out: dict[str, Any] = json.loads(json.dumps(dict(data)))
+    out: dict[str, Any] = json.loads(json.dumps(dict(data)))  # Any: plain JSON data
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -245,7 +245,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
-        node: dict[str, Any] = out
+        node: dict[str, Any] = out  # Any: a section of plain JSON data
         for k, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:

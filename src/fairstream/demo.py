@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -37,6 +37,8 @@ from fairstream._io import atomic_write_text as _atomic_write
 from fairstream.errors import TrainingError
 
 if TYPE_CHECKING:
+    from fairstream.data.corpus import Corpus
+    from fairstream.data.layout import JsonObject
     from fairstream.inference import LoadedModel, SearchConfig
     from fairstream.lm import NgramLM
 
@@ -223,8 +225,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
                       audit_methods=audit.methods, timings=timings)
 
 
-def _recipe_search(loaded: LoadedModel, corpus: Any, echo: Callable[[str], None]
-                   ) -> tuple[SearchConfig, NgramLM | None, dict[str, Any]]:
+def _recipe_search(loaded: LoadedModel, corpus: Corpus, echo: Callable[[str], None]
+                   ) -> tuple[SearchConfig, NgramLM | None, JsonObject]:
     """The search stored in the checkpoint (the recipe's ``decode`` section) and its token
     n-gram LM, fitted on the training transcripts and stored beside the checkpoint (where
     ``fairstream decode --search recipe`` finds it) when the search asks for one."""
@@ -232,7 +234,7 @@ def _recipe_search(loaded: LoadedModel, corpus: Any, echo: Callable[[str], None]
     from fairstream.lm import NgramLM
 
     search = recipe_search(loaded.config, loaded.path)
-    meta: dict[str, Any] = {"method": search.method, "decode": dataclasses.asdict(search)}
+    meta: JsonObject = {"method": search.method, "decode": dataclasses.asdict(search)}
     lm = None
     if search.method == "beam" and search.lm_order > 0:
         texts = [s.text for cut in corpus.cuts("train") for s in cut.supervisions if s.text]
@@ -243,7 +245,7 @@ def _recipe_search(loaded: LoadedModel, corpus: Any, echo: Callable[[str], None]
     return search, lm, meta
 
 
-def _speaker_embeddings(out: Path, corpus: Any, config: DemoConfig,
+def _speaker_embeddings(out: Path, corpus: Corpus, config: DemoConfig,
                         echo: Callable[[str], None]) -> Path:
     """Train (or reuse) the speaker extractor; embed the test split; per-speaker means path."""
     from fairstream.sv.embed import embed_cuts, speakers_path, write_embeddings
@@ -313,13 +315,14 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _write_summary(out: Path, planted: dict[str, Any], by_accent: pd.DataFrame,
+def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
                    methods: pd.DataFrame, timings: dict[str, float], checkpoint: Path,
                    results: Path, audit_dir: Path) -> Path:
     wer = by_accent.assign(wer_percent=(100 * by_accent["wer"]).round(2),
                            greedy_wer_percent=(100 * by_accent["greedy_wer"]).round(2))[
         ["accent", "speakers", "utterances", "ref_words", "errors", "wer_percent",
          "greedy_wer_percent"]]
+    under = ", ".join(planted.get("under_represented_accents", []))
     text = "\n".join([
         "# fairstream demo summary",
         "",
@@ -330,7 +333,7 @@ def _write_summary(out: Path, planted: dict[str, Any], by_accent: pd.DataFrame,
         "WER = Σ errors / Σ reference words. `wer_percent`: the recipe's search (its `decode`",
         "section; by default beam search fused with a token n-gram LM fitted on the training",
         "transcripts). `greedy_wer_percent`: greedy search, no LM, same model and audio.",
-        f"Planted under-represented accents: {', '.join(planted.get('under_represented_accents', []))}.",
+        f"Planted under-represented accents: {under}.",
         "",
         _table(wer),
         "",

@@ -99,8 +99,7 @@ def order_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_results(df: pd.DataFrame, path: str | os.PathLike[str],
-                  # Any: plain JSON data, stored as given
-                  config: Mapping[str, Any] | None = None) -> Path:
+                  config: Mapping[str, object] | None = None) -> Path:
     """Write the results table as Parquet (atomically) with ``config`` (JSON) and the schema
     version in its metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)

@@ -32,10 +32,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, overload
 
 import kaldi_native_fbank as knf
 import numpy as np
+import numpy.typing as npt
 
 from fairstream._io import atomic_write_text as _atomic_write_text
 from fairstream.errors import InputDataError
@@ -131,7 +132,7 @@ def num_frames(num_samples: int, config: FbankConfig | None = None) -> int:
     return 1 + (num_samples - cfg.window_samples) // cfg.shift_samples
 
 
-def to_float_samples(samples: Any, *, name: str = "audio") -> np.ndarray:
+def to_float_samples(samples: npt.ArrayLike, *, name: str = "audio") -> np.ndarray:
     """Validate and convert audio to a contiguous 1-D float32 array in ``[-1, 1]``.
 
     Args:
@@ -186,7 +187,7 @@ def _read_frames(fbank: knf.OnlineFbank, start: int, stop: int, dim: int) -> np.
 
 
 def compute_fbank(
-    samples: Any,
+    samples: npt.ArrayLike,
     sample_rate: int = 16000,
     config: FbankConfig | None = None,
     *,
@@ -267,7 +268,7 @@ class OnlineFbankExtractor:
         """Samples accepted so far in this stream."""
         return self._num_samples
 
-    def accept(self, samples: Any, sample_rate: int | None = None) -> np.ndarray:
+    def accept(self, samples: npt.ArrayLike, sample_rate: int | None = None) -> np.ndarray:
         """Add audio, return the newly completed frames.
 
         Args:
@@ -360,7 +361,7 @@ class Cmvn:
             return (feats - m) / s
         raise InputDataError(f"Cmvn.apply: unsupported feature type {type(feats).__name__}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, list[float] | int]:
         """JSON-ready ``{"mean": [...], "std": [...], "frames": N}``."""
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "frames": int(self.frames)}
 

@@ -174,7 +174,9 @@ class TrainConfig:
 # --------------------------------------------------------------------------- TrainConfig API
 
 
-def config_from_dict(data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> TrainConfig:
+def config_from_dict(
+    data: Mapping[str, object] | None, overrides: Sequence[str] = ()
+) -> TrainConfig:
     """Build a :class:`TrainConfig` from plain data plus ``a.b=c`` overrides."""
     merged = apply_overrides(data or {}, overrides)
     return from_dict(TrainConfig, merged)  # the model checks itself (encoder options, ...)
@@ -191,7 +193,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         InputDataError: unreadable/invalid YAML, an unknown key or a bad value (the message
             names the file and the key path).
     """
-    data: Any = {}
+    data: Mapping[str, object] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -199,13 +201,14 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         except OSError as exc:
             raise InputDataError(f"cannot read config {path}: {exc}") from exc
         try:
-            data = yaml.safe_load(text)
+            loaded: object = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise InputDataError(f"config {path} is not valid YAML: {exc}") from exc
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
             raise InputDataError(f"config {path} must hold a mapping at the top level")
+        data = loaded
     try:
         return config_from_dict(data, overrides)
     except InputDataError as exc:
@@ -214,7 +217,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         raise InputDataError(f"{path}: {exc}") from exc
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
+def config_to_dict(config: object) -> dict[str, Any]:  # Any: plain JSON data
     """Plain-data view of a (nested dataclass) config, suitable for JSON and YAML."""
     out = to_dict(config)
     assert isinstance(out, dict)
@@ -223,11 +226,11 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return out
 
 
-def config_to_json(config: Any) -> str:
+def config_to_json(config: object) -> str:
     """Canonical JSON of a config (sorted keys), as stored in checkpoints and results files."""
     return json.dumps(config_to_dict(config), sort_keys=True)
 
 
-def save_config(config: Any, path: str | Path) -> Path:
+def save_config(config: object, path: str | Path) -> Path:
     """Write ``config`` as YAML, atomically."""
     return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -101,7 +101,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """A copy with the tensors on ``device``."""
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {}  # Any: the fields' values, each of its own type
         for f in fields(self):
             v = getattr(self, f.name)
             kw[f.name] = v.to(device) if isinstance(v, torch.Tensor) else v
@@ -278,6 +278,7 @@ def _cut_signature(cut: Cut) -> str:
     return f"{cut.id}|{cut.recording_id}|{cut.start:.4f}|{cut.duration:.4f}|{src}|{tfm}"
 
 
+# Any: lhotse cut manifests are untyped dicts
 def _cache_one(args: tuple[dict[str, Any], str, FbankConfig]) -> dict[str, Any]:
     """Compute (or find) one cut's cached fbank; return the cut dict with ``features`` set."""
     cut_dict, out_dir, cfg = args
@@ -308,7 +309,7 @@ def _cache_one(args: tuple[dict[str, Any], str, FbankConfig]) -> dict[str, Any]:
         duration=cut.duration, storage_type=NumpyFilesWriter.name, storage_path=str(out_dir),
         storage_key=key, recording_id=cut.recording_id, channels=0,
     )
-    out: dict[str, Any] = fastcopy(cut, features=meta).to_dict()
+    out: dict[str, Any] = fastcopy(cut, features=meta).to_dict()  # Any: lhotse manifest
     return out
 
 
@@ -519,13 +520,13 @@ class BatchLoader:
             self._batches_done += 1
             yield batch
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, int]:
         """Position to resume from: epoch and batches already returned in it."""
         return {"epoch": self.epoch, "batches_done": self._batches_done,
                 "seed": self.dataset.seed, "rank": self.dataset.rank,
                 "world_size": int(self.sampler.world_size)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
         """Resume: the next iteration starts after the recorded batch."""
         for key, mine in (("seed", self.dataset.seed), ("rank", self.dataset.rank),
                           ("world_size", int(self.sampler.world_size))):

@@ -90,11 +90,11 @@ logger = logging.getLogger(__name__)
 
 StopReason = Literal["max_steps", "max_epochs", "budget"]
 #: A batch is opaque to the loop: whatever the :class:`DataSource` yields and the
-#: :class:`Objective` reads (a speech batch, speaker pairs, ...), hence ``Any``.
-AnyBatch = Any
+#: :class:`Objective` reads (a speech batch, speaker pairs, ...).
+OpaqueBatch = Any  # Any: the loop never looks inside a batch
 #: Plain data as stored in checkpoints and the metrics log (JSON-like values and tensors of
-#: any shape), hence ``Any``.
-PlainData = Any
+#: any shape).
+PlainData = Any  # Any: JSON-like values and tensors of any shape
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -120,7 +120,7 @@ class LossOutput:
 class Objective(Protocol):
     """``objective(model, batch) -> LossOutput``; ``model`` may be DDP-wrapped, so call it."""
 
-    def __call__(self, model: nn.Module, batch: AnyBatch) -> LossOutput: ...
+    def __call__(self, model: nn.Module, batch: OpaqueBatch) -> LossOutput: ...
 
 
 @runtime_checkable
@@ -132,7 +132,7 @@ class DataSource(Protocol):
     augmentation) must come from generators seeded by the epoch/batch, never the global ones.
     """
 
-    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[AnyBatch]: ...
+    def batches(self, epoch: int, *, skip: int = 0) -> Iterable[OpaqueBatch]: ...
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class StepInfo:
     skipped: bool
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    batch: AnyBatch
+    batch: OpaqueBatch
 
 
 class TrainHook:
@@ -180,7 +180,7 @@ class TrainHook:
     def on_train_start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Called once before the first step (after any resume)."""
 
-    def extra_loss(self, model: nn.Module, batch: AnyBatch) -> Tensor | None:
+    def extra_loss(self, model: nn.Module, batch: OpaqueBatch) -> Tensor | None:
         """A scalar added to the objective's loss, or ``None``."""
         return None
 
@@ -324,7 +324,7 @@ class LossTerms:
 
 
 def compute_loss(
-    objective: Objective, model: nn.Module, batch: AnyBatch, hooks: Mapping[str, TrainHook]
+    objective: Objective, model: nn.Module, batch: OpaqueBatch, hooks: Mapping[str, TrainHook]
 ) -> LossTerms:
     """The objective of one training batch: the one place where its terms are gathered.
 
@@ -432,7 +432,7 @@ class _Run:
         model: nn.Module,
         objective: Objective,
         train_data: DataSource,
-        valid_data: Iterable[AnyBatch] | None,
+        valid_data: Iterable[OpaqueBatch] | None,
         optim: OptimConfig,
         schedule: ScheduleConfig,
         out_dir: Path,
@@ -477,7 +477,7 @@ class _Run:
         self.bar: tqdm[None] | None = None
 
     # ---------------------------------------------------------------- collective helpers
-    # the reduce op is a torch.distributed.ReduceOp, whose type the stubs do not export
+    # Any: the reduce op is a torch.distributed.ReduceOp, whose type the stubs do not export
     def _all_reduce(self, values: list[float], op: Any = None) -> list[float]:
         if self.d.world_size == 1:
             return values
@@ -696,7 +696,7 @@ class _Run:
             hook.on_train_start(self.model, self.optimizer)
 
     # ---------------------------------------------------------------- one step
-    def train_step(self, batch: AnyBatch) -> StepResult:
+    def train_step(self, batch: OpaqueBatch) -> StepResult:
         """Forward, backward, all-reduce, clip, update (or skip when not finite)."""
         lr = self.optim_cfg.lr * lr_factor(self.p.step + 1, self.optim_cfg)
         for group in self.optimizer.param_groups:
@@ -720,7 +720,7 @@ class _Run:
         metrics = {k: float(v) for k, v in terms.objective.metrics.items()}
         return StepResult(loss_sum, int(items), norm, skipped, lr, metrics)
 
-    def after_step(self, batch: AnyBatch, result: StepResult) -> None:
+    def after_step(self, batch: OpaqueBatch, result: StepResult) -> None:
         """Count the step, handle a skip, feed the meter and the hooks, log, validate, save."""
         p = self.p
         p.step += 1
@@ -745,7 +745,7 @@ class _Run:
             self._update_elapsed()
             self.save()
 
-    def _record_skip(self, batch: AnyBatch) -> None:
+    def _record_skip(self, batch: OpaqueBatch) -> None:
         """Count a skipped batch; too many in a row stop training."""
         p = self.p
         p.skipped_total += 1
@@ -788,7 +788,7 @@ class _Run:
         meter.reset(now)
 
     # ---------------------------------------------------------------- epochs
-    def next_batch(self, it: Iterator[AnyBatch]) -> tuple[AnyBatch, StopReason | None]:
+    def next_batch(self, it: Iterator[OpaqueBatch]) -> tuple[OpaqueBatch, StopReason | None]:
         """The next batch of the epoch, with every rank agreeing.
 
         Returns:
@@ -816,7 +816,9 @@ class _Run:
         """Train on the rest of the current epoch; the stop reason if training must stop."""
         p = self.p
         with torch.random.fork_rng(devices=[]):
-            it: Iterator[AnyBatch] = iter(self.train_data.batches(p.epoch, skip=p.batch_in_epoch))
+            it: Iterator[OpaqueBatch] = iter(
+                self.train_data.batches(p.epoch, skip=p.batch_in_epoch)
+            )
         if self.pending_rng is not None:
             self.restore_rng(self.pending_rng)
             self.pending_rng = None
@@ -893,7 +895,7 @@ def fit(
     schedule: ScheduleConfig,
     out_dir: str | Path,
     run_config: Mapping[str, PlainData],
-    valid_data: Iterable[AnyBatch] | None = None,
+    valid_data: Iterable[OpaqueBatch] | None = None,
     hooks: Sequence[TrainHook] = (),
     extra: Mapping[str, PlainData] | None = None,
     resume: bool = True,
