@@ -67,17 +67,17 @@ class SpeakerStats:
     @property
     def errors(self) -> np.ndarray:
         """(S,) int64 errors per speaker."""
-        return self.table["errors"].to_numpy(dtype=np.int64)
+        return np.asarray(self.table["errors"], dtype=np.int64)
 
     @property
     def words(self) -> np.ndarray:
         """(S,) int64 reference words per speaker."""
-        return self.table["ref_words"].to_numpy(dtype=np.int64)
+        return np.asarray(self.table["ref_words"], dtype=np.int64)
 
     @property
     def utterances(self) -> np.ndarray:
         """(S,) int64 utterances per speaker."""
-        return self.table["n_utterances"].to_numpy(dtype=np.int64)
+        return np.asarray(self.table["n_utterances"], dtype=np.int64)
 
 
 def _is_categorical(s: pd.Series) -> bool:

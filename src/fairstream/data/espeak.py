@@ -243,7 +243,7 @@ class EspeakSynthesizer:
         """Output sample rate in Hz (always 22,050)."""
         return ESPEAK_SAMPLE_RATE
 
-    def _on_audio(self, wav: ctypes._Pointer, n: int, events: int | None) -> int:  # type: ignore[type-arg]
+    def _on_audio(self, wav: ctypes._Pointer, n: int, events: int | None) -> int:
         if wav and n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0

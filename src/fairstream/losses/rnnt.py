@@ -46,7 +46,8 @@ numbers stay comparable across λ); other implementations (NeMo, warprnnt-numba)
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -103,7 +104,7 @@ def rnnt_loss(
         InputDataError: (a ``ValueError``) naming the first problem found in the arguments.
     """
     _validate(logits, targets, logit_lens, target_lens, blank, reduction, fastemit_lambda, clamp)
-    return _RNNTLossFunction.apply(
+    return _apply_rnnt_loss(
         logits,
         targets.to(device=logits.device, dtype=torch.int64),
         logit_lens.to(device=logits.device, dtype=torch.int64),
@@ -362,7 +363,7 @@ class _RNNTLossFunction(torch.autograd.Function):
     """Forward: per-utterance NLL. Backward: softmax − occupancy, formed once in place."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,  # Any: autograd's context object, given attributes at run time
         logits: torch.Tensor,
         targets: torch.Tensor,
@@ -411,7 +412,7 @@ class _RNNTLossFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_out: torch.Tensor  # Any: autograd's context object, as in forward
     ) -> tuple[torch.Tensor | None, ...]:
         nones = (None,) * 7
@@ -471,3 +472,12 @@ class _RNNTLossFunction(torch.autograd.Function):
             grad[b, t_list[b] :].zero_()
             grad[b, : t_list[b], u_list[b] + 1 :].zero_()
         return (grad, *nones)
+
+
+_Tensor = torch.Tensor
+#: :meth:`_RNNTLossFunction.apply` with the signature of its ``forward`` (without ``ctx``):
+#: autograd declares ``Function.apply`` untyped.
+_apply_rnnt_loss = cast(
+    Callable[[_Tensor, _Tensor, _Tensor, _Tensor, int, str, float, float | None], _Tensor],
+    _RNNTLossFunction.apply,
+)
