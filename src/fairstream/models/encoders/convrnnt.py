@@ -1,0 +1,673 @@
+"""ConvRNN-T encoder (Radfar et al., Interspeech 2022), causal and streaming.
+
+Layout: two convolutional branches read the same feature frames in parallel, as in the
+paper; their outputs, one frame per ``subsampling`` feature frames, are concatenated and feed
+an LSTM stack.
+
+* **Local encoder** (``use_local``): ``local_layers`` Conv2d layers over time x frequency
+  (kernel ``local_kernel`` in both, ``local_channels`` channels, ReLU). The first
+  ``log2(subsampling)`` layers have stride 2 in time and in frequency, the others stride 1.
+  Time is padded on the left only (causal); frequency by ``local_kernel // 2`` on both sides
+  ("same": a stride-2 layer gives ``ceil(F / 2)`` bins). Channels x frequency are flattened.
+* **Global encoder** (``use_global``): it consumes the subsampled feature frames: a causal
+  stem maps the ``subsampling`` stacked feature frames ``j*s - s + 1 .. j*s`` of encoder
+  frame ``j`` linearly to ``global_dim`` channels (a Conv2d spanning all F bins, stride
+  ``s`` in time). Then ``global_blocks`` residual blocks; block ``i``: LayerNorm ->
+  pointwise + GLU -> causal depthwise conv (kernel ``global_kernel``, dilation ``2**i``) ->
+  LayerNorm -> SiLU -> pointwise -> squeeze-and-excitation -> dropout -> residual add; a
+  final LayerNorm. No BatchNorm: its batch statistics would differ between a batch and a
+  stream. The SE squeeze of frame ``t`` is the mean of the block's frames ``1..t``
+  (``se_mode="causal"``), counting only the valid frames of an item; with
+  ``se_mode="utterance"`` it is the mean over the whole valid part of the utterance (the
+  offline, non-causal upper bound; such an encoder cannot stream).
+* **Fusion**: concatenation -> linear -> LayerNorm; ``num_layers`` unidirectional LSTM
+  layers as pre-norm residual blocks; a final LayerNorm and a projection to ``output_dim``.
+
+Streaming: each causal conv keeps the part of its input not yet consumed by a stride step
+(initially the zeros of the left padding), each depthwise conv the last frames of its input
+(its left context), each SE its running sum (the count is the encoder frames emitted so
+far), each LSTM layer its ``(h, c)``: all in :class:`ConvRNNTState`, so a chunked pass
+computes exactly the frames of a full pass. Encoder frame ``j`` depends on feature frames
+``<= j * subsampling`` in both branches: no lookahead (``right_context = 0``), any chunk size
+works, and ``T`` feature frames give ``ceil(T / subsampling)`` encoder frames.
+
+Dimension letters: B batch, T feature frames, t frames in a chunk, T' encoder frames,
+F features (frequency bins), C channels, W buffered frames, H LSTM size, D output size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fairstream.errors import InputDataError
+from fairstream.models.encoders import register_encoder
+from fairstream.models.encoders.base import EncoderOutput
+from fairstream.models.encoders.lstm import _check_input, _lstm_stream
+
+__all__ = ["ConvRNNTEncoder", "ConvRNNTOptions", "ConvRNNTState"]
+
+_SE_MODES = ("causal", "utterance")
+
+
+@dataclass(frozen=True)
+class ConvRNNTOptions:
+    """Options of :class:`ConvRNNTEncoder` (``model.encoder.kwargs`` of a ``convrnnt`` encoder).
+
+    Attributes:
+        subsampling: Time subsampling factor, a power of two (2, 4 or 8).
+        local_layers: Conv2d layers of the local encoder (at least ``log2(subsampling)``).
+        local_channels: Channels of each local conv layer.
+        local_kernel: Kernel size of the local convs in time and frequency (odd).
+        global_dim: Channels of the global encoder.
+        global_blocks: Residual blocks of the global encoder (dilations 1, 2, 4, ...).
+        global_kernel: Kernel size of the global depthwise convs.
+        se_dim: Bottleneck size of each squeeze-and-excitation.
+        num_layers: LSTM layers.
+        hidden_dim: H, LSTM size (and the size of the residual stream).
+        output_dim: D, encoder output size.
+        dropout: Dropout inside the residual blocks during training.
+        use_local: With the local encoder (ablation switch).
+        use_global: With the global encoder (ablation switch; at least one of the two).
+        se_mode: ``"causal"`` (running mean over frames 1..t; streams) or ``"utterance"``
+            (mean over the whole utterance; offline only).
+    """
+
+    subsampling: int = 8
+    local_layers: int = 4
+    local_channels: int = 32
+    local_kernel: int = 3
+    global_dim: int = 128
+    global_blocks: int = 6
+    global_kernel: int = 3
+    se_dim: int = 32
+    num_layers: int = 2
+    hidden_dim: int = 256
+    output_dim: int = 256
+    dropout: float = 0.1
+    use_local: bool = True
+    use_global: bool = True
+    se_mode: str = "causal"
+
+    def __post_init__(self) -> None:
+        # ValueError, not InputDataError: the config parser adds the key path to it
+        if self.subsampling not in (2, 4, 8):
+            raise ValueError(f"subsampling must be 2, 4 or 8, got {self.subsampling}")
+        sizes = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.type in ("int", int)}
+        small = {k: v for k, v in sizes.items() if v < 1}
+        if small:
+            raise ValueError(f"options must be >= 1, got {small}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (self.use_local or self.use_global):
+            raise ValueError("use_local and use_global are both false: one encoder must be on")
+        if self.use_local and self.local_layers < int(math.log2(self.subsampling)):
+            raise ValueError(
+                f"local_layers {self.local_layers} < log2(subsampling "
+                f"{self.subsampling}) strided layers"
+            )
+        if self.local_kernel % 2 == 0:
+            raise ValueError(f"local_kernel must be odd ('same' in frequency), got "
+                             f"{self.local_kernel}")
+        if self.se_mode not in _SE_MODES:
+            raise ValueError(f"se_mode must be one of {', '.join(_SE_MODES)}, got "
+                             f"{self.se_mode!r}")
+        if self.se_mode != "causal" and not self.use_global:
+            raise ValueError(f"se_mode {self.se_mode!r} needs the global encoder "
+                             f"(use_global is false)")
+
+
+_DEFAULTS = ConvRNNTOptions()
+
+
+@dataclass(frozen=True)
+class ConvRNNTState:
+    """Streaming state of :class:`ConvRNNTEncoder`.
+
+    Attributes:
+        conv_buffers: One ``(B, C_in, W, F_in)`` tensor per causal Conv2d (the local layers,
+            then the global stem): the input frames not yet consumed by a stride step, valid
+            ones first (zeros at the start of a stream: the causal padding of a full pass).
+        conv_buffer_lens: One ``(B,)`` int64 tensor per causal Conv2d: valid buffer frames.
+        dw_buffers: One ``(B, W, C)`` tensor per global block: the last ``W`` input frames
+            of its depthwise conv (its left context; zeros at the start).
+        se_sums: One ``(B, C)`` tensor per global block: the sum of the SE inputs over the
+            encoder frames so far (the running mean divides it by ``frames_out``).
+        h: One ``(B, H)`` tensor per LSTM layer: hidden state after the last frame.
+        c: One ``(B, H)`` tensor per LSTM layer: cell state after the last frame.
+        frames_in: ``(B,)`` int64, feature frames consumed so far.
+        frames_out: ``(B,)`` int64, encoder frames emitted so far.
+    """
+
+    conv_buffers: tuple[Tensor, ...]
+    conv_buffer_lens: tuple[Tensor, ...]
+    dw_buffers: tuple[Tensor, ...]
+    se_sums: tuple[Tensor, ...]
+    h: tuple[Tensor, ...]
+    c: tuple[Tensor, ...]
+    frames_in: Tensor
+    frames_out: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        """Number of streams held."""
+        return int(self.frames_in.shape[0])
+
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-stream shapes of the tensors (conv buffer widths left out): what an encoder
+        checks a state against."""
+        convs = tuple((b.shape[1], b.shape[3]) for b in self.conv_buffers)
+        rest = self.dw_buffers + self.se_sums + self.h + self.c
+        return convs + tuple(tuple(t.shape[1:]) for t in rest)
+
+    def select(self, indices: Tensor) -> ConvRNNTState:
+        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
+        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
+
+        def pick(ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            return tuple(t.index_select(0, idx) for t in ts)
+
+        return ConvRNNTState(
+            conv_buffers=pick(self.conv_buffers),
+            conv_buffer_lens=pick(self.conv_buffer_lens),
+            dw_buffers=pick(self.dw_buffers),
+            se_sums=pick(self.se_sums),
+            h=pick(self.h),
+            c=pick(self.c),
+            frames_in=self.frames_in.index_select(0, idx),
+            frames_out=self.frames_out.index_select(0, idx),
+        )
+
+    @staticmethod
+    def stack(states: Sequence[ConvRNNTState]) -> ConvRNNTState:
+        """One state holding the streams of ``states`` in order (batch sizes add up).
+
+        Conv buffers of different widths are padded at their end (only each stream's first
+        ``conv_buffer_lens`` frames are valid).
+
+        Raises:
+            InputDataError: on no states, or states of differently shaped encoders.
+        """
+        if not states:
+            raise InputDataError("stack of no encoder states")
+        first = states[0].shapes()
+        for s in states[1:]:
+            if s.shapes() != first:
+                raise InputDataError(f"cannot stack states of differently shaped encoders: "
+                                     f"{s.shapes()} vs {first}")
+        buffers = []
+        for layer in range(len(states[0].conv_buffers)):
+            bufs = [s.conv_buffers[layer] for s in states]
+            width = max(b.shape[2] for b in bufs)
+            buffers.append(torch.cat([F.pad(b, (0, 0, 0, width - b.shape[2])) for b in bufs]))
+
+        def join(name: str) -> tuple[Tensor, ...]:
+            parts: list[tuple[Tensor, ...]] = [getattr(s, name) for s in states]
+            return tuple(torch.cat(layer) for layer in zip(*parts))
+
+        return ConvRNNTState(
+            conv_buffers=tuple(buffers),
+            conv_buffer_lens=join("conv_buffer_lens"),
+            dw_buffers=join("dw_buffers"),
+            se_sums=join("se_sums"),
+            h=join("h"),
+            c=join("c"),
+            frames_in=torch.cat([s.frames_in for s in states]),
+            frames_out=torch.cat([s.frames_out for s in states]),
+        )
+
+
+def _out_lens(lens: Tensor, stride: int) -> Tensor:
+    """Output frames of a causal conv with time stride ``stride`` for ``lens`` input frames."""
+    return torch.where(lens > 0, (lens - 1) // stride + 1, torch.zeros_like(lens))
+
+
+def _gather_time(seq: Tensor, idx: Tensor) -> Tensor:
+    """Frames ``idx[b]`` (``(B, N)``, clamped to the last frame) of each stream of ``seq``
+    ``(B, C, L, F)``, as ``(B, C, N, F)``."""
+    b, c, length, f = seq.shape
+    idx = idx.clamp(max=max(length - 1, 0))
+    return seq.gather(2, idx[:, None, :, None].expand(b, c, idx.shape[1], f))
+
+
+def _take(seq: Tensor, start: Tensor, width: int) -> Tensor:
+    """Frames ``start[b] .. start[b] + width - 1`` of each stream of ``seq`` ``(B, C, L, F)``
+    (indices past the end repeat the last frame: padding)."""
+    if seq.shape[0] == 0 or bool((start == start[0]).all()):
+        s0 = int(start[0]) if seq.shape[0] else 0
+        out = seq[:, :, s0 : s0 + width]
+        if out.shape[2] == width:
+            return out
+    return _gather_time(seq, start[:, None] + torch.arange(width, device=seq.device))
+
+
+class _CausalConv2d(nn.Conv2d):
+    """Conv2d over ``(B, C, T, F)`` that is causal in time (left padding only) and pads the
+    frequency axis by ``freq_pad`` on both sides."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], stride: tuple[int, int],
+                 freq_pad: int) -> None:
+        super().__init__(c_in, c_out, kernel, stride=stride, padding=(0, freq_pad))
+        self.time_kernel, self.time_stride = kernel[0], stride[0]
+
+    def freq_out(self, f_in: int) -> int:
+        """Frequency bins out for ``f_in`` in."""
+        pad, k, s = self.padding[1], self.kernel_size[1], self.stride[1]
+        return (f_in + 2 * cast(int, pad) - k) // s + 1
+
+    def full(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
+        """Whole sequences: ``(B, C, T, F), (B,) -> (B, C', ceil(T / s), F'), lengths``."""
+        y = self(F.pad(x, (0, 0, self.time_kernel - 1, 0)))
+        return y, _out_lens(lens, self.time_stride)
+
+    def stream(self, buf: Tensor, buf_len: Tensor, x: Tensor, x_lens: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every complete window of ``buffer + new frames``; keep the rest.
+
+        Args:
+            buf: ``(B, C, W, F)`` pending input frames, valid ones first.
+            buf_len: ``(B,)`` valid frames in ``buf``.
+            x: ``(B, C, t, F)`` new input frames.
+            x_lens: ``(B,)`` valid new frames.
+
+        Returns:
+            ``(y (B, C', n, F'), y_lens (B,), remaining buffer, remaining buffer lengths)``.
+        """
+        k, s = self.time_kernel, self.time_stride
+        b, width = buf.shape[0], buf.shape[2]
+        if b == 0 or bool((buf_len == buf_len[0]).all()):
+            w0 = int(buf_len[0]) if b else 0
+            seq = torch.cat([buf[:, :, :w0], x], dim=2)
+        else:  # streams with different pending frames: left-align each stream's frames
+            seq = torch.cat([buf, x], dim=2)
+            pos = torch.arange(seq.shape[2], device=x.device)[None]
+            pending = buf_len[:, None]
+            seq = _gather_time(seq, torch.where(pos < pending, pos, pos + width - pending))
+        total = buf_len + x_lens
+        n = torch.where(total >= k, (total - k) // s + 1, torch.zeros_like(total))
+        n_max = int(n.max()) if b else 0
+        if n_max == 0:
+            y = x.new_zeros(b, self.out_channels, 0, self.freq_out(x.shape[3]))
+        else:
+            y = self(seq[:, :, : (n_max - 1) * s + k])
+        rem_len = total - n * s
+        rem = _take(seq, n * s, int(rem_len.max()) if b else 0)
+        return y, n, rem, rem_len
+
+
+class _GlobalBlock(nn.Module):
+    """One residual block of the global encoder over ``(B, T', C)`` (see the module doc)."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int, se_dim: int, dropout: float
+                 ) -> None:
+        super().__init__()
+        self.context = (kernel - 1) * dilation
+        self.norm_in = nn.LayerNorm(dim)
+        self.pw_in = nn.Linear(dim, 2 * dim)
+        self.dw = nn.Conv1d(dim, dim, kernel, dilation=dilation, groups=dim)
+        self.norm_mid = nn.LayerNorm(dim)
+        self.pw_out = nn.Linear(dim, dim)
+        self.se_down = nn.Linear(dim, se_dim)
+        self.se_up = nn.Linear(se_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _depthwise(self, u: Tensor) -> Tensor:
+        """``(B, W + t, C) -> (B, t, C)``: the conv over frames with their left context."""
+        out: Tensor = self.dw(u.transpose(1, 2)).transpose(1, 2)
+        return out
+
+    def _pointwise(self, u: Tensor) -> Tensor:
+        out: Tensor = self.pw_out(F.silu(self.norm_mid(u)))
+        return out
+
+    def _excite(self, x: Tensor, v: Tensor, squeeze: Tensor) -> Tensor:
+        gate = torch.sigmoid(self.se_up(F.relu(self.se_down(squeeze))))
+        out: Tensor = x + self.dropout(v * gate)
+        return out
+
+    def forward(self, x: Tensor, mask: Tensor, utterance: bool) -> Tensor:
+        """Whole sequences ``x (B, T', C)``; ``mask (B, T', 1)`` is 1 on valid frames."""
+        u = F.glu(self.pw_in(self.norm_in(x)), dim=-1)
+        v = self._pointwise(self._depthwise(F.pad(u, (0, 0, self.context, 0))))
+        vm = v * mask
+        count = mask.sum(1, keepdim=True) if utterance else mask.cumsum(1)
+        total = vm.sum(1, keepdim=True) if utterance else vm.cumsum(1)
+        return self._excite(x, v, total / count.clamp(min=1.0))
+
+    def stream(self, x: Tensor, mask: Tensor, buf: Tensor, se_sum: Tensor, count: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """The next frames ``x (B, t, C)`` (``mask (B, t, 1)`` marks each stream's new ones)
+        after the left context ``buf (B, W, C)``, running SE sum ``se_sum (B, C)`` and frame
+        count ``count (B,)``; returns the output, the new context and the new sum."""
+        if x.shape[1] == 0:
+            return x, buf, se_sum
+        u = F.glu(self.pw_in(self.norm_in(x)), dim=-1)
+        seq = torch.cat([buf, u], dim=1)
+        v = self._pointwise(self._depthwise(seq))
+        vm = v * mask
+        lens = mask[:, :, 0].sum(1).long()
+        if self.context == 0:
+            new_buf = buf
+        elif bool((lens == x.shape[1]).all()):
+            new_buf = seq[:, seq.shape[1] - self.context :]
+        else:
+            idx = lens[:, None] + torch.arange(self.context, device=x.device)
+            new_buf = seq.gather(1, idx[:, :, None].expand(-1, -1, seq.shape[2]))
+        total = se_sum[:, None] + vm.cumsum(1)
+        frames = count[:, None, None] + mask.cumsum(1)
+        out = self._excite(x, v, total / frames.clamp(min=1.0))
+        return out, new_buf, se_sum + vm.sum(1)
+
+
+def _init_lstm(lstm: nn.LSTM) -> None:
+    """Orthogonal recurrent gates, Xavier input weights, forget-gate bias 1, other biases 0."""
+    hid = lstm.hidden_size
+    params = dict(lstm.named_parameters())
+    with torch.no_grad():
+        for gate in params["weight_hh_l0"].split(hid):
+            nn.init.orthogonal_(gate)
+        nn.init.xavier_uniform_(params["weight_ih_l0"])
+        params["bias_hh_l0"].zero_()
+        params["bias_ih_l0"].zero_()
+        params["bias_ih_l0"][hid : 2 * hid] = 1.0  # remember by default
+
+
+class ConvRNNTEncoder(nn.Module):
+    """Local + global causal conv encoders feeding an LSTM stack (follows the encoder contract
+    of :class:`~fairstream.models.encoders.base.StreamingEncoder`).
+
+    Args:
+        input_dim: F, feature size (80 log-mel bins).
+        subsampling, local_layers, local_channels, local_kernel, global_dim, global_blocks,
+            global_kernel, se_dim, num_layers, hidden_dim, output_dim, dropout, use_local,
+            use_global, se_mode: See :class:`ConvRNNTOptions`.
+
+    Raises:
+        InputDataError: on an invalid option.
+    """
+
+    def __init__(
+        self,
+        input_dim: int = 80,
+        *,
+        subsampling: int = _DEFAULTS.subsampling,
+        local_layers: int = _DEFAULTS.local_layers,
+        local_channels: int = _DEFAULTS.local_channels,
+        local_kernel: int = _DEFAULTS.local_kernel,
+        global_dim: int = _DEFAULTS.global_dim,
+        global_blocks: int = _DEFAULTS.global_blocks,
+        global_kernel: int = _DEFAULTS.global_kernel,
+        se_dim: int = _DEFAULTS.se_dim,
+        num_layers: int = _DEFAULTS.num_layers,
+        hidden_dim: int = _DEFAULTS.hidden_dim,
+        output_dim: int = _DEFAULTS.output_dim,
+        dropout: float = _DEFAULTS.dropout,
+        use_local: bool = _DEFAULTS.use_local,
+        use_global: bool = _DEFAULTS.use_global,
+        se_mode: str = _DEFAULTS.se_mode,
+    ) -> None:
+        super().__init__()
+        try:
+            self.options = ConvRNNTOptions(
+                subsampling=subsampling, local_layers=local_layers,
+                local_channels=local_channels, local_kernel=local_kernel,
+                global_dim=global_dim, global_blocks=global_blocks,
+                global_kernel=global_kernel, se_dim=se_dim, num_layers=num_layers,
+                hidden_dim=hidden_dim, output_dim=output_dim, dropout=dropout,
+                use_local=use_local, use_global=use_global, se_mode=se_mode,
+            )
+        except ValueError as exc:
+            raise InputDataError(f"ConvRNNTEncoder: {exc}") from exc
+        self.input_dim = input_dim
+        self.subsampling = subsampling
+        self.output_dim = output_dim
+        self.hidden_dim = hidden_dim
+        self.right_context = 0
+        self.chunk_frames_min = 1
+        self.chunk_frames_multiple = 1
+        self.utterance_se = se_mode == "utterance"
+        convs: list[_CausalConv2d] = []
+        fused = 0
+        if use_local:
+            strided = int(math.log2(subsampling))
+            c_in, f_in = 1, input_dim
+            for i in range(local_layers):
+                s = 2 if i < strided else 1
+                conv = _CausalConv2d(c_in, local_channels, (local_kernel, local_kernel),
+                                     (s, s), local_kernel // 2)
+                convs.append(conv)
+                c_in, f_in = local_channels, conv.freq_out(f_in)
+            fused += local_channels * f_in
+        self.num_local = len(convs)
+        self.blocks = nn.ModuleList()
+        if use_global:
+            convs.append(_CausalConv2d(1, global_dim, (subsampling, input_dim),
+                                       (subsampling, 1), 0))
+            self.blocks.extend(
+                _GlobalBlock(global_dim, global_kernel, 2**i, se_dim, dropout)
+                for i in range(global_blocks)
+            )
+            self.global_norm = nn.LayerNorm(global_dim)
+            fused += global_dim
+        self.convs = nn.ModuleList(convs)
+        self.input_proj = nn.Linear(fused, hidden_dim)
+        self.input_norm = nn.LayerNorm(hidden_dim)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_dim) for _ in range(num_layers))
+        self.lstms = nn.ModuleList(
+            nn.LSTM(hidden_dim, hidden_dim, batch_first=True) for _ in range(num_layers)
+        )
+        for lstm in self.lstms:
+            _init_lstm(cast(nn.LSTM, lstm))
+        self.dropout = nn.Dropout(dropout)
+        self.output_norm = nn.LayerNorm(hidden_dim)
+        self.output_proj = nn.Linear(hidden_dim, output_dim)
+        self._state_shapes = self.init_state(1).shapes()
+
+    def _conv_list(self) -> list[_CausalConv2d]:
+        return [cast(_CausalConv2d, c) for c in self.convs]
+
+    def _block_list(self) -> list[_GlobalBlock]:
+        return [cast(_GlobalBlock, b) for b in self.blocks]
+
+    # ------------------------------------------------------------------ full pass
+    def forward(self, x: Tensor, x_lens: Tensor) -> EncoderOutput:
+        """Encode whole utterances.
+
+        Args:
+            x: ``(B, T, F)`` features.
+            x_lens: ``(B,)`` int64 valid frames per item (each >= 1).
+
+        Returns:
+            ``y (B, T', D)`` and ``y_lens (B,)`` with ``y_lens = ceil(x_lens / subsampling)``
+            (no auxiliary losses or statistics). Frames past an item's length do not change
+            its valid frames.
+
+        Raises:
+            InputDataError: on a wrong shape or an empty item.
+        """
+        _check_input(x, x_lens, self.input_dim, allow_empty=False)
+        convs = self._conv_list()
+        parts: list[Tensor] = []
+        lens = x_lens.to(torch.long)
+        if self.num_local:
+            h = x.unsqueeze(1)  # (B, 1, T, F)
+            for conv in convs[: self.num_local]:
+                h, lens = conv.full(h, lens)
+                h = F.relu(h)
+            parts.append(_flatten(h))
+        if self.blocks:
+            g, lens = convs[-1].full(x.unsqueeze(1), x_lens.to(torch.long))
+            g = g.squeeze(3).transpose(1, 2)  # (B, T', C)
+            mask = (torch.arange(g.shape[1], device=g.device)[None] < lens[:, None])
+            maskf = mask.unsqueeze(2).to(g.dtype)
+            for block in self._block_list():
+                g = block(g, maskf, self.utterance_se)
+            parts.append(self.global_norm(g))
+        h = self._fuse(parts)
+        for norm, lstm in zip(self.norms, self.lstms):
+            out, _ = lstm(norm(h))
+            h = h + self.dropout(out)
+        return EncoderOutput(self.output_proj(self.output_norm(h)), lens)
+
+    def _fuse(self, parts: list[Tensor]) -> Tensor:
+        h = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        out: Tensor = self.dropout(self.input_norm(self.input_proj(h)))
+        return out
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(
+        self,
+        batch_size: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> ConvRNNTState:
+        """State of ``batch_size`` fresh streams (what ``stream(..., state=None)`` uses)."""
+        convs = self._conv_list()
+        shapes: list[tuple[int, int]] = []
+        c_in, f_in = 1, self.input_dim
+        for conv in convs[: self.num_local]:
+            shapes.append((c_in, f_in))
+            c_in, f_in = conv.out_channels, conv.freq_out(f_in)
+        if self.blocks:
+            shapes.append((1, self.input_dim))
+        buffers = tuple(
+            torch.zeros(batch_size, c, conv.time_kernel - 1, f, device=device, dtype=dtype)
+            for conv, (c, f) in zip(convs, shapes)
+        )
+        dim = self.options.global_dim
+        blocks = self._block_list()
+
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(batch_size, *shape, device=device, dtype=dtype)
+
+        counts = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return ConvRNNTState(
+            conv_buffers=buffers,
+            conv_buffer_lens=tuple(torch.full_like(counts, b.shape[2]) for b in buffers),
+            dw_buffers=tuple(zeros(b.context, dim) for b in blocks),
+            se_sums=tuple(zeros(dim) for _ in blocks),
+            h=tuple(zeros(self.hidden_dim) for _ in self.lstms),
+            c=tuple(zeros(self.hidden_dim) for _ in self.lstms),
+            frames_in=counts,
+            frames_out=counts.clone(),
+        )
+
+    def select_state(self, state: ConvRNNTState, indices: Tensor) -> ConvRNNTState:
+        """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
+        return state.select(indices)
+
+    def stack_states(self, states: Sequence[ConvRNNTState]) -> ConvRNNTState:
+        """One state holding the streams of ``states`` in order."""
+        return ConvRNNTState.stack(states)
+
+    def _check_state(self, state: object, batch: int) -> ConvRNNTState:
+        if not isinstance(state, ConvRNNTState):
+            raise InputDataError(
+                f"ConvRNNTEncoder.stream takes a ConvRNNTState, got {type(state).__name__}"
+            )
+        if state.batch_size != batch:
+            raise InputDataError(
+                f"stream state holds {state.batch_size} streams but the chunk has {batch}"
+            )
+        if state.shapes() != self._state_shapes:
+            raise InputDataError(
+                f"stream state of another ConvRNNTEncoder shape: per-stream shapes "
+                f"{state.shapes()}, this encoder's {self._state_shapes}"
+            )
+        return state
+
+    def stream(
+        self,
+        x: Tensor,
+        x_lens: Tensor,
+        state: ConvRNNTState | None = None,
+        *,
+        final: bool = False,
+    ) -> tuple[Tensor, Tensor, ConvRNNTState]:
+        """Encode the next chunk of each stream (see
+        :meth:`~fairstream.models.encoders.base.StreamingEncoder.stream`).
+
+        Any chunking works (``t`` and each stream's ``x_lens`` may be 0); ``final`` changes
+        nothing here, as no frame is held back. The concatenated outputs equal those of
+        :meth:`forward` on the concatenated input (to float tolerance).
+
+        Raises:
+            InputDataError: with ``se_mode="utterance"`` (it needs the whole utterance), on a
+                wrong shape, a state of another encoder or of another batch size.
+        """
+        if self.utterance_se:
+            raise InputDataError(
+                "ConvRNNTEncoder with se_mode='utterance' cannot stream: its squeeze-and-"
+                "excitation averages over the whole utterance; use se_mode='causal'"
+            )
+        _check_input(x, x_lens, self.input_dim, allow_empty=True)
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        state = self._check_state(state, x.shape[0])
+        x_lens = x_lens.to(torch.long)
+        convs = self._conv_list()
+        bufs: list[Tensor] = []
+        buf_lens: list[Tensor] = []
+        parts: list[Tensor] = []
+        lens = x_lens
+        if self.num_local:
+            h = x.unsqueeze(1)
+            for i, conv in enumerate(convs[: self.num_local]):
+                h, lens, rem, rem_len = conv.stream(
+                    state.conv_buffers[i], state.conv_buffer_lens[i], h, lens)
+                h = F.relu(h)
+                bufs.append(rem)
+                buf_lens.append(rem_len)
+            parts.append(_flatten(h))
+        dw_bufs: list[Tensor] = []
+        se_sums: list[Tensor] = []
+        if self.blocks:
+            g, lens, rem, rem_len = convs[-1].stream(
+                state.conv_buffers[-1], state.conv_buffer_lens[-1], x.unsqueeze(1), x_lens)
+            bufs.append(rem)
+            buf_lens.append(rem_len)
+            g = g.squeeze(3).transpose(1, 2)
+            mask = (torch.arange(g.shape[1], device=g.device)[None] < lens[:, None])
+            maskf = mask.unsqueeze(2).to(g.dtype)
+            for block, dw_buf, se_sum in zip(self._block_list(), state.dw_buffers,
+                                             state.se_sums):
+                g, dw_buf, se_sum = block.stream(g, maskf, dw_buf, se_sum, state.frames_out)
+                dw_bufs.append(dw_buf)
+                se_sums.append(se_sum)
+            parts.append(self.global_norm(g))
+        h = self._fuse(parts)
+        new_h: list[Tensor] = []
+        new_c: list[Tensor] = []
+        for norm, lstm, h0, c0 in zip(self.norms, self.lstms, state.h, state.c):
+            out, (h1, c1) = _lstm_stream(cast(nn.LSTM, lstm), norm(h), lens, h0, c0)
+            h = h + self.dropout(out)
+            new_h.append(h1)
+            new_c.append(c1)
+        y = self.output_proj(self.output_norm(h))
+        new_state = ConvRNNTState(
+            conv_buffers=tuple(bufs),
+            conv_buffer_lens=tuple(buf_lens),
+            dw_buffers=tuple(dw_bufs),
+            se_sums=tuple(se_sums),
+            h=tuple(new_h),
+            c=tuple(new_c),
+            frames_in=state.frames_in + x_lens,
+            frames_out=state.frames_out + lens,
+        )
+        return y, lens, new_state
+
+
+def _flatten(h: Tensor) -> Tensor:
+    """``(B, C, T', F') -> (B, T', C * F')``."""
+    b, c, t, f = h.shape
+    return h.permute(0, 2, 1, 3).reshape(b, t, c * f)
+
+
+register_encoder("convrnnt", options=ConvRNNTOptions)(ConvRNNTEncoder)
