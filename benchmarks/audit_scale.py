@@ -63,11 +63,13 @@ def _full_audit(paths: dict[str, str], n_boot: int, queue: mp.Queue) -> None:
     write_report(res, paths["out"])
     t_report = time.perf_counter() - t1
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    by = {g.by[0]: dict(zip(g.by_group["group"], g.by_group["wer"])) for g in res.groups}
+    groups = [o.detail for o in res.outcomes.values() if o.method.kind == "attribute"]
+    by = {g.by[0]: dict(zip(g.by_group["group"], g.by_group["wer"])) for g in groups}
+    geo, emb = res.outcomes.get("geo"), res.outcomes.get("embedding")
     queue.put({
         "audit_s": t_audit, "report_s": t_report, "peak_rss_mb": rss_mb,
-        "steps_s": res.provenance["timings_s"], "n_regions": len(res.geo.regions) if res.geo else 0,
-        "k": res.embedding.k if res.embedding else None,
+        "steps_s": res.provenance["timings_s"], "n_regions": len(geo.detail.regions) if geo else 0,
+        "k": emb.detail.k if emb else None,
         "methods": json.loads(res.methods.to_json(orient="records")), "wer_by": by,
         "overall_wer": res.overall["wer"],
     })

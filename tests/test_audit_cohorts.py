@@ -19,7 +19,8 @@ from fairstream.audit.inputs import read_results, read_speakers, read_zip_demogr
 from fairstream.audit.recovery import load_planted, planted_mask, recovery
 from fairstream.audit.speaker_stats import speaker_stats
 from fairstream.audit.synthetic import make_synthetic_audit
-from fairstream.errors import InputDataError
+from fairstream.data.layout import CorpusVersionError
+from fairstream.errors import CorpusError, InputDataError
 
 
 def _load(d):
@@ -140,11 +141,15 @@ def test_fallback_embedding_from_audio(tmp_path: Path) -> None:
 
 def test_load_planted(tmp_path: Path) -> None:
     assert load_planted(tmp_path) is None
-    planted = {"planted": {"under_represented_accents": ["x"]}}
+    planted = {"format": "fairstream-corpus", "version": 1,
+               "planted": {"under_represented_accents": ["x"]}}
     (tmp_path / "corpus.json").write_text(json.dumps(planted))
     assert load_planted(tmp_path) == {"under_represented_accents": ["x"]}
+    (tmp_path / "corpus.json").write_text(json.dumps({**planted, "version": 99}))
+    with pytest.raises(CorpusVersionError, match="version 99"):
+        load_planted(tmp_path)
     (tmp_path / "corpus.json").write_text("{nope")
-    with pytest.raises(InputDataError, match="not valid JSON"):
+    with pytest.raises(CorpusError, match="not valid JSON"):
         load_planted(tmp_path)
     mask = planted_mask(np.array(["x", "y"]), {"under_represented_accents": ["x"]})
     assert mask is not None and mask.tolist() == [True, False]

@@ -205,7 +205,7 @@ def test_on_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     m = r.methods.set_index("method")
     assert m.loc["attribute:accent", "bottom_cohort"] in planted
     assert m.loc["attribute:accent", "precision"] == 1.0
-    assert r.embedding is not None and r.embedding.source.startswith("fallback")
+    assert r.outcomes["embedding"].detail.source.startswith("fallback")
     assert np.isfinite(m.loc["embedding", "ari_accent"])
     assert (tmp_path / "report.html").exists()
 

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fairstream._io import atomic_write_text as _atomic_write
-from fairstream.errors import TrainingError
+from fairstream.data.layout import CorpusVersionError, read_corpus_json
+from fairstream.errors import CorpusError, TrainingError
 
 if TYPE_CHECKING:
     from fairstream.data.corpus import Corpus
@@ -297,12 +298,18 @@ def _train_distributed(recipe: Path, sets: list[str], exp: Path, nproc: int,
 
 
 def _corpus_complete(corpus_dir: Path) -> bool:
-    meta = corpus_dir / "corpus.json"
-    if not meta.exists():
-        return False
+    """True when ``corpus_dir`` holds a finished corpus (``corpus.json`` says ``complete``).
+
+    A missing or unreadable ``corpus.json`` means the corpus is (re)built.
+
+    Raises:
+        CorpusVersionError: the corpus was written with a layout this release cannot read.
+    """
     try:
-        return bool(json.loads(meta.read_text()).get("complete"))
-    except (OSError, ValueError):
+        return bool(read_corpus_json(corpus_dir).get("complete"))
+    except CorpusVersionError:
+        raise
+    except CorpusError:
         return False
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "order_columns",
     "read_results",
     "results_version",
+    "stored_config",
     "write_results",
 ]
 
@@ -132,6 +133,12 @@ def results_version(metadata: Mapping[bytes, bytes] | None, source: object = "ta
             f"versions 1 to {RESULTS_SCHEMA_VERSION} (upgrade fairstream to read it)"
         )
     return version
+
+
+def stored_config(metadata: Mapping[bytes, bytes] | None) -> object | None:
+    """The writer's config in a table's Parquet metadata (parsed JSON; None when absent)."""
+    raw = (metadata or {}).get(_CONFIG_KEY)
+    return json.loads(raw) if raw else None
 
 
 # Any: the stored JSON config

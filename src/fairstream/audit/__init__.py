@@ -4,7 +4,8 @@ geodemographic partitions, embedding k-means).
 
 Works on any recognizer's results table. Start with :func:`run_audit`. Each way of finding
 cohorts is an :class:`AuditMethod` (:mod:`fairstream.audit.methods`); a new one is a subclass
-registered with :func:`register_method`.
+registered with :func:`register_method`. :class:`AuditResult` keeps what each method produced
+as a :class:`MethodOutcome`, keyed by the method's name.
 
 Importing this package never imports PyTorch: an auditor of another recognizer's output needs
 only the base install (the fbank fallback embedding needs the ``[asr]`` extra).
@@ -33,7 +34,9 @@ from fairstream.audit.methods import (
     AuditInputs,
     AuditMethod,
     Bottom,
+    MethodOutcome,
     Proposal,
+    ReportSection,
     parse_methods,
     register_method,
 )
@@ -54,9 +57,11 @@ __all__ = [
     "GeoTreeConfig",
     "GeodemographicConfig",
     "GroupWER",
+    "MethodOutcome",
     "Partition",
     "PrivacyConfig",
     "Proposal",
+    "ReportSection",
     "ResultsTable",
     "SpeakerStats",
     "disaggregate",

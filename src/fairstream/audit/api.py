@@ -19,19 +19,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from fairstream.audit.config import AuditConfig
-from fairstream.audit.disaggregate import GroupWER, Partition, compare_partitions
-from fairstream.audit.embedding_cohorts import EmbeddingCohorts
-from fairstream.audit.geo_tree import GeoTree
-from fairstream.audit.geodemographic import GeodemographicResult
+from fairstream.audit.disaggregate import Partition, compare_partitions
 from fairstream.audit.inputs import (
     Exclusion,
     ResultsTable,
@@ -44,6 +40,7 @@ from fairstream.audit.methods import (
     AuditMethod,
     Bottom,
     EmbeddingSource,
+    MethodOutcome,
     Proposal,
     build_methods,
     default_methods,
@@ -54,14 +51,13 @@ from fairstream.audit.recovery import load_planted, planted_mask, recovery
 from fairstream.audit.report import write_report
 from fairstream.audit.result import DEFINITIONS, AuditResult
 from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
+from fairstream.data.layout import SPEAKERS_CSV, ZIP_DEMOGRAPHICS_CSV
 from fairstream.errors import InputDataError, TooFewSpeakersError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
 
 __all__ = ["DEFINITIONS", "AuditConfig", "AuditResult", "parse_methods", "run_audit"]
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 _SUPPRESSED_COLUMNS = ("wer_bottom", "wer_gap_pct", "wer_gap_ci_low", "wer_gap_ci_high",
                        "p_value")
@@ -118,11 +114,11 @@ def run_audit(
     corpus = Path(corpus_dir) if corpus_dir is not None else None
     if corpus is not None and not corpus.is_dir():
         raise InputDataError(f"corpus directory not found: {corpus}")
-    if speakers is None and corpus is not None and (corpus / "speakers.csv").exists():
-        speakers = corpus / "speakers.csv"
+    if speakers is None and corpus is not None and (corpus / SPEAKERS_CSV).exists():
+        speakers = corpus / SPEAKERS_CSV
     if (zip_demographics is None and corpus is not None
-            and (corpus / "zip_demographics.csv").exists()):
-        zip_demographics = corpus / "zip_demographics.csv"
+            and (corpus / ZIP_DEMOGRAPHICS_CSV).exists()):
+        zip_demographics = corpus / ZIP_DEMOGRAPHICS_CSV
 
     bar = tqdm(total=7, desc="audit", disable=not progress, unit="step")
 
@@ -184,18 +180,14 @@ def run_audit(
                                          boot, confidence=cfg.confidence)
     t = step("bootstrap intervals", t)
 
-    cohort_tables: dict[str, pd.DataFrame] = {}
-    details: list[object] = []
-    for f, tab in zip(found, tables[:len(found)]):
-        cohort_tables[f.method.name], detail = f.method.cohort_table(f.proposal, tab, overall)
-        details.append(detail)
-    geo = _first(details, GeoTree)
-    geo_regions = next((cohort_tables[f.method.name] for f, d in zip(found, details)
-                        if isinstance(d, GeoTree)), None)
-
-    methods_df, planted_info = _methods_table(found, tables[len(found):], stats, corpus, cfg,
-                                              notes)
+    tests, planted_info = _bottom_tests(found, tables[len(found):], stats, corpus, cfg, notes)
     provenance.update(planted_info)
+    outcomes: dict[str, MethodOutcome] = {}
+    for f, tab, test in zip(found, tables[:len(found)], tests):
+        cohorts, detail = f.method.cohort_table(f.proposal, tab, overall)
+        outcomes[f.method.name] = MethodOutcome(
+            method=f.method, partition=f.proposal.partition, table=cohorts, bottom=f.bottom,
+            test=test, detail=detail)
     t = step("recovery", t)
 
     timings["total"] = round(time.perf_counter() - t_start, 4)
@@ -206,31 +198,27 @@ def run_audit(
     if corpus is not None:
         provenance["corpus_dir"] = str(corpus)
     result = AuditResult(
-        overall=overall, methods=methods_df,
-        groups=tuple(d for d in details if isinstance(d, GroupWER)),
-        cohort_tables=cohort_tables, geo=geo, geo_regions=geo_regions,
-        geodemographic=_first(details, GeodemographicResult),
-        embedding=_first(details, EmbeddingCohorts),
-        exclusions=tuple(exclusions), notes=tuple(notes), provenance=provenance, config=cfg,
-        stats=stats,
+        overall=overall, outcomes=outcomes, exclusions=tuple(exclusions), notes=tuple(notes),
+        provenance=provenance, config=cfg, stats=stats,
     )
     if out_dir is not None:
         write_report(result, out_dir)
-        result = AuditResult(**{**result.__dict__, "out_dir": Path(out_dir)})
+        result = replace(result, out_dir=Path(out_dir))
     step("report", t)
     bar.close()
     return result
 
 
-def _methods_table(
+def _bottom_tests(
     found: list[_Found],
     bottom_tables: Sequence[pd.DataFrame],
     stats: SpeakerStats,
     corpus: Path | None,
     cfg: AuditConfig,
     notes: list[str],
-) -> tuple[pd.DataFrame, dict[str, object]]:
-    """One row per method (bottom cohort vs rest, recovery); provenance of planted cohorts.
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """Each method's row of the methods table (bottom cohort vs rest, recovery), and the
+    provenance of planted cohorts.
 
     Appends to ``notes`` when recovery cannot be computed.
     """
@@ -267,7 +255,7 @@ def _methods_table(
     if pmask is not None:
         info["planted"] = planted
         info["planted_speakers"] = int(pmask.sum())
-    return pd.DataFrame(rows), info
+    return rows, info
 
 
 def _results_provenance(
@@ -292,6 +280,3 @@ def _results_provenance(
 def _source_info(source: str | Path | pd.DataFrame) -> dict[str, object]:
     return file_info(source) if isinstance(source, (str, Path)) else {"source": "DataFrame"}
 
-
-def _first(items: Sequence[object], cls: type[_T]) -> _T | None:
-    return next((x for x in items if isinstance(x, cls)), None)

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from fairstream.audit.disaggregate import Partition, apply_min_size
 from fairstream.audit.inputs import Exclusion
 from fairstream.audit.speaker_stats import SpeakerStats
+from fairstream.data.layout import AUDIO_DIR
 from fairstream.errors import InputDataError, MissingDependencyError, TooFewSpeakersError
 
 __all__ = [
@@ -287,7 +288,7 @@ def fallback_embeddings(
                                      "without --embeddings)", "asr",
                                      exc.name or "a dependency") from exc
 
-    root = Path(corpus_dir) / "audio"
+    root = Path(corpus_dir) / AUDIO_DIR
     if not root.is_dir():
         raise InputDataError(f"no audio directory {root} for fallback embeddings")
     by_speaker: dict[str, list[Path]] = {}

@@ -15,6 +15,14 @@ small:
   methods, so their intervals are comparable);
 * :meth:`~AuditMethod.cohort_table` shapes the table of its cohorts for the report.
 
+What a method produced is a :class:`MethodOutcome` (its cohorts, table, bottom cohort, the
+test of that cohort, its own result object); :class:`~fairstream.audit.AuditResult` keeps one
+per method, keyed by name. The report renders every method the same way (cohort table, WER
+bars, a row of the methods table) and asks the method for the rest:
+:meth:`~AuditMethod.report_section` (text and plots of its HTML section),
+:meth:`~AuditMethod.report_data` (report.json entries), :meth:`~AuditMethod.report_tables`
+(CSV files), :attr:`~AuditMethod.speaker_column` (its column of ``speaker_cohorts.csv``).
+
 A new method is one subclass registered with :func:`register_method`; its specification
 in ``--methods`` is its :attr:`~AuditMethod.kind`, or ``kind:<argument>`` when it takes one.
 """
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, TypeAlias, TypeVar
 
@@ -52,12 +60,15 @@ from fairstream.audit.geodemographic import (
     search_geodemographic,
 )
 from fairstream.audit.inputs import Exclusion, ResultsTable, read_embeddings
+from fairstream.audit.plots import geo_map
 from fairstream.audit.provenance import file_info
 from fairstream.audit.speaker_stats import SpeakerStats
+from fairstream.data.layout import AUDIO_DIR
 from fairstream.errors import InputDataError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
 
 __all__ = [
+    "COHORT_COLUMNS",
     "DEFAULT_ATTRIBUTES",
     "AttributeMethod",
     "AuditInputs",
@@ -67,7 +78,9 @@ __all__ = [
     "EmbeddingSource",
     "GeoMethod",
     "GeodemographicMethod",
+    "MethodOutcome",
     "Proposal",
+    "ReportSection",
     "build_methods",
     "default_methods",
     "parse_methods",
@@ -77,6 +90,13 @@ __all__ = [
 
 #: attribute columns disaggregated by default, when the speaker table has them.
 DEFAULT_ATTRIBUTES = ("accent", "gender", "age_band")
+
+#: columns of a cohort table shown in the report, in order (those a table lacks are skipped).
+COHORT_COLUMNS: tuple[str, ...] = (
+    "group", "status", "n_speakers", "n_utterances", "ref_words", "wer", "wer_ci_low",
+    "wer_ci_high", "wer_rest", "gap_pct", "gap_ci_low", "gap_ci_high", "p_value",
+    "share_speakers_pct", "share_words_pct",
+)
 
 #: speaker or utterance embeddings: a file, a table, or ``(ids, matrix)``.
 EmbeddingSource: TypeAlias = str | Path | pd.DataFrame | tuple[np.ndarray, np.ndarray]
@@ -131,7 +151,7 @@ class Proposal:
     partition: Partition
     agreement_codes: np.ndarray
     exclusions: tuple[Exclusion, ...] = ()
-    detail: object | None = None  # each method's own result type; AuditResult picks by type
+    detail: object | None = None  # each method's own result type, read by its own hooks
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,49 @@ class Bottom:
     label: str
 
 
+@dataclass(frozen=True)
+class MethodOutcome:
+    """What one method produced in an audit.
+
+    Attributes:
+        method: the method.
+        partition: its candidate cohorts (audited speakers → cohorts, ``-1``: in none).
+        table: the report's table of its cohorts (``group`` + WER columns), worst first.
+        bottom: the cohort it reports as served worst.
+        test: its row of the methods table: the bottom cohort against the rest (WER, WER gap
+            with interval, p-value, shares) and the recovery of planted cohorts.
+        detail: the method's own result (e.g. :class:`GroupWER`, :class:`GeoTree`), or None.
+    """
+
+    method: AuditMethod
+    partition: Partition
+    table: pd.DataFrame
+    bottom: Bottom
+    test: dict[str, object]
+    detail: object | None = None
+
+    @property
+    def name(self) -> str:
+        """The method's name in the report."""
+        return self.method.name
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A method's own part of its report.html section; the report adds the cohort table, the
+    WER-per-cohort bars and the note on pooled cohorts to every section.
+
+    Attributes:
+        columns: cohort-table columns shown, in order (those the table lacks are skipped).
+        paragraphs: text above the table.
+        images: base64 PNG plots shown after the WER-per-cohort bars.
+    """
+
+    columns: tuple[str, ...] = COHORT_COLUMNS
+    paragraphs: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+
+
 class AuditMethod(ABC):
     """One way of finding the cohorts a recognizer serves worst (see the module docstring)."""
 
@@ -160,6 +223,11 @@ class AuditMethod(ABC):
     takes_argument: ClassVar[bool] = False
     #: the bottom label when no cohort stands out.
     no_bottom_label: ClassVar[str] = "(none: a single cohort)"
+    #: its column of ``speaker_cohorts.csv`` (written only when speaker ids are allowed);
+    #: None: the method adds none.
+    speaker_column: ClassVar[str | None] = None
+    #: whether the report quotes the published figures of the method (Dheram et al. 2022).
+    cites_paper_figures: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -234,6 +302,23 @@ class AuditMethod(ABC):
         ordered = table.sort_values("wer", ascending=False, na_position="last")
         return ordered.reset_index(drop=True), proposal.detail
 
+    def report_section(
+        self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig
+    ) -> ReportSection:
+        """The method's text, plots and table columns in report.html.
+
+        Default: the cohort table's usual columns, no text and no plot of its own.
+        """
+        return ReportSection()
+
+    def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
+        """Entries the method adds to report.json (key → JSON-like value). Default: none."""
+        return {}
+
+    def report_tables(self, outcome: MethodOutcome) -> dict[str, pd.DataFrame]:
+        """CSV files the method adds to the report (file name → table). Default: none."""
+        return {}
+
 
 # ----------------------------------------------------------------------------- registry
 
@@ -307,7 +392,15 @@ def default_methods(inputs: AuditInputs) -> list[AuditMethod]:
 
 # ----------------------------------------------------------------------------- methods
 
+_D = TypeVar("_D")
 _Sized = TypeVar("_Sized", GeoTreeConfig, GeodemographicConfig, EmbeddingConfig)
+
+
+def _detail(outcome: MethodOutcome, kind: type[_D]) -> _D:
+    """The method's own result kept on ``outcome`` (of the type the method produces)."""
+    detail = outcome.detail
+    assert isinstance(detail, kind), type(detail)
+    return detail
 
 
 def _at_least(cfg: _Sized, min_cohort: int) -> _Sized:
@@ -366,6 +459,7 @@ class GeoMethod(AuditMethod):
     usage = "geo"
     needs = "speaker latitude and longitude columns"
     no_bottom_label = "(none: no split found)"
+    speaker_column = "geo"
 
     def available(self, inputs: AuditInputs) -> bool:
         g = inputs.config.geo
@@ -385,6 +479,32 @@ class GeoMethod(AuditMethod):
         regions = regions_frame(tree).merge(ordered, on="group", how="left")
         return regions.sort_values("wer", ascending=False).reset_index(drop=True), tree
 
+    def report_section(
+        self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig
+    ) -> ReportSection:
+        g = _detail(outcome, GeoTree)
+        text = (
+            f"{len(g.regions)} regions from {len(g.tests)} split tests "
+            f"(min {g.config.min_speakers} speakers and {g.config.min_words} words per "
+            f"region, at most {g.config.max_regions} regions, "
+            f"family-wise α = {g.config.alpha}). "
+            "A region is split only when the simultaneous speaker-bootstrap interval of the "
+            "best split's WER difference (max-statistic over all candidate thresholds, level "
+            "α × region share of speakers) excludes 0."
+        )
+        lat = stats.table[config.geo.lat_col].to_numpy(np.float64)
+        lon = stats.table[config.geo.lon_col].to_numpy(np.float64)
+        img = geo_map(outcome.table, lat, lon, g.partition.codes >= 0, config.privacy)
+        return ReportSection(columns=("group", "path") + COHORT_COLUMNS[1:], paragraphs=(text,),
+                             images=(img,) if img else ())
+
+    def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
+        return {"geo_split_tests": [asdict(t) for t in _detail(outcome, GeoTree).tests]}
+
+    def report_tables(self, outcome: MethodOutcome) -> dict[str, pd.DataFrame]:
+        tests = [asdict(t) for t in _detail(outcome, GeoTree).tests]
+        return {"geo_split_tests.csv": pd.DataFrame(tests)}
+
 
 @register_method
 class GeodemographicMethod(AuditMethod):
@@ -393,6 +513,8 @@ class GeodemographicMethod(AuditMethod):
     kind = "geodemo"
     usage = "geodemo"
     needs = "a zip demographics table and a speaker zip column"
+    speaker_column = "geodemographic"
+    cites_paper_figures = True
 
     def available(self, inputs: AuditInputs) -> bool:
         zip_col = inputs.config.geodemographic.zip_col
@@ -416,6 +538,26 @@ class GeodemographicMethod(AuditMethod):
     ) -> list[int]:
         return [0]  # the search already chose the worse side (code 0)
 
+    def report_section(
+        self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig
+    ) -> ReportSection:
+        gd = _detail(outcome, GeodemographicResult)
+        text = (f"Largest WER gap among {gd.n_candidates} binary zip partitions: "
+                f"{gd.bottom_definition}. The interval is conditional on this choice (the "
+                "search is not corrected for).")
+        return ReportSection(paragraphs=(text,))
+
+    def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
+        g = _detail(outcome, GeodemographicResult)
+        return {"geodemographic": {
+            "attribute": g.attribute, "bottom_definition": g.bottom_definition,
+            "n_candidates": g.n_candidates,
+            "top_candidates": g.candidates.head(20).to_dict(orient="records"),
+        }}
+
+    def report_tables(self, outcome: MethodOutcome) -> dict[str, pd.DataFrame]:
+        return {"geodemographic_candidates.csv": _detail(outcome, GeodemographicResult).candidates}
+
 
 @register_method
 class EmbeddingMethod(AuditMethod):
@@ -424,11 +566,13 @@ class EmbeddingMethod(AuditMethod):
     kind = "embedding"
     usage = "embedding"
     needs = "speaker or utterance embeddings, or a corpus directory with audio"
+    speaker_column = "embedding"
+    cites_paper_figures = True
 
     def available(self, inputs: AuditInputs) -> bool:
         corpus = inputs.corpus_dir
         return inputs.embeddings is not None or (corpus is not None
-                                                 and (corpus / "audio").is_dir())
+                                                 and (corpus / AUDIO_DIR).is_dir())
 
     def check(self, inputs: AuditInputs) -> None:
         if inputs.embeddings is None and inputs.corpus_dir is None:
@@ -474,3 +618,17 @@ class EmbeddingMethod(AuditMethod):
         found = proposal.detail
         assert isinstance(found, EmbeddingCohorts)
         return [proposal.partition.labels.index(lbl) for lbl in found.bottom_labels]
+
+    def report_section(
+        self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig
+    ) -> ReportSection:
+        em = _detail(outcome, EmbeddingCohorts)
+        sil = ", ".join(f"k={k}: {v:.3f}" for k, v in sorted(em.silhouette.items()))
+        return ReportSection(paragraphs=(f"Embeddings: {em.source}. k = {em.k} (silhouette "
+                                         f"{sil}). Bottom cohort: "
+                                         f"{', '.join(em.bottom_labels)}.",))
+
+    def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
+        em = _detail(outcome, EmbeddingCohorts)
+        return {"embedding": {"k": em.k, "silhouette": em.silhouette, "source": em.source,
+                              "bottom_clusters": list(em.bottom_labels)}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 __all__ = ["file_info", "parquet_config", "version"]
@@ -20,13 +19,13 @@ def file_info(path: str | Path) -> dict[str, object]:
 
 
 def parquet_config(path: Path) -> object | None:
-    """The ``fairstream`` metadata entry of a Parquet results table, or None."""
+    """The writer's config stored in a Parquet results table, or None (best effort)."""
     try:
         import pyarrow.parquet as pq
 
-        meta = pq.read_schema(path).metadata or {}
-        raw = meta.get(b"fairstream")
-        return json.loads(raw) if raw else None
+        from fairstream.results import stored_config
+
+        return stored_config(pq.read_schema(path).metadata)
     except Exception:  # noqa: BLE001 - provenance is best effort, never fatal
         return None
 

@@ -12,7 +12,6 @@ cohort B and the planted set P:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from fairstream.data.layout import CORPUS_JSON, read_corpus_json
 from fairstream.errors import InputDataError
 
 __all__ = ["Recovery", "load_planted", "planted_mask", "recovery"]
@@ -39,15 +39,18 @@ class Recovery:
 
 
 def load_planted(corpus_dir: str | Path) -> dict[str, object] | None:
-    """The ``"planted"`` entry of ``corpus_dir/corpus.json`` (None when there is none)."""
-    path = Path(corpus_dir) / "corpus.json"
+    """The ``"planted"`` entry of ``corpus_dir/corpus.json`` (None when there is none).
+
+    Raises:
+        CorpusError: ``corpus.json`` is not a fairstream corpus description of a readable
+            layout version (see :func:`fairstream.data.layout.read_corpus_json`).
+        InputDataError: its ``planted`` entry is not an object.
+    """
+    path = Path(corpus_dir) / CORPUS_JSON
     if not path.exists():
         logger.info("no %s: planted-cohort recovery not computed", path)
         return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputDataError(f"{path} is not valid JSON: {exc}") from exc
+    info = read_corpus_json(corpus_dir)
     planted = info.get("planted")
     if planted is not None and not isinstance(planted, dict):
         raise InputDataError(f"{path}: 'planted' must be an object, got {type(planted).__name__}")

@@ -12,11 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from fairstream.audit.config import AuditConfig
-from fairstream.audit.disaggregate import GroupWER
-from fairstream.audit.embedding_cohorts import EmbeddingCohorts
-from fairstream.audit.geo_tree import GeoTree
-from fairstream.audit.geodemographic import GeodemographicResult
 from fairstream.audit.inputs import Exclusion
+from fairstream.audit.methods import MethodOutcome
 from fairstream.audit.speaker_stats import SpeakerStats
 
 __all__ = ["DEFINITIONS", "AuditResult"]
@@ -46,14 +43,9 @@ class AuditResult:
 
     Attributes:
         overall: overall WER with interval and totals.
-        methods: one row per method: bottom cohort, WER bottom/rest, WER gap with interval,
-            p-value, bottom-cohort shares, recovery (precision, recall, ARI).
-        groups: attribute disaggregations (``attribute:<col>`` methods).
-        cohort_tables: method name → its cohort table (``group`` + WER columns), worst first.
-        geo: the geographic tree, if run.
-        geo_regions: regions with bounding boxes and WERs, if run.
-        geodemographic: the geodemographic search, if run.
-        embedding: the k-means cohorts, if run.
+        outcomes: method name → what the method produced (:class:`MethodOutcome`: its
+            cohorts, cohort table, bottom cohort and its test, the method's own result), in
+            the order the methods ran.
         exclusions: every row/speaker left out of some part, with reasons.
         notes: other facts the report states.
         provenance: inputs, versions, timings.
@@ -63,16 +55,21 @@ class AuditResult:
     """
 
     overall: dict[str, float]
-    methods: pd.DataFrame
-    groups: tuple[GroupWER, ...]
-    cohort_tables: dict[str, pd.DataFrame]
-    geo: GeoTree | None
-    geo_regions: pd.DataFrame | None
-    geodemographic: GeodemographicResult | None
-    embedding: EmbeddingCohorts | None
+    outcomes: dict[str, MethodOutcome]
     exclusions: tuple[Exclusion, ...]
     notes: tuple[str, ...]
     provenance: dict[str, object]
     config: AuditConfig
     stats: SpeakerStats
     out_dir: Path | None = None
+
+    @property
+    def methods(self) -> pd.DataFrame:
+        """One row per method: bottom cohort, WER bottom/rest, WER gap with interval,
+        p-value, bottom-cohort shares, recovery (precision, recall, ARI)."""
+        return pd.DataFrame([o.test for o in self.outcomes.values()])
+
+    @property
+    def cohort_tables(self) -> dict[str, pd.DataFrame]:
+        """Method name → its cohort table (``group`` + WER columns), worst first."""
+        return {name: o.table for name, o in self.outcomes.items()}

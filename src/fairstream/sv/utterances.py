@@ -15,6 +15,7 @@ import pandas as pd
 from lhotse import CutSet
 from lhotse.cut import Cut
 
+from fairstream.data.layout import AUDIO_DIR
 from fairstream.errors import CorpusError
 
 __all__ = ["METADATA_COLUMNS", "cut_path", "utterance_table"]
@@ -35,7 +36,7 @@ def cut_path(cut: Cut, corpus_root: Path) -> str:
     src = Path(str(sources[0].source))
     if not src.is_absolute() and not src.exists() and (corpus_root / src).exists():
         src = corpus_root / src  # a manifest path relative to the corpus, not to the working dir
-    audio = (corpus_root / "audio").resolve()
+    audio = (corpus_root / AUDIO_DIR).resolve()
     try:
         return src.resolve().relative_to(audio).as_posix()
     except ValueError:
