@@ -279,6 +279,9 @@ class LSTMEncoder(nn.Module):
         _check_input(x, x_lens, self.input_dim, allow_empty=True)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        elif not isinstance(state, LSTMEncoderState):
+            raise InputDataError(f"LSTMEncoder.stream needs an LSTMEncoderState, got a "
+                                 f"{type(state).__name__}")
         elif state.batch_size != x.shape[0]:
             raise InputDataError(
                 f"stream state holds {state.batch_size} streams but the chunk has {x.shape[0]}"
