@@ -333,3 +333,33 @@ def test_fusion_settings_apply_only_with_an_lm(encoded) -> None:
     assert with_lm.fused and with_lm.lm_weight == SearchConfig().lm_weight
     assert with_lm.token_bonus == LM_TOKEN_BONUS
     assert _beam(beam=3, token_bonus=0.7).token_bonus == 0.7
+
+
+_WITHOUT_TORCH = """
+import importlib.abc, sys
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "lhotse", "kaldi_native_fbank", "sentencepiece"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+
+sys.meta_path.insert(0, _Block())
+from fairstream.decoding.search import SearchConfig
+print(SearchConfig(method="beam").describe())
+from fairstream.cli import main
+for command in ("decode", "transcribe", "lm"):
+    main(args=[command, "--help"], prog_name="fairstream", standalone_mode=False)
+"""
+
+
+def test_search_settings_and_decode_help_need_no_torch() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "beam search, beam 8" in done.stdout
+    assert done.stdout.count("Usage: fairstream") == 3
+

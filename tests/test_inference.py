@@ -65,6 +65,26 @@ def test_bad_audio_is_a_corpus_error_naming_the_cut(golden, tmp_path):
                     streaming=True, progress=False)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_cut_too_short_for_a_frame_is_bad_data_in_both_modes(golden, streaming):
+    from lhotse import CutSet
+
+    from fairstream.inference import decode_cuts
+
+    loaded, cuts = golden
+    good = next(iter(cuts))
+    short = good.truncate(duration=0.01).with_id("short-cut")  # 160 samples < a 25 ms window
+    both = CutSet.from_cuts([good, short])
+    with pytest.raises(CorpusError, match="cut short-cut"):
+        decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, both, streaming=streaming,
+                    progress=False)
+    df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, both, streaming=streaming,
+                     on_error="skip", progress=False)
+    assert list(df["utt_id"]) == [good.supervisions[0].id]
+    assert [cid for cid, _ in df.attrs["skipped"]] == ["short-cut"]
+    assert "cut short-cut" in df.attrs["skipped"][0][1]
+
+
 def test_an_old_checkpoint_says_its_kind_and_search(golden):
     from fairstream.checkpoint import load_checkpoint
     from fairstream.inference import SearchConfig, recipe_search

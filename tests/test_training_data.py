@@ -316,6 +316,26 @@ def test_select_cuts_trains_on_the_selection_or_oversamples_it(setup) -> None:
     assert select_cuts(cuts, SelectConfig(), SPEAKERS) is cuts
 
 
+def test_select_cuts_by_a_file_of_cut_ids_alone_with_speakers_and_oversampled(
+        setup, tmp_path: Path) -> None:
+    _, cuts, _, _ = setup
+    of = {s: [c.id for c in cuts if c.supervisions[0].speaker == s] for s in ("s0", "s1")}
+    listed = [of["s0"][0], of["s1"][0], of["s1"][1]]
+    ids = tmp_path / "cuts.txt"
+    ids.write_text("# chosen cuts\n" + "\n".join(f" {i} " for i in listed) + "\n\n")
+    only = select_cuts(cuts, SelectConfig(cuts_file=str(ids)), SPEAKERS)
+    assert sorted(c.id for c in only) == sorted(listed)
+    both = select_cuts(cuts, SelectConfig(cuts_file=str(ids), where="speaker_id == 's1'"),
+                       SPEAKERS)  # the intersection: listed cuts of selected speakers
+    assert sorted(c.id for c in both) == sorted(of["s1"][:2])
+    over = select_cuts(cuts, SelectConfig(cuts_file=str(ids),
+                                          where="speaker_id == 's1'", oversample=3), SPEAKERS)
+    counts = {c.id: 0 for c in cuts}
+    for c in over:
+        counts[c.id] += 1
+    assert counts == {i: 3 if i in of["s1"][:2] else 1 for i in counts}
+
+
 def test_oversampled_cuts_are_batched_that_often(setup) -> None:
     _, cuts, _, _ = setup
     over = select_cuts(cuts, SelectConfig(where="speaker_id == 's2'", oversample=2), SPEAKERS)
@@ -335,6 +355,13 @@ def test_oversampled_cuts_are_batched_that_often(setup) -> None:
         ({"speakers_file": "ids.txt"}, r"ids\.txt line 2: speaker id 'nobody' is not in"),
         ({"speakers_file": "empty.txt"}, r"empty\.txt lists no speaker ids"),
         ({"where": "speaker_id == 's9'"}, r"none of whom has a training cut"),
+        ({"cuts_file": "missing.txt"}, r"data\.select\.cuts_file: cannot read"),
+        ({"cuts_file": "cut_ids.txt"},
+         r"cut_ids\.txt: 2 cut id\(s\) are not training cuts: 'no-such-cut' \(line 2\), "
+         r"'dev-cut' \(line 3\)"),
+        ({"cuts_file": "empty.txt"}, r"empty\.txt lists no cut ids"),
+        ({"cuts_file": "first_cut.txt", "where": "speaker_id == 's3'"},
+         r"none of the 1 cuts of data\.select\.cuts_file belongs to the selected speakers"),
     ],
 )
 def test_selection_errors_name_the_key(setup, tmp_path, monkeypatch, select, match) -> None:
@@ -342,6 +369,9 @@ def test_selection_errors_name_the_key(setup, tmp_path, monkeypatch, select, mat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids.txt").write_text("s0\nnobody\n")
     (tmp_path / "empty.txt").write_text("# nothing\n")
+    first = next(c for c in cuts if c.supervisions[0].speaker == "s0").id
+    (tmp_path / "cut_ids.txt").write_text(f"{first}\nno-such-cut\ndev-cut\n")
+    (tmp_path / "first_cut.txt").write_text(f"{first}\n")
     with pytest.raises(InputDataError, match=match):
         select_cuts(cuts, SelectConfig(**select), SPEAKERS)
 
@@ -357,3 +387,5 @@ def test_select_config_keys_are_checked() -> None:
         config_from_dict({}, ["data.select.where=x", "data.select.oversample=0"])
     with pytest.raises(InputDataError, match=r"oversample needs data\.select\.speakers_file"):
         config_from_dict({}, ["data.select.oversample=2"])
+    cfg = config_from_dict({}, ["data.select.cuts_file=cuts.txt", "data.select.oversample=2"])
+    assert cfg.data.select == SelectConfig(cuts_file="cuts.txt", oversample=2)

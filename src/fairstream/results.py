@@ -37,7 +37,6 @@ from fairstream._io import atomic_path
 from fairstream.errors import InputDataError
 
 __all__ = [
-    "COLUMN_DTYPES",
     "METADATA_COLUMNS",
     "RESULTS_SCHEMA_VERSION",
     "RESULT_COLUMNS",
@@ -60,16 +59,6 @@ METADATA_COLUMNS = ["accent", "gender", "age_band", "lat", "lon", "zip", "split"
 #: Optional columns of multi-talker rows: the session, the channel the hypothesis came from,
 #: and the reference speaker's first start and last end in the session (seconds).
 SESSION_COLUMNS = ["session_id", "channel", "start", "end"]
-#: The kind of value each known column holds (pandas dtype names; ``object`` columns hold
-#: strings, ``None`` or, for ``timestamps``, a list of token emission times in seconds).
-COLUMN_DTYPES: dict[str, str] = {
-    "utt_id": "object", "speaker_id": "object", "ref": "object", "hyp": "object",
-    "n_ref_words": "int64", "sub": "int64", "del": "int64", "ins": "int64", "hits": "int64",
-    "duration": "float64", "timestamps": "object",
-    "accent": "object", "gender": "object", "age_band": "object", "lat": "float64",
-    "lon": "float64", "zip": "object", "split": "object",
-    "session_id": "object", "channel": "int64", "start": "float64", "end": "float64",
-}
 
 _CONFIG_KEY = b"fairstream"
 _VERSION_KEY = b"fairstream.results_version"

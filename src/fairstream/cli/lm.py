@@ -6,12 +6,10 @@ from pathlib import Path
 
 import click
 
+from fairstream.decoding.search import DEFAULT_LM_ORDER
 from fairstream.errors import FairstreamError
 
 __all__ = ["lm"]
-
-#: n-gram order when neither --order nor the checkpoint's recipe says.
-DEFAULT_ORDER = 6
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +23,7 @@ DEFAULT_ORDER = 6
               help="Split whose per-token perplexity is printed ('' to skip).")
 @click.option("--order", type=click.IntRange(min=2), default=None,
               help="n of the n-gram (over tokens, so 6 spans about three words)  [default: the "
-                   f"checkpoint recipe's decode.lm_order, else {DEFAULT_ORDER}]")
+                   f"checkpoint recipe's decode.lm_order, else {DEFAULT_LM_ORDER}]")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="LM file (JSON)  [default: lm.json beside the checkpoint, where "
                    "`--search recipe` finds it]")
@@ -49,7 +47,7 @@ def lm(checkpoint: Path, corpus: Path, split: str, eval_split: str, order: int |
         loaded = load_transducer(checkpoint)
         tokenizer = loaded.tokenizer
         if order is None:
-            order = recipe_search(loaded.config, checkpoint).lm_order or DEFAULT_ORDER
+            order = recipe_search(loaded.config, checkpoint).lm_order or DEFAULT_LM_ORDER
         out = out if out is not None else lm_beside(checkpoint)
         c = load_corpus(corpus)
         texts = [s.text for cut in c.cuts(split) for s in cut.supervisions if s.text]

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from fairstream.data.layout import (
-    CORPUS_VERSION,
     DEFAULT_SPLITS,
     JsonObject,
     check_split_name,
@@ -28,10 +27,7 @@ from fairstream.data.layout import (
 from fairstream.data.speakers import SpeakerConfig
 from fairstream.errors import CorpusError
 
-__all__ = ["FORMAT_VERSION", "PRESETS", "CorpusConfig", "SplitSpec", "get_preset"]
-
-#: Layout version written by this release (alias of :data:`fairstream.data.layout.CORPUS_VERSION`).
-FORMAT_VERSION = CORPUS_VERSION
+__all__ = ["PRESETS", "CorpusConfig", "SplitSpec", "get_preset"]
 
 # The corpus fingerprint has hashed {"format_version": 1, ...} since it was introduced. It is
 # frozen here, apart from the layout version, so that a new layout version does not change the

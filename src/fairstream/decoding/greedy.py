@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from fairstream.decoding.hypothesis import Hypothesis, frame_seconds
+from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.models.state import PredictorState
 from fairstream.models.transducer import Transducer
@@ -73,7 +74,7 @@ def greedy_search_chunk(
     encoder_lens: Tensor,
     state: GreedyState | None = None,
     *,
-    max_symbols_per_frame: int = 3,
+    max_symbols_per_frame: int = SearchConfig.max_symbols_per_frame,
 ) -> GreedyState:
     """Continue greedy searches over the next encoder frames.
 
@@ -151,7 +152,7 @@ def greedy_search(
     encoder_out: Tensor,
     encoder_lens: Tensor,
     *,
-    max_symbols_per_frame: int = 3,
+    max_symbols_per_frame: int = SearchConfig.max_symbols_per_frame,
     frame_shift: float = 0.01,
 ) -> list[Hypothesis]:
     """Batched greedy search over whole utterances.

@@ -7,7 +7,8 @@ and the settings of :func:`~fairstream.inference.decode_cuts`, the streaming rec
 the demo. It holds plain data only; the token LM a beam search fuses is loaded separately
 and joined to the settings in :class:`~fairstream.decoding.beam.BeamSearch`.
 
-This module imports neither torch nor the rest of fairstream's decoders.
+This module imports neither torch nor the rest of fairstream's decoders (the package
+loads its decoders on first use), so the settings can be read and checked without torch.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from typing import Literal
 
 from fairstream.errors import InputDataError
 
-__all__ = ["LM_TOKEN_BONUS", "SEARCH_METHODS", "SearchConfig"]
+__all__ = ["DEFAULT_LM_ORDER", "LM_TOKEN_BONUS", "SEARCH_METHODS", "SearchConfig"]
 
 #: Score added per emitted token when an LM is fused and ``token_bonus`` is not set; it
 #: offsets the LM's preference for short outputs (chosen on the demo's dev split).
 LM_TOKEN_BONUS = 1.5
+#: Order of the token n-gram LM ``fairstream lm`` fits when neither ``--order`` nor the
+#: recipe's ``decode.lm_order`` gives one (over tokens, so 6 spans about three words).
+DEFAULT_LM_ORDER = 6
 #: The searches :class:`SearchConfig` can ask for.
 SEARCH_METHODS = ("greedy", "beam")
 

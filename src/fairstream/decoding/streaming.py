@@ -33,6 +33,7 @@ import torch
 
 from fairstream.decoding.beam import BeamSearch, BeamState, beam_hypothesis, beam_search_chunk
 from fairstream.decoding.greedy import GreedyState, greedy_hypotheses, greedy_search_chunk
+from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig, OnlineFbankExtractor
 from fairstream.models.transducer import Transducer
@@ -98,7 +99,7 @@ class StreamingRecognizer:
         cmvn: Cmvn,
         *,
         chunk_ms: int = 160,
-        max_symbols_per_frame: int = 3,
+        max_symbols_per_frame: int = SearchConfig.max_symbols_per_frame,
         fbank_config: FbankConfig | None = None,
         search: BeamSearch | None = None,
     ) -> None:

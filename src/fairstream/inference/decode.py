@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import torch
@@ -33,6 +33,9 @@ from fairstream.metrics.wer import ErrorCounts, score_pairs, write_trn
 from fairstream.models.transducer import Transducer
 from fairstream.results import order_columns
 from fairstream.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from fairstream.decoding.streaming import PartialResult, StreamingRecognizer
 
 __all__ = ["decode_cuts", "summarize_wer", "write_trn_pair"]
 
@@ -92,6 +95,24 @@ def _batches(cuts: list[Cut], cmvn: Cmvn, max_duration: float, on_error: OnError
         yield features, lens, [cid for _, cid in items]
 
 
+def _stream_cut(rec: StreamingRecognizer, cut: Cut, rate: int, step: int) -> PartialResult:
+    """The final result of one cut fed to ``rec`` in chunks of ``step`` samples.
+
+    Raises:
+        CorpusError: naming the cut when its audio cannot be read or the recognizer rejects it
+            as data (bad samples, too short for one feature frame). Errors of the model or
+            the search propagate unchanged.
+    """
+    audio = cut_audio(cut, rate)
+    rec.reset()
+    try:
+        for start in range(0, len(audio), step):
+            rec.accept(audio[start:start + step])
+        return rec.finish()
+    except InputDataError as exc:  # the recognizer's verdict on the audio it was given
+        raise CorpusError(f"cut {cut.id}: {exc}") from exc
+
+
 @torch.no_grad()
 def decode_cuts(
     model: Transducer,
@@ -140,7 +161,8 @@ def decode_cuts(
         InputDataError: CTC decoding with ``streaming``; an LM with greedy search or of
             another vocabulary.
         CorpusError: a cut without exactly one transcribed supervision, or whose audio is
-            unusable (named).
+            unusable: unreadable, bad samples, too short for one feature frame (named, in both
+            modes).
     """
     from fairstream.decoding.beam import beam_search
     from fairstream.decoding.ctc import ctc_greedy_search
@@ -176,14 +198,10 @@ def decode_cuts(
         for cut in cut_list:
             bar.update(1)
             try:
-                audio = cut_audio(cut, rate)
-            except CorpusError as exc:  # bad data; model errors below propagate as they are
+                final = _stream_cut(rec, cut, rate, step)
+            except CorpusError as exc:  # bad data; model errors propagate as they are
                 _skip_or_raise(exc, cut.id, on_error, skipped)
                 continue
-            rec.reset()
-            for start in range(0, len(audio), step):
-                rec.accept(audio[start:start + step])
-            final = rec.finish()
             hyps[cut.id] = (final.text, tuple(final.timestamps))
     else:
         for features, lens, cut_ids in _batches(cut_list, cmvn, max_duration, on_error,

@@ -74,7 +74,7 @@ class DataConfig:
         max_valid_utterances: cap on validation utterances (``None``: the whole split).
         num_workers: data-loader worker processes.
         feature_cache: directory for pre-computed fbank features (``None``: compute on the fly).
-        select: train on, or oversample, chosen speakers of the training split
+        select: train on, or oversample, chosen speakers or cuts of the training split
             (:class:`~fairstream.training.selection.SelectConfig`; default: every cut once).
     """
 

@@ -1,17 +1,21 @@
-"""Which speakers a training run uses: a data-selection hook for recipes (``data.select``).
+"""Which speakers or cuts a training run uses: a data-selection hook for recipes
+(``data.select``).
 
-A recipe can train on a chosen set of speakers, or train on all data while showing a chosen
-set more often::
+A recipe can train on a chosen set of speakers or cuts, or train on all data while showing a
+chosen set more often::
 
     data:
       select:
         where: "accent in ['en-029'] and gender == 'female'"   # a predicate on speakers.csv
         speakers_file: cohort.txt                             # and/or speaker ids, one a line
-        oversample: 3      # optional: all data, the selected speakers' cuts three times
+        cuts_file: cuts.txt                                   # and/or cut ids, one a line
+        oversample: 3      # optional: all data, the selected cuts three times
 
-With both ``where`` and ``speakers_file`` a speaker must satisfy both. Selection applies to
+Every criterion given must hold: a cut is selected when its speaker satisfies ``where`` and
+is listed in ``speakers_file`` and the cut is listed in ``cuts_file``. Selection applies to
 the training split only; validation always sees its whole split. :func:`select_speakers`
-resolves the selection against ``speakers.csv``, :func:`select_cuts` applies it to cuts.
+resolves the speaker criteria against ``speakers.csv``, :func:`select_cuts` applies the
+whole selection to cuts.
 """
 
 from __future__ import annotations
@@ -36,19 +40,23 @@ _KEY = "data.select"
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """The ``data.select`` section: a set of training speakers to train on or oversample.
+    """The ``data.select`` section: training speakers or cuts to train on or oversample.
 
     Attributes:
         speakers_file: a text file of speaker ids, one per line (blank lines and lines starting
             with ``#`` are ignored); a relative path is taken from the working directory.
         where: a :meth:`pandas.DataFrame.query` predicate on the columns of ``speakers.csv``,
             for example ``accent in ['en-029'] and gender == 'female'``.
-        oversample: ``None``: train on the selected speakers only; an integer ``r >= 1``:
-            train on all data, with each cut of a selected speaker taken ``r`` times per epoch.
+        cuts_file: a text file of training cut ids, one per line (blank lines and lines
+            starting with ``#`` are ignored); a relative path is taken from the working
+            directory. With a speaker criterion, only the listed cuts of selected speakers.
+        oversample: ``None``: train on the selected cuts only; an integer ``r >= 1``: train
+            on all data, with each selected cut taken ``r`` times per epoch.
     """
 
     speakers_file: str | None = None
     where: str | None = None
+    cuts_file: str | None = None
     oversample: int | None = None
 
     def __post_init__(self) -> None:
@@ -56,27 +64,36 @@ class SelectConfig:
             raise InputDataError(f"{_KEY}.oversample must be >= 1, got {self.oversample}")
         if self.oversample is not None and not self.active:
             raise InputDataError(
-                f"{_KEY}.oversample needs {_KEY}.speakers_file or {_KEY}.where to say whom"
+                f"{_KEY}.oversample needs {_KEY}.speakers_file, {_KEY}.where or "
+                f"{_KEY}.cuts_file to say what"
             )
         if self.where is not None and not self.where.strip():
             raise InputDataError(f"{_KEY}.where is empty")
 
     @property
-    def active(self) -> bool:
-        """Whether any speakers are selected (otherwise every cut is used once)."""
+    def selects_speakers(self) -> bool:
+        """Whether a speaker criterion (``speakers_file`` or ``where``) is given."""
         return self.speakers_file is not None or self.where is not None
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is selected (otherwise every cut is used once)."""
+        return self.selects_speakers or self.cuts_file is not None
 
-def _read_speakers_file(path: Path, known: AbstractSet[str]) -> set[str]:
+
+def _read_id_lines(key: str, path: Path) -> list[tuple[int, str]]:
+    """``(line number, id)`` of each id line of a list file (blank and ``#`` lines skipped)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{_KEY}.speakers_file: cannot read {path}: {exc}") from exc
+        raise InputDataError(f"{_KEY}.{key}: cannot read {path}: {exc}") from exc
+    ids = [(number, line.strip()) for number, line in enumerate(lines, start=1)]
+    return [(number, i) for number, i in ids if i and not i.startswith("#")]
+
+
+def _read_speakers_file(path: Path, known: AbstractSet[str]) -> set[str]:
     ids: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        speaker = line.strip()
-        if not speaker or speaker.startswith("#"):
-            continue
+    for number, speaker in _read_id_lines("speakers_file", path):
         if speaker not in known:
             raise InputDataError(
                 f"{_KEY}.speakers_file {path} line {number}: speaker id {speaker!r} is not "
@@ -86,6 +103,21 @@ def _read_speakers_file(path: Path, known: AbstractSet[str]) -> set[str]:
     if not ids:
         raise InputDataError(f"{_KEY}.speakers_file {path} lists no speaker ids")
     return ids
+
+
+def _read_cuts_file(path: Path, known: AbstractSet[str]) -> set[str]:
+    listed = _read_id_lines("cuts_file", path)
+    unknown = [(number, cut) for number, cut in listed if cut not in known]
+    if unknown:
+        shown = ", ".join(f"{cut!r} (line {number})" for number, cut in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InputDataError(
+            f"{_KEY}.cuts_file {path}: {len(unknown)} cut id(s) are not training cuts: "
+            f"{shown}{more}"
+        )
+    if not listed:
+        raise InputDataError(f"{_KEY}.cuts_file {path} lists no cut ids")
+    return {cut for _, cut in listed}
 
 
 def _query_speakers(where: str, speakers: pd.DataFrame) -> set[str]:
@@ -107,7 +139,7 @@ def _query_speakers(where: str, speakers: pd.DataFrame) -> set[str]:
 
 
 def select_speakers(config: SelectConfig, speakers: pd.DataFrame) -> set[str] | None:
-    """The speaker ids ``config`` selects, or ``None`` when it selects nothing in particular.
+    """The speaker ids ``config`` selects, or ``None`` when it has no speaker criterion.
 
     Args:
         config: the ``data.select`` section.
@@ -118,7 +150,7 @@ def select_speakers(config: SelectConfig, speakers: pd.DataFrame) -> set[str] | 
             predicate naming an unknown column or failing to evaluate, or an empty selection;
             the message names the key.
     """
-    if not config.active:
+    if not config.selects_speakers:
         return None
     if "speaker_id" not in speakers.columns:
         raise InputDataError(f"{_KEY}: speakers.csv has no speaker_id column")
@@ -134,8 +166,9 @@ def select_speakers(config: SelectConfig, speakers: pd.DataFrame) -> set[str] | 
 
 
 def select_cuts(cuts: CutSet, config: SelectConfig, speakers: pd.DataFrame) -> CutSet:
-    """The training cuts ``config`` asks for: the selected speakers' cuts, or all cuts with the
-    selected speakers' cuts repeated ``oversample`` times (repeats keep their cut id).
+    """The training cuts ``config`` asks for: the selected cuts (those of the selected speakers
+    that ``cuts_file`` lists, when both are given), or all cuts with the selected ones
+    repeated ``oversample`` times (repeats keep their cut id).
 
     Args:
         cuts: the training split's cuts (one supervision each, with a speaker).
@@ -143,22 +176,35 @@ def select_cuts(cuts: CutSet, config: SelectConfig, speakers: pd.DataFrame) -> C
         speakers: the corpus's ``speakers.csv``.
 
     Raises:
-        InputDataError: see :func:`select_speakers`; also when no cut belongs to a selected
-            speaker.
+        InputDataError: see :func:`select_speakers`; also for an unreadable cuts file, cut ids
+            that are not training cuts (named), or when no cut is selected.
     """
-    chosen = select_speakers(config, speakers)
-    if chosen is None:
+    if not config.active:
         return cuts
     items = list(cuts)
-    selected = [c for c in items if c.supervisions and c.supervisions[0].speaker in chosen]
+    chosen = select_speakers(config, speakers)
+    listed = None
+    if config.cuts_file is not None:
+        listed = _read_cuts_file(Path(config.cuts_file), {c.id for c in items})
+    selected = [
+        c for c in items
+        if (chosen is None or (c.supervisions and c.supervisions[0].speaker in chosen))
+        and (listed is None or c.id in listed)
+    ]
     if not selected:
+        if listed is None and chosen is not None:
+            raise InputDataError(
+                f"{_KEY} selects {len(chosen)} speakers, none of whom has a training cut "
+                f"(e.g. {sorted(chosen)[:5]})"
+            )
         raise InputDataError(
-            f"{_KEY} selects {len(chosen)} speakers, none of whom has a training cut "
-            f"(e.g. {sorted(chosen)[:5]})"
+            f"{_KEY}: none of the {len(listed or ())} cuts of {_KEY}.cuts_file belongs to "
+            f"the selected speakers (where={config.where!r}, "
+            f"speakers_file={config.speakers_file!r})"
         )
-    present = {c.supervisions[0].speaker for c in selected}
-    if len(present) < len(chosen):  # speakers of other splits, for instance
-        logger.info("%s: %d of the %d selected speakers have no training cut",
+    present = {c.supervisions[0].speaker for c in selected if c.supervisions}
+    if chosen is not None and len(present) < len(chosen):  # speakers of other splits, say
+        logger.info("%s: %d of the %d selected speakers have no selected training cut",
                     _KEY, len(chosen) - len(present), len(chosen))
     if config.oversample is None:
         logger.info("%s: training on %d cuts of %d speakers (of %d cuts)",
