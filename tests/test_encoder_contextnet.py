@@ -219,3 +219,29 @@ def test_training_step_is_finite_and_reaches_every_encoder_parameter() -> None:
         if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum() > 0
     ]
     assert not missing
+
+
+def test_streaming_recognizer_final_result_equals_offline_greedy(tmp_path: Path) -> None:
+    from test_streaming import offline_greedy, run_stream, synthetic_audio
+
+    from fairstream.decoding.streaming import StreamingRecognizer
+    from fairstream.features.fbank import compute_cmvn, compute_fbank
+    from fairstream.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(["hello world"], tmp_path, model_type="char")
+    cmvn = compute_cmvn([compute_fbank(synthetic_audio(2.0, seed=s)) for s in range(2)])
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(
+        encoder=EncoderConfig("contextnet", {**SMALL, "subsampling": 4, "output_dim": 48}),
+        predictor=PredictorConfig(embed_dim=32, hidden_dim=32),
+        joiner=JoinerConfig(joint_dim=48),
+        vocab_size=tokenizer.vocab_size,
+    )).eval()
+    audio = synthetic_audio(1.37, seed=11)
+    expected = offline_greedy(model, audio, cmvn, max_symbols=2)
+    assert len(expected) > 3
+    for chunk_ms, chunk_samples in ((160, 1013), (30, 77)):
+        rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms,
+                                  max_symbols_per_frame=2)
+        _, final = run_stream(rec, audio, chunk_samples)
+        assert final.is_final and final.tokens == expected
