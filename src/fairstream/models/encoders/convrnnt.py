@@ -237,17 +237,6 @@ def _gather_time(seq: Tensor, idx: Tensor) -> Tensor:
     return seq.gather(2, idx[:, None, :, None].expand(b, c, idx.shape[1], f))
 
 
-def _take(seq: Tensor, start: Tensor, width: int) -> Tensor:
-    """Frames ``start[b] .. start[b] + width - 1`` of each stream of ``seq`` ``(B, C, L, F)``
-    (indices past the end repeat the last frame: padding)."""
-    if seq.shape[0] == 0 or bool((start == start[0]).all()):
-        s0 = int(start[0]) if seq.shape[0] else 0
-        out = seq[:, :, s0 : s0 + width]
-        if out.shape[2] == width:
-            return out
-    return _gather_time(seq, start[:, None] + torch.arange(width, device=seq.device))
-
-
 class _CausalConv2d(nn.Conv2d):
     """Conv2d over ``(B, C, T, F)`` that is causal in time (left padding only) and pads the
     frequency axis by ``freq_pad`` on both sides."""
@@ -267,39 +256,62 @@ class _CausalConv2d(nn.Conv2d):
         y = self(F.pad(x, (0, 0, self.time_kernel - 1, 0)))
         return y, _out_lens(lens, self.time_stride)
 
-    def stream(self, buf: Tensor, buf_len: Tensor, x: Tensor, x_lens: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def stream(self, buf: Tensor, buf_len: list[int], x: Tensor, x_lens: list[int]
+               ) -> tuple[Tensor, list[int], Tensor, list[int]]:
         """Every complete window of ``buffer + new frames``; keep the rest.
+
+        Frame counts are Python ints: on the few frames of a chunk, bookkeeping with tensor
+        ops would cost more than the conv.
 
         Args:
             buf: ``(B, C, W, F)`` pending input frames, valid ones first.
-            buf_len: ``(B,)`` valid frames in ``buf``.
+            buf_len: Valid frames in ``buf`` per stream.
             x: ``(B, C, t, F)`` new input frames.
-            x_lens: ``(B,)`` valid new frames.
+            x_lens: Valid new frames per stream.
 
         Returns:
-            ``(y (B, C', n, F'), y_lens (B,), remaining buffer, remaining buffer lengths)``.
+            ``(y (B, C', n, F'), y_lens, remaining buffer, remaining buffer lengths)``.
         """
         k, s = self.time_kernel, self.time_stride
-        b, width = buf.shape[0], buf.shape[2]
-        if b == 0 or bool((buf_len == buf_len[0]).all()):
-            w0 = int(buf_len[0]) if b else 0
-            seq = torch.cat([buf[:, :, :w0], x], dim=2)
+        if len(set(buf_len)) <= 1:
+            seq = torch.cat([buf[:, :, : (buf_len[0] if buf_len else 0)], x], dim=2)
         else:  # streams with different pending frames: left-align each stream's frames
             seq = torch.cat([buf, x], dim=2)
             pos = torch.arange(seq.shape[2], device=x.device)[None]
-            pending = buf_len[:, None]
-            seq = _gather_time(seq, torch.where(pos < pending, pos, pos + width - pending))
-        total = buf_len + x_lens
-        n = torch.where(total >= k, (total - k) // s + 1, torch.zeros_like(total))
-        n_max = int(n.max()) if b else 0
+            pending = torch.tensor(buf_len, device=x.device)[:, None]
+            seq = _gather_time(seq, torch.where(pos < pending, pos, pos + buf.shape[2] - pending))
+        total = [w + t for w, t in zip(buf_len, x_lens)]
+        n = [(length - k) // s + 1 if length >= k else 0 for length in total]
+        n_max = max(n, default=0)
         if n_max == 0:
-            y = x.new_zeros(b, self.out_channels, 0, self.freq_out(x.shape[3]))
+            y = x.new_zeros(x.shape[0], self.out_channels, 0, self.freq_out(x.shape[3]))
         else:
             y = self(seq[:, :, : (n_max - 1) * s + k])
-        rem_len = total - n * s
-        rem = _take(seq, n * s, int(rem_len.max()) if b else 0)
+        rem_len = [length - m * s for length, m in zip(total, n)]
+        width = max(rem_len, default=0)
+        if len(set(n)) <= 1:
+            rem = seq[:, :, n_max * s : n_max * s + width]
+        else:
+            start = torch.tensor(n, device=x.device)[:, None] * s
+            rem = _gather_time(seq, start + torch.arange(width, device=x.device))
         return y, n, rem, rem_len
+
+
+class _FrameStack(_CausalConv2d):
+    """The global stem: a causal conv whose kernel spans ``s`` frames and all F bins with
+    stride ``s`` in time, computed as a linear map of the stacked frames (the same
+    arithmetic, without the conv kernel's set-up cost on short chunks)."""
+
+    def __init__(self, c_out: int, frames: int, f_in: int) -> None:
+        super().__init__(1, c_out, (frames, f_in), (frames, 1), 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 1, L, F) -> (B, C, L // s, 1)``."""
+        s = self.time_stride
+        b, _, length, f = x.shape
+        stacked = x[:, 0, : length - length % s].reshape(b, length // s, s * f)
+        y = F.linear(stacked, self.weight.reshape(self.out_channels, -1), self.bias)
+        return y.transpose(1, 2).unsqueeze(3)
 
 
 class _GlobalBlock(nn.Module):
@@ -319,8 +331,16 @@ class _GlobalBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _depthwise(self, u: Tensor) -> Tensor:
-        """``(B, W + t, C) -> (B, t, C)``: the conv over frames with their left context."""
-        out: Tensor = self.dw(u.transpose(1, 2)).transpose(1, 2)
+        """``(B, W + t, C) -> (B, t, C)``: the conv over frames with their left context.
+
+        ``self.dw`` holds the weights; they are applied as one multiply-add per tap, which on
+        the few frames of a streaming chunk is many times faster than the conv kernel.
+        """
+        weight = self.dw.weight[:, 0]  # (C, K)
+        step, t = self.dw.dilation[0], u.shape[1] - self.context
+        out = torch.addcmul(cast(Tensor, self.dw.bias), u[:, :t], weight[:, 0])
+        for k in range(1, weight.shape[1]):
+            out = torch.addcmul(out, u[:, k * step : k * step + t], weight[:, k])
         return out
 
     def _pointwise(self, u: Tensor) -> Tensor:
@@ -332,38 +352,47 @@ class _GlobalBlock(nn.Module):
         out: Tensor = x + self.dropout(v * gate)
         return out
 
-    def forward(self, x: Tensor, mask: Tensor, utterance: bool) -> Tensor:
-        """Whole sequences ``x (B, T', C)``; ``mask (B, T', 1)`` is 1 on valid frames."""
+    def forward(self, x: Tensor, inv_count: Tensor, mask: Tensor | None) -> Tensor:
+        """Whole sequences ``x (B, T', C)``.
+
+        Args:
+            x: ``(B, T', C)`` block input.
+            inv_count: One over the frames the squeeze averages: ``(1, T', 1)`` (frame
+                ``t`` averages frames ``1..t``), or ``(B, 1, 1)`` with ``mask``.
+            mask: ``None`` for the causal running mean, or ``(B, T', 1)``, 1 on valid
+                frames, for the mean over each whole utterance.
+        """
         u = F.glu(self.pw_in(self.norm_in(x)), dim=-1)
         v = self._pointwise(self._depthwise(F.pad(u, (0, 0, self.context, 0))))
-        vm = v * mask
-        count = mask.sum(1, keepdim=True) if utterance else mask.cumsum(1)
-        total = vm.sum(1, keepdim=True) if utterance else vm.cumsum(1)
-        return self._excite(x, v, total / count.clamp(min=1.0))
+        total = v.cumsum(1) if mask is None else (v * mask).sum(1, keepdim=True)
+        return self._excite(x, v, total * inv_count)
 
-    def stream(self, x: Tensor, mask: Tensor, buf: Tensor, se_sum: Tensor, count: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor]:
-        """The next frames ``x (B, t, C)`` (``mask (B, t, 1)`` marks each stream's new ones)
-        after the left context ``buf (B, W, C)``, running SE sum ``se_sum (B, C)`` and frame
-        count ``count (B,)``; returns the output, the new context and the new sum."""
+    def stream(self, x: Tensor, lens: list[int], buf: Tensor, se_sum: Tensor,
+               inv_count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The next frames ``x (B, t, C)``, of which the first ``lens[b]`` are stream
+        ``b``'s, after the left context ``buf (B, W, C)``, with the running SE sum ``se_sum
+        (B, C)`` and ``inv_count (B, t, 1)``, one over the frames counted up to each frame.
+        Returns the output, the new context and the new sum.
+
+        A stream's frames past its ``lens`` come after its valid ones, so they change
+        neither the running sums nor the depthwise conv of its valid frames: only the state
+        taken at the end has to skip them.
+        """
         if x.shape[1] == 0:
             return x, buf, se_sum
         u = F.glu(self.pw_in(self.norm_in(x)), dim=-1)
         seq = torch.cat([buf, u], dim=1)
         v = self._pointwise(self._depthwise(seq))
-        vm = v * mask
-        lens = mask[:, :, 0].sum(1).long()
-        if self.context == 0:
-            new_buf = buf
-        elif bool((lens == x.shape[1]).all()):
-            new_buf = seq[:, seq.shape[1] - self.context :]
-        else:
-            idx = lens[:, None] + torch.arange(self.context, device=x.device)
-            new_buf = seq.gather(1, idx[:, :, None].expand(-1, -1, seq.shape[2]))
-        total = se_sum[:, None] + vm.cumsum(1)
-        frames = count[:, None, None] + mask.cumsum(1)
-        out = self._excite(x, v, total / frames.clamp(min=1.0))
-        return out, new_buf, se_sum + vm.sum(1)
+        total = se_sum[:, None] + v.cumsum(1)
+        out = self._excite(x, v, total * inv_count)
+        t, width = x.shape[1], self.context
+        if len(set(lens)) == 1 and lens[0] == t:
+            return out, seq[:, seq.shape[1] - width :], total[:, -1]
+        idx = torch.tensor(lens, device=x.device)[:, None]
+        new_buf = seq.gather(1, (idx + torch.arange(width, device=x.device))[:, :, None]
+                             .expand(-1, -1, seq.shape[2]))
+        sums = torch.cat([se_sum[:, None], total], dim=1)
+        return out, new_buf, sums.gather(1, idx[:, :, None].expand(-1, 1, sums.shape[2]))[:, 0]
 
 
 def _init_lstm(lstm: nn.LSTM) -> None:
@@ -448,8 +477,7 @@ class ConvRNNTEncoder(nn.Module):
         self.num_local = len(convs)
         self.blocks = nn.ModuleList()
         if use_global:
-            convs.append(_CausalConv2d(1, global_dim, (subsampling, input_dim),
-                                       (subsampling, 1), 0))
+            convs.append(_FrameStack(global_dim, subsampling, input_dim))
             self.blocks.extend(
                 _GlobalBlock(global_dim, global_kernel, 2**i, se_dim, dropout)
                 for i in range(global_blocks)
@@ -505,10 +533,15 @@ class ConvRNNTEncoder(nn.Module):
         if self.blocks:
             g, lens = convs[-1].full(x.unsqueeze(1), x_lens.to(torch.long))
             g = g.squeeze(3).transpose(1, 2)  # (B, T', C)
-            mask = (torch.arange(g.shape[1], device=g.device)[None] < lens[:, None])
-            maskf = mask.unsqueeze(2).to(g.dtype)
+            steps = torch.arange(1, g.shape[1] + 1, device=g.device, dtype=g.dtype)
+            mask: Tensor | None = None
+            if self.utterance_se:
+                mask = (steps[None] <= lens[:, None]).unsqueeze(2).to(g.dtype)
+                inv_count = 1.0 / lens.to(g.dtype)[:, None, None]
+            else:
+                inv_count = (1.0 / steps)[None, :, None]
             for block in self._block_list():
-                g = block(g, maskf, self.utterance_se)
+                g = block(g, inv_count, mask)
             parts.append(self.global_norm(g))
         h = self._fuse(parts)
         for norm, lstm in zip(self.norms, self.lstms):
@@ -612,16 +645,17 @@ class ConvRNNTEncoder(nn.Module):
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         state = self._check_state(state, x.shape[0])
         x_lens = x_lens.to(torch.long)
+        lens_in: list[int] = x_lens.tolist()
         convs = self._conv_list()
         bufs: list[Tensor] = []
-        buf_lens: list[Tensor] = []
+        buf_lens: list[list[int]] = []
         parts: list[Tensor] = []
-        lens = x_lens
+        lens = lens_in
         if self.num_local:
             h = x.unsqueeze(1)
             for i, conv in enumerate(convs[: self.num_local]):
                 h, lens, rem, rem_len = conv.stream(
-                    state.conv_buffers[i], state.conv_buffer_lens[i], h, lens)
+                    state.conv_buffers[i], state.conv_buffer_lens[i].tolist(), h, lens)
                 h = F.relu(h)
                 bufs.append(rem)
                 buf_lens.append(rem_len)
@@ -630,38 +664,41 @@ class ConvRNNTEncoder(nn.Module):
         se_sums: list[Tensor] = []
         if self.blocks:
             g, lens, rem, rem_len = convs[-1].stream(
-                state.conv_buffers[-1], state.conv_buffer_lens[-1], x.unsqueeze(1), x_lens)
+                state.conv_buffers[-1], state.conv_buffer_lens[-1].tolist(), x.unsqueeze(1),
+                lens_in)
             bufs.append(rem)
             buf_lens.append(rem_len)
             g = g.squeeze(3).transpose(1, 2)
-            mask = (torch.arange(g.shape[1], device=g.device)[None] < lens[:, None])
-            maskf = mask.unsqueeze(2).to(g.dtype)
+            steps = torch.arange(1, g.shape[1] + 1, device=g.device, dtype=g.dtype)
+            inv_count = (1.0 / (state.frames_out[:, None] + steps)).unsqueeze(2)
             for block, dw_buf, se_sum in zip(self._block_list(), state.dw_buffers,
                                              state.se_sums):
-                g, dw_buf, se_sum = block.stream(g, maskf, dw_buf, se_sum, state.frames_out)
+                g, dw_buf, se_sum = block.stream(g, lens, dw_buf, se_sum, inv_count)
                 dw_bufs.append(dw_buf)
                 se_sums.append(se_sum)
             parts.append(self.global_norm(g))
+        y_lens = torch.tensor(lens, dtype=torch.long, device=x.device)
         h = self._fuse(parts)
         new_h: list[Tensor] = []
         new_c: list[Tensor] = []
         for norm, lstm, h0, c0 in zip(self.norms, self.lstms, state.h, state.c):
-            out, (h1, c1) = _lstm_stream(cast(nn.LSTM, lstm), norm(h), lens, h0, c0)
+            out, (h1, c1) = _lstm_stream(cast(nn.LSTM, lstm), norm(h), y_lens, h0, c0)
             h = h + self.dropout(out)
             new_h.append(h1)
             new_c.append(c1)
         y = self.output_proj(self.output_norm(h))
         new_state = ConvRNNTState(
             conv_buffers=tuple(bufs),
-            conv_buffer_lens=tuple(buf_lens),
+            conv_buffer_lens=tuple(torch.tensor(n, dtype=torch.long, device=x.device)
+                                   for n in buf_lens),
             dw_buffers=tuple(dw_bufs),
             se_sums=tuple(se_sums),
             h=tuple(new_h),
             c=tuple(new_c),
             frames_in=state.frames_in + x_lens,
-            frames_out=state.frames_out + lens,
+            frames_out=state.frames_out + y_lens,
         )
-        return y, lens, new_state
+        return y, y_lens, new_state
 
 
 def _flatten(h: Tensor) -> Tensor:
