@@ -277,3 +277,37 @@ def test_training_step_is_finite_and_reaches_every_encoder_parameter(
     missing = [n for n, p in encoder.items() if n.startswith("encoder.") and
                (p.grad is None or not bool(p.grad.abs().sum() > 0))]
     assert not missing
+
+
+# --------------------------------------------------------------------------- recognizer
+
+
+def test_streaming_recognizer_gives_the_offline_result_and_utterance_se_refuses(
+    tmp_path: Path,
+) -> None:
+    from test_streaming import offline_greedy, run_stream, synthetic_audio
+
+    from fairstream.decoding.streaming import StreamingRecognizer
+    from fairstream.features.fbank import compute_cmvn, compute_fbank
+    from fairstream.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(["hello world"], tmp_path, model_type="char")
+    cmvn = compute_cmvn([compute_fbank(synthetic_audio(2.0, seed=s)) for s in range(3)])
+    audio = synthetic_audio(1.37, seed=11)
+    for mode in ("causal", "utterance"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(
+            encoder=EncoderConfig("convrnnt", {**SMALL, "subsampling": 4, "local_layers": 2,
+                                               "output_dim": 48, "se_mode": mode}),
+            predictor=PredictorConfig(embed_dim=32, hidden_dim=32),
+            joiner=JoinerConfig(joint_dim=48),
+            vocab_size=tokenizer.vocab_size,
+        )).eval()
+        expected = offline_greedy(model, audio, cmvn, max_symbols=2)
+        assert len(expected) > 3  # not two empty outputs
+        rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=160, max_symbols_per_frame=2)
+        if mode == "utterance":
+            with pytest.raises(InputDataError, match="cannot stream"):
+                run_stream(rec, audio, 1013)
+        else:
+            assert run_stream(rec, audio, 1013)[1].tokens == expected
