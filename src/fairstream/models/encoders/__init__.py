@@ -86,7 +86,7 @@ def register_encoder(name: str, *, options: type) -> Callable[[_E], _E]:
 
 
 # Importing the modules registers the encoders they define.
-from fairstream.models.encoders import lstm as _lstm  # noqa: E402, F401
 from fairstream.models.encoders import conformer as _conformer  # noqa: E402, F401
 from fairstream.models.encoders import contextnet as _contextnet  # noqa: E402, F401
 from fairstream.models.encoders import convrnnt as _convrnnt  # noqa: E402, F401
+from fairstream.models.encoders import lstm as _lstm  # noqa: E402, F401
