@@ -441,3 +441,11 @@ def test_bad_extra_splits_are_refused() -> None:
         SplitSpec("audit", speakers=0, utterances_per_speaker=1)
     with pytest.raises(CorpusError, match="repeat"):
         replace(mini_config(), extra_splits=(SplitSpec("a", 1, 1), SplitSpec("a", 2, 1)))
+
+
+def test_clean_text_preset_has_its_own_pinned_fingerprint() -> None:
+    """``demo-clean`` is ``demo`` with clean test text; the option enters the fingerprint."""
+    clean = get_preset("demo-clean")
+    assert replace(clean, preset="demo", text_holdout=None) == get_preset("demo")
+    assert clean.fingerprint(0) == (
+        "9015c720fef000d20efa885168bfbb06c95f14e183728f4f246858bdde5f48cd")

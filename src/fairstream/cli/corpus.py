@@ -37,10 +37,12 @@ def corpus() -> None:
 
 
 @corpus.command("build")
-@click.option("--preset", type=click.Choice(["tiny", "demo", "full"]), default="demo",
-              show_default=True,
+@click.option("--preset", type=click.Choice(["tiny", "demo", "demo-clean", "full"]),
+              default="demo", show_default=True,
               help="Corpus size: tiny (~200 utterances, for tests), demo (~5 h, 400 training "
-                   "speakers), full (~33 h).")
+                   "speakers), demo-clean (demo with no test sentence in training and 20% of "
+                   "the names, artists, songs, cities and groceries held out of training), "
+                   "full (~33 h).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (new or empty; or an unfinished build of the same corpus "
                    "with --resume).")

@@ -10,6 +10,7 @@ numpy, pandas or lhotse, so torch-free readers (the audit) can use it too::
     ROOT/zip_demographics.csv                         zip-level attributes (may be header only)
     ROOT/cmvn.json                                    global CMVN of 80-dim fbank on train
     ROOT/corpus_card.md                               human-readable description
+    ROOT/heldout_slots.json                           slot values held out of training (if any)
     ROOT/audio/<split>/<speaker>/<utterance>.flac     synthetic corpora only
     ROOT/import_report_<split>.json                   imported corpora only
 
@@ -32,7 +33,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -50,6 +51,7 @@ __all__ = [
     "CORPUS_JSON",
     "CORPUS_VERSION",
     "DEFAULT_SPLITS",
+    "HELDOUT_SLOTS_JSON",
     "MANIFESTS_DIR",
     "MANIFEST_KINDS",
     "READABLE_VERSIONS",
@@ -66,7 +68,9 @@ __all__ = [
     "manifest_path",
     "order_splits",
     "read_corpus_json",
+    "read_heldout_slots",
     "write_corpus_json",
+    "write_heldout_slots",
     "write_manifest",
 ]
 
@@ -88,6 +92,7 @@ ZIP_DEMOGRAPHICS_CSV = "zip_demographics.csv"
 CMVN_JSON = "cmvn.json"
 CORPUS_CARD = "corpus_card.md"
 AUDIO_DIR = "audio"
+HELDOUT_SLOTS_JSON = "heldout_slots.json"
 
 #: Columns every ``speakers.csv`` has, in this order (values may be empty when unknown);
 #: synthetic corpora add more after them.
@@ -234,3 +239,35 @@ def write_corpus_json(root: str | os.PathLike[str], info: JsonObject) -> Path:
     body = {k: v for k, v in info.items() if k not in ("format", "version")}
     data = {"format": CORPUS_FORMAT, "version": CORPUS_VERSION, **body}
     return atomic_write_text(Path(root) / CORPUS_JSON, json.dumps(data, indent=2) + "\n")
+
+
+def write_heldout_slots(root: str | os.PathLike[str],
+                        slots: Mapping[str, Sequence[str]]) -> Path:
+    """Write ``ROOT/heldout_slots.json``: open slot → the values held out of training.
+
+    The file is ``{"slots": {slot: [value, ...]}}`` with slots and values in the given order.
+    """
+    data = {"slots": {slot: list(values) for slot, values in slots.items()}}
+    return atomic_write_text(Path(root) / HELDOUT_SLOTS_JSON, json.dumps(data, indent=2) + "\n")
+
+
+def read_heldout_slots(root: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Open slot → held-out values from ``ROOT/heldout_slots.json``.
+
+    A corpus built without held-out slot values has no such file: the result is empty.
+
+    Raises:
+        CorpusError: the file exists but is not JSON of the written form.
+    """
+    path = Path(root) / HELDOUT_SLOTS_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorpusError(f"{path} is not valid JSON: {e}") from e
+    slots = data.get("slots") if isinstance(data, dict) else None
+    if not isinstance(slots, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in slots.values()):
+        raise CorpusError(f'{path}: expected {{"slots": {{slot: [value, ...]}}}}')
+    return {str(k): list(v) for k, v in slots.items()}

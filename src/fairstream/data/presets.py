@@ -1,12 +1,13 @@
 """Corpus build configurations: the ``tiny``, ``demo`` and ``full`` presets.
 
-=======  ==================  ===========  =================================================
-preset   speakers tr/dev/te  utterances   use
-=======  ==================  ===========  =================================================
-tiny     24 / 8 / 8          ≈ 200        tests; builds in seconds
-demo     400 / 40 / 96       ≈ 7,550      ≈ 5.5 h of audio (≈ 4.4 h train); the demo
-full     2400 / 160 / 400    ≈ 45,000     ≈ 33 h; experiments that need more data
-=======  ==================  ===========  =================================================
+==========  ==================  ===========  ==============================================
+preset      speakers tr/dev/te  utterances   use
+==========  ==================  ===========  ==============================================
+tiny        24 / 8 / 8          ≈ 200        tests; builds in seconds
+demo        400 / 40 / 96       ≈ 7,550      ≈ 5.5 h of audio (≈ 4.4 h train); the demo
+demo-clean  400 / 40 / 96       ≈ 7,550      demo with clean test text (:class:`TextHoldout`)
+full        2400 / 160 / 400    ≈ 45,000     ≈ 33 h; experiments that need more data
+==========  ==================  ===========  ==============================================
 
 Every preset has the splits train, dev and test; a config adds more with ``extra_splits``
 (for example ``SplitSpec("audit", speakers=400, utterances_per_speaker=4)``).
@@ -27,7 +28,7 @@ from fairstream.data.layout import (
 from fairstream.data.speakers import SpeakerConfig
 from fairstream.errors import CorpusError
 
-__all__ = ["PRESETS", "CorpusConfig", "SplitSpec", "get_preset"]
+__all__ = ["PRESETS", "CorpusConfig", "SplitSpec", "TextHoldout", "get_preset"]
 
 # The corpus fingerprint has hashed {"format_version": 1, ...} since it was introduced. It is
 # frozen here, apart from the layout version, so that a new layout version does not change the
@@ -65,6 +66,30 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class TextHoldout:
+    """Clean test text: what the evaluation splits hold back from training.
+
+    Every split other than ``train`` is an evaluation split (dev, test and any extra split).
+
+    Attributes:
+        disjoint_sentences: no evaluation sentence (normalized text) occurs among the training
+            sentences; an evaluation utterance whose drawn sentence is a training sentence
+            draws again.
+        slot_share: share of each open slot's values (:data:`~fairstream.data.templates.OPEN_SLOTS`:
+            first names, artists, songs, cities, groceries) held out from training. Training
+            sentences never contain a held-out value (a training utterance that draws one draws
+            again); evaluation sentences draw from all values. 0 holds out none.
+    """
+
+    disjoint_sentences: bool = True
+    slot_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.slot_share < 1.0:
+            raise CorpusError(f"TextHoldout.slot_share must be in [0, 1), got {self.slot_share}")
+
+
+@dataclass(frozen=True)
 class CorpusConfig:
     """Everything that determines a synthetic corpus (together with the seed).
 
@@ -80,6 +105,8 @@ class CorpusConfig:
         level_dbfs: (min, max) RMS level of the final mix in dBFS.
         cmvn_max_utterances: training utterances used for the CMVN statistics (evenly spaced).
         extra_splits: splits after train, dev and test (none in the presets).
+        text_holdout: clean test text (:class:`TextHoldout`); ``None`` (the default, and every
+            preset but ``demo-clean``) draws every split's text the same way.
     """
 
     preset: str
@@ -94,6 +121,7 @@ class CorpusConfig:
     level_dbfs: tuple[float, float] = (-26.0, -16.0)
     cmvn_max_utterances: int = 2000
     extra_splits: tuple[SplitSpec, ...] = ()
+    text_holdout: TextHoldout | None = None
 
     def __post_init__(self) -> None:
         if len(self.utterances_per_speaker) != 3 or min(self.utterances_per_speaker) < 1:
@@ -123,12 +151,14 @@ class CorpusConfig:
     def to_dict(self) -> JsonObject:
         """JSON-ready dictionary (what the fingerprint hashes).
 
-        ``extra_splits`` appears only when there are some, so configs without them hash as
-        they did before the field existed.
+        ``extra_splits`` appears only when there are some and ``text_holdout`` only when it is
+        set, so configs without them hash as they did before the fields existed.
         """
         d = asdict(self)
         if not self.extra_splits:
             del d["extra_splits"]
+        if self.text_holdout is None:
+            del d["text_holdout"]
         return d
 
     def fingerprint(self, seed: int) -> str:
@@ -154,6 +184,12 @@ PRESETS: dict[str, CorpusConfig] = {
         preset="demo",
         speakers=SpeakerConfig(n_train=400, n_dev=40, n_test=96),
         utterances_per_speaker=(15, 10, 12),
+    ),
+    "demo-clean": CorpusConfig(
+        preset="demo-clean",
+        speakers=SpeakerConfig(n_train=400, n_dev=40, n_test=96),
+        utterances_per_speaker=(15, 10, 12),
+        text_holdout=TextHoldout(),
     ),
     "full": CorpusConfig(
         preset="full",

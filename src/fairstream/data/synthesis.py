@@ -44,15 +44,16 @@ from fairstream._io import atomic_path
 from fairstream._io import atomic_write_text as _atomic_write_text
 from fairstream.data import layout
 from fairstream.data.espeak import ESPEAK_SAMPLE_RATE, EspeakSynthesizer, parse_voice
+from fairstream.data.holdout import PhraseMatcher, choose_heldout_slots, draw_requests
 from fairstream.data.layout import CorpusVersionError
-from fairstream.data.presets import CorpusConfig
+from fairstream.data.presets import CorpusConfig, TextHoldout
 from fairstream.data.speakers import (
     Speaker,
     sample_speakers,
     speakers_frame,
     zip_demographics,
 )
-from fairstream.data.templates import generate_request
+from fairstream.data.text import normalize
 from fairstream.errors import CorpusError
 
 if TYPE_CHECKING:
@@ -144,36 +145,68 @@ def plan_utterances(
 ) -> list[UtteranceSpec]:
     """Every utterance of the corpus, in a fixed order (the config's splits; speaker by speaker).
 
-    Utterance ``i`` depends only on ``(seed, i)`` and its speaker.
+    Utterance ``i`` depends only on ``(seed, i)`` and its speaker; with
+    ``config.text_holdout`` its text also depends on the training sentences and the held-out
+    slot values (:func:`fairstream.data.holdout.draw_requests`).
     """
     per_split = {name: k for name, (_, k) in config.split_sizes().items()}
+    utterances = [(spk, k) for spk in speakers for k in range(per_split[spk.split])]
+    requests = draw_requests([spk.split for spk, _ in utterances], seed, config.text_holdout,
+                             _heldout_slots(config, seed))
     specs: list[UtteranceSpec] = []
-    for spk in speakers:
-        for k in range(per_split[spk.split]):
-            i = len(specs)
-            rng = np.random.default_rng([seed, 201, i])
-            request = generate_request(np.random.default_rng([seed, 202, i]))
-            rate_jitter = float(rng.uniform(-config.rate_jitter, config.rate_jitter))
-            rate = round(spk.rate * (1.0 + rate_jitter))
-            pitch_jitter = int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1))
-            pitch = int(np.clip(spk.pitch + pitch_jitter, 0, 100))
-            utt_id = f"{spk.speaker_id}-{k:03d}"
-            specs.append(UtteranceSpec(
-                index=i, utt_id=utt_id, speaker_id=spk.speaker_id, split=spk.split,
-                text=request.text, domain=request.domain, voice=spk.voice,
-                rate=int(np.clip(rate, 80, 450)), pitch=pitch,
-                pitch_range=spk.pitch_range, noise_type=spk.noise_type,
-                snr_db=round(spk.snr_db + float(rng.uniform(-config.snr_jitter_db,
-                                                            config.snr_jitter_db)), 2),
-                telephone=spk.telephone,
-                lead_silence=round(float(rng.uniform(*config.lead_silence)), 3),
-                trail_silence=round(float(rng.uniform(*config.trail_silence)), 3),
-                level_dbfs=round(float(rng.uniform(*config.level_dbfs)), 2),
-                synth_seed=int(rng.integers(1, 2**31 - 1)),
-                noise_seed=int(rng.integers(0, 2**63 - 1)),
-                rel_path=f"audio/{spk.split}/{spk.speaker_id}/{utt_id}.flac",
-            ))
+    for i, ((spk, k), request) in enumerate(zip(utterances, requests)):
+        rng = np.random.default_rng([seed, 201, i])
+        rate_jitter = float(rng.uniform(-config.rate_jitter, config.rate_jitter))
+        rate = round(spk.rate * (1.0 + rate_jitter))
+        pitch_jitter = int(rng.integers(-config.pitch_jitter, config.pitch_jitter + 1))
+        pitch = int(np.clip(spk.pitch + pitch_jitter, 0, 100))
+        utt_id = f"{spk.speaker_id}-{k:03d}"
+        specs.append(UtteranceSpec(
+            index=i, utt_id=utt_id, speaker_id=spk.speaker_id, split=spk.split,
+            text=request.text, domain=request.domain, voice=spk.voice,
+            rate=int(np.clip(rate, 80, 450)), pitch=pitch,
+            pitch_range=spk.pitch_range, noise_type=spk.noise_type,
+            snr_db=round(spk.snr_db + float(rng.uniform(-config.snr_jitter_db,
+                                                        config.snr_jitter_db)), 2),
+            telephone=spk.telephone,
+            lead_silence=round(float(rng.uniform(*config.lead_silence)), 3),
+            trail_silence=round(float(rng.uniform(*config.trail_silence)), 3),
+            level_dbfs=round(float(rng.uniform(*config.level_dbfs)), 2),
+            synth_seed=int(rng.integers(1, 2**31 - 1)),
+            noise_seed=int(rng.integers(0, 2**63 - 1)),
+            rel_path=f"audio/{spk.split}/{spk.speaker_id}/{utt_id}.flac",
+        ))
     return specs
+
+
+def _heldout_slots(config: CorpusConfig, seed: int) -> dict[str, tuple[str, ...]]:
+    """Open slot → values held out of training (empty without ``config.text_holdout``)."""
+    if config.text_holdout is None:
+        return {}
+    return choose_heldout_slots(config.text_holdout.slot_share, seed)
+
+
+# Any: the corpus.json entry is JSON data of mixed types
+def _text_holdout_info(holdout: TextHoldout, splits: Sequence[str],
+                       specs: Sequence[UtteranceSpec],
+                       heldout: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The ``corpus.json["text_holdout"]`` entry: the option and what it realized."""
+    matcher = PhraseMatcher(v for values in heldout.values() for v in values)
+    with_heldout = {s: 0 for s in splits}
+    train_texts = {normalize(s.text) for s in specs if s.split == "train"}
+    seen_in_train = {s: 0 for s in splits if s != "train"}
+    for spec in specs:
+        with_heldout[spec.split] += matcher.contains(spec.text)
+        if spec.split != "train":
+            seen_in_train[spec.split] += normalize(spec.text) in train_texts
+    return {
+        "disjoint_sentences": holdout.disjoint_sentences,
+        "slot_share": holdout.slot_share,
+        "heldout_slots_file": layout.HELDOUT_SLOTS_JSON,
+        "heldout_values": {slot: len(values) for slot, values in heldout.items()},
+        "utterances_with_heldout_values": with_heldout,
+        "utterances_whose_sentence_is_in_train": seen_in_train,
+    }
 
 
 # ------------------------------------------------------------------------------------- signals
@@ -548,8 +581,33 @@ def _card(header: dict[str, Any], spk_df: pd.DataFrame, utt_counts: dict[tuple[s
             cells = [str(int(((spk_df[column].astype(str) == v) & (spk_df["split"] == s)).sum()))
                      for s in splits]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "## Files", "", *_CARD_FILES.splitlines(), ""]
+    if "text_holdout" in header:
+        lines += ["", *_card_text_holdout(header["text_holdout"], header["_heldout"])]
+    lines += ["", "## Files", "", *_CARD_FILES.splitlines()]
+    if "text_holdout" in header:
+        lines.append(f"`{layout.HELDOUT_SLOTS_JSON}`: the slot values held out of training.")
+    lines.append("")
     return "\n".join(lines)
+
+
+# Any: the corpus.json "text_holdout" entry (JSON data)
+def _card_text_holdout(info: dict[str, Any], heldout: dict[str, tuple[str, ...]]) -> list[str]:
+    disjoint = ("No dev/test sentence occurs among the training sentences. "
+                if info["disjoint_sentences"] else "")
+    with_heldout = info["utterances_with_heldout_values"]
+    lines = [
+        "## Clean test text",
+        "",
+        f"{disjoint}{info['slot_share']:.0%} of the values of each open slot are held out of "
+        "training: no training sentence contains one, the other splits draw from all values.",
+        "Utterances with a held-out value: "
+        + ", ".join(f"{s} {n}" for s, n in with_heldout.items()) + ".",
+        "",
+        "| slot | held-out values |",
+        "|---|---|",
+    ]
+    lines += [f"| {slot} | {', '.join(values)} |" for slot, values in heldout.items()]
+    return lines
 
 
 # ------------------------------------------------------------------------------------- build
@@ -596,6 +654,7 @@ def build_corpus(
     for voice in sorted({s.voice for s in speakers}):
         parse_voice(voice)  # unknown accent/variant -> CorpusError naming it, before any output
     specs = plan_utterances(config, speakers, seed)
+    heldout = _heldout_slots(config, seed)
     spk_df = speakers_frame(speakers)
     accents = list(config.speakers.accents)
     header: dict[str, Any] = {  # Any: JSON data of mixed types
@@ -613,6 +672,9 @@ def build_corpus(
             "dev_share": _shares(spk_df, "dev", accents),
         },
     }
+    if config.text_holdout is not None:  # absent otherwise: corpus.json stays as it was
+        header["text_holdout"] = _text_holdout_info(config.text_holdout, config.splits, specs,
+                                                    heldout)
     _prepare_out_dir(root, header, resume)
 
     num_samples: dict[int, int] = {}
@@ -664,13 +726,15 @@ def build_corpus(
     cmvn.save(root / layout.CMVN_JSON)
     _frame_to_csv(root / layout.SPEAKERS_CSV, spk_df)
     _frame_to_csv(root / layout.ZIP_DEMOGRAPHICS_CSV, zip_demographics(speakers, seed))
+    if config.text_holdout is not None:
+        layout.write_heldout_slots(root, heldout)
     hours = {s: 0.0 for s in config.splits}
     utt_counts: dict[tuple[str, str], int] = {}
     for spec in specs:
         hours[spec.split] += num_samples[spec.index] / config.sample_rate / 3600.0
         key = (by_id[spec.speaker_id].accent, spec.split)
         utt_counts[key] = utt_counts.get(key, 0) + 1
-    card = _card({**header, "_config": config}, spk_df, utt_counts, hours)
+    card = _card({**header, "_config": config, "_heldout": heldout}, spk_df, utt_counts, hours)
     _atomic_write_text(root / layout.CORPUS_CARD, card)
     counts = {
         s: {"speakers": int((spk_df["split"] == s).sum()),

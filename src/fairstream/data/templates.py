@@ -23,6 +23,8 @@ import numpy as np
 
 __all__ = [
     "DOMAINS",
+    "OPEN_SLOTS",
+    "SLOT_LISTS",
     "Request",
     "generate_request",
     "generate_requests",
@@ -531,12 +533,30 @@ def generate_requests(n: int, seed: int) -> list[Request]:
     return [generate_request(np.random.default_rng([seed, i])) for i in range(n)]
 
 
+OPEN_SLOTS: dict[str, tuple[str, ...]] = {
+    "first_name": FIRST_NAMES,
+    "artist": ARTISTS,
+    "song": SONGS,
+    "city": CITIES,
+    "grocery": GROCERIES,
+}
+"""The open-vocabulary slots (slot name → values): long lists of names, titles and places that
+a recognizer should handle beyond the values it was trained on (first names are also the
+contacts of calls and messages). The other lists are small closed sets (rooms, devices, colors,
+weekdays, relations such as ``mom``) or whole phrases (messages, questions, reminders)."""
+
+SLOT_LISTS: tuple[tuple[str, ...], ...] = (
+    FIRST_NAMES, ARTISTS, SONGS, GENRES, CITIES, WEATHER_TIMES, GROCERIES, LISTS, ROOMS, DEVICES,
+    COLORS, CONTACTS_RELATIONS, MESSAGES, QUESTIONS, REMINDERS, WEEKDAYS, MONTHS, ORDINALS,
+    TIMER_NAMES,
+)
+"""Every word list the templates fill slots from (the open slots among them)."""
+
+
 def vocabulary() -> frozenset[str]:
     """Every word that can appear in a slot list (a lower bound on the generator's vocabulary)."""
     words: set[str] = set()
-    for seq in (FIRST_NAMES, ARTISTS, SONGS, GENRES, CITIES, WEATHER_TIMES, GROCERIES, LISTS, ROOMS,
-                DEVICES, COLORS, CONTACTS_RELATIONS, MESSAGES, QUESTIONS, REMINDERS, WEEKDAYS,
-                MONTHS, ORDINALS, TIMER_NAMES, _ONES, _TENS[2:]):
+    for seq in (*SLOT_LISTS, _ONES, _TENS[2:]):
         for item in seq:
             words.update(item.split())
     return frozenset(words)
