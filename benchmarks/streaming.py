@@ -125,6 +125,60 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def run_pipeline(
+    rec: StreamingRecognizer, segments: list[np.ndarray], step: int
+) -> tuple[list[float], list[float], float, float, int]:
+    """Feed each segment as its own stream in chunks of ``step`` samples, timing every
+    ``accept``: (per-chunk wall s, per-chunk CPU s, total wall s, total CPU s, tokens)."""
+    lat, lat_cpu = [], []
+    n_tokens = 0
+    t0, p0 = time.perf_counter(), time.process_time()
+    for segment in segments:
+        rec.reset()
+        for start in range(0, segment.size, step):
+            c0, q0 = time.perf_counter(), time.process_time()
+            rec.accept(segment[start : start + step])
+            lat.append(time.perf_counter() - c0)
+            lat_cpu.append(time.process_time() - q0)
+        n_tokens += len(rec.finish().tokens)
+    return (lat, lat_cpu, time.perf_counter() - t0, time.process_time() - p0, n_tokens)
+
+
+# Any: a JSON record of numbers and nested dicts
+def measure_stream(
+    rec: StreamingRecognizer, segments: list[np.ndarray], runs: int
+) -> dict[str, Any]:
+    """RTF (wall and CPU, median of ``runs`` after one warm-up) and per-chunk latency of the
+    whole streaming pipeline over ``segments`` (16 kHz audio, each its own stream)."""
+    step = SR * rec.chunk_ms // 1000
+    duration = sum(s.size for s in segments) / SR
+    run_pipeline(rec, segments, step)  # warm-up
+    lat_all: list[float] = []
+    lat_cpu_all: list[float] = []
+    walls, cpus = [], []
+    n_tok = 0
+    for _ in range(runs):
+        lat, lat_cpu, wall, cpu, n_tok = run_pipeline(rec, segments, step)
+        lat_all.extend(lat)
+        lat_cpu_all.extend(lat_cpu)
+        walls.append(wall)
+        cpus.append(cpu)
+    return {
+        "rtf": statistics.median(walls) / duration,
+        "rtf_cpu": statistics.median(cpus) / duration,
+        "chunk_latency_ms": {
+            "p50": 1000 * _pct(lat_all, 50),
+            "p95": 1000 * _pct(lat_all, 95),
+            "max": 1000 * max(lat_all),
+        },
+        "chunk_cpu_ms": {
+            "p50": 1000 * _pct(lat_cpu_all, 50),
+            "p95": 1000 * _pct(lat_cpu_all, 95),
+        },
+        "tokens": n_tok,
+    }
+
+
 def _atomic_write_json(path: Path, data: Mapping[str, object]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -183,49 +237,9 @@ def main() -> None:
     rec = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=args.chunk_ms)
     step = SR * args.chunk_ms // 1000
 
-    def run_pipeline(
-        rec: StreamingRecognizer,
-    ) -> tuple[list[float], list[float], float, float, int]:
-        lat, lat_cpu = [], []
-        n_tokens = 0
-        t0, p0 = time.perf_counter(), time.process_time()
-        for segment in segments:
-            rec.reset()
-            for start in range(0, segment.size, step):
-                c0, q0 = time.perf_counter(), time.process_time()
-                rec.accept(segment[start : start + step])
-                lat.append(time.perf_counter() - c0)
-                lat_cpu.append(time.process_time() - q0)
-            n_tokens += len(rec.finish().tokens)
-        return (lat, lat_cpu, time.perf_counter() - t0, time.process_time() - p0, n_tokens)
-
     # Any: a JSON record of numbers and nested dicts, read back by key below
     def measure(rec: StreamingRecognizer = rec) -> dict[str, Any]:
-        run_pipeline(rec)  # warm-up
-        lat_all: list[float] = []
-        lat_cpu_all: list[float] = []
-        walls, cpus = [], []
-        n_tok = 0
-        for _ in range(args.runs):
-            lat, lat_cpu, wall, cpu, n_tok = run_pipeline(rec)
-            lat_all.extend(lat)
-            lat_cpu_all.extend(lat_cpu)
-            walls.append(wall)
-            cpus.append(cpu)
-        return {
-            "rtf": statistics.median(walls) / duration,
-            "rtf_cpu": statistics.median(cpus) / duration,
-            "chunk_latency_ms": {
-                "p50": 1000 * _pct(lat_all, 50),
-                "p95": 1000 * _pct(lat_all, 95),
-                "max": 1000 * max(lat_all),
-            },
-            "chunk_cpu_ms": {
-                "p50": 1000 * _pct(lat_cpu_all, 50),
-                "p95": 1000 * _pct(lat_cpu_all, 95),
-            },
-            "tokens": n_tok,
-        }
+        return measure_stream(rec, segments, args.runs)
 
     duration = audio.size / SR
     feats_all = cmvn.apply(compute_fbank(audio))

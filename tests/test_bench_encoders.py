@@ -1,0 +1,139 @@
+"""benchmarks/encoders.py on the tiny corpus: two tiny encoders, one seed, three steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "encoders.py"
+
+FIELDS = {
+    "encoder", "size", "seed", "params", "steps", "train_s", "flops_per_audio_s",
+    "rtf_1thread", "algorithmic_latency_ms", "greedy_wer", "greedy_wer_ci", "recipe_wer",
+    "paired_diff_vs_lstm", "paired_diff_vs_lstm_ci",
+}
+
+COMMON = (
+    "tokenizer.kind=char",
+    "data.max_duration=20",
+    "data.max_valid_utterances=4",
+    "data.feature_cache=null",  # the corpus fixture is shared: write nothing into it
+    "model.predictor.embed_dim=32",
+    "model.predictor.dropout=0.0",
+    "model.joiner.joint_dim=64",
+    "optim.warmup_steps=1",
+    "schedule.log_interval=1",
+    "schedule.average_last_n=1",
+    "schedule.valid_wer_utterances=0",
+    "spec_augment=null",
+    "decode.beam=2",
+    "decode.lm_order=3",
+)
+PER_ENCODER = {
+    "lstm": ("model.encoder.kwargs.hidden_dim=48", "model.encoder.kwargs.output_dim=48",
+             "model.encoder.kwargs.num_layers=1", "model.encoder.kwargs.conv_channels=8",
+             "model.encoder.kwargs.dropout=0.0"),
+    "contextnet": ("model.encoder.kwargs.channels=32", "model.encoder.kwargs.num_blocks=3",
+                   "model.encoder.kwargs.layers_per_block=1",
+                   "model.encoder.kwargs.output_dim=48", "model.encoder.kwargs.dropout=0.0"),
+}
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_encoders", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_encoders"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encoder_benchmark_fields_pairing_and_resume(
+    bench: ModuleType, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "encoders.json"
+    settings = bench.BenchSettings(
+        corpus=tiny_corpus, encoders=("contextnet", "lstm"), seeds=(0,), steps=3, out=out,
+        workdir=tmp_path / "work", overrides=COMMON, encoder_overrides=PER_ENCODER,
+        rtf_seconds=2.0, rtf_runs=1, bootstrap=200, progress=False,
+    )
+    messages: list[str] = []
+    bench.run_benchmark(settings, echo=messages.append)
+
+    data = json.loads(out.read_text())
+    runs = {r["encoder"]: r for r in data["runs"]}
+    assert set(runs) == {"lstm", "contextnet"}
+    for run in runs.values():
+        assert FIELDS <= set(run), FIELDS - set(run)
+        assert run["size"] == "demo" and run["seed"] == 0 and run["steps"] == 3
+        assert run["params"] > 0 and run["train_s"] > 0
+        assert run["flops_per_audio_s"] > 0
+        assert run["model_flops_per_audio_s"] > run["flops_per_audio_s"]
+        assert run["rtf_1thread"] > 0 and run["rtf_mode"] == "streaming"
+        assert run["algorithmic_latency_ms"] == 80.0  # (1 + 0) x 8 x 10 ms
+        low, high = run["greedy_wer_ci"]
+        assert low <= run["greedy_wer"] <= high
+        assert isinstance(run["recipe_wer"], float)
+    assert runs["lstm"]["paired_diff_vs_lstm"] is None
+    assert runs["lstm"]["paired_diff_vs_lstm_ci"] is None
+    diff = runs["contextnet"]["paired_diff_vs_lstm"]
+    assert isinstance(diff, float)
+    assert diff == pytest.approx(runs["contextnet"]["greedy_wer"] - runs["lstm"]["greedy_wer"])
+    low, high = runs["contextnet"]["paired_diff_vs_lstm_ci"]
+    assert low <= diff <= high
+    # the LSTM reference ran first although listed second
+    assert messages[0].startswith("[1/2] lstm")
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(bench, "run_one", must_not_run)
+    before = out.read_text()
+    skipped: list[str] = []
+    resumed = bench.BenchSettings(**{**settings.__dict__, "resume": True})
+    bench.run_benchmark(resumed, echo=skipped.append)
+    assert out.read_text() == before
+    assert len(skipped) == 2 and all("skipped" in m for m in skipped)
+
+    bench.plot(data["runs"], tmp_path / "encoders.png")
+    assert (tmp_path / "encoders.png").stat().st_size > 1000
+    table = bench.format_table(data["runs"])
+    assert "contextnet" in table and "lstm" in table
+
+
+def test_unknown_encoder_is_named(bench: ModuleType) -> None:
+    with pytest.raises(ValueError, match="convrnn-t"):
+        bench.recipe_path("convrnn-t", "demo")
+    with pytest.raises(ValueError, match="8m recipe for lstm"):
+        bench.recipe_path("lstm", "8m")
+
+
+def test_latency_from_declared_lookahead(bench: ModuleType) -> None:
+    from fairstream.models.encoders.conformer import algorithmic_latency_ms
+
+    class Declared:
+        subsampling = 8
+        right_context = 3  # a Conformer with 4-frame chunks, no lookahead
+
+    assert bench.algorithmic_latency_ms(Declared()) == algorithmic_latency_ms(4, 0, 8)
+
+
+def test_lstm_flops_are_counted(bench: ModuleType) -> None:
+    """The flop counter sees no nn.LSTM matmul on CPU; the benchmark adds 2 x 4H(I + H) a
+    frame and layer, once."""
+    import torch
+
+    lstm = torch.nn.LSTM(20, 16, num_layers=2, batch_first=True)
+    proj = torch.nn.Linear(16, 4)
+    model = torch.nn.Sequential()
+    model.add_module("lstm", lstm)
+    x = torch.randn(3, 10, 20)
+    got = bench.count_flops(model, lambda: proj(lstm(x)[0]))
+    want = 2 * 30 * 4 * 16 * ((20 + 16) + (16 + 16)) + 2 * 30 * 16 * 4
+    assert got == want
