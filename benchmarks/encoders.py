@@ -500,10 +500,13 @@ def add_paired_differences(runs: list[Run], n_boot: int) -> None:
                     and _same_run({**r, "encoder": run["encoder"]}, run)), None)
         if ref is None:
             continue
-        mine = pd.read_csv(Path(run["run_dir"]) / "test_utterances.csv",
-                           dtype={"speaker_id": str, "utt_id": str})
-        theirs = pd.read_csv(Path(ref["run_dir"]) / "test_utterances.csv",
-                             dtype={"speaker_id": str, "utt_id": str})
+        files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, ref)]
+        if not all(f.is_file() for f in files):  # a removed work directory: keep what is there
+            log.warning("per-utterance errors missing (%s): paired difference of %s seed %s "
+                        "not recomputed", ", ".join(map(str, files)), run["encoder"],
+                        run["seed"])
+            continue
+        mine, theirs = (pd.read_csv(f, dtype={"speaker_id": str, "utt_id": str}) for f in files)
         diff, ci, n = paired_difference(mine, theirs, "greedy", n_boot)
         run.update({"paired_diff_vs_lstm": diff, "paired_diff_vs_lstm_ci": ci,
                     "paired_utterances": n})
