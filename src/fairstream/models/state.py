@@ -10,8 +10,10 @@ k predictor context size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,16 +22,80 @@ from torch import Tensor
 from fairstream.errors import InputDataError
 
 __all__ = [
+    "EncoderState",
     "LSTMEncoderState",
     "LSTMPredictorState",
     "PredictorState",
     "StatelessPredictorState",
+    "cat_padded",
     "cat_states",
 ]
 
 
+_S = TypeVar("_S", bound="EncoderState")
+
+
+class EncoderState:
+    """Base of the frozen dataclass states of the encoders: batching by stream.
+
+    Every field of a subclass is a ``(B, ...)`` tensor or a tuple of them, batch first, and
+    ``frames_in`` is one of them.
+    """
+
+    frames_in: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        """Number of streams held."""
+        return int(self.frames_in.shape[0])
+
+    def select(self: _S, indices: Tensor) -> _S:
+        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
+        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
+        parts: dict[str, Tensor | tuple[Tensor, ...]] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            parts[f.name] = (
+                tuple(v.index_select(0, idx) for v in value) if isinstance(value, tuple)
+                else value.index_select(0, idx)
+            )
+        return type(self)(**parts)
+
+    @classmethod
+    def concat(cls: type[_S], states: Sequence[_S], padded: Sequence[str] = ()) -> _S:
+        """The streams of ``states`` in order, field by field (for ``stack`` methods, which
+        check first that the states come from encoders of one shape).
+
+        Args:
+            states: At least one state of this class.
+            padded: Fields whose tensors may differ in their other dims: each is padded at
+                the end of those dims to the largest size before concatenation.
+        """
+        parts: dict[str, Tensor | tuple[Tensor, ...]] = {}
+        for f in dataclasses.fields(states[0]):  # type: ignore[arg-type]
+            join = cat_padded if f.name in padded else torch.cat
+            values = [getattr(s, f.name) for s in states]
+            parts[f.name] = (
+                tuple(join([v[k] for v in values]) for k in range(len(values[0])))
+                if isinstance(values[0], tuple) else join(values)
+            )
+        return cls(**parts)
+
+
+def cat_padded(tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate along dim 0, padding every other dim at its end to the largest size."""
+    sizes = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        pad: list[int] = []
+        for d in reversed(range(1, t.dim())):
+            pad += [0, sizes[d - 1] - t.shape[d]]
+        padded.append(F.pad(t, pad) if any(pad) else t)
+    return torch.cat(padded)
+
+
 @dataclass(frozen=True)
-class LSTMEncoderState:
+class LSTMEncoderState(EncoderState):
     """Streaming state of :class:`fairstream.models.encoders.lstm.LSTMEncoder`.
 
     Attributes:
@@ -51,23 +117,6 @@ class LSTMEncoderState:
     frames_in: Tensor
     frames_out: Tensor
 
-    @property
-    def batch_size(self) -> int:
-        """Number of streams held."""
-        return int(self.frames_in.shape[0])
-
-    def select(self, indices: Tensor) -> LSTMEncoderState:
-        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
-        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
-        return LSTMEncoderState(
-            conv_buffers=tuple(b.index_select(0, idx) for b in self.conv_buffers),
-            conv_buffer_lens=tuple(n.index_select(0, idx) for n in self.conv_buffer_lens),
-            h=tuple(h.index_select(0, idx) for h in self.h),
-            c=tuple(c.index_select(0, idx) for c in self.c),
-            frames_in=self.frames_in.index_select(0, idx),
-            frames_out=self.frames_out.index_select(0, idx),
-        )
-
     @staticmethod
     def stack(states: Sequence[LSTMEncoderState]) -> LSTMEncoderState:
         """One state holding the streams of ``states`` in order (batch sizes add up).
@@ -84,22 +133,7 @@ class LSTMEncoderState:
         if any(len(s.conv_buffers) != len(first.conv_buffers) or len(s.h) != len(first.h)
                for s in states):
             raise InputDataError("cannot stack states of encoders with different layer counts")
-        buffers = []
-        for layer in range(len(first.conv_buffers)):
-            bufs = [s.conv_buffers[layer] for s in states]
-            width = max(b.shape[2] for b in bufs)
-            buffers.append(torch.cat([F.pad(b, (0, 0, 0, width - b.shape[2])) for b in bufs]))
-        return LSTMEncoderState(
-            conv_buffers=tuple(buffers),
-            conv_buffer_lens=tuple(
-                torch.cat([s.conv_buffer_lens[k] for s in states])
-                for k in range(len(first.conv_buffer_lens))
-            ),
-            h=tuple(torch.cat([s.h[k] for s in states]) for k in range(len(first.h))),
-            c=tuple(torch.cat([s.c[k] for s in states]) for k in range(len(first.c))),
-            frames_in=torch.cat([s.frames_in for s in states]),
-            frames_out=torch.cat([s.frames_out for s in states]),
-        )
+        return LSTMEncoderState.concat(states, padded=("conv_buffers",))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ D model size, C channels, F features.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,13 +51,19 @@ from torch import Tensor, nn
 from fairstream.errors import InputDataError
 from fairstream.models.encoders import register_encoder
 from fairstream.models.encoders.base import EncoderOutput
-from fairstream.models.encoders.lstm import (
-    _KERNEL,
-    _STRIDE,
-    _check_input,
-    _conv_out_len,
-    _stream_conv,
+from fairstream.models.encoders.common import (
+    EncoderModule,
+    build_options,
+    check_input,
+    check_options,
+    flatten_freq,
+    subsampling_convs,
+    subsampling_full,
+    subsampling_state,
+    subsampling_stream,
+    take_frames,
 )
+from fairstream.models.state import EncoderState
 
 __all__ = [
     "ConformerEncoder",
@@ -131,31 +136,18 @@ class ConformerEncoderOptions:
     output_dim: int = 256
 
     def __post_init__(self) -> None:
-        # ValueError, not InputDataError: the config parser adds the key path to it
-        if self.subsampling not in (4, 8):
-            raise ValueError(f"subsampling must be 4 or 8, got {self.subsampling}")
-        small = {
-            k: v for k, v in vars(self).items()
-            if k not in ("dropout", "left_chunks", "lookahead") and v < 1
-        }
-        if small:
-            raise ValueError(f"options must be >= 1, got {small}")
-        if self.left_chunks < 0 or self.lookahead < 0:
-            raise ValueError(f"left_chunks and lookahead must be >= 0, got {self.left_chunks}, "
-                             f"{self.lookahead}")
+        check_options(self, subsamplings=(4, 8), may_be_zero=("left_chunks", "lookahead"))
         if self.conv_kernel < 2:
             raise ValueError(f"conv_kernel must be >= 2, got {self.conv_kernel}")
         if self.d_model % self.num_heads:
             raise ValueError(f"num_heads {self.num_heads} must divide d_model {self.d_model}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 _DEFAULTS = ConformerEncoderOptions()
 
 
 @dataclass(frozen=True)
-class ConformerEncoderState:
+class ConformerEncoderState(EncoderState):
     """Streaming state of :class:`ConformerEncoder`.
 
     Attributes:
@@ -186,23 +178,6 @@ class ConformerEncoderState:
     frames_in: Tensor
     frames_out: Tensor
 
-    @property
-    def batch_size(self) -> int:
-        """Number of streams held."""
-        return int(self.frames_in.shape[0])
-
-    def select(self, indices: Tensor) -> ConformerEncoderState:
-        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch N."""
-        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
-        parts: dict[str, Tensor | tuple[Tensor, ...]] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            parts[f.name] = (
-                tuple(v.index_select(0, idx) for v in value) if isinstance(value, tuple)
-                else value.index_select(0, idx)
-            )
-        return ConformerEncoderState(**parts)  # type: ignore[arg-type]
-
     @staticmethod
     def stack(states: Sequence[ConformerEncoderState]) -> ConformerEncoderState:
         """One state holding the streams of ``states`` in order (batch sizes add up).
@@ -214,40 +189,12 @@ class ConformerEncoderState:
         """
         if not states:
             raise InputDataError("stack of no encoder states")
-        first = states[0]
         shapes = {(len(s.conv_buffers), len(s.keys), tuple(s.keys[0].shape[1:]) if s.keys
                    else ()) for s in states}
         if len(shapes) > 1:
             raise InputDataError(f"cannot stack states of differently shaped encoders: "
                                  f"(conv layers, layers, key cache shape) {sorted(shapes)}")
-        parts: dict[str, Tensor | tuple[Tensor, ...]] = {}
-        for f in dataclasses.fields(first):
-            values = [getattr(s, f.name) for s in states]
-            if isinstance(values[0], tuple):
-                parts[f.name] = tuple(_cat_padded([v[k] for v in values])
-                                      for k in range(len(values[0])))
-            else:
-                parts[f.name] = _cat_padded(values)
-        return ConformerEncoderState(**parts)  # type: ignore[arg-type]
-
-
-def _cat_padded(tensors: Sequence[Tensor]) -> Tensor:
-    """Concatenate along dim 0, padding every other dim at its end to the largest size."""
-    sizes = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
-    padded = []
-    for t in tensors:
-        pad: list[int] = []
-        for d in reversed(range(1, t.dim())):
-            pad += [0, sizes[d - 1] - t.shape[d]]
-        padded.append(F.pad(t, pad) if any(pad) else t)
-    return torch.cat(padded)
-
-
-def _take(x: Tensor, start: Tensor, width: int) -> Tensor:
-    """``x[b, start[b] : start[b] + width]`` for every stream ``b`` of ``x`` ``(B, L, ...)``."""
-    idx = start.unsqueeze(1) + torch.arange(width, device=x.device)
-    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:])
-    return x.gather(1, idx)
+        return ConformerEncoderState.concat(states, padded=("conv_buffers", "pending"))
 
 
 def _compact(x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -342,7 +289,7 @@ class _ConformerBlock(nn.Module):
         return cast(Tensor, self.out_norm(x + 0.5 * self.ff2(x)))
 
 
-class ConformerEncoder(nn.Module):
+class ConformerEncoder(EncoderModule[ConformerEncoderState]):
     """Causal conv subsampling + streaming Conformer encoder (follows the encoder contract of
     :class:`~fairstream.models.encoders.base.StreamingEncoder`).
 
@@ -358,6 +305,7 @@ class ConformerEncoder(nn.Module):
 
     _rel_index: Tensor
     _self_mask: Tensor
+    state_type = ConformerEncoderState
 
     def __init__(
         self,
@@ -377,33 +325,22 @@ class ConformerEncoder(nn.Module):
         output_dim: int = _DEFAULTS.output_dim,
     ) -> None:
         super().__init__()
-        try:
-            self.options = ConformerEncoderOptions(
-                subsampling=subsampling, conv_channels=conv_channels, d_model=d_model,
-                num_heads=num_heads, ffn_dim=ffn_dim, num_layers=num_layers,
-                conv_kernel=conv_kernel, chunk_size=chunk_size, left_chunks=left_chunks,
-                lookahead=lookahead, dropout=dropout, output_dim=output_dim,
-            )
-        except ValueError as exc:
-            raise InputDataError(f"ConformerEncoder: {exc}") from exc
+        self.options = build_options(
+            "ConformerEncoder", ConformerEncoderOptions,
+            subsampling=subsampling, conv_channels=conv_channels, d_model=d_model,
+            num_heads=num_heads, ffn_dim=ffn_dim, num_layers=num_layers,
+            conv_kernel=conv_kernel, chunk_size=chunk_size, left_chunks=left_chunks,
+            lookahead=lookahead, dropout=dropout, output_dim=output_dim,
+        )
         self.input_dim = input_dim
         self.subsampling = subsampling
         self.output_dim = output_dim
         self.right_context = chunk_size - 1 + lookahead
         self.chunk_frames_min = 1
         self.chunk_frames_multiple = 1
-        convs: list[nn.Conv2d] = []
-        self._conv_in_shapes: list[tuple[int, int]] = []
-        channels, freq = 1, input_dim
-        for _ in range(int(math.log2(subsampling))):
-            self._conv_in_shapes.append((channels, freq))
-            freq = (freq - _KERNEL) // _STRIDE + 1
-            if freq < 1:
-                raise InputDataError(f"input_dim {input_dim} too small for subsampling "
-                                     f"{subsampling}")
-            convs.append(nn.Conv2d(channels, conv_channels, _KERNEL, stride=_STRIDE))
-            channels = conv_channels
-        self.convs = nn.ModuleList(convs)
+        self.convs, self._conv_in_shapes, freq = subsampling_convs(
+            input_dim, conv_channels, int(math.log2(subsampling))
+        )
         self.input_proj = nn.Linear(conv_channels * freq, d_model)
         s, r, left = chunk_size, lookahead, left_chunks * chunk_size
         query_pos = torch.arange(s + r)
@@ -435,12 +372,8 @@ class ConformerEncoder(nn.Module):
         Raises:
             InputDataError: on a wrong shape or an empty item.
         """
-        _check_input(x, x_lens, self.input_dim, allow_empty=False)
-        h = x.unsqueeze(1)  # (B, 1, T, F)
-        lens = x_lens.to(torch.long)
-        for conv in self.convs:
-            h = F.relu(conv(F.pad(h, (0, 0, _KERNEL - 1, 0))))
-            lens = _conv_out_len(lens)
+        check_input(x, x_lens, self.input_dim, allow_empty=False)
+        h, lens = subsampling_full(self.convs, x, x_lens.to(torch.long))
         h = self._project(h)
         t = h.shape[1]
         o = self.options
@@ -459,8 +392,7 @@ class ConformerEncoder(nn.Module):
 
     def _project(self, h: Tensor) -> Tensor:
         # (B, C, T', F') -> (B, T', D)
-        b, c, t, f = h.shape
-        out: Tensor = self.dropout(self.input_proj(h.permute(0, 2, 1, 3).reshape(b, t, c * f)))
+        out: Tensor = self.dropout(self.input_proj(flatten_freq(h)))
         return out
 
     def _block_full(
@@ -506,12 +438,10 @@ class ConformerEncoder(nn.Module):
         o = self.options
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
         cache = (batch_size, o.left_chunks * o.chunk_size, o.num_heads, o.d_model // o.num_heads)
+        buffers, buffer_lens = subsampling_state(self._conv_in_shapes, batch_size, device, dtype)
         return ConformerEncoderState(
-            conv_buffers=tuple(
-                torch.zeros(batch_size, c, _KERNEL - 1, f, device=device, dtype=dtype)
-                for c, f in self._conv_in_shapes
-            ),
-            conv_buffer_lens=tuple(torch.full_like(zeros, _KERNEL - 1) for _ in self.convs),
+            conv_buffers=buffers,
+            conv_buffer_lens=buffer_lens,
             pending=torch.zeros(batch_size, 0, o.d_model, device=device, dtype=dtype),
             pending_lens=zeros,
             keys=tuple(torch.zeros(cache, device=device, dtype=dtype) for _ in self.blocks),
@@ -526,24 +456,7 @@ class ConformerEncoder(nn.Module):
             frames_out=zeros.clone(),
         )
 
-    def select_state(self, state: ConformerEncoderState, indices: Tensor) -> ConformerEncoderState:
-        """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
-        return state.select(indices)
-
-    def stack_states(self, states: Sequence[ConformerEncoderState]) -> ConformerEncoderState:
-        """One state holding the streams of ``states`` in order."""
-        return ConformerEncoderState.stack(states)
-
-    def _checked_state(self, state: object, x: Tensor) -> ConformerEncoderState:
-        if state is None:
-            return self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        if not isinstance(state, ConformerEncoderState):
-            raise InputDataError(f"ConformerEncoder.stream needs a ConformerEncoderState, got "
-                                 f"a {type(state).__name__}")
-        if state.batch_size != x.shape[0]:
-            raise InputDataError(
-                f"stream state holds {state.batch_size} streams but the chunk has {x.shape[0]}"
-            )
+    def _check_shapes(self, state: ConformerEncoderState) -> None:
         o = self.options
         want = (o.num_layers, (o.left_chunks * o.chunk_size, o.num_heads, o.d_model // o.num_heads),
                 (o.conv_kernel - 1, o.d_model))
@@ -552,7 +465,6 @@ class ConformerEncoder(nn.Module):
         if got != want:
             raise InputDataError(f"state of a differently shaped encoder: (layers, key cache, "
                                  f"conv cache) {got}, expected {want}")
-        return state
 
     def stream(
         self,
@@ -584,17 +496,12 @@ class ConformerEncoder(nn.Module):
             InputDataError: on a wrong shape, a state of another encoder or a batch size
                 different from the state's.
         """
-        _check_input(x, x_lens, self.input_dim, allow_empty=True)
-        st = self._checked_state(state, x)
-        h = x.unsqueeze(1)
-        lens = x_lens.to(torch.long)
-        bufs: list[Tensor] = []
-        buf_lens: list[Tensor] = []
-        for conv, buf, buf_len in zip(self.convs, st.conv_buffers, st.conv_buffer_lens):
-            h, lens, rem, rem_len = _stream_conv(cast(nn.Conv2d, conv), buf, buf_len, h, lens)
-            h = F.relu(h)
-            bufs.append(rem)
-            buf_lens.append(rem_len)
+        st, given = self._stream_start(x, x_lens, state)
+        if given:
+            self._check_shapes(st)
+        h, lens, bufs, buf_lens = subsampling_stream(
+            self.convs, st.conv_buffers, st.conv_buffer_lens, x, x_lens
+        )
         h = self._project(h)
         positions = torch.arange(max(st.pending.shape[1], h.shape[1]), device=x.device)
         pending, pending_lens = _compact(
@@ -620,7 +527,7 @@ class ConformerEncoder(nn.Module):
             outs.append(out)
             emitted.append(torch.arange(s, device=x.device) < n.unsqueeze(1))
             cache_lens = (cache_lens + n).clamp(max=o.left_chunks * s)
-            pending = _take(F.pad(pending, (0, 0, 0, s)), n, pending.shape[1])
+            pending = take_frames(F.pad(pending, (0, 0, 0, s)), n, pending.shape[1])
             pending_lens = pending_lens - n
         pending = pending[:, : int(pending_lens.max()) if pending_lens.numel() else 0]
         if outs:
@@ -628,8 +535,8 @@ class ConformerEncoder(nn.Module):
         else:
             y, y_lens = pending.new_zeros(x.shape[0], 0, o.d_model), torch.zeros_like(lens)
         new_state = ConformerEncoderState(
-            conv_buffers=tuple(bufs),
-            conv_buffer_lens=tuple(buf_lens),
+            conv_buffers=bufs,
+            conv_buffer_lens=buf_lens,
             pending=pending,
             pending_lens=pending_lens,
             keys=tuple(keys),
@@ -674,9 +581,9 @@ class ConformerEncoder(nn.Module):
             x = x + block.attend(q, k_all, v_all, mask, self._rel_index)
             u = torch.cat([convs[i], block.conv_inputs(x)], 1)
             h = block.finish(x + block.conv_outputs(block.depthwise_conv_short(u)))
-            keys[i] = _take(k_all[:, : left + s], n, left)
-            values[i] = _take(v_all[:, : left + s], n, left)
-            convs[i] = _take(u[:, : convs[i].shape[1] + s], n, convs[i].shape[1])
+            keys[i] = take_frames(k_all[:, : left + s], n, left)
+            values[i] = take_frames(v_all[:, : left + s], n, left)
+            convs[i] = take_frames(u[:, : convs[i].shape[1] + s], n, convs[i].shape[1])
         return h[:, :s]
 
 

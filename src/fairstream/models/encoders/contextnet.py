@@ -42,7 +42,16 @@ from torch import Tensor, nn
 from fairstream.errors import InputDataError
 from fairstream.models.encoders import register_encoder
 from fairstream.models.encoders.base import EncoderOutput
-from fairstream.models.encoders.lstm import _check_input
+from fairstream.models.encoders.common import (
+    EncoderModule,
+    build_options,
+    causal_running_mean,
+    check_input,
+    check_options,
+    running_mean_all_valid,
+    take_frames,
+)
+from fairstream.models.state import EncoderState
 
 __all__ = [
     "ContextNetEncoder",
@@ -78,12 +87,7 @@ class ContextNetEncoderOptions:
     output_dim: int = 256
 
     def __post_init__(self) -> None:
-        # ValueError, not InputDataError: the config parser adds the key path to it
-        if self.subsampling not in (2, 4, 8):
-            raise ValueError(f"subsampling must be 2, 4 or 8, got {self.subsampling}")
-        small = {k: v for k, v in vars(self).items() if k != "dropout" and v < 1}
-        if small:
-            raise ValueError(f"options must be >= 1, got {small}")
+        check_options(self)
         strided = int(math.log2(self.subsampling))
         if self.num_blocks < strided:
             raise ValueError(
@@ -96,15 +100,13 @@ class ContextNetEncoderOptions:
             raise ValueError(
                 f"se_reduction {self.se_reduction} exceeds channels {self.channels}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 _DEFAULTS = ContextNetEncoderOptions()
 
 
 @dataclass(frozen=True)
-class ContextNetEncoderState:
+class ContextNetEncoderState(EncoderState):
     """Streaming state of :class:`ContextNetEncoder`.
 
     Attributes:
@@ -124,22 +126,6 @@ class ContextNetEncoderState:
     frames_in: Tensor
     frames_out: Tensor
 
-    @property
-    def batch_size(self) -> int:
-        """Number of streams held."""
-        return int(self.frames_in.shape[0])
-
-    def select(self, indices: Tensor) -> ContextNetEncoderState:
-        """Streams ``indices`` (``(N,)`` int64), as a new state with batch ``N``."""
-        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
-        return ContextNetEncoderState(
-            conv_buffers=tuple(b.index_select(0, idx) for b in self.conv_buffers),
-            se_sums=tuple(s.index_select(0, idx) for s in self.se_sums),
-            se_counts=tuple(n.index_select(0, idx) for n in self.se_counts),
-            frames_in=self.frames_in.index_select(0, idx),
-            frames_out=self.frames_out.index_select(0, idx),
-        )
-
     @staticmethod
     def stack(states: Sequence[ContextNetEncoderState]) -> ContextNetEncoderState:
         """One state holding the streams of ``states`` in order (batch sizes add up).
@@ -149,61 +135,13 @@ class ContextNetEncoderState:
         """
         if not states:
             raise InputDataError("stack of no encoder states")
-        first = states[0]
         shapes = [
             ([b.shape[1:] for b in s.conv_buffers], [m.shape[1:] for m in s.se_sums])
             for s in states
         ]
         if any(shape != shapes[0] for shape in shapes):
             raise InputDataError("cannot stack states of differently shaped ContextNet encoders")
-        return ContextNetEncoderState(
-            conv_buffers=tuple(
-                torch.cat([s.conv_buffers[k] for s in states])
-                for k in range(len(first.conv_buffers))
-            ),
-            se_sums=tuple(
-                torch.cat([s.se_sums[k] for s in states]) for k in range(len(first.se_sums))
-            ),
-            se_counts=tuple(
-                torch.cat([s.se_counts[k] for s in states]) for k in range(len(first.se_counts))
-            ),
-            frames_in=torch.cat([s.frames_in for s in states]),
-            frames_out=torch.cat([s.frames_out for s in states]),
-        )
-
-
-def causal_running_mean(
-    x: Tensor, lens: Tensor, prev_sum: Tensor, prev_count: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean of the valid frames ``1..t`` at every frame ``t``, continuing a running sum.
-
-    Args:
-        x: ``(B, t, C)`` frames; only the first ``lens[b]`` of item ``b`` are valid.
-        lens: ``(B,)`` int64 valid frames.
-        prev_sum: ``(B, C)`` sum of the earlier valid frames of each stream.
-        prev_count: ``(B,)`` int64 number of earlier valid frames.
-
-    Returns:
-        ``(mean (B, t, C), new sum (B, C), new count (B,))``. Padding frames do not count: at
-        a padding frame the mean is that of the valid frames before it (0 if there are none).
-    """
-    valid = (torch.arange(x.shape[1], device=x.device) < lens.unsqueeze(1)).unsqueeze(2)
-    sums = torch.cumsum(x * valid.to(x.dtype), dim=1) + prev_sum.unsqueeze(1)
-    counts = torch.cumsum(valid, dim=1) + prev_count.view(-1, 1, 1)
-    mean = sums / counts.clamp(min=1).to(x.dtype)
-    new_sum = sums[:, -1] if x.shape[1] else prev_sum
-    return mean, new_sum, prev_count + lens
-
-
-def _running_mean_all_valid(
-    x: Tensor, prev_sum: Tensor, prev_count: int
-) -> tuple[Tensor, Tensor]:
-    """:func:`causal_running_mean` when every frame of ``x`` is valid and every stream has
-    ``prev_count`` earlier frames: ``(mean, new sum)``."""
-    t = x.shape[1]
-    sums = torch.cumsum(x, dim=1) + prev_sum.unsqueeze(1)
-    counts = torch.arange(prev_count + 1, prev_count + t + 1, device=x.device, dtype=x.dtype)
-    return sums / counts.unsqueeze(1), sums[:, -1]
+        return ContextNetEncoderState.concat(states)
 
 
 @dataclass(frozen=True)
@@ -271,7 +209,7 @@ class _SqueezeExcitation(nn.Module):
         if x.shape[1] == 0:
             return x, prev_sum, prev_count
         if frames.common_len == x.shape[1] and frames.common_seen is not None:
-            mean, new_sum = _running_mean_all_valid(x, prev_sum, frames.common_seen)
+            mean, new_sum = running_mean_all_valid(x, prev_sum, frames.common_seen)
             new_count = prev_count + frames.common_len
         else:
             mean, new_sum, new_count = causal_running_mean(x, frames.lens, prev_sum, prev_count)
@@ -312,8 +250,7 @@ class _SeparableConv(nn.Module):
         if frames.common_len is not None:
             new_buf = seq[:, frames.common_len : frames.common_len + width]
         else:
-            index = frames.lens.unsqueeze(1) + torch.arange(width, device=x.device)
-            new_buf = seq.gather(1, index.unsqueeze(2).expand(-1, -1, seq.shape[2]))
+            new_buf = take_frames(seq, frames.lens, width)
         return h, new_buf
 
     def finish(self, h: Tensor) -> Tensor:
@@ -386,7 +323,7 @@ class _ContextBlock(nn.Module):
 
 
 @register_encoder("contextnet", options=ContextNetEncoderOptions)
-class ContextNetEncoder(nn.Module):
+class ContextNetEncoder(EncoderModule[ContextNetEncoderState]):
     """Causal ContextNet encoder (follows the encoder contract of
     :class:`~fairstream.models.encoders.base.StreamingEncoder`).
 
@@ -398,6 +335,8 @@ class ContextNetEncoder(nn.Module):
     Raises:
         InputDataError: on an invalid option.
     """
+
+    state_type = ContextNetEncoderState
 
     def __init__(
         self,
@@ -413,19 +352,12 @@ class ContextNetEncoder(nn.Module):
         output_dim: int = _DEFAULTS.output_dim,
     ) -> None:
         super().__init__()
-        try:
-            self.options = ContextNetEncoderOptions(
-                subsampling=subsampling,
-                channels=channels,
-                num_blocks=num_blocks,
-                layers_per_block=layers_per_block,
-                kernel_size=kernel_size,
-                se_reduction=se_reduction,
-                dropout=dropout,
-                output_dim=output_dim,
-            )
-        except ValueError as exc:
-            raise InputDataError(f"ContextNetEncoder: {exc}") from exc
+        self.options = build_options(
+            "ContextNetEncoder", ContextNetEncoderOptions, subsampling=subsampling,
+            channels=channels, num_blocks=num_blocks, layers_per_block=layers_per_block,
+            kernel_size=kernel_size, se_reduction=se_reduction, dropout=dropout,
+            output_dim=output_dim,
+        )
         self.input_dim = input_dim
         self.subsampling = subsampling
         self.output_dim = output_dim
@@ -469,7 +401,7 @@ class ContextNetEncoder(nn.Module):
         Raises:
             InputDataError: on a wrong shape or an empty item.
         """
-        _check_input(x, x_lens, self.input_dim, allow_empty=False)
+        check_input(x, x_lens, self.input_dim, allow_empty=False)
         state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         y, y_lens, _ = self._run(x, x_lens.to(torch.long), state)
         return EncoderOutput(y, y_lens)
@@ -498,16 +430,6 @@ class ContextNetEncoder(nn.Module):
             frames_out=counts.clone(),
         )
 
-    def select_state(
-        self, state: ContextNetEncoderState, indices: Tensor
-    ) -> ContextNetEncoderState:
-        """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
-        return state.select(indices)
-
-    def stack_states(self, states: Sequence[ContextNetEncoderState]) -> ContextNetEncoderState:
-        """One state holding the streams of ``states`` in order."""
-        return ContextNetEncoderState.stack(states)
-
     def stream(
         self,
         x: Tensor,
@@ -535,23 +457,12 @@ class ContextNetEncoder(nn.Module):
             InputDataError: on a wrong shape, a state of another encoder, or a batch size
                 different from the state's.
         """
-        _check_input(x, x_lens, self.input_dim, allow_empty=True)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        else:
-            self._check_state(state, x.shape[0])
+        state, given = self._stream_start(x, x_lens, state)
+        if given:
+            self._check_shapes(state)
         return self._run(x, x_lens.to(torch.long), state)
 
-    def _check_state(self, state: object, batch_size: int) -> None:
-        if not isinstance(state, ContextNetEncoderState):
-            raise InputDataError(
-                f"ContextNetEncoder.stream needs a ContextNetEncoderState, got "
-                f"{type(state).__name__}"
-            )
-        if state.batch_size != batch_size:
-            raise InputDataError(
-                f"stream state holds {state.batch_size} streams but the chunk has {batch_size}"
-            )
+    def _check_shapes(self, state: ContextNetEncoderState) -> None:
         width = self.options.kernel_size - 1
         expected = [(width, c) for c in self._buffer_channels]
         got = [tuple(b.shape[1:]) for b in state.conv_buffers]

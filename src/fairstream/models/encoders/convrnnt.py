@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -49,7 +49,18 @@ from torch import Tensor, nn
 from fairstream.errors import InputDataError
 from fairstream.models.encoders import register_encoder
 from fairstream.models.encoders.base import EncoderOutput
-from fairstream.models.encoders.lstm import _check_input, _lstm_stream
+from fairstream.models.encoders.common import (
+    EncoderModule,
+    build_options,
+    causal_out_lens,
+    check_input,
+    check_options,
+    flatten_freq,
+    lstm_stack,
+    lstm_stack_stream,
+    take_frames,
+)
+from fairstream.models.state import EncoderState
 
 __all__ = ["ConvRNNTEncoder", "ConvRNNTOptions", "ConvRNNTState"]
 
@@ -96,16 +107,7 @@ class ConvRNNTOptions:
     se_mode: str = "causal"
 
     def __post_init__(self) -> None:
-        # ValueError, not InputDataError: the config parser adds the key path to it
-        if self.subsampling not in (2, 4, 8):
-            raise ValueError(f"subsampling must be 2, 4 or 8, got {self.subsampling}")
-        sizes = {f.name: getattr(self, f.name) for f in fields(self)
-                 if f.type in ("int", int)}
-        small = {k: v for k, v in sizes.items() if v < 1}
-        if small:
-            raise ValueError(f"options must be >= 1, got {small}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_options(self)
         if not (self.use_local or self.use_global):
             raise ValueError("use_local and use_global are both false: one encoder must be on")
         if self.use_local and self.local_layers < int(math.log2(self.subsampling)):
@@ -128,7 +130,7 @@ _DEFAULTS = ConvRNNTOptions()
 
 
 @dataclass(frozen=True)
-class ConvRNNTState:
+class ConvRNNTState(EncoderState):
     """Streaming state of :class:`ConvRNNTEncoder`.
 
     Attributes:
@@ -155,35 +157,12 @@ class ConvRNNTState:
     frames_in: Tensor
     frames_out: Tensor
 
-    @property
-    def batch_size(self) -> int:
-        """Number of streams held."""
-        return int(self.frames_in.shape[0])
-
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         """Per-stream shapes of the tensors (conv buffer widths left out): what an encoder
         checks a state against."""
         convs = tuple((b.shape[1], b.shape[3]) for b in self.conv_buffers)
         rest = self.dw_buffers + self.se_sums + self.h + self.c
         return convs + tuple(tuple(t.shape[1:]) for t in rest)
-
-    def select(self, indices: Tensor) -> ConvRNNTState:
-        """Streams ``indices`` (``(N,)`` int64) of the batch, as a new state with batch ``N``."""
-        idx = indices.to(device=self.frames_in.device, dtype=torch.long)
-
-        def pick(ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            return tuple(t.index_select(0, idx) for t in ts)
-
-        return ConvRNNTState(
-            conv_buffers=pick(self.conv_buffers),
-            conv_buffer_lens=pick(self.conv_buffer_lens),
-            dw_buffers=pick(self.dw_buffers),
-            se_sums=pick(self.se_sums),
-            h=pick(self.h),
-            c=pick(self.c),
-            frames_in=self.frames_in.index_select(0, idx),
-            frames_out=self.frames_out.index_select(0, idx),
-        )
 
     @staticmethod
     def stack(states: Sequence[ConvRNNTState]) -> ConvRNNTState:
@@ -202,31 +181,7 @@ class ConvRNNTState:
             if s.shapes() != first:
                 raise InputDataError(f"cannot stack states of differently shaped encoders: "
                                      f"{s.shapes()} vs {first}")
-        buffers = []
-        for layer in range(len(states[0].conv_buffers)):
-            bufs = [s.conv_buffers[layer] for s in states]
-            width = max(b.shape[2] for b in bufs)
-            buffers.append(torch.cat([F.pad(b, (0, 0, 0, width - b.shape[2])) for b in bufs]))
-
-        def join(name: str) -> tuple[Tensor, ...]:
-            parts: list[tuple[Tensor, ...]] = [getattr(s, name) for s in states]
-            return tuple(torch.cat(layer) for layer in zip(*parts))
-
-        return ConvRNNTState(
-            conv_buffers=tuple(buffers),
-            conv_buffer_lens=join("conv_buffer_lens"),
-            dw_buffers=join("dw_buffers"),
-            se_sums=join("se_sums"),
-            h=join("h"),
-            c=join("c"),
-            frames_in=torch.cat([s.frames_in for s in states]),
-            frames_out=torch.cat([s.frames_out for s in states]),
-        )
-
-
-def _out_lens(lens: Tensor, stride: int) -> Tensor:
-    """Output frames of a causal conv with time stride ``stride`` for ``lens`` input frames."""
-    return torch.where(lens > 0, (lens - 1) // stride + 1, torch.zeros_like(lens))
+        return ConvRNNTState.concat(states, padded=("conv_buffers",))
 
 
 def _gather_time(seq: Tensor, idx: Tensor) -> Tensor:
@@ -254,7 +209,7 @@ class _CausalConv2d(nn.Conv2d):
     def full(self, x: Tensor, lens: Tensor) -> tuple[Tensor, Tensor]:
         """Whole sequences: ``(B, C, T, F), (B,) -> (B, C', ceil(T / s), F'), lengths``."""
         y = self(F.pad(x, (0, 0, self.time_kernel - 1, 0)))
-        return y, _out_lens(lens, self.time_stride)
+        return y, causal_out_lens(lens, self.time_stride)
 
     def stream(self, buf: Tensor, buf_len: list[int], x: Tensor, x_lens: list[int]
                ) -> tuple[Tensor, list[int], Tensor, list[int]]:
@@ -388,11 +343,9 @@ class _GlobalBlock(nn.Module):
         t, width = x.shape[1], self.context
         if len(set(lens)) == 1 and lens[0] == t:
             return out, seq[:, seq.shape[1] - width :], total[:, -1]
-        idx = torch.tensor(lens, device=x.device)[:, None]
-        new_buf = seq.gather(1, (idx + torch.arange(width, device=x.device))[:, :, None]
-                             .expand(-1, -1, seq.shape[2]))
+        idx = torch.tensor(lens, device=x.device)
         sums = torch.cat([se_sum[:, None], total], dim=1)
-        return out, new_buf, sums.gather(1, idx[:, :, None].expand(-1, 1, sums.shape[2]))[:, 0]
+        return out, take_frames(seq, idx, width), take_frames(sums, idx, 1)[:, 0]
 
 
 def _init_lstm(lstm: nn.LSTM) -> None:
@@ -408,7 +361,7 @@ def _init_lstm(lstm: nn.LSTM) -> None:
         params["bias_ih_l0"][hid : 2 * hid] = 1.0  # remember by default
 
 
-class ConvRNNTEncoder(nn.Module):
+class ConvRNNTEncoder(EncoderModule[ConvRNNTState]):
     """Local + global causal conv encoders feeding an LSTM stack (follows the encoder contract
     of :class:`~fairstream.models.encoders.base.StreamingEncoder`).
 
@@ -421,6 +374,8 @@ class ConvRNNTEncoder(nn.Module):
     Raises:
         InputDataError: on an invalid option.
     """
+
+    state_type = ConvRNNTState
 
     def __init__(
         self,
@@ -443,17 +398,15 @@ class ConvRNNTEncoder(nn.Module):
         se_mode: str = _DEFAULTS.se_mode,
     ) -> None:
         super().__init__()
-        try:
-            self.options = ConvRNNTOptions(
-                subsampling=subsampling, local_layers=local_layers,
-                local_channels=local_channels, local_kernel=local_kernel,
-                global_dim=global_dim, global_blocks=global_blocks,
-                global_kernel=global_kernel, se_dim=se_dim, num_layers=num_layers,
-                hidden_dim=hidden_dim, output_dim=output_dim, dropout=dropout,
-                use_local=use_local, use_global=use_global, se_mode=se_mode,
-            )
-        except ValueError as exc:
-            raise InputDataError(f"ConvRNNTEncoder: {exc}") from exc
+        self.options = build_options(
+            "ConvRNNTEncoder", ConvRNNTOptions,
+            subsampling=subsampling, local_layers=local_layers,
+            local_channels=local_channels, local_kernel=local_kernel,
+            global_dim=global_dim, global_blocks=global_blocks,
+            global_kernel=global_kernel, se_dim=se_dim, num_layers=num_layers,
+            hidden_dim=hidden_dim, output_dim=output_dim, dropout=dropout,
+            use_local=use_local, use_global=use_global, se_mode=se_mode,
+        )
         self.input_dim = input_dim
         self.subsampling = subsampling
         self.output_dim = output_dim
@@ -520,7 +473,7 @@ class ConvRNNTEncoder(nn.Module):
         Raises:
             InputDataError: on a wrong shape or an empty item.
         """
-        _check_input(x, x_lens, self.input_dim, allow_empty=False)
+        check_input(x, x_lens, self.input_dim, allow_empty=False)
         convs = self._conv_list()
         parts: list[Tensor] = []
         lens = x_lens.to(torch.long)
@@ -529,7 +482,7 @@ class ConvRNNTEncoder(nn.Module):
             for conv in convs[: self.num_local]:
                 h, lens = conv.full(h, lens)
                 h = F.relu(h)
-            parts.append(_flatten(h))
+            parts.append(flatten_freq(h))
         if self.blocks:
             g, lens = convs[-1].full(x.unsqueeze(1), x_lens.to(torch.long))
             g = g.squeeze(3).transpose(1, 2)  # (B, T', C)
@@ -543,10 +496,7 @@ class ConvRNNTEncoder(nn.Module):
             for block in self._block_list():
                 g = block(g, inv_count, mask)
             parts.append(self.global_norm(g))
-        h = self._fuse(parts)
-        for norm, lstm in zip(self.norms, self.lstms):
-            out, _ = lstm(norm(h))
-            h = h + self.dropout(out)
+        h = lstm_stack(self.norms, self.lstms, self.dropout, self._fuse(parts))
         return EncoderOutput(self.output_proj(self.output_norm(h)), lens)
 
     def _fuse(self, parts: list[Tensor]) -> Tensor:
@@ -592,30 +542,6 @@ class ConvRNNTEncoder(nn.Module):
             frames_out=counts.clone(),
         )
 
-    def select_state(self, state: ConvRNNTState, indices: Tensor) -> ConvRNNTState:
-        """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
-        return state.select(indices)
-
-    def stack_states(self, states: Sequence[ConvRNNTState]) -> ConvRNNTState:
-        """One state holding the streams of ``states`` in order."""
-        return ConvRNNTState.stack(states)
-
-    def _check_state(self, state: object, batch: int) -> ConvRNNTState:
-        if not isinstance(state, ConvRNNTState):
-            raise InputDataError(
-                f"ConvRNNTEncoder.stream takes a ConvRNNTState, got {type(state).__name__}"
-            )
-        if state.batch_size != batch:
-            raise InputDataError(
-                f"stream state holds {state.batch_size} streams but the chunk has {batch}"
-            )
-        if state.shapes() != self._state_shapes:
-            raise InputDataError(
-                f"stream state of another ConvRNNTEncoder shape: per-stream shapes "
-                f"{state.shapes()}, this encoder's {self._state_shapes}"
-            )
-        return state
-
     def stream(
         self,
         x: Tensor,
@@ -640,10 +566,12 @@ class ConvRNNTEncoder(nn.Module):
                 "ConvRNNTEncoder with se_mode='utterance' cannot stream: its squeeze-and-"
                 "excitation averages over the whole utterance; use se_mode='causal'"
             )
-        _check_input(x, x_lens, self.input_dim, allow_empty=True)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        state = self._check_state(state, x.shape[0])
+        state, given = self._stream_start(x, x_lens, state)
+        if given and state.shapes() != self._state_shapes:
+            raise InputDataError(
+                f"stream state of another ConvRNNTEncoder shape: per-stream shapes "
+                f"{state.shapes()}, this encoder's {self._state_shapes}"
+            )
         x_lens = x_lens.to(torch.long)
         lens_in: list[int] = x_lens.tolist()
         convs = self._conv_list()
@@ -659,7 +587,7 @@ class ConvRNNTEncoder(nn.Module):
                 h = F.relu(h)
                 bufs.append(rem)
                 buf_lens.append(rem_len)
-            parts.append(_flatten(h))
+            parts.append(flatten_freq(h))
         dw_bufs: list[Tensor] = []
         se_sums: list[Tensor] = []
         if self.blocks:
@@ -678,14 +606,9 @@ class ConvRNNTEncoder(nn.Module):
                 se_sums.append(se_sum)
             parts.append(self.global_norm(g))
         y_lens = torch.tensor(lens, dtype=torch.long, device=x.device)
-        h = self._fuse(parts)
-        new_h: list[Tensor] = []
-        new_c: list[Tensor] = []
-        for norm, lstm, h0, c0 in zip(self.norms, self.lstms, state.h, state.c):
-            out, (h1, c1) = _lstm_stream(cast(nn.LSTM, lstm), norm(h), y_lens, h0, c0)
-            h = h + self.dropout(out)
-            new_h.append(h1)
-            new_c.append(c1)
+        h, new_h, new_c = lstm_stack_stream(
+            self.norms, self.lstms, self.dropout, self._fuse(parts), y_lens, state.h, state.c
+        )
         y = self.output_proj(self.output_norm(h))
         new_state = ConvRNNTState(
             conv_buffers=tuple(bufs),
@@ -693,18 +616,12 @@ class ConvRNNTEncoder(nn.Module):
                                    for n in buf_lens),
             dw_buffers=tuple(dw_bufs),
             se_sums=tuple(se_sums),
-            h=tuple(new_h),
-            c=tuple(new_c),
+            h=new_h,
+            c=new_c,
             frames_in=state.frames_in + x_lens,
             frames_out=state.frames_out + y_lens,
         )
         return y, y_lens, new_state
-
-
-def _flatten(h: Tensor) -> Tensor:
-    """``(B, C, T', F') -> (B, T', C * F')``."""
-    b, c, t, f = h.shape
-    return h.permute(0, 2, 1, 3).reshape(b, t, c * f)
 
 
 register_encoder("convrnnt", options=ConvRNNTOptions)(ConvRNNTEncoder)
