@@ -359,15 +359,9 @@ class ConformerEncoder(EncoderModule[ConformerEncoderState]):
 
     # ------------------------------------------------------------------ full pass
     def forward(self, x: Tensor, x_lens: Tensor) -> EncoderOutput:
-        """Encode whole utterances.
-
-        Args:
-            x: ``(B, T, F)`` features.
-            x_lens: ``(B,)`` int64 valid frames per item (each >= 1).
-
-        Returns:
-            ``y (B, T', D)`` and ``y_lens (B,)`` with ``y_lens = ceil(x_lens / subsampling)``
-            (no auxiliary losses or statistics).
+        """Encode whole utterances ``x (B, T, F)`` of ``x_lens`` frames (each >= 1; see
+        :meth:`~fairstream.models.encoders.base.StreamingEncoder.forward`): ``y_lens =
+        ceil(x_lens / subsampling)``, no auxiliary losses or statistics.
 
         Raises:
             InputDataError: on a wrong shape or an empty item.

@@ -141,15 +141,9 @@ class LSTMEncoder(EncoderModule[LSTMEncoderState]):
 
     # ------------------------------------------------------------------ full pass
     def forward(self, x: Tensor, x_lens: Tensor) -> EncoderOutput:
-        """Encode whole utterances.
-
-        Args:
-            x: ``(B, T, F)`` features.
-            x_lens: ``(B,)`` int64 valid frames per item (each >= 1).
-
-        Returns:
-            ``y (B, T', D)`` and ``y_lens (B,)`` with ``y_lens = ceil(x_lens / subsampling)``
-            (no auxiliary losses or statistics).
+        """Encode whole utterances ``x (B, T, F)`` of ``x_lens`` frames (each >= 1; see
+        :meth:`~fairstream.models.encoders.base.StreamingEncoder.forward`): ``y_lens =
+        ceil(x_lens / subsampling)``, no auxiliary losses or statistics.
 
         Raises:
             InputDataError: on a wrong shape or an empty item.
@@ -194,20 +188,12 @@ class LSTMEncoder(EncoderModule[LSTMEncoderState]):
         *,
         final: bool = False,
     ) -> tuple[Tensor, Tensor, LSTMEncoderState]:
-        """Encode the next chunk of each stream.
+        """Encode the next chunk of each stream (see
+        :meth:`~fairstream.models.encoders.base.StreamingEncoder.stream`).
 
-        Concatenating the outputs of successive calls gives the output of :meth:`forward`
-        on the concatenated input (to float tolerance), for any chunking.
-
-        Args:
-            x: ``(B, t, F)`` next feature frames (``t`` may be 0).
-            x_lens: ``(B,)`` valid frames of each stream in this chunk (0 allowed).
-            state: State from the previous call, ``None`` to start new streams.
-            final: End of the streams; changes nothing here (no frame is held back).
-
-        Returns:
-            ``y (B, t', D)``, ``y_lens (B,)`` (new encoder frames per stream; frames past a
-            stream's length are padding) and the new state.
+        Any chunking works (``t`` and each stream's ``x_lens`` may be 0); ``final`` changes
+        nothing here, as no frame is held back. The concatenated outputs equal those of
+        :meth:`forward` on the concatenated input (to float tolerance).
 
         Raises:
             InputDataError: on a wrong shape or a batch size different from the state's.
