@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fairstream.cli import main
+from fairstream.demo import DemoConfig, TrainingRecord, _train_overrides
+from fairstream.errors import CorpusError
 
 
 def test_demo_runs_every_stage_and_resumes(tmp_path: Path, tiny_corpus: Path) -> None:
@@ -29,9 +34,46 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, tiny_corpus: Path) ->
     assert all("greedy_wer_percent" in row for row in summary["wer_by_accent"])
     assert "fitted NgramLM(order=6" in first.output  # the recipe's beam search + LM ran
     assert "== speaker" in first.output
+    # the 3-second safety cap stopped training long before the recipe's 2,800 steps: said
+    training = summary["training"]
+    assert training["target_steps"] == 2800 and 0 < training["steps"] < 2800
+    assert training["stop_reason"] == "budget" and training["stopped_early"]
+    assert "WARNING: the wall-clock safety cap (schedule.budget_minutes=0.05)" in first.output
+    assert training["warning"] in (out / "summary.md").read_text()
 
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert "reusing the trained model" in again.output
     assert "reusing the speaker model" in again.output
     assert "reusing" in again.output and "results_greedy.parquet" in again.output
+
+
+def test_demo_steps_is_the_stopping_rule_and_a_full_run_has_no_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fairstream.demo as demo_module
+
+    seen: list[DemoConfig] = []
+
+    def fake_run_demo(config: DemoConfig, echo: Callable[[str], None]) -> None:
+        seen.append(config)
+        raise CorpusError("stopped here")
+
+    monkeypatch.setattr(demo_module, "run_demo", fake_run_demo)
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--steps", "7",
+                                    "--budget-minutes", "30"])
+    assert res.exit_code != 0 and "stopped here" in res.output
+    sets = _train_overrides(seen[0], tmp_path / "corpus")
+    assert "schedule.max_steps=7" in sets and "schedule.budget_minutes=30.0" in sets
+    assert not any("max_steps" in s for s in _train_overrides(DemoConfig(out=tmp_path),
+                                                              tmp_path))  # the recipe's
+    help_text = CliRunner().invoke(main, ["demo", "--help"]).output
+    assert "--steps" in help_text and "safety cap" in help_text
+
+    done = TrainingRecord(steps=2800, target_steps=2800, stop_reason="max_steps",
+                          train_minutes=15.2, budget_minutes=60.0, processes=2)
+    assert done.warning() is None and not done.stopped_early
+    assert done.describe() == ("trained 2800 of 2800 steps in 15.2 min on 2 process(es) "
+                               "(stopped: max_steps)")
+    early = dataclasses.replace(done, steps=2158, stop_reason="budget")
+    assert early.warning() is not None and "at step 2158 of 2800" in early.warning()
+    assert early.as_dict()["stopped_early"] is True

@@ -18,6 +18,7 @@ from fairstream.training.data import (
     SpecAugmentConfig,
     load_cut_features,
     make_dataloader,
+    per_rank_duration,
     precompute_features,
     spec_augment,
 )
@@ -128,6 +129,39 @@ def test_rank_sharding_splits_the_data(setup) -> None:
     assert len(ids0 & ids1) <= 2  # at most the padding lhotse adds to even out the last step
     with pytest.raises(InputDataError, match="rank 2"):
         _loader(setup, rank=2, world_size=2)
+
+
+def test_max_duration_is_the_global_batch_split_over_the_ranks(setup) -> None:
+    _, cuts, _, _ = setup
+    seconds = {c.id: c.duration for c in cuts}
+    total = 10.0  # data.max_duration: seconds of audio per optimizer step over all ranks
+    assert per_rank_duration(total, 1) == total and per_rank_duration(total, 4) == 2.5
+    shards = [list(_loader(setup, max_duration=per_rank_duration(total, 2), rank=rank,
+                           world_size=2, spec_augment=None)) for rank in (0, 1)]
+    for shard in shards:
+        assert all(sum(seconds[i] for i in b.cut_ids) <= total / 2 for b in shard)
+    for b0, b1 in zip(*shards):  # one optimizer step sees both ranks' batches
+        assert sum(seconds[i] for i in (*b0.cut_ids, *b1.cut_ids)) <= total
+    # the same global value on one process fills batches beyond one rank's share
+    single = list(_loader(setup, max_duration=per_rank_duration(total, 1), spec_augment=None))
+    assert max(sum(seconds[i] for i in b.cut_ids) for b in single) > total / 2
+    with pytest.raises(InputDataError, match="world_size"):
+        per_rank_duration(total, 0)
+
+
+def test_transducer_batch_is_per_process_and_long_cuts_name_both_values(setup) -> None:
+    from fairstream.training.config import load_config
+    from fairstream.training.transducer import rank_batch_duration
+
+    _, cuts, _, _ = setup
+    longest = max(c.duration for c in cuts)
+    config = load_config(None, [f"data.max_duration={1.5 * longest}"])
+    assert rank_batch_duration(config, cuts, 1) == pytest.approx(1.5 * longest)
+    assert rank_batch_duration(load_config(None, [f"data.max_duration={4 * longest}"]), cuts,
+                               2) == pytest.approx(2 * longest)
+    with pytest.raises(InputDataError, match=r"data.max_duration=.* over 2 process\(es\) "
+                                             r"gives .* s per process.*longest training cut"):
+        rank_batch_duration(config, cuts, 2)
 
 
 def test_feature_cache_gives_identical_batches_and_is_reused(setup) -> None:

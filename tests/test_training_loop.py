@@ -212,6 +212,7 @@ def test_checkpoints_kept_final_and_averaged_models_written(tmp_path):
         assert torch.allclose(v, (a[k] + b[k]) / 2, atol=1e-7)
     assert avg.extra["averaged_from"] == [p.name for p in ckpts]
     assert result.stop_reason == "max_steps" and result.steps == 12
+    assert final.progress["stop_reason"] == avg.progress["stop_reason"] == "max_steps"
 
 
 def test_metrics_log_has_the_documented_fields(tmp_path):
@@ -271,6 +272,30 @@ def test_budget_stops_cleanly_and_writes_final_models(tmp_path):
     # resuming a run whose budget is spent stops at once
     again, _ = run(tmp_path, schedule=sched, clock=clock)
     assert again.steps == result.steps and again.stop_reason == "budget"
+
+
+def test_a_budget_stop_before_max_steps_is_warned_and_recorded(tmp_path, caplog):
+    ticks = iter(range(0, 10_000, 7))
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    sched = replace(SCHEDULE, max_steps=1000, budget_minutes=1.0, checkpoint_interval=0)
+    with caplog.at_level("WARNING", logger="fairstream.training.loop"):
+        result, _ = run(tmp_path, schedule=sched, clock=clock)
+    assert result.stop_reason == "budget" and result.steps < 1000
+    warned = [r.getMessage() for r in caplog.records if "safety cap" in r.getMessage()]
+    assert warned == [f"the wall-clock safety cap (schedule.budget_minutes=1) stopped training "
+                      f"at step {result.steps} of schedule.max_steps=1000: this model is "
+                      "trained less than the recipe asks"]
+    for path in (result.final_checkpoint, result.averaged_checkpoint):
+        assert load_checkpoint(path).progress["stop_reason"] == "budget"
+    # a step limit reached first is no warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fairstream.training.loop"):
+        short, _ = run(tmp_path / "b", schedule=replace(sched, max_steps=3), clock=clock)
+    assert short.stop_reason == "max_steps"
+    assert not [r for r in caplog.records if "safety cap" in r.getMessage()]
 
 
 # ----------------------------------------------------------------------- DDP

@@ -3,7 +3,10 @@
 Stages (each is skipped when its output already exists, so a killed demo resumes):
 
 1. ``corpus``  — synthesize the demo corpus (:func:`fairstream.data.synthesis.build_corpus`).
-2. ``train``   — train the default streaming transducer recipe within its time budget.
+2. ``train``   — train the default streaming transducer recipe for its fixed number of
+   optimizer steps (``schedule.max_steps``, a global batch whatever the number of processes);
+   its wall-clock budget is only a safety cap, and the demo warns when it stopped training
+   early.
 3. ``decode``  — decode the test split in streaming mode with the recipe's search (its
    ``decode`` section: beam search fused with a token n-gram LM fitted on the training
    transcripts) into ``results.parquet``, and with plain greedy search into
@@ -13,7 +16,8 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
 5. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
    planted-cohort recovery; write ``audit/report.html``.
 
-``OUT/summary.md`` collects the numbers; ``OUT/summary.json`` holds the same data.
+``OUT/summary.md`` collects the numbers (the steps trained against the target among them);
+``OUT/summary.json`` holds the same data.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ if TYPE_CHECKING:
     from fairstream.inference import LoadedModel, SearchConfig
     from fairstream.lm import NgramLM
 
-__all__ = ["DemoConfig", "DemoResult", "default_recipe", "run_demo"]
+__all__ = [
+    "DemoConfig", "DemoResult", "TrainingRecord", "default_recipe", "read_training_record",
+    "run_demo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,9 @@ class DemoConfig:
         jobs: worker processes for synthesis.
         recipe: training recipe; default :func:`default_recipe`.
         overrides: ``key=value`` recipe overrides.
-        budget_minutes: training wall-clock budget (None: the recipe's).
+        steps: optimizer steps to train (None: the recipe's ``schedule.max_steps``).
+        budget_minutes: wall-clock safety cap on training (None: the recipe's); when it stops
+            training before ``steps``, the demo warns and the summary says so.
         nproc: training processes; above 1 training runs data-parallel under ``torchrun``
             (one thread each), which is how a 2-core machine is used fully.
         chunk_ms: streaming chunk size used to decode the test split.
@@ -81,6 +90,7 @@ class DemoConfig:
     jobs: int = 2
     recipe: Path | None = None
     overrides: tuple[str, ...] = ()
+    steps: int | None = None
     budget_minutes: float | None = None
     nproc: int = 2
     chunk_ms: int = 160
@@ -102,6 +112,87 @@ class DemoResult:
     wer_by_accent: pd.DataFrame
     audit_methods: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    training: TrainingRecord | None = None
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How the demo's model was trained, read back from its checkpoint.
+
+    Attributes:
+        steps: optimizer steps trained.
+        target_steps: the run's ``schedule.max_steps`` (``None``: no step limit).
+        stop_reason: ``max_steps``, ``max_epochs`` or ``budget`` (``None``: a checkpoint
+            written before the stop reason was recorded).
+        train_minutes: training wall-clock time.
+        budget_minutes: the run's wall-clock safety cap (``None``: none).
+        processes: training processes.
+    """
+
+    steps: int
+    target_steps: int | None
+    stop_reason: str | None
+    train_minutes: float
+    budget_minutes: float | None
+    processes: int
+
+    @property
+    def stopped_early(self) -> bool:
+        """True when training ended before its target number of steps."""
+        return self.target_steps is not None and self.steps < self.target_steps
+
+    def describe(self) -> str:
+        """One line: steps trained of the target, time, processes and the stop reason."""
+        target = f" of {self.target_steps}" if self.target_steps is not None else ""
+        return (f"trained {self.steps}{target} steps in {self.train_minutes:.1f} min on "
+                f"{self.processes} process(es) (stopped: {self.stop_reason or 'unknown'})")
+
+    def warning(self) -> str | None:
+        """The warning for a run that stopped before its target, else ``None``."""
+        if not self.stopped_early:
+            return None
+        if self.stop_reason == "budget":
+            cause = (f"the wall-clock safety cap (schedule.budget_minutes={self.budget_minutes:g})"
+                     " stopped training")
+        else:
+            cause = f"training stopped ({self.stop_reason or 'unknown reason'})"
+        return (f"WARNING: {cause} at step {self.steps} of {self.target_steps}: this model is "
+                "trained less than the recipe asks, so its numbers are not comparable to a "
+                "full run (rerun with a larger --budget-minutes in a fresh --out)")
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data for ``summary.json``."""
+        return {**dataclasses.asdict(self), "stopped_early": self.stopped_early,
+                "warning": self.warning()}
+
+
+def read_training_record(checkpoint: Path) -> TrainingRecord:
+    """The :class:`TrainingRecord` of a checkpoint written by the training loop."""
+    from fairstream.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    schedule = ck.config.get("schedule") or {}
+    target = schedule.get("max_steps")
+    budget = schedule.get("budget_minutes")
+    reason = ck.progress.get("stop_reason")
+    return TrainingRecord(
+        steps=ck.step,
+        target_steps=int(target) if target is not None else None,
+        stop_reason=str(reason) if reason is not None else None,
+        train_minutes=round(float(ck.progress.get("elapsed_s", 0.0)) / 60.0, 2),
+        budget_minutes=float(budget) if budget is not None else None,
+        processes=int(ck.progress.get("world_size", 1)),
+    )
+
+
+def _train_overrides(config: DemoConfig, corpus_dir: Path) -> list[str]:
+    """The ``--set`` values the demo adds to the recipe for training."""
+    sets = [*config.overrides, f"data.corpus={corpus_dir}", f"seed={config.seed}"]
+    if config.steps is not None:
+        sets.append(f"schedule.max_steps={config.steps}")
+    if config.budget_minutes is not None:
+        sets.append(f"schedule.budget_minutes={config.budget_minutes}")
+    return sets
 
 
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[[], None]:
@@ -150,19 +241,19 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     if checkpoint.exists():
         echo(f"reusing the trained model {checkpoint}")
     else:
-        sets = [*config.overrides, f"data.corpus={corpus_dir}", f"seed={config.seed}"]
-        if config.budget_minutes is not None:
-            sets.append(f"schedule.budget_minutes={config.budget_minutes}")
+        sets = _train_overrides(config, corpus_dir)
         recipe = config.recipe or default_recipe()
         if config.nproc > 1:
             _train_distributed(recipe, sets, exp, config.nproc, config.progress)
         else:
-            result = train(load_config(recipe, sets), out_dir=exp, resume=True,
-                           progress=config.progress)
-            echo(f"trained {result.steps} steps in {result.elapsed_s / 60:.1f} min "
-                 f"(stopped: {result.stop_reason})")
+            train(load_config(recipe, sets), out_dir=exp, resume=True, progress=config.progress)
         if not checkpoint.exists():
             raise TrainingError(f"training finished without writing {checkpoint}")
+    training = read_training_record(checkpoint)
+    echo(training.describe())
+    warning = training.warning()
+    if warning is not None:
+        echo(warning)
     done()
 
     # 3. decode -------------------------------------------------------------------------
@@ -220,10 +311,10 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     done()
 
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
-                                  checkpoint, results_path, audit_dir)
+                                  checkpoint, results_path, audit_dir, training)
     return DemoResult(corpus_dir=corpus_dir, checkpoint=checkpoint, results=results_path,
                       audit_dir=audit_dir, summary=summary_path, wer_by_accent=by_accent,
-                      audit_methods=audit.methods, timings=timings)
+                      audit_methods=audit.methods, timings=timings, training=training)
 
 
 def _recipe_search(loaded: LoadedModel, corpus: Corpus, echo: Callable[[str], None]
@@ -324,17 +415,23 @@ def _table(df: pd.DataFrame) -> str:
 
 def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
                    methods: pd.DataFrame, timings: dict[str, float], checkpoint: Path,
-                   results: Path, audit_dir: Path) -> Path:
+                   results: Path, audit_dir: Path, training: TrainingRecord) -> Path:
     wer = by_accent.assign(wer_percent=(100 * by_accent["wer"]).round(2),
                            greedy_wer_percent=(100 * by_accent["greedy_wer"]).round(2))[
         ["accent", "speakers", "utterances", "ref_words", "errors", "wer_percent",
          "greedy_wer_percent"]]
     under = ", ".join(planted.get("under_represented_accents", []))
+    warning = training.warning()
     text = "\n".join([
         "# fairstream demo summary",
         "",
         f"Model: `{checkpoint}`; results: `{results}`; audit: `{audit_dir / 'report.html'}`.",
         "",
+        "## Training",
+        "",
+        f"The model {training.describe()}; the recipe stops at a fixed number of optimizer "
+        "steps, its wall-clock budget is only a safety cap.",
+        *(["", f"**{warning}**", ""] if warning is not None else [""]),
         "## WER on the test split (streaming decode, speakers unseen in training)",
         "",
         "WER = Σ errors / Σ reference words. `wer_percent`: the recipe's search (its `decode`",
@@ -357,6 +454,7 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
     _atomic_write(path, text)
     payload = {"wer_by_accent": wer.to_dict(orient="records"),
                "audit_methods": json.loads(methods.to_json(orient="records")),
-               "timings": timings, "checkpoint": str(checkpoint)}
+               "timings": timings, "checkpoint": str(checkpoint),
+               "training": training.as_dict()}
     _atomic_write(out / "summary.json", json.dumps(payload, indent=2, default=str))
     return path

@@ -70,7 +70,10 @@ class DataConfig:
             sets it.
         train_split: split used for training.
         valid_split: split used for the validation loss (and the optional greedy WER).
-        max_duration: seconds of audio per batch (per process under DDP).
+        max_duration: seconds of audio per optimizer step, summed over all processes (the
+            global batch); under DDP each of ``world_size`` processes takes
+            ``max_duration / world_size`` seconds, so the batch, and what a number of
+            steps trains, does not depend on the number of processes.
         max_valid_utterances: cap on validation utterances (``None``: the whole split).
         num_workers: data-loader worker processes.
         feature_cache: directory for pre-computed fbank features (``None``: compute on the fly).
@@ -123,8 +126,13 @@ class ScheduleConfig:
     Training stops at whichever comes first: ``max_epochs``, ``max_steps`` or the wall-clock
     ``budget_minutes`` (summed over resumed runs). Intervals are in optimizer steps; ``0``
     disables the periodic action (validation and a checkpoint still happen at every epoch end).
+    Recipes stop at ``max_steps`` so that any machine trains the same model; ``budget_minutes``
+    is then only a safety cap, and a run it stops early says so (a warning in the log, and
+    ``stop_reason: budget`` in ``metrics.jsonl`` and in the progress of ``final.pt``).
 
     Attributes:
+        max_steps: optimizer steps to train (``None``: no step limit).
+        budget_minutes: wall-clock limit on training (``None``: none).
         keep_last_n: periodic checkpoints kept on disk (at least ``average_last_n`` are kept).
         average_last_n: checkpoints averaged into ``averaged.pt`` at the end (1: a copy of the
             last model).

@@ -7,6 +7,8 @@ Pipeline (:func:`make_dataloader`):
 1. A Lhotse :class:`~lhotse.dataset.DynamicBucketingSampler` groups cuts of similar
    duration into batches of at most ``max_duration`` seconds; with ``world_size > 1`` each
    rank receives its own share (Lhotse keeps the number of batches equal across ranks).
+   A training run's ``data.max_duration`` is the global batch of one optimizer step, summed
+   over the processes; :func:`per_rank_duration` gives each rank's ``max_duration``.
 2. Features come from the cut's audio (``cut.load_audio()`` → :func:`compute_fbank`) or,
    with a feature cache (:func:`precompute_features`), from fbank arrays stored once with
    Lhotse's ``NumpyFilesWriter`` so epochs do not recompute them.
@@ -61,6 +63,7 @@ __all__ = [
     "collate_cuts",
     "load_cut_features",
     "make_dataloader",
+    "per_rank_duration",
     "precompute_features",
     "spec_augment",
 ]
@@ -539,6 +542,23 @@ class BatchLoader:
         self._resume_skip = self._batches_done
 
 
+def per_rank_duration(max_duration: float, world_size: int) -> float:
+    """Seconds of audio per batch on each of ``world_size`` processes.
+
+    ``max_duration`` is the global batch: the seconds of audio one optimizer step sees, summed
+    over all processes, so the batch (and the model a number of steps trains) does not depend
+    on how many processes share the work.
+
+    Raises:
+        InputDataError: ``max_duration`` is not positive or ``world_size`` is below 1.
+    """
+    if max_duration <= 0:
+        raise InputDataError(f"max_duration must be positive, got {max_duration}")
+    if world_size < 1:
+        raise InputDataError(f"world_size must be at least 1, got {world_size}")
+    return max_duration / world_size
+
+
 def make_dataloader(
     cuts: CutSet,
     *,
@@ -563,7 +583,8 @@ def make_dataloader(
         cuts: one supervision per cut.
         tokenizer: text → ids.
         cmvn: global normalization (None: raw fbank).
-        max_duration: seconds of audio per batch (per rank).
+        max_duration: seconds of audio per batch of this rank (in a training run,
+            :func:`per_rank_duration` of the global ``data.max_duration``).
         shuffle: shuffle within the bucketing sampler (seeded by ``seed`` and the epoch).
         spec_augment: augmentation policy, or None.
         seed: sampler and augmentation seed.

@@ -19,7 +19,10 @@ adversary update). Everything else lives here once:
   generator states and hook states are restored, so a run killed and resumed produces the
   same per-step losses as an uninterrupted one (data pipelines must be deterministic given
   the epoch and batch index; their own random draws are kept off the global generators);
-* a wall-clock budget that stops cleanly and still writes the final and averaged models;
+* a wall-clock budget that stops cleanly and still writes the final and averaged models
+  (a safety cap when ``max_steps`` is the stopping rule: stopping before it is logged as a
+  warning); the stop reason is in the log's ``stop`` event and in the final models'
+  progress (``stop_reason``);
 * validation loss (plus whatever hooks add, such as a greedy WER);
 * a JSONL metrics log and a tqdm progress bar;
 * single process or DDP under ``torchrun`` (gloo on CPU): ranks agree on every stop and skip
@@ -636,12 +639,12 @@ class _Run:
         logger.info("resumed from %s (step %d, epoch %d)", ck.path, self.p.step, self.p.epoch)
         return ck.path, ck.rng
 
-    def finalize(self) -> tuple[Path, Path]:
-        """Write ``final.pt`` and ``averaged.pt`` (rank 0)."""
+    def finalize(self, stop: StopReason) -> tuple[Path, Path]:
+        """Write ``final.pt`` and ``averaged.pt`` (rank 0); their progress records ``stop``."""
         final = self.out_dir / "final.pt"
         averaged = self.out_dir / "averaged.pt"
         if self.d.is_main:
-            progress = self._progress_dict()
+            progress = self._progress_dict() | {"stop_reason": stop}
             save_checkpoint(final, config=self.run_config, model=self.model.state_dict(),
                             progress=progress, extra=self.extra)
             paths = list_checkpoints(self.ckpt_dir)[-max(self.schedule.average_last_n, 1):]
@@ -870,7 +873,14 @@ class _Run:
             self.validate()
         self._log({"step": p.step, "epoch": p.epoch, "event": "stop", "reason": stop,
                    "elapsed_s": round(p.elapsed_s, 3), "skipped_total": p.skipped_total})
-        final, averaged = self.finalize()
+        target = self.schedule.max_steps
+        if stop == "budget" and target is not None and p.step < target and self.d.is_main:
+            logger.warning(
+                "the wall-clock safety cap (schedule.budget_minutes=%g) stopped training at "
+                "step %d of schedule.max_steps=%d: this model is trained less than the "
+                "recipe asks", self.schedule.budget_minutes, p.step, target,
+            )
+        final, averaged = self.finalize(stop)
         logger.info("training stopped (%s) at step %d after %.1f s", stop, p.step, p.elapsed_s)
         return TrainResult(
             out_dir=self.out_dir,

@@ -5,7 +5,8 @@ bucketing data loaders, and calls :func:`fairstream.training.loop.fit` with
 :class:`TransducerObjective` (plus :class:`GreedyWerHook` when a validation WER is asked for).
 With ``init`` set it starts from a trained checkpoint instead (fine-tuning); with
 ``data.select`` it trains on, or oversamples, chosen speakers
-(:mod:`fairstream.training.selection`).
+(:mod:`fairstream.training.selection`). ``data.max_duration`` is the global batch: each of the
+processes takes an equal share (:func:`rank_batch_duration`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fairstream.errors import CheckpointError, InputDataError
 from fairstream.features.fbank import Cmvn
 from fairstream.tokenizer import Tokenizer
 from fairstream.training.config import TokenizerConfig, TrainConfig
-from fairstream.training.data import Batch, BatchLoader
+from fairstream.training.data import Batch, BatchLoader, per_rank_duration
 from fairstream.training.loop import (
     DistInfo,
     LossOutput,
@@ -42,7 +43,9 @@ from fairstream.training.loop import (
 if TYPE_CHECKING:
     from fairstream.inference import LoadedModel
 
-__all__ = ["GreedyWerHook", "LoaderSource", "TransducerObjective", "train"]
+__all__ = [
+    "GreedyWerHook", "LoaderSource", "TransducerObjective", "rank_batch_duration", "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +270,29 @@ def _cached_features(config: TrainConfig, corpus: Corpus, train_cuts: CutSet,
     return train_cuts, valid_cuts
 
 
+def rank_batch_duration(config: TrainConfig, train_cuts: CutSet, world_size: int) -> float:
+    """Seconds of training audio per batch on each of ``world_size`` processes.
+
+    ``data.max_duration`` is the global batch of one optimizer step, summed over the
+    processes (:func:`~fairstream.training.data.per_rank_duration`), so a run trains the same
+    batches per step whatever the number of processes.
+
+    Raises:
+        InputDataError: the longest training cut does not fit in one process's batch (the
+            message names the global and the per-process value).
+    """
+    total = config.data.max_duration
+    batch_s = per_rank_duration(total, world_size)
+    longest = max((c.duration for c in train_cuts), default=0.0)
+    if longest > batch_s:
+        raise InputDataError(
+            f"data.max_duration={total:g} s over {world_size} process(es) gives "
+            f"{batch_s:g} s per process, shorter than the longest training cut "
+            f"({longest:.2f} s)"
+        )
+    return batch_s
+
+
 def _train(config: TrainConfig, corpus: Corpus, out_dir: Path, d: DistInfo,
            objective: Objective | None, hooks: Sequence[TrainHook], resume: bool,
            progress: bool) -> TrainResult:
@@ -305,21 +331,16 @@ def _train(config: TrainConfig, corpus: Corpus, out_dir: Path, d: DistInfo,
         train_cuts, valid_cuts = _cached_features(config, corpus, train_cuts, valid_cuts, d,
                                                   progress)
 
-    longest = max(c.duration for c in train_cuts)
-    if longest > config.data.max_duration:
-        raise InputDataError(
-            f"data.max_duration={config.data.max_duration} s is shorter than the longest "
-            f"training cut ({longest:.2f} s)"
-        )
+    batch_s = rank_batch_duration(config, train_cuts, d.world_size)
     common: dict[str, Any] = {  # Any: keyword arguments of several types for make_dataloader
         "tokenizer": tokenizer, "cmvn": cmvn, "seed": config.seed, "rank": d.rank,
         "world_size": d.world_size,  # cached cuts carry their features manifest
     }
     train_loader = make_dataloader(
-        train_cuts, max_duration=config.data.max_duration, shuffle=True,
+        train_cuts, max_duration=batch_s, shuffle=True,
         spec_augment=config.spec_augment, num_workers=config.data.num_workers, **common,
     )
-    valid_max = max(config.data.max_duration, max((c.duration for c in valid_cuts), default=1.0))
+    valid_max = max(batch_s, max((c.duration for c in valid_cuts), default=1.0))
     valid_data = LoaderSource(make_dataloader(
         valid_cuts, max_duration=valid_max, shuffle=False, spec_augment=None, **common,
     )) if len(valid_cuts) else None
