@@ -34,6 +34,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, tiny_corpus: Path) ->
     assert all("greedy_wer_percent" in row for row in summary["wer_by_accent"])
     assert "fitted NgramLM(order=6" in first.output  # the recipe's beam search + LM ran
     assert "== speaker" in first.output
+    text = summary["test_text"]
+    overall = next(r for r in summary["wer_by_accent"] if r["accent"] == "overall")
+    assert text["test_utterances"] == overall["utterances"]
+    assert 0 <= text["seen_sentences"] <= text["test_utterances"]
+    assert "test sentences also in the training transcripts" in first.output
     # the 3-second safety cap stopped training long before the recipe's 2,800 steps: said
     training = summary["training"]
     assert training["target_steps"] == 2800 and 0 < training["steps"] < 2800
@@ -77,3 +82,42 @@ def test_demo_steps_is_the_stopping_rule_and_a_full_run_has_no_warning(
     early = dataclasses.replace(done, steps=2158, stop_reason="budget")
     assert early.warning() is not None and "at step 2158 of 2800" in early.warning()
     assert early.as_dict()["stopped_early"] is True
+
+
+def test_text_report_counts_seen_sentences_and_scores_heldout_slot_words(
+        tmp_path: Path) -> None:
+    import pandas as pd
+
+    from fairstream.data.layout import write_heldout_slots
+    from fairstream.demo import summarize_test_text
+
+    class _Sup:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    class _Cut:
+        def __init__(self, text: str) -> None:
+            self.supervisions = [_Sup(text)]
+
+    class _Corpus:  # what summarize_test_text reads of a Corpus
+        root = tmp_path
+
+        def cuts(self, split: str) -> list[_Cut]:
+            assert split == "train"
+            return [_Cut("Call Anna."), _Cut("play jazz")]
+
+    refs = ["call anna", "call zoe now", "play jazz"]
+    decoded = {
+        "recipe": pd.DataFrame({"ref": refs, "hyp": ["call anna", "call joe now", "play jazz"]}),
+        "greedy": pd.DataFrame({"ref": refs, "hyp": ["call anna", "call zoe now", "play"]}),
+    }
+    report = summarize_test_text(_Corpus(), decoded)  # type: ignore[arg-type]
+    assert (report.test_utterances, report.seen_sentences, report.heldout_words) == (3, 2, 0)
+    assert "2 of 3 (66.7 %)" in report.describe() and report.heldout_error_rate == {}
+
+    write_heldout_slots(tmp_path, {"name": ["zoe"]})
+    report = summarize_test_text(_Corpus(), decoded)  # type: ignore[arg-type]
+    assert report.heldout_words == 1
+    assert report.heldout_error_rate == {"recipe": 1.0, "greedy": 0.0}
+    assert "held-out slot words: recipe 100.00 %, greedy 0.00 %" in report.describe()
+    assert report.as_dict()["seen_share"] == pytest.approx(2 / 3)

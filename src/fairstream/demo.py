@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -66,7 +66,8 @@ class DemoConfig:
 
     Attributes:
         out: output directory (corpus, experiment, results, audit, summary).
-        preset: corpus preset (``demo``; ``tiny`` for a smoke run).
+        preset: corpus preset (``demo-clean``: the demo corpus with clean test text;
+            ``demo`` without it; ``tiny`` for a smoke run).
         seed: corpus and training seed.
         jobs: worker processes for synthesis.
         recipe: training recipe; default :func:`default_recipe`.
@@ -85,7 +86,7 @@ class DemoConfig:
     """
 
     out: Path
-    preset: str = "demo"
+    preset: str = "demo-clean"
     seed: int = 0
     jobs: int = 2
     recipe: Path | None = None
@@ -164,6 +165,69 @@ class TrainingRecord:
         """Plain data for ``summary.json``."""
         return {**dataclasses.asdict(self), "stopped_early": self.stopped_early,
                 "warning": self.warning()}
+
+
+@dataclass(frozen=True)
+class TextReport:
+    """How much of the test text the training text gives away, and how the held-out slot
+    words fare.
+
+    Attributes:
+        test_utterances: Test utterances decoded.
+        seen_sentences: Test utterances whose normalized sentence also occurs among the
+            training transcripts (an LM fitted on them can have memorized it).
+        heldout_words: Reference words of held-out slot values (names, places, songs never
+            used in training), 0 when the corpus holds none out.
+        heldout_error_rate: Per search (``recipe``, ``greedy``): the share of those words
+            not matched (:func:`fairstream.metrics.heldout.heldout_slot_score`).
+    """
+
+    test_utterances: int
+    seen_sentences: int
+    heldout_words: int
+    heldout_error_rate: dict[str, float]
+
+    @property
+    def seen_share(self) -> float:
+        """Share of test utterances whose sentence occurs in training."""
+        return self.seen_sentences / self.test_utterances if self.test_utterances else 0.0
+
+    def describe(self) -> str:
+        """One line for the log and the summary."""
+        text = (f"test sentences also in the training transcripts: {self.seen_sentences} of "
+                f"{self.test_utterances} ({100 * self.seen_share:.1f} %)")
+        if not self.heldout_words:
+            return text + "; no slot values held out of training"
+        rates = ", ".join(f"{k} {100 * v:.2f} %" for k, v in self.heldout_error_rate.items())
+        return (f"{text}; error rate on the {self.heldout_words} held-out slot words: {rates}")
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data for ``summary.json`` (rates as fractions)."""
+        return {**dataclasses.asdict(self), "seen_share": self.seen_share}
+
+
+def summarize_test_text(corpus: Corpus, decoded: Mapping[str, pd.DataFrame]) -> TextReport:
+    """Compare the decoded test references with the training transcripts (see
+    :class:`TextReport`). ``decoded`` maps a search name to its results table."""
+    from fairstream.data.layout import read_heldout_slots
+    from fairstream.data.text import normalize
+    from fairstream.metrics.heldout import heldout_slot_score
+
+    train = {normalize(c.supervisions[0].text or "") for c in corpus.cuts("train")}
+    first = next(iter(decoded.values()))
+    seen = int(sum(ref in train for ref in first["ref"]))
+    heldout = read_heldout_slots(corpus.root)
+    rates: dict[str, float] = {}
+    words = 0
+    if heldout:
+        for name in ("recipe", "greedy"):
+            if name in decoded:
+                df = decoded[name]
+                score = heldout_slot_score(zip(df["ref"], df["hyp"]), heldout, normalized=True)
+                words = score.slot_words
+                rates[name] = score.error_rate
+    return TextReport(test_utterances=len(first), seen_sentences=seen, heldout_words=words,
+                      heldout_error_rate=rates)
 
 
 def read_training_record(checkpoint: Path) -> TrainingRecord:
@@ -291,6 +355,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     for row in by_accent.itertuples():
         echo(f"  WER {row.accent:>16}: {100 * row.wer:6.2f}%  (greedy, no LM: "
              f"{100 * row.greedy_wer:6.2f}%; {row.speakers} speakers, {row.ref_words} words)")
+    test_text = summarize_test_text(corpus, decoded)
+    echo(f"  {test_text.describe()}")
     done()
 
     # 4. speaker embeddings ------------------------------------------------------------
@@ -311,7 +377,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     done()
 
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
-                                  checkpoint, results_path, audit_dir, training)
+                                  checkpoint, results_path, audit_dir, training, test_text)
     return DemoResult(corpus_dir=corpus_dir, checkpoint=checkpoint, results=results_path,
                       audit_dir=audit_dir, summary=summary_path, wer_by_accent=by_accent,
                       audit_methods=audit.methods, timings=timings, training=training)
@@ -415,7 +481,8 @@ def _table(df: pd.DataFrame) -> str:
 
 def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
                    methods: pd.DataFrame, timings: dict[str, float], checkpoint: Path,
-                   results: Path, audit_dir: Path, training: TrainingRecord) -> Path:
+                   results: Path, audit_dir: Path, training: TrainingRecord,
+                   test_text: TextReport) -> Path:
     wer = by_accent.assign(wer_percent=(100 * by_accent["wer"]).round(2),
                            greedy_wer_percent=(100 * by_accent["greedy_wer"]).round(2))[
         ["accent", "speakers", "utterances", "ref_words", "errors", "wer_percent",
@@ -441,6 +508,8 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
         "",
         _table(wer),
         "",
+        f"Test text: {test_text.describe()}.",
+        "",
         "## Audit: methods side by side",
         "",
         _table(methods),
@@ -455,6 +524,6 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
     payload = {"wer_by_accent": wer.to_dict(orient="records"),
                "audit_methods": json.loads(methods.to_json(orient="records")),
                "timings": timings, "checkpoint": str(checkpoint),
-               "training": training.as_dict()}
+               "training": training.as_dict(), "test_text": test_text.as_dict()}
     _atomic_write(out / "summary.json", json.dumps(payload, indent=2, default=str))
     return path
