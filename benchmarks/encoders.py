@@ -50,6 +50,19 @@ Examples::
         --encoders lstm,convrnnt-no-global,convrnnt-no-local,convrnnt-utterance-se
     # redraw the plot and the table from the results file
     .venv/bin/python benchmarks/encoders.py --plot-only
+    # costs only, no training (minutes): untrained seed-0 models of every recipe, in one
+    # process, to benchmarks/results/encoders_cost.json (never mixed with trained runs)
+    .venv/bin/python benchmarks/encoders.py --cost-only --corpus demo_out/corpus \\
+        --encoders lstm,convrnnt,conformer,contextnet
+
+``--cost-only`` trains nothing: for each recipe's model freshly initialized with the first
+seed it measures ``params``, ``encoder_params``, ``flops_per_audio_s``, ``train_s_per_step``
+(``--train-steps`` forward + backward + optimizer steps on training batches of the recipe's
+per-process batch for ``--nproc`` processes, after a warm-up step, 1 thread),
+``encoder_rtf_1thread`` (the encoder's own ``stream`` over ``--chunk-ms`` chunks of test
+features), ``rtf_1thread_greedy_untrained`` (the recognizer's RTF as above, on untrained
+weights: their token count, hence the search's cost, is not a trained model's) and
+``algorithmic_latency_ms``, and writes them to ``benchmarks/results/encoders_cost.json``.
 
 Writes ``benchmarks/results/encoders.json`` and ``benchmarks/results/encoders.png`` (greedy
 WER with its interval against encoder FLOPs per audio second) and prints a table.
@@ -517,6 +530,235 @@ def add_paired_differences(runs: list[Run], n_boot: int) -> None:
                         "recipe_paired_diff_vs_lstm_ci": rci})
 
 
+
+# ----------------------------------------------------------------------------- costs only
+
+COST_RESULTS = RESULTS.with_name("encoders_cost.json")
+
+
+def _untrained(config: Any, corpus: Any, tok_dir: Path, seed: int) -> Any:  # Any: configs
+    """A :class:`fairstream.inference.LoadedModel` of the recipe's model, initialized with
+    ``seed`` as training initializes it (tokenizer trained on the training transcripts, the
+    corpus's CMVN), never trained."""
+    from dataclasses import replace
+
+    from fairstream.features.fbank import Cmvn
+    from fairstream.inference import LoadedModel
+    from fairstream.models.factory import build_model
+    from fairstream.tokenizer import Tokenizer
+    from fairstream.training.config import config_to_dict
+
+    texts = [sup.text for c in corpus.cuts(config.data.train_split) for sup in c.supervisions
+             if sup.text]
+    tokenizer = Tokenizer.train(texts, tok_dir, vocab_size=config.tokenizer.vocab_size,
+                                model_type=config.tokenizer.kind)
+    config = replace(config, model=replace(config.model, vocab_size=tokenizer.vocab_size))
+    mean, std = corpus.cmvn
+    torch.manual_seed(seed)
+    model = build_model(config.model).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, cmvn=Cmvn(mean=mean, std=std),
+                       config=config_to_dict(config), path=tok_dir / "untrained.pt")
+
+
+def encoder_stream_rtf(encoder: Any, feats: Sequence[torch.Tensor], chunk_frames: int,
+                       runs: int) -> float:  # Any: a registered streaming encoder
+    """Wall-clock RTF of the encoder's own ``stream`` over ``chunk_frames`` chunks of the
+    (normalized) feature matrices ``feats``, each utterance its own stream, the last chunk
+    ``final``; median of ``runs`` after a warm-up. Feature extraction is not timed."""
+    seconds = sum(int(f.shape[0]) for f in feats) * FRAME_SHIFT_MS / 1000
+
+    def one_pass() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for f in feats:
+                state = None
+                n = int(f.shape[0])
+                for start in range(0, n, chunk_frames):
+                    x = f[start:start + chunk_frames].unsqueeze(0)
+                    last = start + chunk_frames >= n
+                    _, _, state = encoder.stream(x, torch.tensor([x.shape[1]]), state,
+                                                 final=last)
+        return time.perf_counter() - t0
+
+    one_pass()
+    return statistics.median(one_pass() for _ in range(runs)) / seconds
+
+
+def train_step_seconds(model: nn.Module, config: Any, batches: Sequence[Any]
+                       ) -> list[float]:  # Any: TrainConfig and training batches
+    """Wall time of one forward + backward + clip + AdamW step on each of ``batches`` (the
+    recipe's optimizer settings); the first is the warm-up (returned too, not to be averaged).
+    The model's weights change."""
+    from fairstream.training.loop import _make_optimizer
+    from fairstream.training.transducer import TransducerObjective
+
+    objective = TransducerObjective()
+    optimizer = _make_optimizer(model, config.optim)
+    clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+    model.train()
+    times = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        loss = objective(model, batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                       clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    model.eval()
+    return times
+
+
+def cost_one(s: BenchSettings, encoder: str, seed: int, train_steps: int, nproc: int,
+             echo: Callable[[str], None]) -> Run:
+    """The training-independent costs of one encoder's recipe, untrained (``seed`` init)."""
+    import tempfile
+
+    from fairstream.data.corpus import load_corpus
+    from fairstream.decoding.streaming import StreamingRecognizer
+    from fairstream.inference import cut_audio, cut_fbank
+    from fairstream.training.config import load_config
+    from fairstream.training.data import make_dataloader, precompute_features
+    from fairstream.training.transducer import rank_batch_duration
+
+    recipe = recipe_path(encoder, s.size)
+    overrides = [f"data.corpus={s.corpus}", f"seed={seed}", *s.overrides,
+                 *s.encoder_overrides.get(encoder, ())]
+    config = load_config(recipe, overrides)
+    corpus = load_corpus(s.corpus)
+    with tempfile.TemporaryDirectory() as tmp, _threads(1):
+        loaded = _untrained(config, corpus, Path(tmp), seed)
+        model = loaded.model
+        enc = model.encoder
+        cuts = _first_test_cuts(corpus, s.rtf_seconds)
+        segments = [cut_audio(c, SR) for c in cuts]
+        echo("  FLOPs")
+        enc_flops, model_flops = flops_per_audio_s(loaded, cuts)
+        streams = can_stream(enc, loaded.cmvn.dim)
+        enc_rtf: float | None = None
+        if streams:
+            echo(f"  encoder stream RTF ({s.chunk_ms} ms chunks)")
+            chunk = round(s.chunk_ms / FRAME_SHIFT_MS)
+            feats = [torch.from_numpy(loaded.cmvn.apply(cut_fbank(c))) for c in cuts]
+            enc_rtf = encoder_stream_rtf(enc, feats, chunk, s.rtf_runs)
+            echo("  recognizer RTF (greedy, untrained weights)")
+            rec = StreamingRecognizer(model, loaded.tokenizer, loaded.cmvn, chunk_ms=s.chunk_ms)
+            timing = measure_stream(rec, segments, s.rtf_runs)
+        else:
+            echo("  recognizer RTF offline (the encoder cannot stream)")
+            timing = measure_offline(loaded, segments, s.rtf_runs)
+
+        echo(f"  {train_steps} training steps after a warm-up step")
+        train_cuts = corpus.cuts(config.data.train_split)
+        if config.data.feature_cache:
+            cache = Path(config.data.feature_cache)
+            train_cuts = precompute_features(
+                train_cuts, cache if cache.is_absolute() else corpus.root / cache)
+        batch_s = rank_batch_duration(config, train_cuts, nproc)
+        loader = make_dataloader(train_cuts, tokenizer=loaded.tokenizer, cmvn=loaded.cmvn,
+                                 max_duration=batch_s, shuffle=True,
+                                 spec_augment=config.spec_augment, seed=seed)
+        batches = []
+        for batch in loader:  # loaded before timing: the steps time compute only
+            batches.append(batch)
+            if len(batches) > train_steps:
+                break
+        if len(batches) <= train_steps:
+            raise ValueError(f"{s.corpus}: {len(batches)} training batches of {batch_s:g} s, "
+                             f"fewer than the {train_steps} + 1 asked for")
+        step_times = train_step_seconds(model, config, batches)
+    timed = step_times[1:]
+    return {
+        "encoder": encoder, "size": s.size, "seed": seed, "trained": False,
+        "params": sum(p.numel() for p in model.parameters()),
+        "encoder_params": sum(p.numel() for p in enc.parameters()),
+        "flops_per_audio_s": enc_flops,
+        "model_flops_per_audio_s": model_flops,
+        "train_s_per_step": statistics.mean(timed),
+        "train_s_per_step_all": timed,
+        "train_steps_timed": len(timed),
+        "train_batch_s": batch_s,
+        "train_batch_audio_s": [float(b.feature_lens.sum()) * FRAME_SHIFT_MS / 1000
+                                for b in batches[1:]],
+        "encoder_rtf_1thread": enc_rtf,
+        "rtf_1thread_greedy_untrained": timing["rtf"],
+        "rtf_untrained_mode": "streaming" if streams else "offline",
+        "rtf_untrained_tokens": timing.get("tokens"),
+        "chunk_ms": s.chunk_ms,
+        "rtf_audio_s": sum(x.size for x in segments) / SR,
+        "algorithmic_latency_ms": algorithmic_latency_ms(enc) if streams else None,
+        "config": {"recipe": recipe.name, "overrides": overrides},
+    }
+
+
+def run_costs(s: BenchSettings, train_steps: int = 3, nproc: int = 2,
+              echo: Callable[[str], None] = print) -> list[Run]:
+    """:func:`cost_one` for every encoder of ``s`` at its first seed, in one process; the runs
+    replace those of ``s.out`` (a separate file from the trained comparison's)."""
+    for enc in s.encoders:
+        recipe_path(enc, s.size)
+    seed = s.seeds[0]
+    runs: list[Run] = []
+    load_before = os.getloadavg()
+    for i, enc in enumerate(s.encoders, 1):
+        echo(f"[{i}/{len(s.encoders)}] {enc} ({s.size}, untrained, seed {seed})")
+        runs.append(cost_one(s, enc, seed, train_steps, nproc, echo))
+    data = {
+        "benchmark": "encoders_cost", "corpus": str(s.corpus),
+        "note": "costs of untrained models (seed init, no training); no WER. The recognizer "
+                "RTF runs greedy search on untrained weights, which emit a different number "
+                "of tokens than a trained model: its search part is not representative.",
+        "protocol": {
+            "flops": _protocol(s)["flops"],
+            "train_s_per_step": f"mean wall time of {train_steps} forward + backward + clip + "
+                                "AdamW steps on training batches (loaded beforehand, "
+                                "SpecAugment on) of the recipe's per-process batch "
+                                f"(data.max_duration / {nproc} processes), after one warm-up "
+                                "step, 1 thread",
+            "encoder_rtf_1thread": f"encoder stream over {s.chunk_ms} ms chunks of "
+                                   "normalized fbank (features not timed), first "
+                                   f"{s.rtf_seconds} s of test speech, 1 thread, median of "
+                                   f"{s.rtf_runs} runs after a warm-up",
+            "rtf_1thread_greedy_untrained": "the streaming recognizer (fbank, CMVN, encoder, "
+                                            "greedy search) as for rtf_1thread, untrained",
+            "algorithmic_latency": "(1 + right_context) * subsampling * 10 ms",
+        },
+        "runs": runs,
+        "machine": {**_machine(), "load_average_before": list(load_before),
+                    "load_average_after": list(os.getloadavg())},
+    }
+    save_results(s.out, data)
+    return runs
+
+
+def format_cost_table(runs: Sequence[Run]) -> str:
+    """The cost runs as a Markdown table, with ratios to the LSTM of the same runs."""
+    ref = next((r for r in runs if r["encoder"] == REFERENCE), None)
+
+    def ratio(r: Run, key: str) -> str:
+        if ref is None or r[key] is None or not ref[key]:
+            return ""
+        return f" ({r[key] / ref[key]:.2f}x)"
+
+    def num(x: float | None, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    lines = ["| encoder | params (M) | encoder params (M) | encoder GFLOPs / audio s "
+             "| train s / step | encoder RTF 1 thread | RTF greedy, untrained | latency (ms) |",
+             "|" + "---|" * 8]
+    for r in runs:
+        lat = "offline" if r["algorithmic_latency_ms"] is None \
+            else f"{r['algorithmic_latency_ms']:.0f}"
+        mode = " (offline)" if r["rtf_untrained_mode"] == "offline" else ""
+        lines.append(
+            f"| {r['encoder']} | {r['params'] / 1e6:.2f} | {r['encoder_params'] / 1e6:.2f} "
+            f"| {r['flops_per_audio_s'] / 1e9:.3f}{ratio(r, 'flops_per_audio_s')} "
+            f"| {r['train_s_per_step']:.2f}{ratio(r, 'train_s_per_step')} "
+            f"| {num(r['encoder_rtf_1thread'], '.4f')}{ratio(r, 'encoder_rtf_1thread')} "
+            f"| {r['rtf_1thread_greedy_untrained']:.4f}{mode} | {lat} |")
+    return "\n".join(lines)
+
 # ----------------------------------------------------------------------------- the file
 
 
@@ -666,6 +908,19 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:  # Any: int 
     return parse
 
 
+def _per_encoder(parser: argparse.ArgumentParser, items: Sequence[str]
+                 ) -> dict[str, tuple[str, ...]]:
+    """``--set-for ENC:KEY=VALUE`` items by encoder."""
+    per: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        enc, sep, kv = item.partition(":")
+        if not sep or enc not in ENCODERS or "=" not in kv:
+            parser.error(f"--set-for {item!r}: expected ENCODER:KEY=VALUE with ENCODER "
+                         f"one of {', '.join(ENCODERS)}")
+        per[enc] = (*per.get(enc, ()), kv)
+    return per
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     doc = __doc__ or ""
     parser = argparse.ArgumentParser(
@@ -706,9 +961,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw the plot and print the table from --out, run nothing")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="no training: the costs of each recipe's untrained model (first "
+                        f"seed's init) into --out (default then: {COST_RESULTS})")
+    parser.add_argument("--train-steps", type=int, default=3,
+                        help="--cost-only: timed training steps after a warm-up step")
+    parser.add_argument("--nproc", type=int, default=2,
+                        help="--cost-only: processes the recipe's global batch is split over "
+                        "(the demo's: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.cost_only:
+        if args.corpus is None:
+            parser.error("--cost-only needs --corpus")
+        if args.train_steps < 1 or args.nproc < 1:
+            parser.error("--train-steps and --nproc must be >= 1")
+        unknown = [e for e in args.encoders if e not in ENCODERS]
+        if unknown:
+            parser.error(f"unknown encoder {', '.join(unknown)}; known: {', '.join(ENCODERS)}")
+        out = COST_RESULTS if args.out == RESULTS else args.out
+        cost = BenchSettings(
+            corpus=args.corpus, encoders=tuple(args.encoders), seeds=tuple(args.seeds[:1]),
+            steps=0, out=out, size=args.size, overrides=tuple(args.overrides),
+            encoder_overrides=_per_encoder(parser, args.set_for), chunk_ms=args.chunk_ms,
+            rtf_seconds=args.rtf_seconds, rtf_runs=args.rtf_runs, progress=False,
+        )
+        runs = run_costs(cost, args.train_steps, args.nproc)
+        print(format_cost_table(runs))
+        print(f"wrote {out}")
+        return
     if not args.plot_only:
         if args.corpus is None or args.steps is None:
             parser.error("--corpus and --steps are required (or --plot-only)")
@@ -717,13 +999,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         unknown = [e for e in args.encoders if e not in ENCODERS]
         if unknown:
             parser.error(f"unknown encoder {', '.join(unknown)}; known: {', '.join(ENCODERS)}")
-        per: dict[str, tuple[str, ...]] = {}
-        for item in args.set_for:
-            enc, sep, kv = item.partition(":")
-            if not sep or enc not in ENCODERS or "=" not in kv:
-                parser.error(f"--set-for {item!r}: expected ENCODER:KEY=VALUE with ENCODER "
-                             f"one of {', '.join(ENCODERS)}")
-            per[enc] = (*per.get(enc, ()), kv)
+        per = _per_encoder(parser, args.set_for)
         settings = BenchSettings(
             corpus=args.corpus, encoders=tuple(args.encoders), seeds=tuple(args.seeds),
             steps=args.steps, out=args.out, size=args.size, workdir=args.workdir,

@@ -137,3 +137,31 @@ def test_lstm_flops_are_counted(bench: ModuleType) -> None:
     got = bench.count_flops(model, lambda: proj(lstm(x)[0]))
     want = 2 * 30 * 4 * 16 * ((20 + 16) + (16 + 16)) + 2 * 30 * 16 * 4
     assert got == want
+
+
+def test_cost_only_measures_untrained_models(
+    bench: ModuleType, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "encoders_cost.json"
+    settings = bench.BenchSettings(
+        corpus=tiny_corpus, encoders=("lstm", "contextnet"), seeds=(0,), steps=0, out=out,
+        overrides=COMMON, encoder_overrides=PER_ENCODER, rtf_seconds=2.0, rtf_runs=1,
+        progress=False,
+    )
+    bench.run_costs(settings, train_steps=1, nproc=1, echo=lambda _: None)
+
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "encoders_cost"
+    assert len(data["machine"]["load_average_before"]) == 3
+    runs = {r["encoder"]: r for r in data["runs"]}
+    assert set(runs) == {"lstm", "contextnet"}
+    for run in runs.values():
+        assert run["trained"] is False and "greedy_wer" not in run
+        assert 0 < run["encoder_params"] < run["params"]
+        assert run["model_flops_per_audio_s"] > run["flops_per_audio_s"] > 0
+        assert run["train_steps_timed"] == 1 and run["train_s_per_step"] > 0
+        assert run["train_batch_s"] == 20.0  # data.max_duration over one process
+        assert 0 < run["encoder_rtf_1thread"] < run["rtf_1thread_greedy_untrained"]
+        assert run["algorithmic_latency_ms"] == 80.0
+    table = bench.format_cost_table(data["runs"])
+    assert "| lstm |" in table and "(1.00x)" in table
