@@ -12,6 +12,7 @@ F features, C channels, H LSTM size, W buffered frames.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from typing import Generic, TypeVar, cast
 
@@ -118,7 +119,7 @@ def build_options(encoder: str, options: type[_O], **values: object) -> _O:
 
 
 # ---------------------------------------------------------------------- contract plumbing
-class EncoderModule(nn.Module, Generic[_S]):
+class EncoderModule(nn.Module, Generic[_S], metaclass=ABCMeta):
     """Base of the encoders: the state batching of the encoder contract for a state class
     ``state_type`` (an :class:`~fairstream.models.state.EncoderState` with a ``stack``), and
     the checks of a state passed to ``stream``. Registers no parameters.
@@ -131,6 +132,7 @@ class EncoderModule(nn.Module, Generic[_S]):
     input_dim: int
     state_type: type[_S]
 
+    @abstractmethod
     def init_state(
         self,
         batch_size: int,
@@ -138,7 +140,6 @@ class EncoderModule(nn.Module, Generic[_S]):
         dtype: torch.dtype = torch.float32,
     ) -> _S:
         """State of ``batch_size`` fresh streams (what ``stream(..., state=None)`` uses)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no init_state")
 
     def select_state(self, state: _S, indices: Tensor) -> _S:
         """The streams ``indices`` (``(N,)`` int64) of ``state``, as a state of N streams."""
