@@ -432,6 +432,32 @@ def test_a_spec_with_an_extra_split(mini_reference: Path, tmp_path: Path) -> Non
     assert config.fingerprint(3) != mini_config().fingerprint(3)
 
 
+def test_resume_extends_a_complete_corpus_with_new_extra_splits(mini_reference: Path,
+                                                                  tmp_path: Path) -> None:
+    """A corpus built before its preset gained an extra split is extended, not rebuilt."""
+    out = tmp_path / "grow"
+    shutil.copytree(mini_reference, out)
+    before = {name: (out / name).read_bytes() for name in _files(out)
+              if name.startswith(("manifests/", "audio/")) or name == "cmvn.json"}
+    config = replace(mini_config(), extra_splits=(SplitSpec("audit", speakers=2,
+                                                            utterances_per_speaker=2),))
+    with pytest.raises(CorpusError, match="different corpus"):  # not without --resume
+        build_corpus(config, out, seed=3, jobs=1, progress=False)
+    summary = build_corpus(config, out, seed=3, jobs=1, resume=True, progress=False)
+    assert summary.n_synthesized == 4 and summary.n_reused == mini_config().n_utterances
+    corpus = load_corpus(out)
+    assert corpus.splits == ["train", "dev", "test", "audit"] and len(corpus.cuts("audit")) == 4
+    assert corpus.info["fingerprint"] == config.fingerprint(3)
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data, name
+    # another seed or setting is still a different corpus, with or without resume
+    with pytest.raises(CorpusError, match="different corpus"):
+        build_corpus(config, out, seed=4, jobs=1, resume=True, progress=False)
+    smaller = replace(config, extra_splits=())
+    with pytest.raises(CorpusError, match="different corpus"):
+        build_corpus(smaller, out, seed=3, jobs=1, resume=True, progress=False)
+
+
 def test_bad_extra_splits_are_refused() -> None:
     with pytest.raises(CorpusError, match="'Audit Set'"):
         SplitSpec("Audit Set", speakers=1, utterances_per_speaker=1)
@@ -446,6 +472,12 @@ def test_bad_extra_splits_are_refused() -> None:
 def test_clean_text_preset_has_its_own_pinned_fingerprint() -> None:
     """``demo-clean`` is ``demo`` with clean test text; the option enters the fingerprint."""
     clean = get_preset("demo-clean")
-    assert replace(clean, preset="demo", text_holdout=None) == get_preset("demo")
-    assert clean.fingerprint(0) == (
+    assert replace(clean, preset="demo", text_holdout=None, extra_splits=()) == get_preset("demo")
+    assert [(x.name, x.speakers, x.utterances_per_speaker) for x in clean.extra_splits] == [
+        ("audit", 400, 4)]
+    # without its audit split: the fingerprint of the corpus built before the split existed,
+    # which a resumed build extends
+    assert replace(clean, extra_splits=()).fingerprint(0) == (
         "9015c720fef000d20efa885168bfbb06c95f14e183728f4f246858bdde5f48cd")
+    assert clean.fingerprint(0) == (
+        "b22336d0de2893c62f4120f8d0bfe6198b57b39ec85068ce84169226c5d8f526")

@@ -53,6 +53,43 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, tiny_corpus: Path) ->
     assert "reusing" in again.output and "results_greedy.parquet" in again.output
 
 
+def test_demo_extends_its_corpus_with_an_audit_split_and_audits_it(
+        tmp_path: Path, tiny_corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preset with an audit split: an older build without it is extended, not rebuilt; the
+    audit split is decoded with the recipe's search, embedded and audited; the test split
+    still gives the WER table."""
+    import fairstream.data.presets as presets
+
+    tiny = presets.get_preset("tiny")
+    with_audit = dataclasses.replace(
+        tiny, extra_splits=(presets.SplitSpec("audit", speakers=12, utterances_per_speaker=1),))
+    monkeypatch.setattr(presets, "get_preset",
+                        lambda name: with_audit if name == "tiny" else tiny)
+    out = tmp_path / "demo"
+    shutil.copytree(tiny_corpus, out / "corpus")
+    args = ["demo", "--out", str(out), "--preset", "tiny", "--nproc", "1",
+            "--budget-minutes", "0.05", "--speaker-steps", "2", "--n-boot", "20",
+            "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "reusing the corpus" not in result.output
+    for name in ("results_audit.parquet", "embeddings_audit_speakers.parquet",
+                 "audit/report.json"):
+        assert (out / name).exists(), name
+    assert "auditing the audit split (results_audit.parquet)" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["audited_split"] == "audit" and summary["audited"]["n_speakers"] == 12
+    report = json.loads((out / "audit" / "report.json").read_text())
+    assert report["overall"]["n_speakers"] == 12
+    assert "Audited: the audit split, 12 speakers" in (out / "summary.md").read_text()
+    # the test split (8 speakers) is still what the WER table reports
+    overall = next(r for r in summary["wer_by_accent"] if r["accent"] == "overall")
+    assert overall["speakers"] == 8
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert "reusing the corpus" in again.output and "results_audit.parquet" in again.output
+
+
 def test_demo_steps_is_the_stopping_rule_and_a_full_run_has_no_warning(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fairstream.demo as demo_module

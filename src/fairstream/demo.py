@@ -10,11 +10,13 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
 3. ``decode``  — decode the test split in streaming mode with the recipe's search (its
    ``decode`` section: beam search fused with a token n-gram LM fitted on the training
    transcripts) into ``results.parquet``, and with plain greedy search into
-   ``results_greedy.parquet`` as the baseline.
+   ``results_greedy.parquet`` as the baseline; decode the audit split (400 more unseen
+   speakers, a few utterances each) with the recipe's search into ``results_audit.parquet``.
 4. ``speaker`` — train the speaker-embedding extractor (small ECAPA-TDNN) on the training
-   speakers and embed the test split; the audit's automatic cohorts cluster these embeddings.
+   speakers and embed the audited split; the audit's automatic cohorts cluster these embeddings.
 5. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
-   planted-cohort recovery; write ``audit/report.html``.
+   planted-cohort recovery on the audit split (the test split for a corpus without one);
+   write ``audit/report.html``.
 
 ``OUT/summary.md`` collects the numbers (the steps trained against the target among them);
 ``OUT/summary.json`` holds the same data.
@@ -53,6 +55,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+#: the split the demo audits when the corpus has it (the ``demo-clean`` preset does): more
+#: speakers than the test split, so the cohort searches have the power to find something.
+AUDIT_SPLIT = "audit"
 
 
 def default_recipe() -> Path:
@@ -287,10 +294,11 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
 
     # 1. corpus -------------------------------------------------------------------------
     done = _stage("corpus", timings, echo)
-    if _corpus_complete(corpus_dir):
+    preset = get_preset(config.preset)
+    if _corpus_complete(corpus_dir, preset.fingerprint(config.seed)):
         echo(f"reusing the corpus in {corpus_dir}")
     else:
-        summary = build_corpus(get_preset(config.preset), corpus_dir, seed=config.seed,
+        summary = build_corpus(preset, corpus_dir, seed=config.seed,
                                jobs=config.jobs, resume=corpus_dir.exists(),
                                progress=config.progress)
         echo(f"built {summary.n_utterances} utterances "
@@ -347,6 +355,25 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
         write_results(df, path, {"checkpoint": str(checkpoint), "streaming": True,
                                  "chunk_ms": config.chunk_ms, **meta})
         decoded[name] = df
+    audited_split, audited_results = "test", results_path
+    if AUDIT_SPLIT in corpus.splits:
+        audited_split, audited_results = AUDIT_SPLIT, out / "results_audit.parquet"
+        if (audited_results.exists()
+                and audited_results.stat().st_mtime >= checkpoint.stat().st_mtime):
+            echo(f"reusing {audited_results}")
+        else:
+            loaded = loaded or load_transducer(checkpoint)
+            search, lm, meta = _recipe_search(loaded, corpus, echo)
+            audit_df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn,
+                                   corpus.cuts(AUDIT_SPLIT), search=search, lm=lm,
+                                   streaming=True, chunk_ms=config.chunk_ms,
+                                   speakers=corpus.speakers, split=AUDIT_SPLIT,
+                                   progress=config.progress)
+            write_results(audit_df, audited_results,
+                          {"checkpoint": str(checkpoint), "streaming": True,
+                           "chunk_ms": config.chunk_ms, **meta})
+            echo(f"audit split: {summarize_wer(audit_df, by=()).iloc[0]['wer']:.2%} WER "
+                 f"({audit_df['speaker_id'].nunique()} speakers) -> {audited_results}")
     df = decoded["recipe"]
     by_accent = summarize_wer(df, by=["accent"])
     baseline = summarize_wer(decoded["greedy"], by=["accent"])
@@ -363,13 +390,14 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     embeddings: Path | None = None
     if config.speaker_model:
         done = _stage("speaker", timings, echo)
-        embeddings = _speaker_embeddings(out, corpus, config, echo)
+        embeddings = _speaker_embeddings(out, corpus, audited_split, config, echo)
         done()
 
     # 5. audit --------------------------------------------------------------------------
     done = _stage("audit", timings, echo)
     audit_dir = out / "audit"
-    audit = run_audit(results_path, corpus_dir=corpus_dir, out_dir=audit_dir,
+    echo(f"auditing the {audited_split} split ({audited_results.name})")
+    audit = run_audit(audited_results, corpus_dir=corpus_dir, out_dir=audit_dir,
                       embeddings=embeddings,
                       config=AuditConfig(n_boot=config.n_boot, seed=config.seed),
                       progress=config.progress)
@@ -377,7 +405,8 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
     done()
 
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
-                                  checkpoint, results_path, audit_dir, training, test_text)
+                                  checkpoint, results_path, audit_dir, training, test_text,
+                                  audited_split, audit.overall)
     return DemoResult(corpus_dir=corpus_dir, checkpoint=checkpoint, results=results_path,
                       audit_dir=audit_dir, summary=summary_path, wer_by_accent=by_accent,
                       audit_methods=audit.methods, timings=timings, training=training)
@@ -403,9 +432,9 @@ def _recipe_search(loaded: LoadedModel, corpus: Corpus, echo: Callable[[str], No
     return search, lm, meta
 
 
-def _speaker_embeddings(out: Path, corpus: Corpus, config: DemoConfig,
+def _speaker_embeddings(out: Path, corpus: Corpus, split: str, config: DemoConfig,
                         echo: Callable[[str], None]) -> Path:
-    """Train (or reuse) the speaker extractor; embed the test split; per-speaker means path."""
+    """Train (or reuse) the speaker extractor; embed ``split``; per-speaker means path."""
     from fairstream.sv.embed import embed_cuts, speakers_path, write_embeddings
     from fairstream.sv.train import load_extractor, load_sv_config, train_speaker_model
     from fairstream.sv.utterances import utterance_table
@@ -423,17 +452,17 @@ def _speaker_embeddings(out: Path, corpus: Corpus, config: DemoConfig,
         sv_cfg = load_sv_config(None, sets, arw=False)
         result = train_speaker_model(sv_cfg, sv_dir, resume=True, progress=config.progress)
         echo(f"speaker model: {result.steps} steps in {result.elapsed_s / 60:.1f} min")
-    path = out / "embeddings.parquet"
+    path = out / ("embeddings.parquet" if split == "test" else f"embeddings_{split}.parquet")
     per_speaker = speakers_path(path)
     if per_speaker.exists() and per_speaker.stat().st_mtime >= checkpoint.stat().st_mtime:
         echo(f"reusing {per_speaker}")
         return per_speaker
     extractor = load_extractor(checkpoint)
-    cuts = corpus.cuts("test")
-    table = utterance_table(cuts, corpus.root, corpus.speakers, split="test")
+    cuts = corpus.cuts(split)
+    table = utterance_table(cuts, corpus.root, corpus.speakers, split=split)
     df = embed_cuts(extractor, cuts, table, progress=config.progress)
     _, per_speaker = write_embeddings(df, path, meta={"checkpoint": str(checkpoint)})
-    echo(f"{len(df)} test utterances embedded -> {per_speaker}")
+    echo(f"{len(df)} {split} utterances embedded -> {per_speaker}")
     return per_speaker
 
 
@@ -454,16 +483,19 @@ def _train_distributed(recipe: Path, sets: list[str], exp: Path, nproc: int,
                             f"{' '.join(cmd)}")
 
 
-def _corpus_complete(corpus_dir: Path) -> bool:
-    """True when ``corpus_dir`` holds a finished corpus (``corpus.json`` says ``complete``).
+def _corpus_complete(corpus_dir: Path, fingerprint: str) -> bool:
+    """True when ``corpus_dir`` holds the finished corpus of ``fingerprint``.
 
-    A missing or unreadable ``corpus.json`` means the corpus is (re)built.
+    A missing or unreadable ``corpus.json`` means the corpus is (re)built; another fingerprint
+    means it is extended (an older build of the preset without its audit split) or refused by
+    the build (another preset or seed).
 
     Raises:
         CorpusVersionError: the corpus was written with a layout this release cannot read.
     """
     try:
-        return bool(read_corpus_json(corpus_dir).get("complete"))
+        info = read_corpus_json(corpus_dir)
+        return bool(info.get("complete")) and info.get("fingerprint") == fingerprint
     except CorpusVersionError:
         raise
     except CorpusError:
@@ -482,7 +514,8 @@ def _table(df: pd.DataFrame) -> str:
 def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
                    methods: pd.DataFrame, timings: dict[str, float], checkpoint: Path,
                    results: Path, audit_dir: Path, training: TrainingRecord,
-                   test_text: TextReport) -> Path:
+                   test_text: TextReport, audited_split: str,
+                   audited: Mapping[str, float]) -> Path:
     wer = by_accent.assign(wer_percent=(100 * by_accent["wer"]).round(2),
                            greedy_wer_percent=(100 * by_accent["greedy_wer"]).round(2))[
         ["accent", "speakers", "utterances", "ref_words", "errors", "wer_percent",
@@ -512,6 +545,10 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
         "",
         "## Audit: methods side by side",
         "",
+        f"Audited: the {audited_split} split, {int(audited['n_speakers'])} speakers unseen in "
+        f"training, {int(audited['ref_words'])} reference words, WER "
+        f"{100 * audited['wer']:.2f} % (the recipe's search).",
+        "",
         _table(methods),
         "",
         "## Stage timings (s)",
@@ -524,6 +561,8 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
     payload = {"wer_by_accent": wer.to_dict(orient="records"),
                "audit_methods": json.loads(methods.to_json(orient="records")),
                "timings": timings, "checkpoint": str(checkpoint),
-               "training": training.as_dict(), "test_text": test_text.as_dict()}
+               "training": training.as_dict(), "test_text": test_text.as_dict(),
+               "audited_split": audited_split,
+               "audited": {k: audited[k] for k in ("n_speakers", "ref_words", "wer")}}
     _atomic_write(out / "summary.json", json.dumps(payload, indent=2, default=str))
     return path

@@ -5,12 +5,14 @@ preset      speakers tr/dev/te  utterances   use
 ==========  ==================  ===========  ==============================================
 tiny        24 / 8 / 8          ≈ 200        tests; builds in seconds
 demo        400 / 40 / 96       ≈ 7,550      ≈ 5.5 h of audio (≈ 4.4 h train); the demo
-demo-clean  400 / 40 / 96       ≈ 7,550      demo with clean test text (:class:`TextHoldout`)
+demo-clean  400 / 40 / 96       ≈ 9,150      demo with clean test text (:class:`TextHoldout`)
+                                             and an audit split of 400 speakers x 4 utterances
 full        2400 / 160 / 400    ≈ 45,000     ≈ 33 h; experiments that need more data
 ==========  ==================  ===========  ==============================================
 
 Every preset has the splits train, dev and test; a config adds more with ``extra_splits``
-(for example ``SplitSpec("audit", speakers=400, utterances_per_speaker=4)``).
+(``demo-clean``: ``SplitSpec("audit", speakers=400, utterances_per_speaker=4)``, unseen speakers
+for the fairness audit, whose cohort searches need more speakers than the test split has).
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ PRESETS: dict[str, CorpusConfig] = {
         speakers=SpeakerConfig(n_train=400, n_dev=40, n_test=96),
         utterances_per_speaker=(15, 10, 12),
         text_holdout=TextHoldout(),
+        extra_splits=(SplitSpec("audit", speakers=400, utterances_per_speaker=4),),
     ),
     "full": CorpusConfig(
         preset="full",

@@ -22,6 +22,7 @@ Signal chain per utterance (D: samples)::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -470,7 +471,11 @@ def _prepare_out_dir(
         raise CorpusError(f"output {out} exists and is not a directory")
     if (out / layout.CORPUS_JSON).exists():
         existing = _read_corpus_json(out)
-        if existing.get("fingerprint") != header["fingerprint"]:
+        added = _added_splits(existing, header)
+        if added and resume:
+            logger.info("extending the corpus in %s with the split(s) %s; the other splits are "
+                        "kept as they are", out, ", ".join(added))
+        elif existing.get("fingerprint") != header["fingerprint"]:
             raise CorpusError(
                 f"output directory {out} already holds a different corpus (preset "
                 f"{existing.get('preset')!r}, seed {existing.get('seed')!r}, fingerprint "
@@ -490,6 +495,24 @@ def _prepare_out_dir(
     layout.write_corpus_json(out, {**header, "complete": False})
     for stale in out.glob(f"{layout.AUDIO_DIR}/*/*/*.tmp"):
         stale.unlink()
+
+
+def _added_splits(
+    existing: dict[str, Any], header: dict[str, Any]  # Any: corpus.json headers (JSON data)
+) -> list[str]:
+    """The extra splits ``header`` adds to the corpus ``existing`` describes, when it is that
+    corpus with more extra splits appended (same preset, seed and every other setting); else [].
+
+    Extra speakers are drawn after all others and every split plans its utterances on its own,
+    so such a corpus keeps the existing splits byte for byte: a build with ``resume`` extends it.
+    """
+    old = dict(existing.get("config") or {})
+    new = json.loads(json.dumps(header["config"]))  # tuples → lists, as read from JSON
+    old_extra, new_extra = old.pop("extra_splits", []), new.pop("extra_splits", [])
+    if (existing.get("seed") != header["seed"] or old != new
+            or len(new_extra) <= len(old_extra) or new_extra[:len(old_extra)] != old_extra):
+        return []
+    return [str(x["name"]) for x in new_extra[len(old_extra):]]
 
 
 # ----------------------------------------------------------------------------------- card
@@ -627,7 +650,8 @@ def build_corpus(
     Args:
         config: a preset from :mod:`fairstream.data.presets` (or a modified copy).
         out: output directory (new or empty; or a previous build of the same corpus with
-            ``resume``).
+            ``resume``, or with ``resume`` a complete build of this corpus without some of its
+            extra splits, which are then added: the other splits are kept byte for byte).
         seed: corpus seed.
         jobs: worker processes for synthesis and CMVN (1 = in this process). Workers start
             with ``forkserver`` (``spawn`` where unavailable), so a script that calls this with
