@@ -1,5 +1,7 @@
 """The audit report's plots, as base64 PNG strings embedded in report.html.
 
+Every plot draws only the numbers of the table it is given: report.html passes the tables as
+published (cells withheld for privacy are missing, NaN or None, and are not drawn).
 matplotlib is imported when a plot is drawn (with the ``Agg`` backend), not with this module.
 """
 
@@ -7,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,7 +20,10 @@ from fairstream.audit.privacy import PrivacyConfig, coarse_locations
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["geo_map", "methods_plot", "wer_bars"]
+__all__ = ["geo_map", "methods_plot", "region_map", "wer_bars"]
+
+#: the bounding-box columns of a table of geographic regions.
+BOX_COLUMNS = ("lat_min", "lat_max", "lon_min", "lon_max")
 
 
 def _png(fig: Figure) -> str:
@@ -35,26 +41,98 @@ def _agg() -> None:
     matplotlib.use("Agg")
 
 
-def wer_bars(table: pd.DataFrame, title: str, overall: float, max_rows: int = 25) -> str | None:
-    """WER per cohort with its interval, the overall WER as a line (None: nothing to plot)."""
+def _col(table: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as float64 (NaN for missing, None or non-numeric cells)."""
+    if name not in table.columns:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[name], errors="coerce").to_numpy(np.float64)
+
+
+def _error_bars(value: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(2, N) distances from ``value`` to its interval ends (0 where an end is missing)."""
+    return np.vstack([np.nan_to_num(value - low), np.nan_to_num(high - value)]).clip(0)
+
+
+def wer_bars(table: pd.DataFrame, title: str, overall: float | None,
+             max_rows: int = 25) -> str | None:
+    """WER per cohort with its interval, the overall WER as a line (None: nothing to plot).
+
+    Rows without a WER (suppressed) are left out.
+    """
     _agg()
     import matplotlib.pyplot as plt
 
-    t = table[table["status"] != "suppressed"].dropna(subset=["wer"]).head(max_rows)
+    keep = np.isfinite(_col(table, "wer"))
+    if "status" in table.columns:
+        keep &= (table["status"] != "suppressed").to_numpy()
+    t = table[keep].head(max_rows)
     if t.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(t) + 1.2))
     y = np.arange(len(t))[::-1]
-    wer = 100 * t["wer"].to_numpy()
-    lo = 100 * t["wer_ci_low"].to_numpy()
-    hi = 100 * t["wer_ci_high"].to_numpy()
-    err = np.vstack([np.nan_to_num(wer - lo), np.nan_to_num(hi - wer)])
+    wer = 100 * _col(t, "wer")
+    err = _error_bars(wer, 100 * _col(t, "wer_ci_low"), 100 * _col(t, "wer_ci_high"))
     ax.barh(y, wer, xerr=err, color="#4c78a8", ecolor="#333", capsize=3)
     ax.set_yticks(y, [str(g) for g in t["group"]])
-    ax.axvline(100 * overall, color="#d62728", ls="--", lw=1, label="overall")
-    ax.set_xlabel("WER (%) with speaker-bootstrap CI")
+    if overall is not None and np.isfinite(overall):
+        ax.axvline(100 * overall, color="#d62728", ls="--", lw=1, label="overall WER")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("WER (%) with speaker-bootstrap interval")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def region_map(regions: pd.DataFrame, title: str,
+               points: tuple[np.ndarray, np.ndarray, np.ndarray | float, str] | None = None
+               ) -> str | None:
+    """Regions' bounding boxes coloured by WER (grey: WER not reported).
+
+    Args:
+        regions: a table with ``lat_min``, ``lat_max``, ``lon_min``, ``lon_max``, ``wer``
+            and ``group``.
+        title: the plot's title.
+        points: (latitudes, longitudes, marker sizes, legend label) drawn over the boxes.
+
+    Returns:
+        The PNG, or None when there is no region with a bounding box.
+    """
+    _agg()
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if regions.empty or not set(BOX_COLUMNS) <= set(regions.columns):
+        return None
+    box = {c: _col(regions, c) for c in BOX_COLUMNS}
+    drawn = np.logical_and.reduce([np.isfinite(v) for v in box.values()])
+    if not drawn.any():
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    wers = 100 * _col(regions, "wer")
+    finite = np.isfinite(wers) & drawn
+    vmin, vmax = (wers[finite].min(), wers[finite].max()) if finite.any() else (0.0, 1.0)
+    if vmax <= vmin:
+        vmax = vmin + 1e-6
+    cmap = plt.get_cmap("RdYlGn_r")
+    labelled = drawn.sum() <= 12
+    for i in np.flatnonzero(drawn):
+        color = cmap((wers[i] - vmin) / (vmax - vmin)) if finite[i] else "#cccccc"
+        x0, y0 = box["lon_min"][i], box["lat_min"][i]
+        w, h = box["lon_max"][i] - x0, box["lat_max"][i] - y0
+        ax.add_patch(Rectangle((x0, y0), w, h, facecolor=color, alpha=0.55, edgecolor="#333",
+                               lw=0.8))
+        if labelled:
+            ax.annotate(str(regions["group"].iloc[i]), (x0 + w / 2, y0 + h / 2), ha="center",
+                        va="center", fontsize=8)
+    if points is not None:
+        lat, lon, size, label = points
+        ax.scatter(lon, lat, s=size, c="k", alpha=0.5, label=label)
+        ax.legend(loc="lower left", fontsize=8)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
+    fig.colorbar(sm, ax=ax, label="region WER (%)")
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title(title)
+    ax.autoscale_view()
     return _png(fig)
 
 
@@ -72,57 +150,42 @@ def geo_map(regions: pd.DataFrame, lat: np.ndarray, lon: np.ndarray, placed: np.
     Returns:
         The PNG, or None when there is no region.
     """
-    _agg()
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    if regions.empty:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    wers = 100 * regions["wer"].to_numpy(np.float64)
-    finite = np.isfinite(wers)
-    vmin, vmax = (np.nanmin(wers), np.nanmax(wers)) if finite.any() else (0.0, 1.0)
-    if vmax <= vmin:
-        vmax = vmin + 1e-6
-    cmap = plt.get_cmap("RdYlGn_r")
-    for _, r in regions.iterrows():
-        wv = 100 * r["wer"]
-        color = cmap((wv - vmin) / (vmax - vmin)) if np.isfinite(wv) else "#cccccc"
-        ax.add_patch(Rectangle((r["lon_min"], r["lat_min"]), r["lon_max"] - r["lon_min"],
-                               r["lat_max"] - r["lat_min"], facecolor=color, alpha=0.55,
-                               edgecolor="#333", lw=0.8))
+    points: tuple[np.ndarray, np.ndarray, np.ndarray | float, str]
     if privacy.include_speaker_ids:
-        ax.scatter(lon[placed], lat[placed], s=4, c="k", alpha=0.5, label="speakers")
+        points = (lat[placed], lon[placed], 4.0, "speakers")
     else:
         cell = privacy.location_cell_deg
         clat, clon, cnt = coarse_locations(lat[placed], lon[placed], cell)
-        ax.scatter(clon, clat, s=4 + 40 * cnt / max(cnt.max(), 1) if len(cnt) else 4, c="k",
-                   alpha=0.5, label=f"speakers per {cell:g}° cell")
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
-    fig.colorbar(sm, ax=ax, label="region WER (%)")
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
-    ax.set_title(f"Geographic tree: {len(regions)} regions coloured by WER")
-    ax.legend(loc="lower left", fontsize=8)
-    ax.autoscale_view()
-    return _png(fig)
+        points = (clat, clon, 4 + 40 * cnt / max(cnt.max(), 1) if len(cnt) else 4.0,
+                  f"speakers per {cell:g}° cell")
+    return region_map(regions, f"Geographic tree: {len(regions)} regions coloured by WER",
+                      points)
 
 
-def methods_plot(methods: pd.DataFrame) -> str | None:
-    """WER gap of each method's bottom cohort against the rest, with its interval."""
+def methods_plot(methods: pd.DataFrame, labels: Sequence[str] | None = None) -> str | None:
+    """WER gap of each method's bottom cohort against the rest, with its interval.
+
+    Args:
+        methods: the methods table (``method``, ``wer_gap_pct``, ``wer_gap_ci_low``,
+            ``wer_gap_ci_high``); rows without a gap are left out.
+        labels: each row's name on the plot (default: its ``method``).
+    """
     _agg()
     import matplotlib.pyplot as plt
 
-    t = methods.dropna(subset=["wer_gap_pct"])
-    if t.empty:
+    gap = _col(methods, "wer_gap_pct")
+    keep = np.isfinite(gap)
+    if not keep.any():
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(t) + 1.2))
-    y = np.arange(len(t))[::-1]
-    g = t["wer_gap_pct"].to_numpy()
-    err = np.vstack([np.nan_to_num(g - t["wer_gap_ci_low"].to_numpy()),
-                     np.nan_to_num(t["wer_gap_ci_high"].to_numpy() - g)])
+    names = np.asarray(list(labels) if labels is not None else list(methods["method"]),
+                       dtype=object)[keep]
+    g = gap[keep]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(g) + 1.2))
+    y = np.arange(len(g))[::-1]
+    err = _error_bars(g, _col(methods, "wer_gap_ci_low")[keep],
+                      _col(methods, "wer_gap_ci_high")[keep])
     ax.barh(y, g, xerr=err, color="#f58518", ecolor="#333", capsize=3)
-    ax.set_yticks(y, list(t["method"]))
-    ax.set_xlabel("WER gap (%) of the bottom cohort vs the rest, with CI")
+    ax.set_yticks(y, [str(n) for n in names])
+    ax.set_xlabel("WER gap (%) of the bottom cohort vs the rest, with interval")
     ax.axvline(0, color="k", lw=0.8)
     return _png(fig)
