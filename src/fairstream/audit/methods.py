@@ -49,6 +49,8 @@ from fairstream.audit.disaggregate import (
 from fairstream.audit.embedding_cohorts import (
     EmbeddingCohorts,
     EmbeddingConfig,
+    encoder_checkpoint,
+    encoder_cohorts,
     fallback_embeddings,
     find_embedding_cohorts,
     speaker_mean_embeddings,
@@ -599,6 +601,10 @@ class EmbeddingMethod(AuditMethod):
                                                "corpus_dir": str(inputs.corpus_dir)}
             return find_embedding_cohorts(stats, mat, has, replace(cfg, normalize="zscore"),
                                           source=text, exclusions=ex)
+        checkpoint = encoder_checkpoint(source)
+        if checkpoint is not None:  # "encoder:CKPT": embeddings from the recognizer itself
+            return encoder_cohorts(checkpoint, inputs.corpus_dir, stats, inputs.table, cfg,
+                                   inputs.provenance, progress=inputs.progress)
         if isinstance(source, tuple):
             ids, vectors = np.asarray(source[0]).astype(object), np.asarray(source[1])
             inputs.provenance["embeddings"] = {"source": "arrays", "shape": list(vectors.shape)}

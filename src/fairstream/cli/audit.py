@@ -10,6 +10,25 @@ import click
 __all__ = ["audit"]
 
 _OPEN_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+_ENCODER = "encoder:"
+
+
+class _Embeddings(click.ParamType):
+    """An embeddings file, or ``encoder:CKPT`` (a checkpoint whose encoder computes them)."""
+
+    name = "PATH|encoder:CKPT"
+    _file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value: str | Path, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path | str:
+        if isinstance(value, str) and value.startswith(_ENCODER):
+            ckpt = Path(value[len(_ENCODER):])
+            if not ckpt.is_file():
+                self.fail(f"encoder checkpoint {str(ckpt)!r} does not exist or is not a file "
+                          f"(from {value!r}); give encoder:PATH/TO/averaged.pt", param, ctx)
+            return value
+        converted: Path = self._file.convert(value, param, ctx)
+        return converted
 
 
 def _k_range(value: str) -> tuple[int, int]:
@@ -71,9 +90,12 @@ Intervals come from a speaker-level bootstrap (speakers resampled, not utterance
 @click.option("--zip-demographics", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Zip-level demographics table with a zip column (for geodemo). "
                    "Default: CORPUS_DIR/zip_demographics.csv.")
-@click.option("--embeddings", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--embeddings", type=_Embeddings(),
               help="Speaker or utterance embeddings: .npy (with --embedding-ids) or a "
-                   "parquet/csv table with speaker_id and an `embedding` list column. Without "
+                   "parquet/csv table with speaker_id and an `embedding` list column; or "
+                   "encoder:CKPT to compute them from a fairstream transducer checkpoint (mean "
+                   "of its encoder states per speaker, from the audio in --corpus-dir; cached, "
+                   "needs the [asr] extra), e.g. --embeddings encoder:exp/averaged.pt. Without "
                    "it, `embedding` uses a fallback fbank-statistics embedding from "
                    "CORPUS_DIR/audio.")
 @click.option("--embedding-ids", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -120,7 +142,7 @@ def audit(
     results: Path | None, fmt: str | None, columns: tuple[str, ...],
     kaldi_text: Path | None, kaldi_hyp: Path | None, utt2spk: Path | None,
     trn_ref: Path | None, trn_hyp: Path | None,
-    speakers: Path | None, zip_demographics: Path | None, embeddings: Path | None,
+    speakers: Path | None, zip_demographics: Path | None, embeddings: Path | str | None,
     embedding_ids: Path | None, corpus_dir: Path | None, methods: str | None, out_dir: Path,
     n_boot: int, confidence: float, seed: int, min_cohort: int, include_speaker_ids: bool,
     max_regions: int, min_region_speakers: int, min_region_words: int, alpha: float,
