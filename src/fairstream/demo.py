@@ -435,9 +435,8 @@ def _recipe_search(loaded: LoadedModel, corpus: Corpus, echo: Callable[[str], No
 def _speaker_embeddings(out: Path, corpus: Corpus, split: str, config: DemoConfig,
                         echo: Callable[[str], None]) -> Path:
     """Train (or reuse) the speaker extractor; embed ``split``; per-speaker means path."""
-    from fairstream.sv.embed import embed_cuts, speakers_path, write_embeddings
-    from fairstream.sv.train import load_extractor, load_sv_config, train_speaker_model
-    from fairstream.sv.utterances import utterance_table
+    from fairstream.sv.embed import embed_split, speakers_path
+    from fairstream.sv.train import load_sv_config, train_speaker_model
 
     sv_dir = out / "sv"
     checkpoint = sv_dir / "final.pt"
@@ -457,12 +456,8 @@ def _speaker_embeddings(out: Path, corpus: Corpus, split: str, config: DemoConfi
     if per_speaker.exists() and per_speaker.stat().st_mtime >= checkpoint.stat().st_mtime:
         echo(f"reusing {per_speaker}")
         return per_speaker
-    extractor = load_extractor(checkpoint)
-    cuts = corpus.cuts(split)
-    table = utterance_table(cuts, corpus.root, corpus.speakers, split=split)
-    df = embed_cuts(extractor, cuts, table, progress=config.progress)
-    _, per_speaker = write_embeddings(df, path, meta={"checkpoint": str(checkpoint)})
-    echo(f"{len(df)} {split} utterances embedded -> {per_speaker}")
+    per_speaker = embed_split(checkpoint, corpus, split, path, progress=config.progress)
+    echo(f"{len(corpus.cuts(split))} {split} utterances embedded -> {per_speaker}")
     return per_speaker
 
 

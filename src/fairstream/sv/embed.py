@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,11 +31,16 @@ from tqdm.auto import tqdm
 from fairstream._io import atomic_path
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import FbankConfig, compute_fbank, resample, to_float_samples
-from fairstream.sv.train import LoadedExtractor
+from fairstream.sv.train import LoadedExtractor, load_extractor
+from fairstream.sv.utterances import utterance_table
 from fairstream.training.data import load_cut_features
+
+if TYPE_CHECKING:
+    from fairstream.data.corpus import Corpus
 
 __all__ = [
     "embed_cuts",
+    "embed_split",
     "embed_features",
     "embed_files",
     "read_embeddings",
@@ -198,6 +204,28 @@ def write_embeddings(table: pd.DataFrame, path: str | Path, *,
     spk = speakers_path(path)
     _write_parquet(speaker_means(table), spk, {**meta, "level": "speaker"})
     return path, spk
+
+
+def embed_split(checkpoint: str | Path, corpus: Corpus, split: str, path: str | Path, *,
+                progress: bool = False) -> Path:
+    """Embed every utterance of a corpus split with a speaker checkpoint; write the utterance
+    table to ``path`` and the per-speaker means beside it (:func:`speakers_path`).
+
+    A per-speaker file newer than the checkpoint is reused.
+
+    Returns:
+        The per-speaker file (what the audit's ``embedding`` method reads).
+    """
+    checkpoint, path = Path(checkpoint), Path(path)
+    per_speaker = speakers_path(path)
+    if per_speaker.exists() and per_speaker.stat().st_mtime >= checkpoint.stat().st_mtime:
+        return per_speaker
+    cuts = corpus.cuts(split)
+    table = utterance_table(cuts, corpus.root, corpus.speakers, split=split)
+    df = embed_cuts(load_extractor(checkpoint), cuts, table, progress=progress)
+    _, per_speaker = write_embeddings(df, path, meta={"checkpoint": str(checkpoint),
+                                                      "split": split})
+    return per_speaker
 
 
 def read_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
