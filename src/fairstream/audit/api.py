@@ -93,8 +93,10 @@ def run_audit(
         speakers: speaker metadata table; defaults to ``corpus_dir/speakers.csv``.
         zip_demographics: zip demographics; defaults to ``corpus_dir/zip_demographics.csv``.
         embeddings: speaker or utterance embeddings (``.npy`` with ``embedding_ids``,
-            Parquet/CSV, or ``(ids, matrix)``). Without them the ``embedding`` method uses the
-            audio fallback from ``corpus_dir``.
+            Parquet/CSV, or ``(ids, matrix)``), or ``"encoder:CKPT"``: computed from the
+            encoder of a transducer checkpoint over the audio in ``corpus_dir``
+            (:mod:`fairstream.inference.embeddings`). Without them the ``embedding`` method
+            uses the audio fallback from ``corpus_dir``.
         embedding_ids: ids of a ``.npy`` embedding matrix.
         corpus_dir: a fairstream corpus: default metadata tables, planted cohorts
             (``corpus.json``) and audio for fallback embeddings.
