@@ -3,8 +3,14 @@
 Steps: read inputs → per-speaker statistics → one speaker-bootstrap weight matrix →
 candidate cohorts of every method (:mod:`fairstream.audit.methods`: attribute columns,
 geographic tree, geodemographic partition, embedding k-means) → bottom cohort of each method
-→ **one** bootstrap product for every cohort table and every bottom-vs-rest comparison →
-recovery of planted cohorts → report.
+→ **one** bootstrap product for every cohort table → **one** product for every method's
+bottom-vs-rest test, corrected for the choice among its candidates
+(:mod:`fairstream.audit.selection`) → recovery of planted cohorts → report.
+
+With ``AuditConfig(confirm_split=True)`` the bottom cohorts are found on a random half of the
+speakers (the other half's errors and words are set to zero, so no choice sees them) and each
+is tested on the other half with its own bootstrap: a plain test there is valid, nothing is
+chosen on that half.
 
 Definitions (also in the report, :data:`DEFINITIONS`):
 
@@ -12,6 +18,10 @@ Definitions (also in the report, :data:`DEFINITIONS`):
 * WER gap (%) = (WER_bottom / WER_rest − 1) × 100, "rest" = every other audited speaker.
 * Bottom-cohort share (%) = bottom cohort's share of the audited speakers (and, shown next to
   it, of the reference words).
+* Methods table: ``p_value``, ``wer_gap_ci_low``, ``wer_gap_ci_high`` are the headline,
+  selection-corrected figures; ``*_naive`` the figures conditional on the choice (as if the
+  cohort had been named in advance); ``n_candidates`` and ``inference`` say how the headline
+  was obtained.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fairstream.audit.config import AuditConfig
-from fairstream.audit.disaggregate import Partition, compare_partitions
+from fairstream.audit.disaggregate import compare_partitions
 from fairstream.audit.inputs import (
     Exclusion,
     ResultsTable,
@@ -50,6 +60,13 @@ from fairstream.audit.provenance import file_info, parquet_config, version
 from fairstream.audit.recovery import load_planted, planted_mask, recovery
 from fairstream.audit.report import write_report
 from fairstream.audit.result import DEFINITIONS, AuditResult
+from fairstream.audit.selection import (
+    SelectionProblem,
+    SelectionTest,
+    chosen_index,
+    inference_label,
+    selection_tests,
+)
 from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
 from fairstream.data.layout import SPEAKERS_CSV, ZIP_DEMOGRAPHICS_CSV
 from fairstream.errors import InputDataError, TooFewSpeakersError
@@ -60,16 +77,30 @@ __all__ = ["DEFINITIONS", "AuditConfig", "AuditResult", "parse_methods", "run_au
 logger = logging.getLogger(__name__)
 
 _SUPPRESSED_COLUMNS = ("wer_bottom", "wer_gap_pct", "wer_gap_ci_low", "wer_gap_ci_high",
-                       "p_value")
+                       "p_value", "p_value_naive", "wer_gap_ci_low_naive",
+                       "wer_gap_ci_high_naive")
+
+#: ``inference`` of a methods-table row whose bottom cohort was tested on the held-out half.
+CONFIRM_SPLIT = "confirm split"
 
 
 @dataclass(frozen=True)
 class _Found:
-    """One method's proposal and its chosen bottom cohort."""
+    """One method's proposal, its chosen bottom cohort and the cohorts it chose from."""
 
     method: AuditMethod
     proposal: Proposal
     bottom: Bottom
+    candidates: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """The test of one method's bottom cohort: the headline and the conditional figures."""
+
+    headline: SelectionTest
+    naive: SelectionTest
+    inference: str
 
 
 def run_audit(
@@ -122,7 +153,7 @@ def run_audit(
             and (corpus / ZIP_DEMOGRAPHICS_CSV).exists()):
         zip_demographics = corpus / ZIP_DEMOGRAPHICS_CSV
 
-    bar = tqdm(total=7, desc="audit", disable=not progress, unit="step")
+    bar = tqdm(total=8, desc="audit", disable=not progress, unit="step")
 
     def step(name: str, t0: float) -> float:
         timings[name] = round(time.perf_counter() - t0, 4)
@@ -162,30 +193,35 @@ def run_audit(
     boot = SpeakerBootstrap.draw(stats.n_speakers, cfg.n_boot, seed=cfg.seed)
     t = step("bootstrap weights", t)
 
+    # with a confirmation split, the search sees the errors of the discovery half only
+    held_out = _held_out_half(stats.n_speakers, cfg.seed) if cfg.confirm_split else None
+    search = (inputs if held_out is None
+              else replace(inputs, stats=_without_outcomes(stats, held_out)))
     found: list[_Found] = []
-    e, w = stats.errors.astype(np.float64), stats.words.astype(np.float64)
+    e = search.stats.errors.astype(np.float64)
+    w = search.stats.words.astype(np.float64)
     for method in chosen:
         try:
-            proposal = method.propose(inputs, boot)
+            proposal = method.propose(search, boot)
         except TooFewSpeakersError as exc:  # too small for this method: say so, go on
             notes.append(f"{method.name} not reported: {exc}")
             continue
         exclusions += proposal.exclusions
-        found.append(_Found(method, proposal, method.choose_bottom(proposal, e, w)))
+        found.append(_Found(method, proposal, method.choose_bottom(proposal, e, w),
+                            method.candidates(proposal, search)))
     t = step("cohort search", t)
 
-    # one product for every method's cohorts and every bottom-vs-rest comparison
-    bvr = [Partition(name=f"{f.method.name} bottom",
-                     codes=np.where(f.bottom.mask, 0, 1).astype(np.int64),
-                     labels=("bottom", "rest")) for f in found]
-    tables, overall = compare_partitions([f.proposal.partition for f in found] + bvr, stats,
-                                         boot, confidence=cfg.confidence)
+    # one product for every method's cohorts
+    tables, overall = compare_partitions([f.proposal.partition for f in found], stats, boot,
+                                         confidence=cfg.confidence)
     t = step("bootstrap intervals", t)
+    tested = _test_bottoms(found, stats, boot, cfg, held_out)
+    t = step("selection-corrected tests", t)
 
-    tests, planted_info = _bottom_tests(found, tables[len(found):], stats, corpus, cfg, notes)
+    tests, planted_info = _bottom_tests(found, tested, stats, overall, corpus, cfg, notes)
     provenance.update(planted_info)
     outcomes: dict[str, MethodOutcome] = {}
-    for f, tab, test in zip(found, tables[:len(found)], tests):
+    for f, tab, test in zip(found, tables, tests):
         cohorts, detail = f.method.cohort_table(f.proposal, tab, overall)
         outcomes[f.method.name] = MethodOutcome(
             method=f.method, partition=f.proposal.partition, table=cohorts, bottom=f.bottom,
@@ -211,10 +247,73 @@ def run_audit(
     return result
 
 
+def _held_out_half(n_speakers: int, seed: int) -> np.ndarray:
+    """(S,) bool: the confirmation half (⌈S/2⌉ speakers drawn with ``seed``)."""
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    held = np.zeros(n_speakers, dtype=bool)
+    held[rng.permutation(n_speakers)[: (n_speakers + 1) // 2]] = True
+    return held
+
+
+def _without_outcomes(stats: SpeakerStats, held_out: np.ndarray) -> SpeakerStats:
+    """``stats`` with the error and word counts of the held-out speakers set to zero: their
+    metadata, coordinates and embeddings still place them in cohorts, but no search or choice
+    sees how they were served."""
+    table = stats.table.copy()
+    counts = [c for c in ("sub", "del", "ins", "hits", "ref_words", "errors")
+              if c in table.columns]
+    table.loc[held_out, counts] = 0
+    return replace(stats, table=table)
+
+
+def _test_bottoms(
+    found: list[_Found],
+    stats: SpeakerStats,
+    boot: SpeakerBootstrap,
+    cfg: AuditConfig,
+    held_out: np.ndarray | None,
+) -> list[_Tested | None]:
+    """The test of every method's bottom cohort (None: the method found none).
+
+    Without a held-out half: the max-statistic test over the method's candidates, on all
+    speakers. With one: the conditional test on all speakers (the naive figures) and a plain
+    test of the same cohort on the held-out half with its own bootstrap (the headline).
+
+    Raises:
+        ValueError: a method's bottom cohort is not among its candidates.
+    """
+    e, w = stats.errors.astype(np.float64), stats.words.astype(np.float64)
+    with_bottom = [f for f in found if f.bottom.mask.any()]
+    problems = []
+    for f in with_bottom:
+        if held_out is not None:
+            problems.append(SelectionProblem(f.bottom.mask[None], 0))
+            continue
+        pick = chosen_index(f.candidates, f.bottom.mask)
+        if pick is None:
+            raise ValueError(
+                f"audit method {f.method.name}: its bottom cohort {f.bottom.label!r} is not "
+                f"among its {len(f.candidates)} candidates (AuditMethod.candidates)")
+        problems.append(SelectionProblem(f.candidates, pick))
+    full = selection_tests(e, w, boot, problems, confidence=cfg.confidence)
+    if held_out is None:
+        out = [_Tested(t, t, inference_label(t.n_candidates)) for t in full]
+    else:
+        idx = np.nonzero(held_out)[0]
+        boot_h = SpeakerBootstrap.draw(len(idx), boot.n_replicates, seed=cfg.seed)
+        held = selection_tests(e[idx], w[idx], boot_h,
+                               [SelectionProblem(f.bottom.mask[idx][None], 0)
+                                for f in with_bottom], confidence=cfg.confidence)
+        out = [_Tested(h, t, CONFIRM_SPLIT) for h, t in zip(held, full)]
+    by_method = {id(f): t for f, t in zip(with_bottom, out)}
+    return [by_method.get(id(f)) for f in found]
+
+
 def _bottom_tests(
     found: list[_Found],
-    bottom_tables: Sequence[pd.DataFrame],
+    tested: Sequence[_Tested | None],
     stats: SpeakerStats,
+    overall: dict[str, float],
     corpus: Path | None,
     cfg: AuditConfig,
     notes: list[str],
@@ -232,20 +331,34 @@ def _bottom_tests(
                      "recovery not computed")
     min_c = cfg.privacy.min_cohort_speakers
     rows = []
-    for f, tab in zip(found, bottom_tables):
+    nan = float("nan")
+    for f, test in zip(found, tested):
         mask = f.bottom.mask
-        b = tab.iloc[0]
         row: dict[str, object] = {
-            "method": f.method.name, "bottom_cohort": f.bottom.label,
-            "n_speakers_bottom": int(mask.sum()),
-            "wer_bottom": b["wer"], "wer_rest": b["wer_rest"],
-            "wer_gap_pct": b["gap_pct"], "wer_gap_ci_low": b["gap_ci_low"],
-            "wer_gap_ci_high": b["gap_ci_high"], "p_value": b["p_value"],
-            "bottom_share_speakers_pct": b["share_speakers_pct"],
-            "bottom_share_words_pct": b["share_words_pct"],
-            "precision": np.nan, "recall": np.nan, "ari_accent": np.nan,
+            "method": f.method.name, "bottom_cohort": f.bottom.label, "n_speakers_bottom": 0,
+            "wer_bottom": nan, "wer_rest": overall["wer"], "wer_gap_pct": nan,
+            "wer_gap_ci_low": nan, "wer_gap_ci_high": nan, "p_value": nan,
+            "p_value_naive": nan, "wer_gap_ci_low_naive": nan, "wer_gap_ci_high_naive": nan,
+            "n_candidates": len(f.candidates), "inference": "no bottom cohort",
+            "bottom_share_speakers_pct": 0.0, "bottom_share_words_pct": 0.0,
+            "precision": nan, "recall": nan, "ari_accent": nan,
         }
-        if 0 < int(mask.sum()) < min_c:
+        n_tested = 0
+        if test is not None:
+            h, nv = test.headline, test.naive
+            n_tested = h.n_speakers
+            words = h.words + h.words_rest
+            row.update({
+                "n_speakers_bottom": h.n_speakers, "wer_bottom": h.wer, "wer_rest": h.wer_rest,
+                "wer_gap_pct": h.gap_pct, "wer_gap_ci_low": h.ci_low,
+                "wer_gap_ci_high": h.ci_high, "p_value": h.p_value,
+                "p_value_naive": nv.p_value_naive, "wer_gap_ci_low_naive": nv.ci_low_naive,
+                "wer_gap_ci_high_naive": nv.ci_high_naive, "inference": test.inference,
+                "bottom_share_speakers_pct":
+                    100.0 * h.n_speakers / (h.n_speakers + h.n_speakers_rest),
+                "bottom_share_words_pct": 100.0 * h.words / words if words > 0 else nan,
+            })
+        if 0 < n_tested < min_c:
             row.update({k: np.nan for k in _SUPPRESSED_COLUMNS})
             row["bottom_cohort"] = "(suppressed: below the minimum size)"
         if pmask is not None:

@@ -28,6 +28,9 @@ class AuditConfig:
         geo: geographic tree settings.
         geodemographic: geodemographic search settings.
         embedding: k-means settings.
+        confirm_split: discover each method's bottom cohort on a random half of the speakers
+            (drawn with ``seed``) and test it on the other half, instead of correcting the test
+            for the search on all speakers (:func:`~fairstream.audit.run_audit`).
     """
 
     n_boot: int = 1000
@@ -39,3 +42,4 @@ class AuditConfig:
     geo: GeoTreeConfig = field(default_factory=GeoTreeConfig)
     geodemographic: GeodemographicConfig = field(default_factory=GeodemographicConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    confirm_split: bool = False

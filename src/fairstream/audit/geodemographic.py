@@ -66,8 +66,11 @@ class GeodemographicResult:
         bottom_definition: e.g. ``"urbanicity in {rural}"``.
         candidates: every candidate evaluated (attribute, definition, n_speakers, wer, gap_pct),
             largest gap first.
-        n_candidates: how many were searched (the winner's interval does not correct for it).
+        n_candidates: how many were searched (the audit's selection-corrected test of the
+            winner accounts for all of them, :mod:`fairstream.audit.selection`).
         exclusions: speakers without a usable zip code.
+        candidate_members: the speaker indices of each candidate's cohort, in the order of
+            ``candidates``.
     """
 
     partition: Partition
@@ -76,6 +79,7 @@ class GeodemographicResult:
     candidates: pd.DataFrame
     n_candidates: int
     exclusions: tuple[Exclusion, ...] = ()
+    candidate_members: tuple[np.ndarray, ...] = ()
 
 
 def _subset_masks(k: int, exhaustive: bool) -> np.ndarray:
@@ -202,4 +206,5 @@ def search_geodemographic(
         candidates=cand,
         n_candidates=len(cand),
         exclusions=tuple(exclusions),
+        candidate_members=tuple(member_sets[i] for i in order),
     )

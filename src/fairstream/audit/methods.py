@@ -10,9 +10,11 @@ small:
 * :meth:`~AuditMethod.propose` returns its candidate cohorts (a :class:`Partition` of the
   audited speakers) as a :class:`Proposal`;
 * :meth:`~AuditMethod.choose_bottom` picks, from point estimates, the cohort the method
-  reports as served worst. :func:`run_audit` then tests every method's chosen cohort against
-  the rest of the speakers with the same speaker-bootstrap replicates (one product for all
-  methods, so their intervals are comparable);
+  reports as served worst, and :meth:`~AuditMethod.candidates` lists every cohort it could
+  have picked. :func:`run_audit` then tests every method's chosen cohort against the rest of
+  the speakers with the same speaker-bootstrap replicates (one product for all methods, so
+  their intervals are comparable), corrected for the choice among the candidates
+  (:mod:`fairstream.audit.selection`);
 * :meth:`~AuditMethod.cohort_table` shapes the table of its cohorts for the report.
 
 What a method produced is a :class:`MethodOutcome` (its cohorts, table, bottom cohort, the
@@ -288,6 +290,23 @@ class AuditMethod(ABC):
             return Bottom(np.zeros_like(mask), self.no_bottom_label)
         return Bottom(mask, " + ".join(p.labels[g] for g in pick))
 
+    def candidates(self, proposal: Proposal, inputs: AuditInputs) -> np.ndarray:
+        """Every cohort the search could have reported as its bottom cohort.
+
+        The selection-corrected test of the bottom cohort (:mod:`fairstream.audit.selection`)
+        takes the maximum over these candidates, each compared with the rest of the audited
+        speakers, so the list must hold the cohort :meth:`choose_bottom` picks (a union of
+        groups too, when the method reports one) and every other it might have picked.
+
+        Default: each reportable ("ok") cohort of the partition.
+
+        Returns:
+            (C, S) bool, row c = the speakers of candidate c.
+        """
+        p = proposal.partition
+        ok = np.array([g for g in range(p.n_groups) if p.status[g] == "ok"], dtype=np.int64)
+        return np.asarray(p.codes[None, :] == ok[:, None], dtype=bool)
+
     def cohort_table(
         self, proposal: Proposal, table: pd.DataFrame, overall: dict[str, float]
     ) -> tuple[pd.DataFrame, object | None]:
@@ -395,6 +414,8 @@ def default_methods(inputs: AuditInputs) -> list[AuditMethod]:
 # ----------------------------------------------------------------------------- methods
 
 _D = TypeVar("_D")
+#: most unions of clusters an embedding bottom share may make candidates of.
+_MAX_UNIONS = 4096
 _Sized = TypeVar("_Sized", GeoTreeConfig, GeodemographicConfig, EmbeddingConfig)
 
 
@@ -455,7 +476,17 @@ class AttributeMethod(AuditMethod):
 
 @register_method
 class GeoMethod(AuditMethod):
-    """Geographic tree: lat/lon regions split only on significant WER differences."""
+    """Geographic tree: lat/lon regions split only on significant WER differences.
+
+    Candidates (:meth:`candidates`, the default): the tree's regions. The bottom region is the
+    worst of them, and the max-statistic over the regions corrects for that choice. The region
+    boundaries come from the tree's own search, which is corrected by the tree itself: a split
+    is kept only when its simultaneous max-statistic interval over every threshold considered
+    excludes 0, at hierarchical levels summing to the family-wise α
+    (:mod:`fairstream.audit.geo_tree`). With no geographic effect the tree therefore stays one
+    region (no bottom cohort, nothing declared) with probability ≈ 1 − α; the calibration
+    benchmark measures the family-wise error of both steps together.
+    """
 
     kind = "geo"
     usage = "geo"
@@ -540,13 +571,24 @@ class GeodemographicMethod(AuditMethod):
     ) -> list[int]:
         return [0]  # the search already chose the worse side (code 0)
 
+    def candidates(self, proposal: Proposal, inputs: AuditInputs) -> np.ndarray:
+        """Every cohort the search compared with the rest (one side of each partition
+        that left enough speakers on both sides); the first is the bottom cohort."""
+        found = proposal.detail
+        assert isinstance(found, GeodemographicResult)
+        out = np.zeros((len(found.candidate_members), inputs.stats.n_speakers), dtype=bool)
+        for i, members in enumerate(found.candidate_members):
+            out[i, members] = True
+        return out
+
     def report_section(
         self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig
     ) -> ReportSection:
         gd = _detail(outcome, GeodemographicResult)
         text = (f"Largest WER gap among {gd.n_candidates} binary zip partitions: "
-                f"{gd.bottom_definition}. The interval is conditional on this choice (the "
-                "search is not corrected for).")
+                f"{gd.bottom_definition}. The p-value and interval of the methods table are "
+                f"corrected for this search (max-statistic over the {gd.n_candidates} "
+                "candidates); the figures conditional on this choice are shown as naive.")
         return ReportSection(paragraphs=(text,))
 
     def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
@@ -624,6 +666,38 @@ class EmbeddingMethod(AuditMethod):
         found = proposal.detail
         assert isinstance(found, EmbeddingCohorts)
         return [proposal.partition.labels.index(lbl) for lbl in found.bottom_labels]
+
+    def candidates(self, proposal: Proposal, inputs: AuditInputs) -> np.ndarray:
+        """Each reportable cluster; with a bottom share, also every union of two or more
+        reportable clusters within that share of speakers (any of them can be the worst
+        clusters taken together).
+
+        Raises:
+            InputDataError: the unions are too many to test (lower ``--k`` or
+                ``--bottom-share``).
+        """
+        single = super().candidates(proposal, inputs)
+        share = inputs.config.embedding.bottom_share
+        if share is None or len(single) < 2:
+            return single
+        pct = 100.0 * single.sum(axis=1) / inputs.stats.n_speakers
+        unions: list[tuple[int, ...]] = []
+
+        def grow(prefix: tuple[int, ...], total: float) -> None:
+            for j in range(prefix[-1] + 1 if prefix else 0, len(single)):
+                if total + pct[j] <= share + 1e-9:  # superset of the rule's unions
+                    if prefix:
+                        unions.append(prefix + (j,))
+                        if len(unions) > _MAX_UNIONS:
+                            raise InputDataError(
+                                f"--bottom-share {share:g} % with {len(single)} clusters "
+                                f"makes more than {_MAX_UNIONS} candidate unions to correct "
+                                "for; lower --k or --bottom-share")
+                    grow(prefix + (j,), total + pct[j])
+
+        grow((), 0.0)
+        return np.vstack([single] + [single[list(u)].any(axis=0, keepdims=True)
+                                     for u in unions])
 
     def report_section(
         self, outcome: MethodOutcome, stats: SpeakerStats, config: AuditConfig

@@ -27,7 +27,18 @@ DEFINITIONS = {
                     "speakers; its share of reference words is shown next to it.",
     "bootstrap": "Intervals are percentile intervals of a speaker-level bootstrap: speakers "
                  "are resampled with replacement (their utterances stay together); p-values "
-                 "test WER_cohort = WER_rest with the same replicates.",
+                 "test WER_cohort = WER_rest with the same replicates. In a cohort table they "
+                 "are conditional: each cohort as if it had been named in advance.",
+    "selection": "Each method reports the worst of the cohorts its search considered, so the "
+                 "p-value and interval of its bottom cohort in the methods table are corrected "
+                 "for that choice: with T = gap / se for every candidate cohort, p = share of "
+                 "bootstrap replicates whose maximum over the candidates of |centred T| is at "
+                 "least the bottom cohort's |T| (two-sided, +1 corrected), and the interval is "
+                 "gap ± c·se with c the matching quantile of that maximum, widened to contain "
+                 "the conditional interval (simultaneous over all candidates). With one "
+                 "candidate nothing was chosen and the conditional figures stand. With "
+                 "--confirm-split the cohort is found on half of the speakers and tested on "
+                 "the other half. The *_naive figures are conditional on this choice.",
     "empty_reference": "An utterance whose normalized reference is empty adds 0 reference "
                        "words and every hypothesis word as an insertion.",
     "recovery": "Precision = share of the bottom cohort's speakers that are planted "
