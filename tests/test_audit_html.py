@@ -186,7 +186,8 @@ def test_summary_without_the_new_fields_or_planted_data(
         audit: tuple[AuditResult, dict[str, Any]]) -> None:
     """Rows without selection-corrected fields read as plain intervals; without planted
     cohorts there is no recovery sentence."""
-    _, published = audit
+    result, published = audit
+    assert "Precision (planted)" in _tables(_render(result, published))["Methods side by side"][0]
     data = copy.deepcopy(published)
     for row in data["methods"]:
         for k in ("p_value_naive", "wer_gap_ci_low_naive", "wer_gap_ci_high_naive",
@@ -199,6 +200,9 @@ def test_summary_without_the_new_fields_or_planted_data(
         assert "corrected" not in s and "conditional on this choice" not in s
         assert "planted" not in s
         assert f"p = {format_p(row['p_value'])}: significant at α = 0.05" in s
+    head = _tables(_render(result, data))["Methods side by side"][0]
+    assert not {"Precision (planted)", "Recall (planted)", "ARI vs accent"} & set(head)
+    assert not [h for h in head if "conditional on this choice" in h]
 
 
 def test_small_cohorts_and_no_bottom_cohort(tmp_path: Path) -> None:

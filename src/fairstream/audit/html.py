@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
@@ -65,6 +66,8 @@ class Column:
         bracket_only: show only ``[low, high]`` (the value is shown in another column).
         share: a column in % shown after the value in the same cell, ``66 (27.5 %)``.
         p_value: a p-value column shown after the value in the same cell, ``…, p = 0.01``.
+        optional: left out of a table when no row has a value (recovery without planted
+            cohorts).
     """
 
     label: str
@@ -73,6 +76,7 @@ class Column:
     bracket_only: bool = False
     share: str | None = None
     p_value: str | None = None
+    optional: bool = False
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -123,9 +127,9 @@ COLUMNS: dict[str, Column] = {
                                    bracket_only=True, p_value="p_value_naive"),
     "p_value_naive": Column("p-value conditional on this choice", "p"),
     "n_candidates": Column("Candidate cohorts searched", "count"),
-    "precision": Column("Precision (planted)", "score"),
-    "recall": Column("Recall (planted)", "score"),
-    "ari_accent": Column("ARI vs accent", "score"),
+    "precision": Column("Precision (planted)", "score", optional=True),
+    "recall": Column("Recall (planted)", "score", optional=True),
+    "ari_accent": Column("ARI vs accent", "score", optional=True),
     # exclusions
     "stage": Column("Stage", "text"),
     "reason": Column("Reason", "text"),
@@ -253,15 +257,23 @@ def _label(column: str, confidence: str) -> str:
     return spec.label.replace("[interval]", f"[{confidence} interval]")
 
 
+def _breakable(text: str) -> Markup:
+    """``text`` with line-break opportunities after ``_`` (long cohort names wrap)."""
+    return escape(text).replace("_", Markup("_<wbr>"))
+
+
 # Any: template context of strings
 def _table(records: Sequence[Record], columns: Sequence[str], confidence: str,
            rate_digits: int, caption: str) -> dict[str, Any]:
     """A table for the template: human headers, formatted cells, which columns are numbers.
 
-    Columns no record has are left out; a rate without its own interval (``wer_rest``) is
-    rounded like the row's WER interval, or to ``rate_digits``.
+    Columns no record has are left out (optional ones also when no record has a value); a
+    rate without its own interval (``wer_rest``) is rounded like the row's WER interval, or to
+    ``rate_digits``.
     """
-    shown = [c for c in columns if any(c in r for r in records)]
+    shown = [c for c in columns if any(
+        c in r and (not COLUMNS.get(c, Column("", "")).optional or _number(r[c]) is not None)
+        for r in records)]
     inside = {p for c in shown for p in COLUMNS.get(c, Column("", "")).parts if p != c}
     present = [c for c in shown if c not in inside]
     numeric = [COLUMNS.get(c, Column("", "pct")).kind != "text" for c in present]
@@ -269,7 +281,8 @@ def _table(records: Sequence[Record], columns: Sequence[str], confidence: str,
     for rec in records:
         d = interval_digits(_scale("rate", rec.get(_WER_CI[0])),
                             _scale("rate", rec.get(_WER_CI[1])), default=rate_digits)
-        rows.append([_cell(rec, c, COLUMNS.get(c, Column("", "pct")), d) for c in present])
+        cells = [_cell(rec, c, COLUMNS.get(c, Column("", "pct")), d) for c in present]
+        rows.append([c if num else _breakable(c) for c, num in zip(cells, numeric)])
     return {"caption": caption, "head": [_label(c, confidence) for c in present],
             "numeric": numeric, "rows": rows}
 
@@ -446,6 +459,19 @@ def _overall_line(overall: Record, level: str) -> Markup:
     return Markup(text)
 
 
+def _speaker_points(result: AuditResult
+                    ) -> tuple[np.ndarray, np.ndarray, float, str] | None:
+    """Exact speaker locations for the map, only when speaker ids are allowed."""
+    geo, table = result.config.geo, result.stats.table
+    if not result.config.privacy.include_speaker_ids or not {geo.lat_col, geo.lon_col} <= set(
+            table.columns):
+        return None
+    lat = pd.to_numeric(table[geo.lat_col], errors="coerce").to_numpy(np.float64)
+    lon = pd.to_numeric(table[geo.lon_col], errors="coerce").to_numpy(np.float64)
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    return lat[ok], lon[ok], 4.0, "speakers"
+
+
 # Any: template context of strings, tables and images
 def _sections(result: AuditResult, data: Record, level: str, digits: int
               ) -> list[dict[str, Any]]:
@@ -469,7 +495,7 @@ def _sections(result: AuditResult, data: Record, level: str, digits: int
         title = method_title(m)
         images = [img for img in (
             wer_bars(published, f"WER per cohort: {title}", overall),
-            region_map(published, f"{title}: regions coloured by WER"),
+            region_map(published, f"{title}: regions coloured by WER", _speaker_points(result)),
         ) if img]
         secs.append({"title": title, "spec": m, "paragraphs": paragraphs, "images": images,
                      "table": _table(records, list(own.columns), level, digits,
