@@ -176,6 +176,32 @@ def test_withheld_numbers_show_as_dash_and_are_not_drawn(
     assert wer_bars(table, "t", 0.2) == wer_bars(without, "t", 0.2)
 
 
+def test_the_privacy_record_is_summarized(audit: tuple[AuditResult, dict[str, Any]]) -> None:
+    """With report.json's privacy record (complementary suppression), the summary counts what
+    was withheld, a withheld bottom cohort's gap reads as withheld, and the details state the
+    rule and the reasons, never the names of the suppressed groups."""
+    result, published = audit
+    data = copy.deepcopy(published)
+    reason = "complementary: it would let a set of fewer than 10 speakers be derived"
+    data["privacy"] = {"min_cohort_speakers": 10, "rule": "No set of fewer than 10 speakers.",
+                       "complementary": True, "primary_suppressed": ["cohort secret_name"],
+                       "secondary_suppressed": [{"cell": "cohort a", "reason": reason},
+                                                {"cell": "cohort b", "reason": reason}]}
+    data["cohorts"]["attribute:accent"][3]["status"] = "suppressed (complementary)"
+    row = data["methods"][1]
+    row["wer_gap_pct"] = row["wer_gap_ci_low"] = row["wer_gap_ci_high"] = None
+    sentences = [_text(s) for s in summary_sentences(data)]
+    assert "its WER gap is withheld for privacy" in sentences[1]
+    assert row["bottom_cohort"] + " is served worst" in sentences[1]
+    privacy = sentences[-1]
+    assert "1 cohort was withheld so that no smaller group can be derived" in privacy
+    assert "2 further published number sets were withheld" in privacy
+    page = _render(result, data)
+    assert "No set of fewer than 10 speakers." in page
+    assert f"2 number sets withheld: {reason}" in page
+    assert "secret_name" not in page
+
+
 def _col_index(table: list[list[str]], column: str) -> int:
     """Index of ``column``'s cell in a rendered table's rows."""
     label = COLUMNS[column].label.replace("[interval]", "[95 % interval]")

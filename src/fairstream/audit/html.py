@@ -352,7 +352,8 @@ def _method_sentence(row: Record, level: str, alpha: float, min_cohort: int,
         parts.append(f" — WER {_pct(100 * wb, rate_digits)} against "
                      f"{_pct(100 * wr, rate_digits)} for all other speakers")
     if gap is None:
-        parts.append("; its WER gap is suppressed.")
+        parts.append(f"; its WER gap is withheld for privacy (fewer than {min_cohort} speakers "
+                     "could otherwise be derived from the report).")
     else:
         spec = COLUMNS["wer_gap_pct"]
         cell = _with_interval(row, "wer_gap_pct", spec)
@@ -396,14 +397,44 @@ def _status_counts(cohorts: Mapping[str, Sequence[Record]]) -> dict[str, int]:
     return out
 
 
+_STATUS_WORDS = {
+    "merged": "pooled into a merged group",
+    "suppressed": "suppressed (below the minimum)",
+    "suppressed (complementary)": "withheld so that no smaller group can be derived by "
+                                  "subtraction",
+}
+
+
+def _privacy_record(data: Record) -> Record:
+    """report.json's ``privacy`` entry (what privacy protection withheld), or empty."""
+    record = data.get("privacy")
+    return record if isinstance(record, Mapping) else {}
+
+
+def _withheld_counts(data: Record) -> tuple[int, int] | None:
+    """(primary, complementary) suppressions recorded in report.json; None: not recorded."""
+    record = _privacy_record(data)
+    if "primary_suppressed" not in record and "secondary_suppressed" not in record:
+        return None
+    return (len(record.get("primary_suppressed") or []),
+            len(record.get("secondary_suppressed") or []))
+
+
 def _privacy_sentence(data: Record, show_ids: bool) -> Markup:
+    """The privacy rule applied and what it pooled, suppressed or withheld (counts only: the
+    names of suppressed groups are not repeated)."""
     min_cohort = _min_cohort(data)
     counts = _status_counts(data.get("cohorts") or {})
-    done = [f"{n} {'cohort was' if n == 1 else 'cohorts were'} "
-            f"{'pooled into a merged group' if s == 'merged' else s}"
+    done = [f"{n} {'cohort was' if n == 1 else 'cohorts were'} {_STATUS_WORDS.get(s, s)}"
             for s, n in sorted(counts.items())]
-    what = ("; in this report " + " and ".join(done) if done
-            else "; no cohort in this report needed pooling or suppression")
+    withheld = _withheld_counts(data)
+    if withheld is not None and withheld[1]:
+        n = withheld[1]
+        done.append(f"{n} further published {'number set was' if n == 1 else 'number sets were'}"
+                    f" withheld so that no group below {min_cohort} speakers can be derived by "
+                    "subtracting published numbers")
+    what = ("; in this report " + ", and ".join(done) if done
+            else "; nothing in this report needed pooling, suppression or withholding")
     ids = ("Speaker ids were allowed for this report (speaker_cohorts.csv)."
            if show_ids else "No speaker id or individual's metadata appears in this report.")
     return Markup(
@@ -413,10 +444,25 @@ def _privacy_sentence(data: Record, show_ids: bool) -> Markup:
         f"{escape(ids)}")
 
 
+def _privacy_details(data: Record) -> list[str]:
+    """The rule as report.json states it, and why numbers were withheld (reasons counted)."""
+    record = _privacy_record(data)
+    out = [str(record["rule"])] if record.get("rule") else []
+    reasons: dict[str, int] = {}
+    for item in record.get("secondary_suppressed") or []:
+        why = str(item.get("reason", "")) if isinstance(item, Mapping) else ""
+        reasons[why] = reasons.get(why, 0) + 1
+    out += [f"{n} number {'set' if n == 1 else 'sets'} withheld: {why}"
+            for why, n in reasons.items() if why]
+    return out
+
+
 def _min_cohort(data: Record) -> int:
-    privacy = (data.get("config") or {}).get("privacy") or {}
-    n = _number(privacy.get("min_cohort_speakers"))
-    return round(n) if n is not None else 0
+    for source in (_privacy_record(data), (data.get("config") or {}).get("privacy") or {}):
+        n = _number(source.get("min_cohort_speakers"))
+        if n is not None:
+            return round(n)
+    return 0
 
 
 def _confidence(data: Record) -> float:
@@ -553,6 +599,7 @@ def render_html(data: dict[str, Any], tables: dict[str, pd.DataFrame],
         if exclusions else None,
         files=sorted(["report.json", *tables]),
         privacy=_privacy_sentence(data, show_ids),
+        privacy_details=_privacy_details(data),
         provenance=json.dumps(provenance, indent=2),
     )
 
