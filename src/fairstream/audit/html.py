@@ -13,7 +13,10 @@ Layout, top to bottom:
 
 Every number shown comes from the report as published (``report.json``'s data after privacy
 protection): a cell withheld there shows as "—" here, and plots are drawn from the same
-tables. Numbers are rounded to what their interval supports (:func:`interval_digits`).
+tables. A method's own images (:attr:`~fairstream.audit.ReportSection.images`) are drawn from
+the audit in memory, not from the published tables, so they are not embedded; the region map
+is drawn here from the published cohort table (speaker locations only when speaker ids are
+allowed). Numbers are rounded to what their interval supports (:func:`interval_digits`).
 Tables sit in boxes that scroll sideways when the window is narrow, and a print stylesheet
 sets them on landscape A4 pages.
 """
