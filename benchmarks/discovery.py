@@ -65,7 +65,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--utterances", type=int, default=4, help="utterances per speaker")
     p.add_argument("--search", choices=("recipe", "greedy"), default="recipe",
                    help="the recognizer's search: its recipe's (beam + LM, as the demo) or greedy")
-    p.add_argument("--pooling", choices=("mean", "mean+std"), default="mean",
+    p.add_argument("--pooling", choices=("mean", "mean+std"), default="mean+std",
                    help="frame pooling of the encoder embeddings")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
     p.add_argument("--jobs", type=int, default=2, help="synthesis processes")

@@ -31,7 +31,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -85,6 +86,9 @@ class DemoConfig:
         nproc: training processes; above 1 training runs data-parallel under ``torchrun``
             (one thread each), which is how a 2-core machine is used fully.
         chunk_ms: streaming chunk size used to decode the test split.
+        threads: PyTorch threads for decoding, embedding and the audit (one stream at a time
+            gains nothing from more, and spinning threads slow everything else on the machine
+            down; training sets its own).
         n_boot: speaker-bootstrap replicates in the audit.
         speaker_model: train a speaker-embedding model for the audit's automatic cohorts
             (otherwise the audit falls back to fbank statistics).
@@ -102,6 +106,7 @@ class DemoConfig:
     budget_minutes: float | None = None
     nproc: int = 2
     chunk_ms: int = 160
+    threads: int = 1
     n_boot: int = 1000
     speaker_model: bool = True
     speaker_steps: int | None = None
@@ -266,6 +271,19 @@ def _train_overrides(config: DemoConfig, corpus_dir: Path) -> list[str]:
     return sets
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op PyTorch threads, then restore the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[[], None]:
     t0 = time.perf_counter()
     echo(f"== {name}")
@@ -328,81 +346,83 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
         echo(warning)
     done()
 
-    # 3. decode -------------------------------------------------------------------------
-    done = _stage("decode", timings, echo)
-    results_path = out / "results.parquet"
-    baseline_path = out / "results_greedy.parquet"
-    decoded: dict[str, pd.DataFrame] = {}
-    loaded = None
-    for name, path in (("greedy", baseline_path), ("recipe", results_path)):
-        if path.exists() and path.stat().st_mtime >= checkpoint.stat().st_mtime:
-            echo(f"reusing {path}")
-            decoded[name], _ = read_results(path)
-            continue
-        loaded = loaded or load_transducer(checkpoint)
-        search, lm, meta = (SearchConfig(), None, {"method": "greedy"}) if name == "greedy" \
-            else _recipe_search(loaded, corpus, echo)
-        if name == "recipe" and search.method == "greedy" and \
-                search.max_symbols_per_frame == SearchConfig().max_symbols_per_frame:
-            # a greedy recipe: the baseline is its result
-            decoded[name] = decoded["greedy"]
-            write_results(decoded[name], path, {"checkpoint": str(checkpoint), "streaming": True,
-                                                "chunk_ms": config.chunk_ms, **meta})
-            continue
-        df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, corpus.cuts("test"),
-                         search=search, lm=lm, streaming=True, chunk_ms=config.chunk_ms,
-                         speakers=corpus.speakers, split="test", progress=config.progress)
-        write_results(df, path, {"checkpoint": str(checkpoint), "streaming": True,
-                                 "chunk_ms": config.chunk_ms, **meta})
-        decoded[name] = df
-    audited_split, audited_results = "test", results_path
-    if AUDIT_SPLIT in corpus.splits:
-        audited_split, audited_results = AUDIT_SPLIT, out / "results_audit.parquet"
-        if (audited_results.exists()
-                and audited_results.stat().st_mtime >= checkpoint.stat().st_mtime):
-            echo(f"reusing {audited_results}")
-        else:
+    with _torch_threads(config.threads):  # batch-1 streaming: threads only contend
+        # 3. decode -------------------------------------------------------------------------
+        done = _stage("decode", timings, echo)
+        results_path = out / "results.parquet"
+        baseline_path = out / "results_greedy.parquet"
+        decoded: dict[str, pd.DataFrame] = {}
+        loaded = None
+        for name, path in (("greedy", baseline_path), ("recipe", results_path)):
+            if path.exists() and path.stat().st_mtime >= checkpoint.stat().st_mtime:
+                echo(f"reusing {path}")
+                decoded[name], _ = read_results(path)
+                continue
             loaded = loaded or load_transducer(checkpoint)
-            search, lm, meta = _recipe_search(loaded, corpus, echo)
-            audit_df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn,
-                                   corpus.cuts(AUDIT_SPLIT), search=search, lm=lm,
-                                   streaming=True, chunk_ms=config.chunk_ms,
-                                   speakers=corpus.speakers, split=AUDIT_SPLIT,
-                                   progress=config.progress)
-            write_results(audit_df, audited_results,
-                          {"checkpoint": str(checkpoint), "streaming": True,
-                           "chunk_ms": config.chunk_ms, **meta})
-            echo(f"audit split: {summarize_wer(audit_df, by=()).iloc[0]['wer']:.2%} WER "
-                 f"({audit_df['speaker_id'].nunique()} speakers) -> {audited_results}")
-    df = decoded["recipe"]
-    by_accent = summarize_wer(df, by=["accent"])
-    baseline = summarize_wer(decoded["greedy"], by=["accent"])
-    by_accent = by_accent.assign(greedy_wer=baseline.set_index("accent")["wer"]
-                                 .reindex(by_accent["accent"]).to_numpy())
-    for row in by_accent.itertuples():
-        echo(f"  WER {row.accent:>16}: {100 * row.wer:6.2f}%  (greedy, no LM: "
-             f"{100 * row.greedy_wer:6.2f}%; {row.speakers} speakers, {row.ref_words} words)")
-    test_text = summarize_test_text(corpus, decoded)
-    echo(f"  {test_text.describe()}")
-    done()
-
-    # 4. speaker embeddings ------------------------------------------------------------
-    embeddings: Path | None = None
-    if config.speaker_model:
-        done = _stage("speaker", timings, echo)
-        embeddings = _speaker_embeddings(out, corpus, audited_split, config, echo)
+            search, lm, meta = (SearchConfig(), None, {"method": "greedy"}) if name == "greedy" \
+                else _recipe_search(loaded, corpus, echo)
+            if name == "recipe" and search.method == "greedy" and \
+                    search.max_symbols_per_frame == SearchConfig().max_symbols_per_frame:
+                # a greedy recipe: the baseline is its result
+                decoded[name] = decoded["greedy"]
+                write_results(decoded[name], path, {"checkpoint": str(checkpoint),
+                                                    "streaming": True,
+                                                    "chunk_ms": config.chunk_ms, **meta})
+                continue
+            df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, corpus.cuts("test"),
+                             search=search, lm=lm, streaming=True, chunk_ms=config.chunk_ms,
+                             speakers=corpus.speakers, split="test", progress=config.progress)
+            write_results(df, path, {"checkpoint": str(checkpoint), "streaming": True,
+                                     "chunk_ms": config.chunk_ms, **meta})
+            decoded[name] = df
+        audited_split, audited_results = "test", results_path
+        if AUDIT_SPLIT in corpus.splits:
+            audited_split, audited_results = AUDIT_SPLIT, out / "results_audit.parquet"
+            if (audited_results.exists()
+                    and audited_results.stat().st_mtime >= checkpoint.stat().st_mtime):
+                echo(f"reusing {audited_results}")
+            else:
+                loaded = loaded or load_transducer(checkpoint)
+                search, lm, meta = _recipe_search(loaded, corpus, echo)
+                audit_df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn,
+                                       corpus.cuts(AUDIT_SPLIT), search=search, lm=lm,
+                                       streaming=True, chunk_ms=config.chunk_ms,
+                                       speakers=corpus.speakers, split=AUDIT_SPLIT,
+                                       progress=config.progress)
+                write_results(audit_df, audited_results,
+                              {"checkpoint": str(checkpoint), "streaming": True,
+                               "chunk_ms": config.chunk_ms, **meta})
+                echo(f"audit split: {summarize_wer(audit_df, by=()).iloc[0]['wer']:.2%} WER "
+                     f"({audit_df['speaker_id'].nunique()} speakers) -> {audited_results}")
+        df = decoded["recipe"]
+        by_accent = summarize_wer(df, by=["accent"])
+        baseline = summarize_wer(decoded["greedy"], by=["accent"])
+        by_accent = by_accent.assign(greedy_wer=baseline.set_index("accent")["wer"]
+                                     .reindex(by_accent["accent"]).to_numpy())
+        for row in by_accent.itertuples():
+            echo(f"  WER {row.accent:>16}: {100 * row.wer:6.2f}%  (greedy, no LM: "
+                 f"{100 * row.greedy_wer:6.2f}%; {row.speakers} speakers, {row.ref_words} words)")
+        test_text = summarize_test_text(corpus, decoded)
+        echo(f"  {test_text.describe()}")
         done()
 
-    # 5. audit --------------------------------------------------------------------------
-    done = _stage("audit", timings, echo)
-    audit_dir = out / "audit"
-    echo(f"auditing the {audited_split} split ({audited_results.name})")
-    audit = run_audit(audited_results, corpus_dir=corpus_dir, out_dir=audit_dir,
-                      embeddings=embeddings,
-                      config=AuditConfig(n_boot=config.n_boot, seed=config.seed),
-                      progress=config.progress)
-    echo(f"audit report: {audit_dir / 'report.html'}")
-    done()
+        # 4. speaker embeddings ------------------------------------------------------------
+        embeddings: Path | None = None
+        if config.speaker_model:
+            done = _stage("speaker", timings, echo)
+            embeddings = _speaker_embeddings(out, corpus, audited_split, config, echo)
+            done()
+
+        # 5. audit --------------------------------------------------------------------------
+        done = _stage("audit", timings, echo)
+        audit_dir = out / "audit"
+        echo(f"auditing the {audited_split} split ({audited_results.name})")
+        audit = run_audit(audited_results, corpus_dir=corpus_dir, out_dir=audit_dir,
+                          embeddings=embeddings,
+                          config=AuditConfig(n_boot=config.n_boot, seed=config.seed),
+                          progress=config.progress)
+        echo(f"audit report: {audit_dir / 'report.html'}")
+        done()
 
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
                                   checkpoint, results_path, audit_dir, training, test_text,
@@ -449,7 +469,8 @@ def _speaker_embeddings(out: Path, corpus: Corpus, split: str, config: DemoConfi
         if config.speaker_steps is not None:
             sets.append(f"schedule.max_steps={config.speaker_steps}")
         sv_cfg = load_sv_config(None, sets, arw=False)
-        result = train_speaker_model(sv_cfg, sv_dir, resume=True, progress=config.progress)
+        with _torch_threads(os.cpu_count() or 1):  # PyTorch's default, for training
+            result = train_speaker_model(sv_cfg, sv_dir, resume=True, progress=config.progress)
         echo(f"speaker model: {result.steps} steps in {result.elapsed_s / 60:.1f} min")
     path = out / ("embeddings.parquet" if split == "test" else f"embeddings_{split}.parquet")
     per_speaker = speakers_path(path)

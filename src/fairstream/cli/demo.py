@@ -38,6 +38,9 @@ __all__ = ["demo"]
               help="Training processes (data-parallel under torchrun, one thread each).")
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
               help="Streaming chunk size for decoding the test split.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="PyTorch threads for decoding, embedding and the audit (streams are decoded "
+                   "one at a time, so more threads mostly contend).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Speaker-bootstrap replicates in the audit.")
 @click.option("--speaker-model/--no-speaker-model", default=True, show_default=True,
@@ -48,21 +51,23 @@ __all__ = ["demo"]
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
          overrides: tuple[str, ...], steps: int | None, budget_minutes: float | None,
-         nproc: int, chunk_ms: int,
+         nproc: int, chunk_ms: int, threads: int,
          n_boot: int, speaker_model: bool, speaker_steps: int | None, no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
     \b
     Stages, each skipped when its output exists (so a killed demo resumes):
       1. corpus   OUT/corpus           synthetic multi-accent corpus with a planted disparity
-      2. train    OUT/exp/averaged.pt  default recipe, a fixed 2,800 steps (~15 min on
+      2. train    OUT/exp/averaged.pt  default recipe, a fixed 2,800 steps (~28 min on
                                        2 quiet CPU cores; the global batch whatever --nproc)
       3. decode   OUT/results.parquet  streaming decode of the unseen test speakers with the
                                        recipe's search (beam + token n-gram LM fitted on the
                                        training transcripts); greedy baseline in
-                                       OUT/results_greedy.parquet
-      4. speaker  OUT/sv/final.pt      speaker-embedding model; test speakers embedded
-      5. audit    OUT/audit/report.html  cohorts the model serves worst, planted-cohort recovery
+                                       OUT/results_greedy.parquet; the audit split's 400
+                                       unseen speakers in OUT/results_audit.parquet
+      4. speaker  OUT/sv/final.pt      speaker-embedding model; audited speakers embedded
+      5. audit    OUT/audit/report.html  cohorts the model serves worst on the audit split,
+                                       planted-cohort recovery
     The headline numbers land in OUT/summary.md.
     """
     from fairstream.demo import DemoConfig, run_demo
@@ -70,7 +75,7 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
     cfg = DemoConfig(out=out, preset=preset, seed=seed, jobs=jobs, recipe=recipe,
                      overrides=overrides, steps=steps, budget_minutes=budget_minutes,
                      nproc=nproc,
-                     chunk_ms=chunk_ms, n_boot=n_boot, speaker_model=speaker_model,
+                     chunk_ms=chunk_ms, threads=threads, n_boot=n_boot, speaker_model=speaker_model,
                      speaker_steps=speaker_steps,
                      progress=not no_progress)
     try:
