@@ -29,6 +29,8 @@ import scipy.sparse as sp
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from fairstream.audit import AuditConfig, AuditResult, PrivacyConfig, run_audit
+from fairstream.audit.privacy import derivable_set
+from fairstream.audit.publish import assemble
 from fairstream.audit.synthetic import make_synthetic_audit
 
 N_AUDITS = 20
@@ -303,3 +305,119 @@ def test_no_small_set_is_derivable(seed: int, tmp_path: Path) -> None:
         assert hit is None, (
             f"seed {seed}: the {quantity} of a set of {hit[0]} speakers (< {min_size}) follow "
             f"from the report: {' '.join(hit[1])}")
+
+
+def test_the_attack_finds_what_an_unprotected_report_leaks(tmp_path: Path) -> None:
+    """The same audit written without the protection (as reports were before it): the
+    attack derives a set below the minimum, so the test above can fail."""
+    result, truth = _make_audit(0, tmp_path)
+    raw, _ = assemble(result)
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps(raw.data))
+    for name, table in raw.tables.items():
+        table.to_csv(out / name, index=False)
+    eq = _equations(result, truth, out)
+    n_min = result.config.privacy.min_cohort_speakers
+    hits = {q: _determined(s, n_min, result.stats.n_speakers) for q, s in eq.sets.items()}
+    assert all(h is not None and 1 <= h[0] < n_min for h in hits.values()), hits
+
+
+def _families(seed: int) -> tuple[list[np.ndarray], int]:
+    """Random published-set families: partitions with an unpublished remainder or a hidden
+    block, nested sets, unions; and a minimum size."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(60, 600))
+    sets = [np.ones(n, dtype=bool)]
+    for _ in range(int(rng.integers(2, 5))):
+        codes = rng.integers(0, int(rng.integers(2, 7)), n)
+        codes[rng.random(n) < rng.choice([0.0, 0.0, 0.0, 0.02])] = -1
+        blocks = [codes == g for g in range(codes.max() + 1)]
+        if rng.random() < 0.15:
+            blocks.pop(int(rng.integers(0, len(blocks))))
+        sets += blocks
+    for _ in range(int(rng.choice([0, 0, 1, 2]))):
+        a = sets[int(rng.integers(1, len(sets)))].copy()
+        a[rng.choice(n, int(rng.integers(1, 6)), replace=False)] = True
+        sets.append(a)
+    return sets, int(rng.integers(3, 13))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_protection_search_agrees_with_the_attack(seed: int) -> None:
+    """privacy.derivable_set (packing proof, enumeration, integer program over a reduced
+    subspace) and this file's attack (projection and an integer program over all atoms)
+    agree on whether a small set is derivable."""
+    sets, n_min = _families(seed)
+    ours = derivable_set(np.array(sets), n_min - 1)
+    theirs = _determined([(str(i), s) for i, s in enumerate(sets)], n_min, len(sets[0]))
+    assert (ours is None) == (theirs is None), (ours, theirs)
+    if ours is not None:
+        assert ours.members is not None and 1 <= ours.members.sum() < n_min
+        y, *_ = np.linalg.lstsq(np.array(sets, dtype=float).T, ours.members.astype(float),
+                                rcond=None)
+        assert np.allclose(np.array(sets, dtype=float).T @ y, ours.members)
+
+
+def _small_audit(tmp_path: Path, **privacy: object) -> tuple[AuditResult, Path]:
+    """60 speakers; a 4-speaker accent (suppressed) next to two visible ones."""
+    d = make_synthetic_audit(n_speakers=60, n_accents=2, n_planted_accents=1, seed=1)
+    spk = d.speakers.copy()
+    spk.loc[:3, "accent"] = "rare"
+    out = tmp_path / "report"
+    result = run_audit(d.results, speakers=spk, methods="attribute:accent", out_dir=out,
+                       config=AuditConfig(n_boot=20, privacy=PrivacyConfig(**privacy)))
+    return result, out
+
+
+def test_overall_minus_visible_groups_is_closed(tmp_path: Path) -> None:
+    """Overall − the visible accents was the suppressed accent: one visible accent is withheld
+    (the smaller one, not the bottom cohort), everywhere it appears, and report.json says why."""
+    result, out = _small_audit(tmp_path)
+    data = json.loads((out / "report.json").read_text())
+    table = pd.read_csv(out / "cohorts_attribute_accent.csv")
+    status = dict(zip(table["group"], table["status"]))
+    bottom = result.methods.loc[0, "bottom_cohort"]
+    withheld = [g for g, s in status.items() if s == "suppressed (complementary)"]
+    assert len(withheld) == 1 and withheld[0] != bottom
+    row = table[table["group"] == withheld[0]].iloc[0]
+    assert row[["n_speakers", "ref_words", "errors", "wer", "wer_rest", "gap_pct"]].isna().all()
+    record = next(r for r in data["cohorts"]["attribute:accent"] if r["group"] == withheld[0])
+    assert record["wer"] is None and record["n_speakers"] is None
+    assert data["overall"]["errors"] is not None  # the overall line stays
+    privacy = data["privacy"]
+    assert privacy["complementary"] is True and "derived" in privacy["rule"]
+    assert [x["cell"] for x in privacy["secondary_suppressed"]] == [
+        f"cohorts_attribute_accent.csv: {withheld[0]}"]
+    methods = pd.read_csv(out / "methods.csv")
+    assert np.isfinite(methods.loc[0, "wer_gap_pct"])  # the bottom cohort keeps its numbers
+
+
+def test_include_speaker_ids_opts_out(tmp_path: Path) -> None:
+    _, out = _small_audit(tmp_path, include_speaker_ids=True)
+    data = json.loads((out / "report.json").read_text())
+    assert data["privacy"]["complementary"] is False
+    assert data["privacy"]["secondary_suppressed"] == []
+    table = pd.read_csv(out / "cohorts_attribute_accent.csv")
+    assert set(table["status"]) == {"ok", "suppressed"}
+    assert (out / "speaker_cohorts.csv").exists()
+
+
+def test_nested_candidates_and_small_bins_are_closed() -> None:
+    """{A} and {A, X} publish X; a remainder outside a partition is overall − its blocks; a
+    2 × 2 cross-classification determines no cell."""
+    n = 60
+    a = np.zeros(n, dtype=bool)
+    a[:25] = True
+    ax = a.copy()
+    ax[25:29] = True  # X: 4 speakers
+    found = derivable_set(np.array([a, ax]), 9)
+    assert found is not None and np.flatnonzero(found.members).tolist() == [25, 26, 27, 28]
+    assert found.weights == pytest.approx([-1.0, 1.0])
+    everyone = np.ones(n, dtype=bool)
+    b = np.zeros(n, dtype=bool)
+    b[25:57] = True  # outside both: 3 speakers
+    assert derivable_set(np.array([everyone, a, b]), 9).members.sum() == 3
+    rng = np.random.default_rng(0)
+    g, h = rng.random(n) < 0.5, rng.random(n) < 0.5
+    assert derivable_set(np.array([everyone, g, ~g, h, ~h]), 9) is None

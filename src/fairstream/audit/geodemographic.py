@@ -4,7 +4,8 @@ Speakers' zip codes are joined with a zip-level demographics table. For every at
 binary partitions of the zip codes by their majority value are searched: for a categorical
 attribute with k ≤ ``max_values_exhaustive`` values every subset of values against the rest
 (2^k − 2 candidates), above that each value against the rest; for a numeric attribute
-(e.g. median income) ``value ≤ t`` and ``value > t`` at the deciles. Each candidate's side
+(e.g. median income) ``value ≤ t`` and ``value > t`` at the deciles, merged where a bin between
+two thresholds would hold fewer than ``min_speakers`` speakers. Each candidate's side
 is a cohort; its discrepancy is the WER gap (%) of the cohort against the rest (every other
 audited speaker). The candidate with the largest gap wins (both sides must have at least
 ``min_speakers`` speakers); its side with the higher WER is the bottom cohort.
@@ -89,6 +90,23 @@ def _subset_masks(k: int, exhaustive: bool) -> np.ndarray:
     return np.eye(k, dtype=bool)
 
 
+def _coarse_thresholds(thresholds: np.ndarray, values: np.ndarray,
+                       min_speakers: int) -> np.ndarray:
+    """The thresholds kept so that every bin between consecutive ones, and beyond either end,
+    holds at least ``min_speakers`` of the (speaker) values: two candidates ``≤ t`` differ by
+    whole bins, so no difference of published candidates falls below the minimum."""
+    v = values[~np.isnan(values)]
+    kept: list[float] = []
+    last = -np.inf
+    for t in thresholds:
+        if int(((v > last) & (v <= t)).sum()) >= min_speakers:
+            kept.append(float(t))
+            last = t
+    while kept and int((v > kept[-1]).sum()) < min_speakers:
+        kept.pop()
+    return np.asarray(kept, dtype=np.float64)
+
+
 def search_geodemographic(
     stats: SpeakerStats,
     zip_table: pd.DataFrame,
@@ -149,7 +167,10 @@ def search_geodemographic(
         numeric = pd.api.types.is_numeric_dtype(col) and col.nunique() > cfg.max_values_exhaustive
         if numeric:
             vals = col.astype("float64").to_numpy()
-            thr = np.unique(np.nanquantile(vals, cfg.numeric_quantiles))
+            thr = _coarse_thresholds(np.unique(np.nanquantile(vals, cfg.numeric_quantiles)),
+                                     vals, cfg.min_speakers)
+            if len(thr) == 0:
+                continue
             # value bins: each candidate is a union of bins (≤ t) or its complement
             bins = np.searchsorted(thr, vals, side="left")
             bins = np.where(np.isnan(vals), -1, bins)
