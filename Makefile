@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/streaming.py --checkpoint $(DEMO_DIR)/exp/averaged.pt \
 	    --corpus $(DEMO_DIR)/corpus --beam 8 --lm $(DEMO_DIR)/exp/lm.json
 	$(BIN)/python benchmarks/audit_scale.py
+	$(BIN)/python benchmarks/audit_calibration.py
 	$(BIN)/python benchmarks/sv.py --corpus $(DEMO_DIR)/corpus --checkpoint $(DEMO_DIR)/sv/final.pt
 	$(BIN)/python benchmarks/corpus_synthesis.py
 	$(BIN)/python benchmarks/data_pipeline.py --corpus $(DEMO_DIR)/corpus --limit 1000

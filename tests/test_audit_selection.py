@@ -308,3 +308,31 @@ def test_confirm_split_from_the_cli(small_audit: dict, tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["confirm_split"] is True
     assert set(NEW_FIELDS) <= set(report["methods"][0])
+
+
+def test_calibration_benchmark_tiny(tmp_path: Path) -> None:
+    """benchmarks/audit_calibration.py end to end on a tiny setting: the results file's fields."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "audit_calibration.py"
+    spec = importlib.util.spec_from_file_location("bench_audit_calibration", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_audit_calibration"] = bench
+    spec.loader.exec_module(bench)
+    out = tmp_path / "calibration.json"
+    bench.main(["--sims", "3", "--power-sims", "1", "--effects", "3.0", "--cohort-speakers",
+                "30", "--speakers", "120", "--utts", "4", "--n-boot", "100", "--workers", "1",
+                "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert [m["method"] for m in data["methods"]] == list(bench.METHODS)
+    for m in data["methods"]:
+        assert m["n_sim"] == 3 and 0.0 <= m["null_fwer"] <= 1.0
+        assert 0.0 <= m["null_fwer_naive"] <= 1.0
+    assert {(p["method"], p["effect"], p["cohort_speakers"]) for p in data["power"]} == {
+        (m, 3.0, 30) for m in bench.METHODS}
+    assert all(p["n_sim"] == 1 and p["power"] in (0.0, 1.0) for p in data["power"])
+    # a planted cohort three times worse, 30 of 120 speakers: the attribute finds it
+    accent = next(p for p in data["power"] if p["method"] == "attribute:accent")
+    assert accent["power"] == 1.0
