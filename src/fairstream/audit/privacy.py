@@ -231,28 +231,35 @@ def _left_null(c: np.ndarray) -> np.ndarray:
     return np.asarray(q[:, rank:])
 
 
+def _longest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, largest first."""
+    top = np.argpartition(-values, n)[:n] if len(values) > n else np.arange(len(values))
+    return top[np.argsort(-values[top], kind="stable")]
+
+
 def _independent(x: np.ndarray) -> np.ndarray | None:
     """Indices of k columns of ``x`` (k × n) spanning R^k, preferring long columns; None if
-    the columns do not span it. Pivoted QR on the longest 8k columns, then on what they
-    leave out."""
+    the columns do not span it. Pivoted QR on the 8k longest columns, then, while short of
+    k, on the 8k columns longest outside the span chosen so far."""
     k = x.shape[0]
     norms = np.linalg.norm(x, axis=0)
-    head = np.argsort(-norms, kind="stable")[:8 * k]
-    q, r, piv = scipy.linalg.qr(x[:, head], pivoting=True, mode="economic")
-    d = np.abs(np.diag(r))
-    rank = int((d > 1e-9 * d[0]).sum()) if len(d) else 0
-    chosen = head[piv[:rank]]
-    if rank == k:
-        return np.asarray(chosen)
-    resid = x - q[:, :rank] @ (q[:, :rank].T @ x)
-    rest = np.flatnonzero(np.linalg.norm(resid, axis=0) > 1e-9 * max(norms.max(), 1.0))
-    if len(rest) == 0:
-        return None
-    _, r2, piv2 = scipy.linalg.qr(resid[:, rest], pivoting=True, mode="economic")
-    d2 = np.abs(np.diag(r2))
-    if int((d2 > 1e-9 * d2[0]).sum()) < k - rank:
-        return None
-    return np.concatenate([chosen, rest[piv2[:k - rank]]])
+    tol = 1e-9 * max(float(norms.max()), 1.0)
+    chosen = np.zeros(0, dtype=np.int64)
+    q = np.zeros((k, 0))
+    cand = _longest(norms, 8 * k)
+    while True:
+        sub = x[:, cand] - q @ (q.T @ x[:, cand])
+        _, r, piv = scipy.linalg.qr(sub, pivoting=True, mode="economic")
+        rank = int((np.abs(np.diag(r)) > tol).sum())
+        chosen = np.concatenate([chosen, cand[piv[:rank]]])
+        if len(chosen) >= k:
+            return chosen[:k]
+        q = np.linalg.qr(x[:, chosen])[0]
+        outside = np.sqrt(np.maximum(norms ** 2 - ((q.T @ x) ** 2).sum(axis=0), 0.0))
+        ok = np.flatnonzero(outside > 1e-6 * max(float(norms.max()), 1.0))
+        if len(ok) == 0 or rank == 0:
+            return None
+        cand = ok[_longest(outside[ok], 8 * k)]
 
 
 def _packed(columns: np.ndarray, sizes: np.ndarray, need: int) -> np.ndarray | None:
