@@ -307,16 +307,23 @@ def test_no_small_set_is_derivable(seed: int, tmp_path: Path) -> None:
             f"from the report: {' '.join(hit[1])}")
 
 
-def test_the_attack_finds_what_an_unprotected_report_leaks(tmp_path: Path) -> None:
-    """The same audit written without the protection (as reports were before it): the
-    attack derives a set below the minimum, so the test above can fail."""
-    result, truth = _make_audit(0, tmp_path)
-    raw, _ = assemble(result)
-    out = tmp_path / "raw"
+def _write_unprotected(result: AuditResult, out: Path) -> int:
+    """report.json and the CSV tables of ``result`` without protection (what reports
+    published before it); returns how many sets of speakers they publish."""
+    raw, cells = assemble(result)
     out.mkdir()
     (out / "report.json").write_text(json.dumps(raw.data))
     for name, table in raw.tables.items():
         table.to_csv(out / name, index=False)
+    return len(cells)
+
+
+def test_the_attack_finds_what_an_unprotected_report_leaks(tmp_path: Path) -> None:
+    """The same audit written without the protection (as reports were before it): the
+    attack derives a set below the minimum, so the test above can fail."""
+    result, truth = _make_audit(0, tmp_path)
+    out = tmp_path / "raw"
+    _write_unprotected(result, out)
     eq = _equations(result, truth, out)
     n_min = result.config.privacy.min_cohort_speakers
     hits = {q: _determined(s, n_min, result.stats.n_speakers) for q, s in eq.sets.items()}
@@ -421,3 +428,18 @@ def test_nested_candidates_and_small_bins_are_closed() -> None:
     rng = np.random.default_rng(0)
     g, h = rng.random(n) < 0.5, rng.random(n) < 0.5
     assert derivable_set(np.array([everyone, g, ~g, h, ~h]), 9) is None
+
+
+def test_region_boxes_do_not_give_extreme_locations(tmp_path: Path) -> None:
+    """The regions' outer edges are moved out to the location grid (they were the extreme
+    speakers' coordinates); inner edges are the tree's thresholds."""
+    d = make_synthetic_audit(n_speakers=120, geo_factor=3.0, seed=2)
+    run_audit(d.results, speakers=d.speakers, methods="geo", out_dir=tmp_path,
+              config=AuditConfig(n_boot=200))
+    boxes = pd.read_csv(tmp_path / "cohorts_geo.csv")
+    for col in ("lat_min", "lon_min", "lat_max", "lon_max"):
+        coord = d.speakers[col[:3]]
+        extreme = coord.min() if col.endswith("min") else coord.max()
+        edge = boxes[col].min() if col.endswith("min") else boxes[col].max()
+        assert edge == np.round(edge) and edge != extreme, col
+        assert (edge <= extreme) if col.endswith("min") else (edge >= extreme), col

@@ -106,6 +106,19 @@ def _row_places(table: str, path: tuple[str, ...], row: int, hide: tuple[str, ..
     return tuple(places)
 
 
+def _outer_edges_coarsened(table: pd.DataFrame, cell_deg: float) -> pd.DataFrame:
+    """Region boxes whose outer edges (the extreme speakers' coordinates) are moved out to
+    the location grid; inner edges (split thresholds) stay."""
+    out = table.copy()
+    for low, high in (("lat_min", "lat_max"), ("lon_min", "lon_max")):
+        if low not in out.columns or high not in out.columns or out.empty:
+            continue
+        lo, hi = out[low].min(), out[high].max()
+        out.loc[out[low] == lo, low] = np.floor(lo / cell_deg) * cell_deg
+        out.loc[out[high] == hi, high] = np.ceil(hi / cell_deg) * cell_deg
+    return out
+
+
 def _exclusion_members(result: AuditResult, x: Exclusion) -> np.ndarray | None:
     """The speakers an exclusion counts (None: not known to the ledger)."""
     outcome = next((o for o in result.outcomes.values() if o.method.speaker_column == x.stage),
@@ -146,13 +159,16 @@ def assemble(result: AuditResult) -> tuple[Published, list[Cell]]:
     show = result.config.privacy.include_speaker_ids
     n_spk = result.stats.n_speakers
     methods = result.methods
+    cohorts = {m: (o.table if show or not isinstance(o.detail, GeoTree)
+                   else _outer_edges_coarsened(o.table, result.config.privacy.location_cell_deg))
+               for m, o in result.outcomes.items()}
     data: dict[str, Any] = {  # Any: the JSON report
         "format": "fairstream-audit",
         "version": 1,
         "overall": result.overall,
         "definitions": DEFINITIONS,
         "methods": _records(methods),
-        "cohorts": {m: _records(o.table) for m, o in result.outcomes.items()},
+        "cohorts": {m: _records(t) for m, t in cohorts.items()},
         "exclusions": [x.to_dict(with_examples=show) for x in result.exclusions],
         "notes": list(result.notes),
         "provenance": result.provenance,
@@ -184,9 +200,9 @@ def assemble(result: AuditResult) -> tuple[Published, list[Cell]]:
             cells.append(Cell(f"methods.csv: {m} (precision, recall)", bottom & pmask,
                               SPEAKERS_ONLY, RANK_RECOVERY,
                               _row_places("methods.csv", ("methods",), i, recovery)))
-        cells += _cohort_cells(m, outcome.table, outcome.partition.labels,
+        cells += _cohort_cells(m, cohorts[m], outcome.partition.labels,
                                outcome.partition.codes, bottom)
-        tables[table_name(m)] = outcome.table.copy()
+        tables[table_name(m)] = cohorts[m].copy()
         for name, extra in outcome.method.report_tables(outcome).items():
             mapped = _extra_cells(name, extra, outcome.detail, outcome.partition.codes, data)
             if mapped is None and not show:
