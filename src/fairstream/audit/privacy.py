@@ -22,9 +22,13 @@ How the check works (:func:`derivable_set`): the published sets cut the speakers
 *atoms* (speakers in exactly the same published sets). A derivable set is a union of atoms
 whose 0/1 vector lies in the row space of the published sets × atoms matrix. Atoms of at
 least the minimum can never be part of a small set, so the search is confined to the
-subspace of combinations that vanish on them; its 0/1 vectors are enumerated exactly from a
-reduced basis (at most 2^16 combinations) or found by a mixed-integer program (HiGHS) when
-the subspace is larger. The smallest one found is verified by least squares.
+subspace V of combinations that vanish on them. First a proof: if ``min_cohort_speakers``
+disjoint bases of V's column space can be drawn from the speakers (an atom of s speakers
+serves at most s bases), removing fewer speakers leaves one basis whole and nothing small is
+derivable (fast on many speakers). Otherwise the 0/1 vectors of V on the atoms the drawing
+used up are enumerated (at most 2^16 combinations), and if none is small a mixed-integer
+program (HiGHS) searches all of V for the smallest. A set found is verified by least squares;
+if the program runs out of time the combination blocking the proof is broken anyway.
 
 Which set is withheld (greedy, as statistical agencies do it): among the published sets that
 take part in the combination found, the cheapest whose removal makes that set underivable;
@@ -217,8 +221,7 @@ def _coefficients(m: np.ndarray, x: np.ndarray) -> np.ndarray | None:
     """Least-norm ``y`` with ``m.T @ y == x`` (m: P × A), or None when x is not in the row
     space."""
     y, *_ = np.linalg.lstsq(m.T, x, rcond=None)
-    ok = np.abs(m.T @ y - x).max() <= 1e-6 * max(1.0, np.abs(y).max())
-    return y if ok else None
+    return y if np.abs(m.T @ y - x).max() <= 1e-6 else None
 
 
 def _left_null(c: np.ndarray) -> np.ndarray:
