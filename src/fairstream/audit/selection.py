@@ -63,6 +63,9 @@ __all__ = [
     "candidate_atoms",
     "chosen_index",
     "inference_label",
+    "max_statistic_critical_value",
+    "max_statistic_p_value",
+    "replicate_maxima",
     "selection_test",
     "selection_tests",
 ]
@@ -162,6 +165,37 @@ def candidate_atoms(candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = packed.view(np.dtype((np.void, packed.shape[1])))[:, 0]
     _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
     return codes.ravel().astype(np.int64), cand[:, first]
+
+
+def replicate_maxima(t: np.ndarray) -> np.ndarray:
+    """``M*_r``: per replicate (column), the largest finite entry over the candidates (rows).
+
+    Args:
+        t: (C, R) studentized replicates ``|t*_{c,r}|``; non-finite entries (a candidate
+            undefined in that replicate) are left out.
+
+    Returns:
+        (R,) the maxima, nan where no entry of the replicate is finite.
+    """
+    m = np.where(np.isfinite(t), t, -np.inf).max(axis=0)
+    return np.where(np.isfinite(m), m, np.nan)
+
+
+def max_statistic_p_value(m_star: np.ndarray, statistic: float) -> float:
+    """(#{r : M*_r ≥ statistic} + 1) / (R + 1) over the replicates with a finite maximum."""
+    m = m_star[np.isfinite(m_star)]
+    return (float((m >= statistic).sum()) + 1.0) / (len(m) + 1.0)
+
+
+def max_statistic_critical_value(m_star: np.ndarray, confidence: float) -> float:
+    """``M*_(k)``, the k-th smallest finite maximum, ``k = ⌈confidence · (R + 1)⌉``.
+
+    ∞ when k > R (too few replicates for that tail). A statistic exceeds it exactly when
+    its :func:`max_statistic_p_value` is at most 1 − confidence.
+    """
+    m = m_star[np.isfinite(m_star)]
+    k = math.ceil(confidence * (len(m) + 1) - 1e-9)
+    return float(np.sort(m)[k - 1]) if k <= len(m) else math.inf
 
 
 def _gap(e: np.ndarray, w: np.ndarray, e_rest: np.ndarray, w_rest: np.ndarray) -> np.ndarray:
@@ -332,8 +366,7 @@ def selection_tests(
                 continue
             with np.errstate(all="ignore"):
                 t = np.abs(g[use] - p.gap[use, None]) / se[i][use, None]
-            t = np.where(np.isfinite(t), t, -np.inf).max(axis=0)
-            m_star[i][r0:r1] = np.where(np.isfinite(t), t, np.nan)
+            m_star[i][r0:r1] = replicate_maxima(t)
     return [_finish(p, se[i][p.chosen], m_star[i], wer_b[i], rest_b[i], gap_b[i], confidence)
             for i, p in enumerate(preps)]
 
@@ -348,9 +381,8 @@ def _finish(p: _Prepared, se_b: float, m_star: np.ndarray, wer_b: np.ndarray,
     stat, crit, p_max, lo_max, hi_max = nan, nan, nan, nan, nan
     if len(m) and math.isfinite(g) and math.isfinite(se_b):
         stat = abs(g) / se_b if se_b > 0 else (math.inf if g != 0 else 0.0)
-        p_max = (float((m >= stat).sum()) + 1.0) / (len(m) + 1.0)
-        k = math.ceil(confidence * (len(m) + 1) - 1e-9)  # k-th smallest maximum
-        crit = float(np.sort(m)[k - 1]) if k <= len(m) else math.inf
+        p_max = max_statistic_p_value(m, stat)
+        crit = max_statistic_critical_value(m, confidence)
         half = crit * se_b if se_b > 0 else 0.0
         lo_max, hi_max = g - half, g + half
     finite = gap_b[np.isfinite(gap_b)]
