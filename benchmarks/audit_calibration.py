@@ -28,10 +28,13 @@ Usage::
 
     nice -n 10 .venv/bin/python benchmarks/audit_calibration.py             # full run
     nice -n 10 .venv/bin/python benchmarks/audit_calibration.py --sims 200 --power-sims 20
+    nice -n 10 .venv/bin/python benchmarks/audit_calibration.py --methods geo   # one method
 
 Writes benchmarks/results/audit_calibration.json: ``methods`` (method, null_fwer,
 null_fwer_naive, null_fwer_ci, n_sim) and ``power`` (method, effect, cohort_speakers, power,
-power_naive, n_sim), plus the settings; prints both tables.
+power_naive, n_sim), plus the settings; prints both tables. With ``--methods`` (a subset),
+the rows of those methods replace theirs in an existing results file, the other methods'
+rows are kept, and ``settings`` lists every run with the methods it ran.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -65,6 +69,7 @@ class Setting:
     utts: int = 5
     n_boot: int = 1000
     alpha: float = 0.05
+    methods: tuple[str, ...] = METHODS
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def run_one(s: Setting) -> list[dict[str, object]]:
 
     d = simulate(s)
     res = run_audit(d.results, speakers=d.speakers, zip_demographics=d.zips,
-                    embeddings=d.embeddings, methods=",".join(METHODS),
+                    embeddings=d.embeddings, methods=",".join(s.methods),
                     config=AuditConfig(n_boot=s.n_boot, seed=s.seed,
                                        embedding=EmbeddingConfig(k_range=(2, 6), seed=s.seed)))
     rows = []
@@ -176,12 +181,12 @@ def _one_thread() -> None:
         os.environ[var] = "1"
 
 
-def summarize(null: Iterable[dict[str, object]], planted: Iterable[dict[str, object]]
-              ) -> dict[str, list[dict[str, object]]]:
+def summarize(null: Iterable[dict[str, object]], planted: Iterable[dict[str, object]],
+              methods_run: Sequence[str] = METHODS) -> dict[str, list[dict[str, object]]]:
     """The ``methods`` (null FWER) and ``power`` tables of the results file."""
     nd = pd.DataFrame(list(null))
     methods = []
-    for m in METHODS:
+    for m in methods_run:
         g = nd[nd["method"] == m] if len(nd) else nd
         n, k = len(g), int(g["significant"].sum()) if len(g) else 0
         methods.append({
@@ -205,6 +210,34 @@ def summarize(null: Iterable[dict[str, object]], planted: Iterable[dict[str, obj
     return {"methods": methods, "power": power}
 
 
+def merge(previous: dict[str, list[dict[str, object]]], new: dict[str, list[dict[str, object]]],
+          methods_run: Sequence[str]) -> dict[str, list[dict[str, object]]]:
+    """``new`` for the methods run, ``previous`` (an earlier results file) for the others.
+
+    Rows of both tables are kept in :data:`METHODS` order; ``settings`` keeps every run,
+    each naming its methods.
+    """
+    out: dict[str, list[dict[str, object]]] = {}
+    for table in ("methods", "power"):
+        rows = [r for r in previous.get(table, []) if r["method"] not in methods_run]
+        rows += new[table]
+        rows.sort(key=lambda r: (METHODS.index(str(r["method"])), r.get("cohort_speakers", 0),
+                                 r.get("effect", 0)))
+        out[table] = rows
+    out["settings"] = list(previous.get("settings", [])) + new["settings"]
+    return out
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names of :data:`METHODS`."""
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in names)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -224,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, default=0.05,
                     help="level at which a bottom cohort counts as declared (p <= alpha)")
     ap.add_argument("--seed", type=int, default=0, help="first simulation seed")
+    ap.add_argument("--methods", type=_methods, default=METHODS,
+                    help="comma-separated subset of the methods to run; the other methods' "
+                         "rows of an existing --out file are kept (default: all)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                     help="processes (1: no multiprocessing)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "audit_calibration.json",
@@ -232,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _one_thread()
 
     common = {"n_speakers": args.speakers, "utts": args.utts, "n_boot": args.n_boot,
-              "alpha": args.alpha}
+              "alpha": args.alpha, "methods": args.methods}
     null_settings = [Setting(seed=args.seed + i, **common) for i in range(args.sims)]
     cells = [(e, c) for c in args.cohort_speakers for e in args.effects]
     planted_settings = [
@@ -243,26 +279,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     t_null = time.perf_counter() - t0
     planted = _run_all(planted_settings, args.workers)
     t_all = time.perf_counter() - t0
-    out = summarize(null, planted)
-    out["settings"] = [{**vars(args), "out": str(args.out), "methods": list(METHODS),
-                        "null_cohort": asdict(Setting(seed=0, **common)),
+    out = summarize(null, planted, args.methods)
+    null_cohort = asdict(Setting(seed=0, **common))
+    null_cohort["methods"] = list(args.methods)
+    out["settings"] = [{**vars(args), "out": str(args.out), "methods": list(args.methods),
+                        "null_cohort": null_cohort,
                         "seconds_null": round(t_null, 1), "seconds_total": round(t_all, 1)}]
+    written = out
+    if args.methods != METHODS and args.out.exists():
+        written = merge(json.loads(args.out.read_text()), out, args.methods)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from fairstream._io import atomic_write_text
 
-    atomic_write_text(args.out, json.dumps(out, indent=2))
+    atomic_write_text(args.out, json.dumps(written, indent=2))
 
     print(f"null: {args.sims} audits, {args.speakers} speakers x {args.utts} utterances, "
           f"{args.n_boot} replicates, alpha = {args.alpha}")
     print(f"{'method':<26} {'candidates':>10} {'FWER':>7} {'95 % CI':>17} {'FWER naive':>11}")
     for r in out["methods"]:
-        lo, hi = r["null_fwer_ci"]  # type: ignore[misc]
+        lo, hi = cast(list[float], r["null_fwer_ci"])
         print(f"{r['method']:<26} {r['median_candidates']:>10.0f} {r['null_fwer']:>7.3f} "
               f"{f'[{lo:.3f}, {hi:.3f}]':>17} {r['null_fwer_naive']:>11.3f}")
     print(f"power: {args.power_sims} audits per cell (significant and the planted cohort found)")
     print(f"{'method':<26} {'speakers':>8} " + " ".join(f"{f'x{e:g}':>13}"
                                                         for e in args.effects))
-    for m in METHODS:
+    for m in args.methods:
         for c in args.cohort_speakers:
             cell = {r["effect"]: r for r in out["power"]
                     if r["method"] == m and r["cohort_speakers"] == c}
@@ -270,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                             if e in cell else f"{'—':>13}" for e in args.effects)
             print(f"{m:<26} {c:>8} {vals}")
     print("(in brackets: with the conditional p-value)")
-    print(f"{t_all:.0f} s ({t_null:.0f} s null); wrote {args.out}")
+    merged = "" if written is out else " (other methods' rows kept)"
+    print(f"{t_all:.0f} s ({t_null:.0f} s null); wrote {args.out}{merged}")
 
 
 if __name__ == "__main__":
