@@ -15,10 +15,14 @@ every discovery method on the result:
 * ``embedding:encoder`` — k-means on the recognizer's own encoder states (per-speaker mean
   of each utterance's mean frame, :mod:`fairstream.inference.embeddings`).
 
-Per method and seed: the bottom cohort, its WER gap (relative, %) with the selection-corrected
-interval and p-value (the method's search over its candidates accounted for, see
-docs/audit.md), and its recovery of the planted speakers (precision, recall) and agreement with
-accent (adjusted Rand index of the method's cohorts).
+Each search of ``--search`` is audited on its own: ``greedy`` (no LM: the acoustic model's
+own errors, where the planted training imbalance acts) and ``recipe`` (the recipe's beam search
+fused with its token LM, as the demo ships; the LM hides part of the acoustic disparity).
+
+Per search, method and seed: the bottom cohort, its WER gap (relative, %) with the
+selection-corrected interval and p-value (the method's search over its candidates accounted
+for, see docs/audit.md), and its recovery of the planted speakers (precision, recall) and
+agreement with accent (adjusted Rand index of the method's cohorts).
 
 Usage::
 
@@ -27,9 +31,9 @@ Usage::
 
 Writes ``benchmarks/results/discovery.json`` (``rows``: ``method``, ``seed``, ``bottom_cohort``,
 ``gap_pct``, ``gap_ci`` (selection-corrected, %), ``p_corrected``, ``precision``, ``recall``,
-``ari_accent``; plus ``n_speakers_bottom``, ``p_naive``, ``gap_ci_naive``) after every seed
-(atomically), so ``--resume`` continues a killed run; corpora, results and audit reports stay
-in ``--workdir``.
+``ari_accent``; plus ``search``, ``n_speakers_bottom``, ``p_naive``, ``gap_ci_naive``) after
+every seed (atomically), so ``--resume`` continues a killed run; corpora, results and audit
+reports stay in ``--workdir``.
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                    help="corpus seeds (comma-separated; avoid the recognizer's own corpus seed)")
     p.add_argument("--speakers", type=int, default=400, help="audited speakers per seed")
     p.add_argument("--utterances", type=int, default=4, help="utterances per speaker")
-    p.add_argument("--search", choices=("recipe", "greedy"), default="recipe",
-                   help="the recognizer's search: its recipe's (beam + LM, as the demo) or greedy")
+    p.add_argument("--search", default="greedy,recipe",
+                   help="the recognizer's searches, each audited (comma-separated): greedy (no "
+                        "LM, the acoustic model's own errors) and/or recipe (its recipe's beam "
+                        "search + LM, as the demo)")
     p.add_argument("--pooling", choices=("mean", "mean+std"), default="mean+std",
                    help="frame pooling of the encoder embeddings")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
@@ -96,11 +102,13 @@ def _num(v: object) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _rows(methods: Any, name: str, seed: int) -> list[dict[str, Any]]:  # Any: JSON rows
+def _rows(methods: Any, name: str, seed: int, search: str
+          ) -> list[dict[str, Any]]:  # Any: JSON rows
     out = []
     for r in methods.to_dict(orient="records"):
         out.append({
             "method": name if name.startswith("embedding") else r["method"], "seed": seed,
+            "search": search,
             "bottom_cohort": r["bottom_cohort"],
             "n_speakers_bottom": int(r["n_speakers_bottom"]),
             "gap_pct": _num(r["wer_gap_pct"]),
@@ -112,6 +120,41 @@ def _rows(methods: Any, name: str, seed: int) -> list[dict[str, Any]]:  # Any: J
             "precision": _num(r["precision"]), "recall": _num(r["recall"]),
             "ari_accent": _num(r["ari_accent"]),
         })
+    return out
+
+
+def _plain(speakers: Any) -> Any:  # Any: pandas frame in, bool series out
+    return speakers["variant"].astype(str).str.fullmatch(r"[fm]\d")
+
+
+def _profile(result: Any, corpus: Any) -> dict[str, dict[str, Any]]:  # Any: audit, corpus
+    """Who each method's bottom cohort is, in the corpus's own speaker metadata (the recording
+    conditions and voices the corpus drew per speaker): SNR, telephone, female and plain-variant
+    shares and the most over-represented noise type, bottom against the rest."""
+    spk = corpus.speakers.set_index("speaker_id").reindex(result.stats.table.index.astype(str))
+    out: dict[str, dict[str, Any]] = {}  # Any: JSON
+    for name, outcome in result.outcomes.items():
+        mask = outcome.bottom.mask
+        if not mask.any():
+            continue
+        bottom, rest = spk[mask], spk[~mask]
+        share_b = bottom["noise_type"].value_counts(normalize=True)
+        share_r = rest["noise_type"].value_counts(normalize=True).reindex(share_b.index)
+        lift = (share_b / share_r.fillna(1e-9)).sort_values(ascending=False)
+        out[name] = {
+            "snr_db_mean": round(float(bottom["snr_db"].mean()), 2),
+            "snr_db_mean_rest": round(float(rest["snr_db"].mean()), 2),
+            "telephone_share": round(float(bottom["telephone"].astype(bool).mean()), 3),
+            "telephone_share_rest": round(float(rest["telephone"].astype(bool).mean()), 3),
+            "female_share": round(float((bottom["gender"] == "female").mean()), 3),
+            "female_share_rest": round(float((rest["gender"] == "female").mean()), 3),
+            # eSpeak's plain variants (f1-f5, m1-m8) against its character voices
+            "plain_variant_share": round(float(_plain(bottom).mean()), 3),
+            "plain_variant_share_rest": round(float(_plain(rest).mean()), 3),
+            "top_noise_type": str(lift.index[0]),
+            "top_noise_share": round(float(share_b[lift.index[0]]), 3),
+            "top_noise_share_rest": round(float(share_r[lift.index[0]]), 3),
+        }
     return out
 
 
@@ -142,18 +185,20 @@ def run_seed(args: argparse.Namespace, seed: int) -> tuple[list[dict[str, Any]],
     times["corpus_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    results = work / f"results_{args.search}.parquet"
-    if not results.exists():
-        loaded = load_transducer(args.checkpoint)
-        search = (SearchConfig() if args.search == "greedy"
-                  else recipe_search(loaded.config, loaded.path))
-        lm = recipe_lm(search, loaded.path)  # the recipe's LM, stored beside the checkpoint
-        df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, corpus.cuts("audit"),
-                         search=search, lm=lm, speakers=corpus.speakers, split="audit",
-                         progress=progress)
-        write_results(df, results, {"checkpoint": str(args.checkpoint),
-                                    "decode": dataclasses.asdict(search)})
-    table, _ = read_results(results)
+    tables = {}
+    for search_name in args.searches:
+        results = work / f"results_{search_name}.parquet"
+        if not results.exists():
+            loaded = load_transducer(args.checkpoint)
+            search = (SearchConfig() if search_name == "greedy"
+                      else recipe_search(loaded.config, loaded.path))
+            lm = recipe_lm(search, loaded.path)  # the recipe's LM, stored beside the checkpoint
+            df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn, corpus.cuts("audit"),
+                             search=search, lm=lm, speakers=corpus.speakers, split="audit",
+                             progress=progress)
+            write_results(df, results, {"checkpoint": str(args.checkpoint),
+                                        "decode": dataclasses.asdict(search)})
+        tables[search_name], _ = read_results(results)
     times["decode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
@@ -166,18 +211,30 @@ def run_seed(args: argparse.Namespace, seed: int) -> tuple[list[dict[str, Any]],
     t = time.perf_counter()
     cfg = AuditConfig(n_boot=args.n_boot, seed=seed)
     rows: list[dict[str, Any]] = []
-    base = run_audit(table, corpus_dir=cdir, embeddings=sv_emb, out_dir=work / "audit",
-                     methods="attribute:accent,geo,geodemo,embedding", config=cfg)
-    rows += [r for r in _rows(base.methods, "", seed) if r["method"] != "embedding"]
-    rows += _rows(base.methods[base.methods["method"] == "embedding"], "embedding:speaker",
-                  seed)
-    enc_audit = run_audit(table, corpus_dir=cdir, embeddings=(enc_ids, enc),
-                          out_dir=work / "audit_encoder", methods="embedding", config=cfg)
-    rows += _rows(enc_audit.methods, "embedding:encoder", seed)
+    info: dict[str, Any] = {"seed": seed}  # Any: JSON
+    for search_name, table in tables.items():
+        base = run_audit(table, corpus_dir=cdir, embeddings=sv_emb,
+                         out_dir=work / f"audit_{search_name}",
+                         methods="attribute:accent,geo,geodemo,embedding", config=cfg)
+        found = base.methods
+        new = _rows(found[found["method"] != "embedding"], "", seed, search_name)
+        new += _rows(found[found["method"] == "embedding"], "embedding:speaker", seed,
+                     search_name)
+        enc_audit = run_audit(table, corpus_dir=cdir, embeddings=(enc_ids, enc),
+                              out_dir=work / f"audit_{search_name}_encoder",
+                              methods="embedding", config=cfg)
+        new += _rows(enc_audit.methods, "embedding:encoder", seed, search_name)
+        profile = _profile(base, corpus)
+        profile["embedding:speaker"] = profile.pop("embedding", {})
+        profile["embedding:encoder"] = _profile(enc_audit, corpus).get("embedding", {})
+        for row in new:
+            row["bottom_profile"] = profile.get(row["method"]) or None
+        rows += new
+        info.update(audited_speakers=int(base.overall["n_speakers"]),
+                    audited_words=int(base.overall["ref_words"]))
+        info[f"wer_{search_name}"] = float(base.overall["wer"])
     times["audit_s"] = round(time.perf_counter() - t, 1)
-    return rows, {"seed": seed, "audited_speakers": int(base.overall["n_speakers"]),
-                  "audited_words": int(base.overall["ref_words"]),
-                  "wer": float(base.overall["wer"]), **times}
+    return rows, {**info, **times}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:  # Any: JSON rows
@@ -187,12 +244,12 @@ def _table(rows: list[dict[str, Any]]) -> str:  # Any: JSON rows
     def num(v: float | None, d: int = 2) -> str:
         return "—" if v is None else f"{v:.{d}f}"
 
-    lines = ["| method | seed | bottom cohort | speakers | gap % [corrected 95 % CI] | "
-             "p corrected | precision | recall | ARI accent |", "|---" * 9 + "|"]
+    lines = ["| search | method | seed | bottom cohort | speakers | gap % [corrected 95 % CI] | "
+             "p corrected | precision | recall | ARI accent |", "|---" * 10 + "|"]
     for r in rows:
         lo, hi = r["gap_ci"]
         lines.append(
-            f"| {r['method']} | {r['seed']} | {r['bottom_cohort'][:40]} | "
+            f"| {r['search']} | {r['method']} | {r['seed']} | {r['bottom_cohort'][:40]} | "
             f"{r['n_speakers_bottom']} | {pct(r['gap_pct'])} [{pct(lo)}, {pct(hi)}] | "
             f"{num(r['p_corrected'], 3)} | {num(r['precision'])} | {num(r['recall'])} | "
             f"{num(r['ari_accent'])} |")
@@ -202,10 +259,11 @@ def _table(rows: list[dict[str, Any]]) -> str:  # Any: JSON rows
 def _summary(rows: list[dict[str, Any]]) -> str:  # Any: JSON rows
     import numpy as np
 
-    lines = ["| method | seeds | significant (p < 0.05) | mean precision | mean recall | "
-             "mean ARI accent |", "|---" * 6 + "|"]
-    for m in METHODS:
-        mine = [r for r in rows if r["method"] == m]
+    lines = ["| search | method | seeds | significant (p < 0.05) | mean precision | "
+             "mean recall | mean ARI accent |", "|---" * 7 + "|"]
+    searches = sorted({r.get("search", "recipe") for r in rows})
+    for search, m in ((s, m) for s in searches for m in METHODS):
+        mine = [r for r in rows if r["method"] == m and r.get("search", "recipe") == search]
         if not mine:
             continue
 
@@ -214,7 +272,8 @@ def _summary(rows: list[dict[str, Any]]) -> str:  # Any: JSON rows
             return f"{np.mean(v):.2f}" if v else "—"
 
         sig = sum(1 for r in mine if r["p_corrected"] is not None and r["p_corrected"] < 0.05)
-        lines.append(f"| {m} | {len(mine)} | {sig} / {len(mine)} | {mean('precision')} | "
+        lines.append(f"| {search} | {m} | {len(mine)} | {sig} / {len(mine)} | "
+                     f"{mean('precision')} | "
                      f"{mean('recall')} | {mean('ari_accent')} |")
     return "\n".join(lines)
 
@@ -231,13 +290,18 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             sys.exit(f"checkpoint not found: {path} (run `make demo` first, or pass it)")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.searches = [s.strip() for s in args.search.split(",") if s.strip()]
+    bad = [s for s in args.searches if s not in ("greedy", "recipe")]
+    if bad or not args.searches:
+        sys.exit(f"--search: unknown search(es) {bad}; use greedy and/or recipe")
     data: dict[str, Any] = {"rows": [], "seeds": [], "config": {}}  # Any: JSON
     if args.resume and args.out.exists():
         data = json.loads(args.out.read_text())
-    done = {s["seed"] for s in data.get("seeds", [])}
+    done = {s["seed"] for s in data.get("seeds", [])
+            if all(f"wer_{x}" in s for x in args.searches)}
     data["config"] = {"checkpoint": str(args.checkpoint), "sv_checkpoint": str(args.sv_checkpoint),
                       "speakers": args.speakers, "utterances": args.utterances,
-                      "search": args.search, "pooling": args.pooling, "n_boot": args.n_boot,
+                      "searches": args.searches, "pooling": args.pooling, "n_boot": args.n_boot,
                       "methods": list(METHODS), "machine": platform.platform(),
                       "command": " ".join(["python benchmarks/discovery.py", *(argv or
                                                                                sys.argv[1:])])}
