@@ -64,7 +64,6 @@ from fairstream.audit.geodemographic import (
     search_geodemographic,
 )
 from fairstream.audit.inputs import Exclusion, ResultsTable, read_embeddings
-from fairstream.audit.plots import geo_map
 from fairstream.audit.provenance import file_info
 from fairstream.audit.speaker_stats import SpeakerStats
 from fairstream.data.layout import AUDIO_DIR
@@ -525,11 +524,8 @@ class GeoMethod(AuditMethod):
             "best split's WER difference (max-statistic over all candidate thresholds, level "
             "α × region share of speakers) excludes 0."
         )
-        lat = stats.table[config.geo.lat_col].to_numpy(np.float64)
-        lon = stats.table[config.geo.lon_col].to_numpy(np.float64)
-        img = geo_map(outcome.table, lat, lon, g.partition.codes >= 0, config.privacy)
-        return ReportSection(columns=("group", "path") + COHORT_COLUMNS[1:], paragraphs=(text,),
-                             images=(img,) if img else ())
+        # no map here: report.html draws the region map from the published cohort table
+        return ReportSection(columns=("group", "path") + COHORT_COLUMNS[1:], paragraphs=(text,))
 
     def report_data(self, outcome: MethodOutcome) -> dict[str, object]:
         return {"geo_split_tests": [asdict(t) for t in _detail(outcome, GeoTree).tests]}

@@ -2,7 +2,9 @@
 
 Every plot draws only the numbers of the table it is given: report.html passes the tables as
 published (cells withheld for privacy are missing, NaN or None, and are not drawn).
-matplotlib is imported when a plot is drawn (with the ``Agg`` backend), not with this module.
+matplotlib is imported when a plot is drawn, not with this module; figures are drawn with its
+object API and the Agg canvas (no pyplot: no global figure state, and nothing switches the
+caller's backend).
 """
 
 from __future__ import annotations
@@ -26,19 +28,19 @@ __all__ = ["geo_map", "methods_plot", "region_map", "wer_bars"]
 BOX_COLUMNS = ("lat_min", "lat_max", "lon_min", "lon_max")
 
 
-def _png(fig: Figure) -> str:
-    import matplotlib.pyplot as plt
+def _figure(width: float, height: float) -> Figure:
+    """A figure of that size (inches) with one axes, outside pyplot."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, height))
+    fig.add_subplot()
+    return fig
+
+
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _agg() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
 
 
 def _col(table: pd.DataFrame, name: str) -> np.ndarray:
@@ -59,16 +61,14 @@ def wer_bars(table: pd.DataFrame, title: str, overall: float | None,
 
     Rows without a WER (suppressed) are left out.
     """
-    _agg()
-    import matplotlib.pyplot as plt
-
     keep = np.isfinite(_col(table, "wer"))
     if "status" in table.columns:
         keep &= (table["status"] != "suppressed").to_numpy()
     t = table[keep].head(max_rows)
     if t.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(t) + 1.2))
+    fig = _figure(7, 0.35 * len(t) + 1.2)
+    ax = fig.axes[0]
     y = np.arange(len(t))[::-1]
     wer = 100 * _col(t, "wer")
     err = _error_bars(wer, 100 * _col(t, "wer_ci_low"), 100 * _col(t, "wer_ci_high"))
@@ -96,8 +96,9 @@ def region_map(regions: pd.DataFrame, title: str,
     Returns:
         The PNG, or None when there is no region with a bounding box.
     """
-    _agg()
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
     if regions.empty or not set(BOX_COLUMNS) <= set(regions.columns):
@@ -106,13 +107,14 @@ def region_map(regions: pd.DataFrame, title: str,
     drawn = np.logical_and.reduce([np.isfinite(v) for v in box.values()])
     if not drawn.any():
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = _figure(8, 5)
+    ax = fig.axes[0]
     wers = 100 * _col(regions, "wer")
     finite = np.isfinite(wers) & drawn
     vmin, vmax = (wers[finite].min(), wers[finite].max()) if finite.any() else (0.0, 1.0)
     if vmax <= vmin:
         vmax = vmin + 1e-6
-    cmap = plt.get_cmap("RdYlGn_r")
+    cmap = colormaps["RdYlGn_r"]
     labelled = drawn.sum() <= 12
     for i in np.flatnonzero(drawn):
         color = cmap((wers[i] - vmin) / (vmax - vmin)) if finite[i] else "#cccccc"
@@ -127,7 +129,7 @@ def region_map(regions: pd.DataFrame, title: str,
         lat, lon, size, label = points
         ax.scatter(lon, lat, s=size, c="k", alpha=0.5, label=label)
         ax.legend(loc="lower left", fontsize=8)
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
+    sm = ScalarMappable(cmap=cmap, norm=Normalize(vmin, vmax))
     fig.colorbar(sm, ax=ax, label="region WER (%)")
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
@@ -170,9 +172,6 @@ def methods_plot(methods: pd.DataFrame, labels: Sequence[str] | None = None) -> 
             ``wer_gap_ci_high``); rows without a gap are left out.
         labels: each row's name on the plot (default: its ``method``).
     """
-    _agg()
-    import matplotlib.pyplot as plt
-
     gap = _col(methods, "wer_gap_pct")
     keep = np.isfinite(gap)
     if not keep.any():
@@ -180,7 +179,8 @@ def methods_plot(methods: pd.DataFrame, labels: Sequence[str] | None = None) -> 
     names = np.asarray(list(labels) if labels is not None else list(methods["method"]),
                        dtype=object)[keep]
     g = gap[keep]
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(g) + 1.2))
+    fig = _figure(7, 0.4 * len(g) + 1.2)
+    ax = fig.axes[0]
     y = np.arange(len(g))[::-1]
     err = _error_bars(g, _col(methods, "wer_gap_ci_low")[keep],
                       _col(methods, "wer_gap_ci_high")[keep])
