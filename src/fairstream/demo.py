@@ -11,7 +11,7 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
    ``decode`` section: beam search fused with a token n-gram LM fitted on the training
    transcripts) into ``results.parquet``, and with plain greedy search into
    ``results_greedy.parquet`` as the baseline; decode the audit split (400 more unseen
-   speakers, a few utterances each) with the recipe's search into ``results_audit.parquet``.
+   speakers, a few utterances each) with greedy search into ``results_audit.parquet``.
 4. ``speaker`` — train the speaker-embedding extractor (small ECAPA-TDNN) on the training
    speakers and embed the audited split; the audit's automatic cohorts cluster these embeddings.
 5. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
@@ -377,23 +377,25 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
             decoded[name] = df
         audited_split, audited_results = "test", results_path
         if AUDIT_SPLIT in corpus.splits:
+            # greedy search, the headline and the decode CLI's default: the audit sees the
+            # acoustic model's own errors, which an LM partly hides (benchmarks/discovery.py
+            # audits both searches)
             audited_split, audited_results = AUDIT_SPLIT, out / "results_audit.parquet"
-            if (audited_results.exists()
-                    and audited_results.stat().st_mtime >= checkpoint.stat().st_mtime):
+            if _fresh_greedy(audited_results, checkpoint):
                 echo(f"reusing {audited_results}")
             else:
                 loaded = loaded or load_transducer(checkpoint)
-                search, lm, meta = _recipe_search(loaded, corpus, echo)
                 audit_df = decode_cuts(loaded.model, loaded.tokenizer, loaded.cmvn,
-                                       corpus.cuts(AUDIT_SPLIT), search=search, lm=lm,
+                                       corpus.cuts(AUDIT_SPLIT), search=SearchConfig(),
                                        streaming=True, chunk_ms=config.chunk_ms,
                                        speakers=corpus.speakers, split=AUDIT_SPLIT,
                                        progress=config.progress)
                 write_results(audit_df, audited_results,
                               {"checkpoint": str(checkpoint), "streaming": True,
-                               "chunk_ms": config.chunk_ms, **meta})
+                               "chunk_ms": config.chunk_ms, "method": "greedy"})
                 echo(f"audit split: {summarize_wer(audit_df, by=()).iloc[0]['wer']:.2%} WER "
-                     f"({audit_df['speaker_id'].nunique()} speakers) -> {audited_results}")
+                     f"with greedy search ({audit_df['speaker_id'].nunique()} speakers) -> "
+                     f"{audited_results}")
         df = decoded["recipe"]
         by_accent = summarize_wer(df, by=["accent"])
         baseline = summarize_wer(decoded["greedy"], by=["accent"])
@@ -499,6 +501,16 @@ def _train_distributed(recipe: Path, sets: list[str], exp: Path, nproc: int,
                             f"{' '.join(cmd)}")
 
 
+def _fresh_greedy(results: Path, checkpoint: Path) -> bool:
+    """True when ``results`` is newer than ``checkpoint`` and was decoded with greedy search."""
+    from fairstream.results import read_results
+
+    if not results.exists() or results.stat().st_mtime < checkpoint.stat().st_mtime:
+        return False
+    _, meta = read_results(results)
+    return meta.get("method") == "greedy"
+
+
 def _corpus_complete(corpus_dir: Path, fingerprint: str) -> bool:
     """True when ``corpus_dir`` holds the finished corpus of ``fingerprint``.
 
@@ -563,7 +575,9 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
         "",
         f"Audited: the {audited_split} split, {int(audited['n_speakers'])} speakers unseen in "
         f"training, {int(audited['ref_words'])} reference words, WER "
-        f"{100 * audited['wer']:.2f} % (the recipe's search).",
+        f"{100 * audited['wer']:.2f} % "
+        + ("(greedy search, the headline: the acoustic model's own errors)."
+           if audited_split != "test" else "(the recipe's search)."),
         "",
         _table(methods),
         "",
