@@ -25,6 +25,7 @@ _COMMANDS: dict[str, str] = {
     "audit": "fairstream.cli.audit:audit",
     "sv": "fairstream.cli.sv:sv",
     "demo": "fairstream.cli.demo:demo",
+    "export": "fairstream.cli.export:export",
 }
 
 _HELP = {
@@ -36,6 +37,7 @@ _HELP = {
     "audit": "Find the speaker cohorts a recognizer serves worst.",
     "sv": "Speaker embeddings, verification and fairness of SV.",
     "demo": "Run the whole story on the embedded demo corpus.",
+    "export": "Export a checkpoint to ONNX for sherpa-onnx and onnxruntime.",
 }
 
 
@@ -49,6 +51,9 @@ _EXTRAS: dict[str, str] = {
     "yaml": "asr",
     "espeakng_loader": "corpus",
     "zipcodes": "corpus",
+    "onnx": "serve",
+    "onnxruntime": "serve",
+    "sherpa_onnx": "serve",
 }
 
 
