@@ -26,6 +26,8 @@ _COMMANDS: dict[str, str] = {
     "sv": "fairstream.cli.sv:sv",
     "demo": "fairstream.cli.demo:demo",
     "export": "fairstream.cli.export:export",
+    "serve": "fairstream.cli.serve:serve",
+    "client": "fairstream.cli.client:client",
 }
 
 _HELP = {
@@ -38,6 +40,8 @@ _HELP = {
     "sv": "Speaker embeddings, verification and fairness of SV.",
     "demo": "Run the whole story on the embedded demo corpus.",
     "export": "Export a checkpoint to ONNX for sherpa-onnx and onnxruntime.",
+    "serve": "Serve streaming recognition over WebSockets.",
+    "client": "Stream a WAV file to a recognition server.",
 }
 
 
@@ -54,6 +58,8 @@ _EXTRAS: dict[str, str] = {
     "onnx": "serve",
     "onnxruntime": "serve",
     "sherpa_onnx": "serve",
+    "websockets": "serve",
+    "prometheus_client": "serve",
 }
 
 
