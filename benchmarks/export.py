@@ -14,10 +14,13 @@ All on one thread, the same audio, fed in chunks of ``--chunk-ms``. RTF is decod
 Σreference words on normalized text); agreement is the share of utterances whose
 transcript equals the PyTorch one. Writes ``benchmarks/results/export.json``:
 ``{"runtimes": [{"runtime", "precision", "rtf_1thread", "wer", "agreement"}, ...]}``.
+``--runtimes`` runs only some rows (the PyTorch reference always runs, agreement needs it)
+and merges them into an existing results file, keeping its other rows.
 
 Usage:
     python benchmarks/export.py --checkpoint demo_out/exp/averaged.pt \\
         --corpus demo_out/corpus --limit 400
+    python benchmarks/export.py ... --runtimes sherpa-onnx/fp32,sherpa-onnx/int8
 """
 
 from __future__ import annotations
@@ -49,6 +52,28 @@ from fairstream.inference import cut_audio, load_transducer
 from fairstream.metrics.wer import ErrorCounts, score_pairs
 
 RESULTS = Path(__file__).parent / "results" / "export.json"
+ROWS = ("pytorch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "sherpa-onnx/fp32",
+        "sherpa-onnx/int8")
+
+
+def _selected(value: str | None) -> list[str]:
+    """Rows named by ``--runtimes`` (``runtime/precision``, comma-separated), the PyTorch
+    reference first; all rows without it."""
+    if value is None:
+        return list(ROWS)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in ROWS]
+    if bad:
+        raise SystemExit(f"--runtimes: unknown {', '.join(bad)} (choose from {', '.join(ROWS)})")
+    return [r for r in ROWS if r == ROWS[0] or r in names]
+
+
+def _merge(path: Path, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` replacing the same runtime/precision rows of the results in ``path``, in
+    :data:`ROWS` order; the file's other rows are kept."""
+    old = json.loads(path.read_text())["runtimes"] if path.is_file() else []
+    by_name = {f"{r['runtime']}/{r['precision']}": r for r in old + rows}
+    return sorted(by_name.values(), key=lambda r: ROWS.index(f"{r['runtime']}/{r['precision']}"))
 
 
 def _run(name: str, audios: list[np.ndarray], fn: Callable[[np.ndarray], str]
@@ -77,7 +102,12 @@ def main() -> None:
     parser.add_argument("--export-dir", type=Path, default=None,
                         help="keep the export here (default: a temporary directory)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--runtimes", default=None,
+                        help="comma-separated rows to run, e.g. sherpa-onnx/fp32,sherpa-onnx/int8 "
+                             f"(of {', '.join(ROWS)}; pytorch/fp32 always runs); the rows are "
+                             "merged into --out")
     args = parser.parse_args()
+    selected = _selected(args.runtimes)
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -97,7 +127,8 @@ def main() -> None:
         out = args.export_dir or Path(tmp)
         export_transducer(loaded.model, loaded.tokenizer, loaded.cmvn, out,
                           chunk_ms=args.chunk_ms, frame_repeat=args.frame_repeat)
-        quantize_int8(out)
+        if any(r.endswith("/int8") for r in selected):
+            quantize_int8(out)
         info = read_export_info(out / "encoder.onnx")
         print(f"export: chunk {info.chunk_frames} frames, subsampling {info.subsampling}, "
               f"frame repeat {info.frame_repeat}", flush=True)
@@ -111,15 +142,17 @@ def main() -> None:
         runs: list[tuple[str, str, Callable[[np.ndarray], str]]] = [
             ("pytorch", "fp32", pytorch)]
         for precision, int8 in (("fp32", False), ("int8", True)):
-            ours = OnnxStreamingRecognizer(out, int8=int8, num_threads=1)
-            runs.append(("onnxruntime", precision,
-                         lambda a, r=ours: r.transcribe(a, step=step)))
+            if f"onnxruntime/{precision}" in selected:
+                ours = OnnxStreamingRecognizer(out, int8=int8, num_threads=1)
+                runs.append(("onnxruntime", precision,
+                             lambda a, r=ours: r.transcribe(a, step=step)))
         for precision, int8 in (("fp32", False), ("int8", True)):
-            sherpa = sherpa_recognizer(out, int8=int8, num_threads=1)
-            runs.append(("sherpa-onnx", precision,
-                         lambda a, r=sherpa: sherpa_transcribe(r, info, a)))
+            if f"sherpa-onnx/{precision}" in selected:
+                sherpa = sherpa_recognizer(out, int8=int8, num_threads=1)
+                runs.append(("sherpa-onnx", precision,
+                             lambda a, r=sherpa: sherpa_transcribe(r, info, a)))
 
-        rows = []
+        rows: list[dict[str, object]] = []
         reference: list[str] = []
         for runtime, precision, fn in runs:
             hyps, seconds = _run(f"{runtime} {precision}", audios, fn)
@@ -138,6 +171,8 @@ def main() -> None:
             })
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.runtimes is not None:
+        rows = _merge(args.out, rows)
     atomic_write_text(args.out, json.dumps({"runtimes": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -21,6 +21,7 @@ import torch
 from fairstream.errors import InputDataError
 from fairstream.export import (
     OnnxStreamingRecognizer,
+    encoder_frames,
     export_transducer,
     read_export_info,
     read_tokens,
@@ -202,6 +203,52 @@ def test_tail_padding_completes_the_last_window(samples: int, exported3: Path) -
     windows = -(-frames // info.chunk_frames)
     assert total == windows * info.chunk_frames + 1  # sherpa-onnx runs `windows` windows
     assert tail_padding(samples + pad - 1, info) > 0 or pad == 0
+
+
+def _sherpa_untrimmed(recognizer: Any, info: Any, samples: np.ndarray) -> tuple[str, int]:
+    """Text sherpa-onnx finds with the tail padding and nothing dropped, and how many
+    ``encoder_out`` frames it searched (the windows it ran)."""
+    stream = recognizer.create_stream()
+    stream.accept_waveform(16000, samples)
+    stream.accept_waveform(16000, np.zeros(tail_padding(len(samples), info), dtype=np.float32))
+    stream.input_finished()
+    windows = 0
+    while recognizer.is_ready(stream):
+        recognizer.decode_stream(stream)
+        windows += 1
+    searched = windows * info.chunk_frames // info.subsampling * info.frame_repeat
+    return " ".join(recognizer.get_result(stream).split()), searched
+
+
+@pytest.mark.parametrize("chunk_ms", [80, 320])
+def test_sherpa_searches_only_the_encoder_frames_of_real_audio(chunk_ms: int,
+                                                               tmp_path: Path) -> None:
+    # a random 8x model emits a token on nearly every frame, so any frame over the tail
+    # padding shows; audio lengths end anywhere within a 320 ms window
+    model = _random_model(8, 1)
+    rng = np.random.default_rng(1)
+    cmvn = Cmvn(mean=np.full(80, -8.0, dtype=np.float32), std=np.full(80, 3.0, dtype=np.float32))
+    info = export_transducer(model, _FakeTokenizer(11), cmvn, tmp_path, chunk_ms=chunk_ms,
+                             frame_repeat=1)
+    ours = OnnxStreamingRecognizer(tmp_path)
+    sherpa = sherpa_recognizer(tmp_path)
+    extra = appended = 0
+    for n in (400, 400 + 160 * 8, 400 + 160 * 9 + 77, 400 + 160 * 17, 400 + 160 * 31,
+              400 + 160 * 40 - 1, 16000 + 123):
+        audio = (rng.normal(size=n) * 0.1).astype(np.float32)
+        want = ours.transcribe(audio)
+        assert len(ours.frames) and max(ours.frames) < encoder_frames(n, info)
+        assert sherpa_transcribe(sherpa, info, audio) == want, n
+        text, searched = _sherpa_untrimmed(sherpa, info, audio)
+        assert searched >= encoder_frames(n, info)
+        extra += searched > encoder_frames(n, info)
+        appended += text != want
+        assert text.startswith(want), n  # frames of real audio: the same tokens
+        if searched == encoder_frames(n, info):
+            assert text == want, n  # no frame over the padding alone: nothing to drop
+    # with T = S every window ends on a frame PyTorch computes; with T = 4 S, 6 of the 7
+    # lengths (all but 32 feature frames) leave frames over the padding, which add tokens
+    assert (extra, appended > 0) == ((0, False) if chunk_ms == 80 else (6, True))
 
 
 def test_cli_export(tmp_path: Path) -> None:

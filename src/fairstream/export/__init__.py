@@ -15,6 +15,7 @@ from fairstream.export.onnx import (
 )
 from fairstream.export.runtime import (
     OnnxStreamingRecognizer,
+    encoder_frames,
     model_paths,
     read_tokens,
     sherpa_recognizer,
@@ -27,6 +28,7 @@ __all__ = [
     "MODEL_FILES",
     "ExportInfo",
     "OnnxStreamingRecognizer",
+    "encoder_frames",
     "export_transducer",
     "model_paths",
     "quantize_int8",

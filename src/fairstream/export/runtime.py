@@ -11,8 +11,12 @@ none of them).
 :func:`sherpa_recognizer` builds a ``sherpa_onnx.OnlineRecognizer`` with our feature
 settings; :func:`sherpa_transcribe` decodes one utterance with it. sherpa-onnx runs only
 complete windows of ``T`` frames and only while one more frame is ready, so the audio gets
-the fewest zero samples that complete the last window (:func:`tail_padding`); the encoder
-frames computed from that padding may, rarely, add a token at the very end.
+the fewest zero samples that complete the last window (:func:`tail_padding`). That window
+holds ``T / S`` encoder frames, of which the last up to ``T / S - 1`` lie wholly in the
+padding: PyTorch never computes them (:func:`encoder_frames` counts the ones it does), and a
+search over them can append tokens. Greedy search is causal, so the tokens sherpa-onnx emits
+on those frames are dropped by their timestamps, which gives exactly the search over the
+frames of real input.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from fairstream.features.fbank import FbankConfig, OnlineFbankExtractor
 
 __all__ = [
     "OnnxStreamingRecognizer",
+    "encoder_frames",
     "model_paths",
     "read_tokens",
     "sherpa_recognizer",
@@ -39,6 +44,9 @@ __all__ = [
 ]
 
 _SPACE = "\u2581"
+# sherpa-onnx's transducer timestamps are encoder_out frame indices times 4 feature frame
+# shifts, whatever the model's subsampling (it assumes 4x)
+_SHERPA_SUBSAMPLING = 4
 
 
 def model_paths(directory: str | os.PathLike[str], *, int8: bool = False) -> dict[str, Path]:
@@ -217,20 +225,42 @@ def sherpa_recognizer(directory: str | os.PathLike[str], *, int8: bool = False,
     )
 
 
-def tail_padding(num_samples: int, info: ExportInfo) -> int:
-    """Zero samples after ``num_samples`` that let sherpa-onnx run the window holding the
-    last feature frame: the frames must reach the next multiple of ``T``, plus one."""
+def _fbank_frames(num_samples: int, info: ExportInfo) -> tuple[int, FbankConfig]:
+    """Feature frames (``snip_edges``) of ``num_samples`` samples, and the feature settings."""
     fb = FbankConfig(sample_rate=int(info.fbank["sample_rate"]),
                      frame_length_ms=info.fbank["frame_length_ms"],
                      frame_shift_ms=info.fbank["frame_shift_ms"])
-    frames = max(0, 1 + (num_samples - fb.window_samples) // fb.shift_samples)
+    return max(0, 1 + (num_samples - fb.window_samples) // fb.shift_samples), fb
+
+
+def encoder_frames(num_samples: int, info: ExportInfo) -> int:
+    """``encoder_out`` frames PyTorch streaming (and :class:`OnnxStreamingRecognizer`)
+    search for an utterance of ``num_samples`` samples: ``ceil(frames / S) * R``, where
+    ``frames = 1 + (num_samples - window) // shift`` are its feature frames. Encoder frame
+    ``j`` sees feature frames ``<= j * S`` only, so each of these is computed from real
+    audio alone, in every runtime."""
+    frames, _ = _fbank_frames(num_samples, info)
+    return math.ceil(frames / info.subsampling) * info.frame_repeat
+
+
+def tail_padding(num_samples: int, info: ExportInfo) -> int:
+    """Zero samples after ``num_samples`` that let sherpa-onnx run the window holding the
+    last feature frame: the frames must reach the next multiple of ``T``, plus one (it runs a
+    window only while one more frame is ready). Feeding less loses the last window; feeding
+    a further ``T * shift`` samples or more runs a window of padding alone."""
+    frames, fb = _fbank_frames(num_samples, info)
     needed = math.ceil(frames / info.chunk_frames) * info.chunk_frames + 1
     return max(0, (needed - 1) * fb.shift_samples + fb.window_samples - num_samples)
 
 
 def sherpa_transcribe(recognizer: Any, info: ExportInfo, samples: np.ndarray) -> str:
     """Decode one utterance with a sherpa-onnx recognizer (``recognizer`` from
-    :func:`sherpa_recognizer`); the text with whitespace collapsed."""
+    :func:`sherpa_recognizer`, endpointing off); the text with whitespace collapsed.
+
+    The audio gets :func:`tail_padding` zeros; of the tokens sherpa-onnx then finds, those on
+    ``encoder_out`` frames at or beyond :func:`encoder_frames` (computed over the padding
+    alone) are dropped, so the result is the greedy search over the frames PyTorch computes.
+    """
     rate = int(info.fbank["sample_rate"])
     stream = recognizer.create_stream()
     stream.accept_waveform(rate, np.asarray(samples, dtype=np.float32))
@@ -238,6 +268,9 @@ def sherpa_transcribe(recognizer: Any, info: ExportInfo, samples: np.ndarray) ->
     stream.input_finished()
     while recognizer.is_ready(stream):
         recognizer.decode_stream(stream)
-    result = recognizer.get_result(stream)
-    text = result if isinstance(result, str) else result.text
-    return " ".join(str(text).split())
+    result = recognizer.get_result_all(stream)
+    unit = _SHERPA_SUBSAMPLING * float(info.fbank["frame_shift_ms"]) / 1000.0
+    last = encoder_frames(len(samples), info)
+    kept = [tok for tok, ts in zip(result.tokens, result.timestamps) if round(ts / unit) < last]
+    text = "".join(kept).replace(_SPACE, " ")
+    return " ".join(text.split())
