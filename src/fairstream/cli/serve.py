@@ -85,7 +85,8 @@ def serve(checkpoint: Path, host: str, port: int, chunk_ms: int, max_streams: in
         server = RecognitionServer(engine, config)
         await server.start()
         click.echo(f"serving {checkpoint} on ws://{host}:{server.port} "
-                   f"(GET /healthz, /metrics)", err=True)
+                   f"(browser page http://{host}:{server.port}/, GET /healthz, /metrics)",
+                   err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

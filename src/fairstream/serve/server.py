@@ -12,8 +12,9 @@ batched encoder + greedy step (:class:`~fairstream.serve.engine.BatchedRecognize
 worker thread, so receiving audio and sending results continue during the computation.
 
 A stream that breaks a limit or sends malformed data is closed with a close code and a reason
-that names the problem; other streams do not notice. Plain HTTP ``GET /healthz`` and
-``GET /metrics`` (Prometheus text format) are answered on the same port.
+that names the problem; other streams do not notice. Plain HTTP ``GET /healthz``,
+``GET /metrics`` (Prometheus text format) and the browser page ``GET /`` (microphone to this
+server, with ``/worklet.js``) are answered on the same port.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -145,6 +147,7 @@ class RecognitionServer:
         self.http_routes: dict[str, Callable[[], tuple[str, bytes]]] = {
             "/healthz": lambda: ("text/plain; charset=utf-8", b"ok\n"),
             "/metrics": lambda: (CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)),
+            **_page_routes(),
         }
         self._sessions: dict[ServerConnection, _Session] = {}
         self._wake = asyncio.Event()
@@ -363,6 +366,19 @@ class RecognitionServer:
             await s.outbox.put((_to_json(result), arrival))
             if final:
                 await s.outbox.put(("Done!", None))
+
+
+def _page_routes() -> dict[str, Callable[[], tuple[str, bytes]]]:
+    """The browser page (``/``) and its AudioWorklet (``/worklet.js``), from package data."""
+    static = resources.files("fairstream.serve") / "static"
+    pages = {"/": ("index.html", "text/html; charset=utf-8"),
+             "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8")}
+    return {path: _constant(content_type, (static / name).read_bytes())
+            for path, (name, content_type) in pages.items()}
+
+
+def _constant(content_type: str, body: bytes) -> Callable[[], tuple[str, bytes]]:
+    return lambda: (content_type, body)
 
 
 def _to_json(result: StreamResult) -> str:
