@@ -30,6 +30,7 @@ from fairstream.decoding.streaming import StreamingRecognizer  # noqa: E402
 from fairstream.inference import LoadedModel, load_transducer  # noqa: E402
 from fairstream.serve import BatchedRecognizer, EndpointConfig, EndpointRule  # noqa: E402
 from fairstream.serve.client import stream_audio  # noqa: E402
+from fairstream.serve.engine import StreamingEngine  # noqa: E402
 from fairstream.serve.server import RecognitionServer, ServeConfig  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -58,11 +59,19 @@ def wavs(expected: dict[str, str]) -> dict[str, np.ndarray]:
 @contextmanager
 def running(golden: LoadedModel, endpoint: EndpointConfig = NO_ENDPOINT,
             **limits: Any) -> Iterator[tuple[RecognitionServer, str]]:  # Any: ServeConfig fields
-    """A server on a free port, its event loop in a background thread."""
+    """A server for the golden checkpoint on a free port."""
+    engine = BatchedRecognizer(golden.model, golden.tokenizer, golden.cmvn, endpoint=endpoint)
+    with serving(engine, **limits) as pair:
+        yield pair
+
+
+@contextmanager
+def serving(engine: StreamingEngine,
+            **limits: Any) -> Iterator[tuple[RecognitionServer, str]]:  # Any: ServeConfig fields
+    """A server for ``engine`` on a free port, its event loop in a background thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    engine = BatchedRecognizer(golden.model, golden.tokenizer, golden.cmvn, endpoint=endpoint)
     server = RecognitionServer(engine, ServeConfig(port=0, **limits))
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
     try:

@@ -13,11 +13,14 @@ __all__ = ["serve"]
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="Checkpoint written by `fairstream train`.")
+              default=None, help="Checkpoint written by `fairstream train` (PyTorch).")
+@click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Directory written by `fairstream export` (onnxruntime).")
+@click.option("--int8", is_flag=True, help="With --onnx: use the *.int8.onnx models.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=6006, show_default=True)
 @click.option("--chunk-ms", type=click.IntRange(min=10), default=160, show_default=True,
-              help="Model chunk in milliseconds.")
+              help="Model chunk in milliseconds (with --onnx, the export's own).")
 @click.option("--max-streams", type=click.IntRange(min=1), default=200, show_default=True,
               help="Concurrent streams; more are closed with code 1013.")
 @click.option("--max-message-bytes", type=click.IntRange(min=1024), default=1 << 20,
@@ -36,9 +39,10 @@ __all__ = ["serve"]
 @click.option("--rule3-min-utterance-length", type=float, default=20.0, show_default=True,
               help="Endpoint when a segment reaches this length.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads for the batched encoder.")
-def serve(checkpoint: Path, host: str, port: int, chunk_ms: int, max_streams: int,
-          max_message_bytes: int, max_session_s: float, idle_timeout_s: float,
+              help="Torch (or onnxruntime intra-op) threads for the batched encoder.")
+def serve(checkpoint: Path | None, onnx_dir: Path | None, int8: bool, host: str, port: int,
+          chunk_ms: int, max_streams: int, max_message_bytes: int, max_session_s: float,
+          idle_timeout_s: float,
           token: str | None, no_endpoint: bool, rule1_min_trailing_silence: float,
           rule2_min_trailing_silence: float, rule3_min_utterance_length: float,
           threads: int) -> None:
@@ -53,6 +57,7 @@ def serve(checkpoint: Path, host: str, port: int, chunk_ms: int, max_streams: in
     \b
     Example:
       fairstream serve --checkpoint exp/lstm/averaged.pt --port 6006
+      fairstream serve --onnx exp/lstm/onnx --port 6006
       fairstream client hello.wav --url ws://127.0.0.1:6006
     """
     import asyncio
@@ -61,9 +66,19 @@ def serve(checkpoint: Path, host: str, port: int, chunk_ms: int, max_streams: in
     import torch
 
     from fairstream.inference import load_transducer
-    from fairstream.serve.engine import BatchedRecognizer, EndpointConfig, EndpointRule
+    from fairstream.serve.engine import (
+        BatchedRecognizer,
+        EndpointConfig,
+        EndpointRule,
+        StreamingEngine,
+    )
     from fairstream.serve.server import RecognitionServer, ServeConfig
 
+    if (checkpoint is None) == (onnx_dir is None):
+        raise click.UsageError("give exactly one of --checkpoint CKPT and --onnx DIR "
+                               f"(got {'both' if checkpoint else 'neither'})")
+    if int8 and onnx_dir is None:
+        raise click.UsageError("--int8 needs --onnx DIR")
     torch.set_num_threads(threads)
     endpoint = EndpointConfig(
         rule1=EndpointRule(False, rule1_min_trailing_silence, 0.0),
@@ -74,17 +89,25 @@ def serve(checkpoint: Path, host: str, port: int, chunk_ms: int, max_streams: in
     config = ServeConfig(host=host, port=port, max_streams=max_streams,
                          max_message_bytes=max_message_bytes, max_session_s=max_session_s,
                          idle_timeout_s=idle_timeout_s, token=token)
+    engine: StreamingEngine
     try:
-        loaded = load_transducer(checkpoint)
-        engine = BatchedRecognizer(loaded.model, loaded.tokenizer, loaded.cmvn,
-                                   chunk_ms=chunk_ms, endpoint=endpoint)
+        if onnx_dir is not None:
+            from fairstream.serve.onnx_backend import OnnxBackend
+
+            engine = StreamingEngine(OnnxBackend(onnx_dir, int8=int8, num_threads=threads),
+                                     endpoint=endpoint)
+        else:
+            assert checkpoint is not None
+            loaded = load_transducer(checkpoint)
+            engine = BatchedRecognizer(loaded.model, loaded.tokenizer, loaded.cmvn,
+                                       chunk_ms=chunk_ms, endpoint=endpoint)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
 
     async def run() -> None:
         server = RecognitionServer(engine, config)
         await server.start()
-        click.echo(f"serving {checkpoint} on ws://{host}:{server.port} "
+        click.echo(f"serving {checkpoint or onnx_dir} on ws://{host}:{server.port} "
                    f"(browser page http://{host}:{server.port}/, GET /healthz, /metrics)",
                    err=True)
         stop = asyncio.Event()

@@ -1,21 +1,24 @@
 """Many recognition streams in one process, batched through the encoder chunk by chunk.
 
-:class:`BatchedRecognizer` holds the model once and any number of :class:`Stream` objects.
-Each stream extracts its own fbank features online and normalizes them (CMVN); whenever
-streams have a full model chunk ready, :meth:`BatchedRecognizer.step` stacks their encoder
-states (``stack_states``), runs one ``encoder.stream`` call for all of them, continues their
-greedy searches as one batch and splits both states again (``select_state``). A stream's
-results are those of :class:`~fairstream.decoding.streaming.StreamingRecognizer` on the same
-audio (tested), whichever streams share its batches.
+:class:`StreamingEngine` holds a model backend (:class:`Backend`) once and any number of
+:class:`Stream` objects. Each stream extracts its own fbank features online and normalizes
+them as the backend says; whenever streams have a full model chunk ready,
+:meth:`StreamingEngine.step` runs one batched encoder call for all of them and continues their
+greedy searches as one batch. :class:`TorchBackend` (used by :class:`BatchedRecognizer`)
+stacks the PyTorch encoder states (``stack_states``), runs one ``encoder.stream`` call and
+splits the states again (``select_state``); a stream's results are those of
+:class:`~fairstream.decoding.streaming.StreamingRecognizer` on the same audio (tested),
+whichever streams share its batches. :class:`~fairstream.serve.onnx_backend.OnnxBackend` does
+the same with an ONNX export through onnxruntime.
 
 Endpointing (:class:`EndpointConfig`) follows sherpa-onnx's three rules: a segment ends after
 enough trailing silence (encoder frames since the last emitted token) or at a maximum length;
 its final text is reported, ``segment`` increments and the search restarts from the blank
 context while the encoder and the features carry on.
 
-Threading: :meth:`BatchedRecognizer.accept`, :meth:`~BatchedRecognizer.take_chunk` and
-:meth:`~BatchedRecognizer.take_rest` touch a stream's feature buffer and belong to one thread
-(the server's event loop); :meth:`~BatchedRecognizer.step` touches only the encoder and search
+Threading: :meth:`StreamingEngine.accept`, :meth:`~StreamingEngine.take_chunk` and
+:meth:`~StreamingEngine.take_rest` touch a stream's feature buffer and belong to one thread
+(the server's event loop); :meth:`~StreamingEngine.step` touches only the encoder and search
 states and may run in a worker thread on chunks taken before.
 """
 
@@ -25,7 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +42,17 @@ from fairstream.models.state import cat_states
 from fairstream.models.transducer import Transducer
 from fairstream.tokenizer import Tokenizer
 
-__all__ = ["BatchedRecognizer", "EndpointConfig", "EndpointRule", "Stream", "StreamResult"]
+__all__ = [
+    "Backend",
+    "BatchedRecognizer",
+    "EndpointConfig",
+    "EndpointRule",
+    "SearchView",
+    "Stream",
+    "StreamResult",
+    "StreamingEngine",
+    "TorchBackend",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +131,7 @@ class StreamResult:
 
 @dataclass(eq=False)
 class Stream:
-    """The state of one audio stream (create with :meth:`BatchedRecognizer.new_stream`).
+    """The state of one audio stream (create with :meth:`StreamingEngine.new_stream`).
 
     Attributes:
         samples_accepted: Audio samples received.
@@ -129,8 +142,8 @@ class Stream:
     """
 
     extractor: OnlineFbankExtractor
-    encoder_state: Any  # Any: the encoder's own state type
-    search: GreedyState
+    encoder_state: Any  # Any: the backend's own encoder state
+    search: Any  # Any: the backend's own search state
     pending: np.ndarray
     samples_accepted: int = 0
     segment: int = 0
@@ -140,39 +153,134 @@ class Stream:
     chunk_arrivals: deque[float] = field(default_factory=deque)
 
 
-class BatchedRecognizer:
-    """Greedy streaming recognition of many streams with batched encoder calls.
+@dataclass(frozen=True)
+class SearchView:
+    """What the engine reads from a stream's search state: the segment's token ids, the
+    encoder frame of each (from the segment start) and the encoder frames searched."""
 
-    Args:
-        model: Transducer with a streaming encoder.
-        tokenizer: Its tokenizer.
-        cmvn: Feature normalization used in training.
-        chunk_ms: Model chunk (checked as :class:`StreamingRecognizer` checks it).
-        endpoint: Endpointing rules (``EndpointConfig(enabled=False)`` for none).
-        max_symbols_per_frame: Greedy symbol limit per encoder frame.
+    tokens: list[int]
+    frames: list[int]
+    frames_done: int
+
+
+class Backend(Protocol):
+    """The model side of :class:`StreamingEngine`: features, the batched encoder and search.
+
+    Attributes:
+        fbank_config: Feature settings of the model.
+        chunk_frames: Feature frames per model chunk.
+        seconds_per_frame: Seconds per encoder frame the search steps over.
+    """
+
+    fbank_config: FbankConfig
+    chunk_frames: int
+    seconds_per_frame: float
+
+    def normalize(self, frames: np.ndarray) -> np.ndarray:
+        """Features as the encoder takes them (CMVN, or as they are if the model folds it)."""
+        ...
+
+    def fresh_encoder(self) -> Any:  # Any: the backend's encoder state of one stream
+        ...
+
+    def fresh_search(self) -> Any:  # Any: the backend's search state of one stream
+        ...
+
+    def forward(self, streams: Sequence[Stream], chunks: Sequence[np.ndarray], *,
+                final: bool) -> None:
+        """One batched encoder call and greedy search; updates each stream's
+        ``encoder_state`` and ``search``."""
+        ...
+
+    def view(self, search: Any) -> SearchView:  # Any: the backend's search state
+        ...
+
+    def text(self, tokens: list[int]) -> str:
+        ...
+
+    def pieces(self, tokens: list[int]) -> tuple[str, ...]:
+        ...
+
+
+class TorchBackend:
+    """The PyTorch model: ``stack_states`` / ``select_state`` around one ``encoder.stream``
+    call, then the batched greedy search.
 
     Raises:
         InputDataError: on a bad chunk size or mismatched tokenizer / CMVN.
     """
 
     def __init__(self, model: Transducer, tokenizer: Tokenizer, cmvn: Cmvn, *,
-                 chunk_ms: int = 160, endpoint: EndpointConfig | None = None,
-                 max_symbols_per_frame: int = 3) -> None:
+                 chunk_ms: int = 160, max_symbols_per_frame: int = 3) -> None:
         reference = StreamingRecognizer(model, tokenizer, cmvn, chunk_ms=chunk_ms,
                                         max_symbols_per_frame=max_symbols_per_frame)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.cmvn = cmvn
         self.fbank_config: FbankConfig = reference.fbank_config
-        self.chunk_ms = chunk_ms
-        self.chunk_frames = reference.chunk_frames
-        self.endpoint = endpoint or EndpointConfig()
+        self.chunk_frames: int = reference.chunk_frames
         self.max_symbols_per_frame = max_symbols_per_frame
-        self.sample_rate = self.fbank_config.sample_rate
-        self.seconds_per_frame = frame_seconds(model.subsampling, self.fbank_config.frame_shift)
+        self.seconds_per_frame: float = frame_seconds(model.subsampling,
+                                                      self.fbank_config.frame_shift)
         with torch.inference_mode():
             self._fresh_encoder = model.encoder.init_state(1)
             self._fresh_search = init_greedy_state(model, 1)
+
+    def normalize(self, frames: np.ndarray) -> np.ndarray:
+        return self.cmvn.apply(frames)
+
+    def fresh_encoder(self) -> Any:  # Any: the encoder's own state type
+        return self._fresh_encoder
+
+    def fresh_search(self) -> GreedyState:
+        return self._fresh_search
+
+    @torch.inference_mode()
+    def forward(self, streams: Sequence[Stream], chunks: Sequence[np.ndarray], *,
+                final: bool) -> None:
+        enc = self.model.encoder
+        dim = self.fbank_config.num_mel_bins
+        t = max(c.shape[0] for c in chunks)
+        x = torch.zeros(len(chunks), t, dim)
+        for i, c in enumerate(chunks):
+            x[i, : c.shape[0]] = torch.from_numpy(np.ascontiguousarray(c))
+        x_lens = torch.tensor([c.shape[0] for c in chunks], dtype=torch.long)
+        state = enc.stack_states([s.encoder_state for s in streams])
+        y, y_lens, state = self.model.stream(x, x_lens, state, final=final)
+        search = greedy_search_chunk(self.model, y, y_lens, _stack_search(
+            [s.search for s in streams]), max_symbols_per_frame=self.max_symbols_per_frame)
+        for i, s in enumerate(streams):
+            index = torch.tensor([i], dtype=torch.long)
+            s.encoder_state = enc.select_state(state, index)
+            s.search = _select_search(search, i)
+
+    def view(self, search: GreedyState) -> SearchView:
+        return SearchView(list(search.tokens[0]), list(search.frames[0]),
+                          int(search.frames_done[0]))
+
+    def text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def pieces(self, tokens: list[int]) -> tuple[str, ...]:
+        return tuple(self.tokenizer.id_to_piece(t) for t in tokens)
+
+
+class StreamingEngine:
+    """Greedy streaming recognition of many streams with batched encoder calls.
+
+    Args:
+        backend: The model (:class:`TorchBackend`, or the ONNX export's
+            :class:`~fairstream.serve.onnx_backend.OnnxBackend`).
+        endpoint: Endpointing rules (``EndpointConfig(enabled=False)`` for none).
+    """
+
+    def __init__(self, backend: Backend, *, endpoint: EndpointConfig | None = None) -> None:
+        self.backend = backend
+        self.fbank_config: FbankConfig = backend.fbank_config
+        self.chunk_frames = backend.chunk_frames
+        self.endpoint = endpoint or EndpointConfig()
+        self.sample_rate = self.fbank_config.sample_rate
+        self.seconds_per_frame = backend.seconds_per_frame
 
     @property
     def chunk_samples(self) -> int:
@@ -182,8 +290,8 @@ class BatchedRecognizer:
     def new_stream(self) -> Stream:
         return Stream(
             extractor=OnlineFbankExtractor(self.fbank_config),
-            encoder_state=self._fresh_encoder,
-            search=self._fresh_search,
+            encoder_state=self.backend.fresh_encoder(),
+            search=self.backend.fresh_search(),
             pending=np.zeros((0, self.fbank_config.num_mel_bins), dtype=np.float32),
         )
 
@@ -199,7 +307,8 @@ class BatchedRecognizer:
         frames = stream.extractor.accept(samples)
         stream.samples_accepted += int(samples.shape[0])
         if frames.shape[0]:
-            stream.pending = np.concatenate([stream.pending, self.cmvn.apply(frames)], axis=0)
+            stream.pending = np.concatenate([stream.pending, self.backend.normalize(frames)],
+                                            axis=0)
         ready = stream.pending.shape[0] // self.chunk_frames
         stream.chunk_arrivals.extend([arrival] * (ready - before))
         return ready
@@ -220,12 +329,11 @@ class BatchedRecognizer:
         if not stream.finished:
             frames = stream.extractor.finish()
             if frames.shape[0]:
-                stream.pending = np.concatenate([stream.pending, self.cmvn.apply(frames)])
+                stream.pending = np.concatenate([stream.pending, self.backend.normalize(frames)])
             stream.finished = True
         rest, stream.pending = stream.pending, stream.pending[:0]
         return rest
 
-    @torch.inference_mode()
     def step(self, streams: Sequence[Stream], chunks: Sequence[np.ndarray], *,
              final: bool = False) -> list[StreamResult]:
         """Run one encoder call and one batched greedy search over ``streams``.
@@ -250,55 +358,63 @@ class BatchedRecognizer:
         # a stream shorter than one analysis window never fed the encoder: nothing to flush
         run = [i for i, s in enumerate(streams) if lens[i] or s.features_fed]
         if run:
-            self._forward([streams[i] for i in run], [chunks[i] for i in run], final=final)
+            self.backend.forward([streams[i] for i in run], [chunks[i] for i in run],
+                                 final=final)
         for s, n in zip(streams, lens):
             s.features_fed += n
         return [self._advance(s, final=final) for s in streams]
 
-    def _forward(self, streams: Sequence[Stream], chunks: Sequence[np.ndarray], *,
-                 final: bool) -> None:
-        enc = self.model.encoder
-        dim = self.fbank_config.num_mel_bins
-        t = max(c.shape[0] for c in chunks)
-        x = torch.zeros(len(chunks), t, dim)
-        for i, c in enumerate(chunks):
-            x[i, : c.shape[0]] = torch.from_numpy(np.ascontiguousarray(c))
-        x_lens = torch.tensor([c.shape[0] for c in chunks], dtype=torch.long)
-        state = enc.stack_states([s.encoder_state for s in streams])
-        y, y_lens, state = self.model.stream(x, x_lens, state, final=final)
-        search = greedy_search_chunk(self.model, y, y_lens, _stack_search(
-            [s.search for s in streams]), max_symbols_per_frame=self.max_symbols_per_frame)
-        for i, s in enumerate(streams):
-            index = torch.tensor([i], dtype=torch.long)
-            s.encoder_state = enc.select_state(state, index)
-            s.search = _select_search(search, i)
-
     def _advance(self, s: Stream, *, final: bool) -> StreamResult:
-        done = int(s.search.frames_done[0])
-        frames = s.search.frames[0]
+        view = self.backend.view(s.search)
         spf = self.seconds_per_frame
-        last = frames[-1] + 1 if frames else 0
+        last = view.frames[-1] + 1 if view.frames else 0
         endpoint = not final and self.endpoint.is_endpoint(
-            has_tokens=bool(frames), trailing_silence=(done - last) * spf, length=done * spf)
-        result = self._result(s, is_final=final or endpoint, is_eof=final)
+            has_tokens=bool(view.frames), trailing_silence=(view.frames_done - last) * spf,
+            length=view.frames_done * spf)
+        result = StreamResult(
+            text=self.backend.text(view.tokens),
+            tokens=self.backend.pieces(view.tokens),
+            timestamps=tuple(f * spf for f in view.frames),
+            segment=s.segment,
+            start_time=s.frames_before_segment * spf,
+            is_final=final or endpoint,
+            is_eof=final,
+        )
         if endpoint:
-            logger.debug("endpoint: segment %d ends after %d encoder frames", s.segment, done)
-            s.frames_before_segment += done
+            logger.debug("endpoint: segment %d ends after %d encoder frames", s.segment,
+                         view.frames_done)
+            s.frames_before_segment += view.frames_done
             s.segment += 1
-            s.search = self._fresh_search
+            s.search = self.backend.fresh_search()
         return result
 
-    def _result(self, s: Stream, *, is_final: bool, is_eof: bool) -> StreamResult:
-        tokens = list(s.search.tokens[0])
-        return StreamResult(
-            text=self.tokenizer.decode(tokens),
-            tokens=tuple(self.tokenizer.id_to_piece(t) for t in tokens),
-            timestamps=tuple(f * self.seconds_per_frame for f in s.search.frames[0]),
-            segment=s.segment,
-            start_time=s.frames_before_segment * self.seconds_per_frame,
-            is_final=is_final,
-            is_eof=is_eof,
-        )
+
+class BatchedRecognizer(StreamingEngine):
+    """A :class:`StreamingEngine` over the PyTorch model (:class:`TorchBackend`).
+
+    Args:
+        model: Transducer with a streaming encoder.
+        tokenizer: Its tokenizer.
+        cmvn: Feature normalization used in training.
+        chunk_ms: Model chunk (checked as :class:`StreamingRecognizer` checks it).
+        endpoint: Endpointing rules (``EndpointConfig(enabled=False)`` for none).
+        max_symbols_per_frame: Greedy symbol limit per encoder frame.
+
+    Raises:
+        InputDataError: on a bad chunk size or mismatched tokenizer / CMVN.
+    """
+
+    def __init__(self, model: Transducer, tokenizer: Tokenizer, cmvn: Cmvn, *,
+                 chunk_ms: int = 160, endpoint: EndpointConfig | None = None,
+                 max_symbols_per_frame: int = 3) -> None:
+        backend = TorchBackend(model, tokenizer, cmvn, chunk_ms=chunk_ms,
+                               max_symbols_per_frame=max_symbols_per_frame)
+        super().__init__(backend, endpoint=endpoint)
+        self.chunk_ms = chunk_ms
+        self.model = backend.model
+        self.tokenizer = tokenizer
+        self.cmvn = cmvn
+        self.max_symbols_per_frame = max_symbols_per_frame
 
 
 def _stack_search(states: Sequence[GreedyState]) -> GreedyState:

@@ -8,7 +8,7 @@ processed, ``{"text", "segment", "is_final", "is_eof", "start_time", "tokens",
 the text message ``Done!`` and closes the connection with code 1000.
 
 One scheduler task collects every stream with a chunk ready, takes the chunks and runs one
-batched encoder + greedy step (:class:`~fairstream.serve.engine.BatchedRecognizer`) in a
+batched encoder + greedy step (:class:`~fairstream.serve.engine.StreamingEngine`) in a
 worker thread, so receiving audio and sending results continue during the computation.
 
 A stream that breaks a limit or sends malformed data is closed with a close code and a reason
@@ -45,7 +45,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from fairstream.serve.engine import BatchedRecognizer, Stream, StreamResult
+from fairstream.serve.engine import Stream, StreamingEngine, StreamResult
 
 __all__ = ["CloseCode", "RecognitionServer", "ServeConfig"]
 
@@ -134,13 +134,13 @@ class _Refused(Exception):
 
 
 class RecognitionServer:
-    """The WebSocket server around a :class:`BatchedRecognizer`.
+    """The WebSocket server around a :class:`StreamingEngine` (PyTorch or ONNX backend).
 
     Use ``await server.start()``, then ``await server.shutdown()`` (which lets open streams
     finish); :attr:`port` is the bound port.
     """
 
-    def __init__(self, engine: BatchedRecognizer, config: ServeConfig | None = None) -> None:
+    def __init__(self, engine: StreamingEngine, config: ServeConfig | None = None) -> None:
         self.engine = engine
         self.config = config or ServeConfig()
         self.metrics = _Metrics()
