@@ -266,3 +266,119 @@ def test_cli_export(tmp_path: Path) -> None:
                                     str(GOLDEN / "tiny_transducer.pt"), "--out",
                                     str(tmp_path / "o2"), "--chunk-ms", "50"])
     assert bad.exit_code != 0 and "chunk_ms 50" in bad.output
+
+
+# ---------------------------------------------------------------------- generic layout
+def _small_model(name: str, **extra: object) -> Any:  # Any: Transducer
+    from test_encoder_contract import SMALL  # tests/ is on sys.path (no __init__.py)
+
+    from fairstream.models.encoders import ENCODERS
+    from fairstream.models.joiner import Joiner
+    from fairstream.models.predictor import StatelessPredictor
+    from fairstream.models.transducer import Transducer
+
+    torch.manual_seed(0)
+    enc = ENCODERS[name](80, **{**SMALL[name], **extra})
+    pred = StatelessPredictor(11, 12, context_size=2, dropout=0.0)
+    return Transducer(enc, pred, Joiner(int(enc.output_dim), 12, 20, 11)).eval()
+
+
+def _cmvn(seed: int) -> Cmvn:
+    rng = np.random.default_rng(seed)
+    return Cmvn(mean=rng.normal(size=80).astype(np.float32) - 6,
+                std=rng.uniform(0.5, 2.0, size=80).astype(np.float32))
+
+
+class _Detok(_FakeTokenizer):
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.id_to_piece(i) for i in ids if i)
+
+
+@pytest.mark.parametrize("name", ["contextnet", "convrnnt"])
+def test_generic_encoder_graph_equals_pytorch_stream(name: str, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from fairstream.export.generic import flatten_state
+
+    model = _small_model(name)
+    cmvn = _cmvn(1)
+    enc = model.encoder
+    frames = 4 * enc.subsampling
+    info = export_transducer(model, _FakeTokenizer(11), cmvn, tmp_path, chunk_ms=10 * frames,
+                             frame_repeat=2)
+    assert info.model_type == "fairstream-generic" and info.chunk_frames == frames
+    assert read_export_info(tmp_path / "encoder.onnx") == info
+    sess = ort.InferenceSession(str(tmp_path / "encoder.onnx"))
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["model_type"] == "fairstream-generic"
+    names = [s.name for s in info.state]
+    assert names == [f"state_{i}" for i in range(len(names))]
+    assert [o.name for o in sess.get_outputs()] == ["encoder_out"] + [f"next_{n}" for n in names]
+    declared = {i.name for i in sess.get_inputs()}
+    start = flatten_state(enc.init_state(1))
+    assert [tuple(t.shape) for t in start] == [s.shape for s in info.state]
+    state = [t.numpy() for t in start]
+    torch_state = None
+    rng = np.random.default_rng(2)
+    for k in range(5):
+        raw = (rng.normal(size=(1, frames, 80)) * 3 - 6).astype(np.float32)
+        feeds = {"x": raw, **dict(zip(names, state))}
+        y, *state = sess.run(None, {n: v for n, v in feeds.items() if n in declared})
+        with torch.no_grad():
+            want, lens, torch_state = enc.stream(cmvn.apply(torch.from_numpy(raw)),
+                                                 torch.tensor([frames]), torch_state)
+            want = model.joiner.project_encoder(want).repeat_interleave(2, dim=1).numpy()
+        assert int(lens[0]) == frames // enc.subsampling
+        np.testing.assert_allclose(y, want, atol=1e-4, err_msg=f"{name} chunk {k}")
+        for got_t, want_t in zip(state, flatten_state(torch_state)):
+            np.testing.assert_allclose(got_t, want_t.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["contextnet", "convrnnt"])
+def test_generic_export_greedy_equals_pytorch_streaming(name: str, tmp_path: Path) -> None:
+    from fairstream.decoding.streaming import StreamingRecognizer
+
+    model = _small_model(name)
+    cmvn = Cmvn(mean=np.full(80, -8.0, dtype=np.float32), std=np.full(80, 3.0, dtype=np.float32))
+    chunk_ms = 10 * 4 * model.encoder.subsampling
+    export_transducer(model, _FakeTokenizer(11), cmvn, tmp_path, chunk_ms=chunk_ms)
+    ours = OnnxStreamingRecognizer(tmp_path)
+    torch_rec = StreamingRecognizer(model, _Detok(11), cmvn, chunk_ms=chunk_ms)
+    rng = np.random.default_rng(3)
+    texts = []
+    for n in (400, 400 + 160 * 37, 16000 + 123):
+        audio = (rng.normal(size=n) * 0.1).astype(np.float32)
+        torch_rec.reset()
+        torch_rec.accept(audio)
+        want = torch_rec.finish()
+        got = ours.transcribe(audio)
+        assert ours.tokens == list(want.tokens), (name, n)
+        texts.append(got)
+    assert any(texts)
+
+
+def test_generic_export_refusals(tmp_path: Path) -> None:
+    cmvn = Cmvn(np.zeros(80), np.ones(80))
+    with pytest.raises(InputDataError, match="ConformerEncoder.*loops in Python"):
+        export_transducer(_small_model("conformer"), _FakeTokenizer(11), cmvn, tmp_path)
+    with pytest.raises(InputDataError, match="se_mode='utterance'"):
+        export_transducer(_small_model("convrnnt", se_mode="utterance"), _FakeTokenizer(11),
+                          cmvn, tmp_path)
+
+
+def test_sherpa_is_not_given_a_generic_export(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    export_transducer(_small_model("convrnnt"), _FakeTokenizer(11), _cmvn(0), tmp_path,
+                      chunk_ms=320)
+    with pytest.raises(InputDataError, match="fairstream-generic"):
+        sherpa_recognizer(tmp_path)
+    # sherpa-onnx itself refuses the model type (in a subprocess: it may exit the process)
+    code = ("import sherpa_onnx, sys; d = sys.argv[1]; "
+            "sherpa_onnx.OnlineRecognizer.from_transducer(tokens=d + '/tokens.txt', "
+            "encoder=d + '/encoder.onnx', decoder=d + '/decoder.onnx', "
+            "joiner=d + '/joiner.onnx'); print('loaded')")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode != 0 and "loaded" not in run.stdout, run.stdout + run.stderr

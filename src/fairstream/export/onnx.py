@@ -27,9 +27,13 @@ Metadata: the encoder carries sherpa-onnx's ``model_type=lstm``, ``T``, ``decode
 (``fairstream_*``: subsampling, frame repeat, feature settings, conv buffer layout); the
 decoder ``vocab_size`` and ``context_size``.
 
-Only the causal LSTM encoder (:class:`~fairstream.models.encoders.lstm.LSTMEncoder`) with the
-stateless predictor exports; other encoders or the LSTM predictor raise
-:class:`~fairstream.errors.InputDataError` naming what is unsupported.
+The causal LSTM encoder (:class:`~fairstream.models.encoders.lstm.LSTMEncoder`) exports in
+this layout. Another streaming encoder exports in fairstream's generic layout
+(:mod:`fairstream.export.generic`: ``x`` and ``state_0..k`` in, ``encoder_out`` and
+``next_state_0..k`` out, ``model_type=fairstream-generic``), which our onnxruntime loop runs
+and sherpa-onnx refuses. Only the stateless predictor exports; an encoder whose stream cannot
+be traced, or the LSTM predictor, raise :class:`~fairstream.errors.InputDataError` naming
+what is unsupported.
 
 Dimension letters: N batch, T feature frames per chunk, F features, L LSTM layers, H LSTM
 size, P packed conv-buffer columns, S subsampling, R frame repeat, J joiner size,
@@ -54,8 +58,16 @@ from torch import Tensor, nn
 from fairstream import __version__
 from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
+from fairstream.export.generic import (
+    GENERIC_MODEL_TYPE,
+    GenericEncoderGraph,
+    StateSpec,
+    check_generic_chunk,
+    flatten_state,
+    state_specs,
+)
 from fairstream.features.fbank import Cmvn, FbankConfig
-from fairstream.models.encoders.common import CONV_KERNEL
+from fairstream.models.encoders.common import CONV_KERNEL, EncoderModule
 from fairstream.models.encoders.lstm import LSTMEncoder
 from fairstream.models.predictor import StatelessPredictor
 from fairstream.models.transducer import Transducer
@@ -85,6 +97,8 @@ class ExportInfo:
         context_size: Predictor context (tokens).
         blank_id: Blank id (0).
         fbank: Feature settings (``FbankConfig`` fields).
+        model_type: ``lstm`` (sherpa-onnx's layout) or ``fairstream-generic``.
+        state: The state tensors of a generic export, in input order (empty for ``lstm``).
     """
 
     chunk_frames: int
@@ -98,6 +112,8 @@ class ExportInfo:
     context_size: int
     blank_id: int
     fbank: dict[str, float]
+    model_type: str = "lstm"
+    state: tuple[StateSpec, ...] = ()
 
     @property
     def frame_seconds(self) -> float:
@@ -211,9 +227,6 @@ def conv_buffer_shapes(encoder: LSTMEncoder) -> tuple[tuple[int, int, int], ...]
 
 def _check_exportable(model: Transducer) -> None:
     problems = []
-    if not isinstance(model.encoder, LSTMEncoder):
-        problems.append(f"encoder {type(model.encoder).__name__} (only the causal LSTM encoder "
-                        "exports; its state fits sherpa-onnx's lstm model type)")
     if not isinstance(model.predictor, StatelessPredictor):
         problems.append(f"predictor {type(model.predictor).__name__} (only the stateless "
                         "predictor exports: sherpa-onnx's decoder takes token ids, no state)")
@@ -304,7 +317,7 @@ def export_transducer(
     """
     _check_exportable(model)
     enc, pred = model.encoder, model.predictor
-    assert isinstance(enc, LSTMEncoder) and isinstance(pred, StatelessPredictor)
+    assert isinstance(enc, EncoderModule) and isinstance(pred, StatelessPredictor)
     fb = fbank_config or FbankConfig()
     frames = chunk_ms / fb.frame_shift_ms
     if frames != round(frames) or round(frames) % enc.subsampling or frames <= 0:
@@ -320,14 +333,42 @@ def export_transducer(
     if cmvn.dim != enc.input_dim or fb.num_mel_bins != enc.input_dim:
         raise InputDataError(f"CMVN ({cmvn.dim}) and fbank ({fb.num_mel_bins}) dims must equal "
                              f"the encoder input ({enc.input_dim})")
+    if not isinstance(enc, LSTMEncoder):
+        check_generic_chunk(model.encoder, round(frames))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    if isinstance(enc, LSTMEncoder):
+        info = _export_lstm_encoder(model, cmvn, out, round(frames), repeat, fb)
+    else:
+        info = _export_generic_encoder(model, cmvn, out, round(frames), repeat, fb)
+    with torch.no_grad():
+        y = torch.zeros(1, info.context_size, dtype=torch.long)
+        _export(_DecoderGraph(model), (y,), out / "decoder.onnx", ["y"], ["decoder_out"],
+                {"y": {0: "N"}, "decoder_out": {0: "N"}})
+        j = model.joiner.out.in_features
+        _export(_JoinerGraph(model), (torch.zeros(1, j), torch.zeros(1, j)),
+                out / "joiner.onnx", ["encoder_out", "decoder_out"], ["logit"],
+                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
+    _add_metadata(out / "decoder.onnx", {"vocab_size": str(info.vocab_size),
+                                         "context_size": str(info.context_size)})
+    _add_metadata(out / "joiner.onnx", {"joiner_dim": str(j)})
+    write_tokens(tokenizer, out / "tokens.txt")
+    if int8:
+        quantize_int8(out)
+    logger.info("exported %s to %s", type(enc).__name__, out)
+    return info
+
+
+def _export_lstm_encoder(model: Transducer, cmvn: Cmvn, out: Path, frames: int, repeat: int,
+                         fb: FbankConfig) -> ExportInfo:
+    enc, pred = model.encoder, model.predictor
+    assert isinstance(enc, LSTMEncoder) and isinstance(pred, StatelessPredictor)
     layers = len(enc.lstms)
     shapes = conv_buffer_shapes(enc)
     packed = sum(c * w * f for c, w, f in shapes)
     info = ExportInfo(
-        chunk_frames=round(frames), subsampling=enc.subsampling, frame_repeat=repeat,
+        chunk_frames=frames, subsampling=enc.subsampling, frame_repeat=repeat,
         num_layers=layers, hidden_dim=enc.hidden_dim,
         state_columns=enc.hidden_dim + math.ceil(packed / layers), conv_buffers=shapes,
         vocab_size=model.vocab_size, context_size=pred.context_size,
@@ -341,26 +382,40 @@ def export_transducer(
                 ["x", "h", "c"], ["encoder_out", "next_h", "next_c"],
                 {"x": {0: "N"}, "h": {1: "N"}, "c": {1: "N"}, "encoder_out": {0: "N"},
                  "next_h": {1: "N"}, "next_c": {1: "N"}})
-        y = torch.zeros(1, info.context_size, dtype=torch.long)
-        _export(_DecoderGraph(model), (y,), out / "decoder.onnx", ["y"], ["decoder_out"],
-                {"y": {0: "N"}, "decoder_out": {0: "N"}})
-        j = model.joiner.out.in_features
-        _export(_JoinerGraph(model), (torch.zeros(1, j), torch.zeros(1, j)),
-                out / "joiner.onnx", ["encoder_out", "decoder_out"], ["logit"],
-                {"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
     _add_metadata(out / "encoder.onnx", {
         "model_type": "lstm", "T": str(info.chunk_frames),
         "decode_chunk_len": str(info.chunk_frames), "num_encoder_layers": str(layers),
         "d_model": str(info.hidden_dim), "rnn_hidden_size": str(info.state_columns),
         "fairstream_export": json.dumps(asdict(info)), "fairstream_version": __version__,
     })
-    _add_metadata(out / "decoder.onnx", {"vocab_size": str(info.vocab_size),
-                                         "context_size": str(info.context_size)})
-    _add_metadata(out / "joiner.onnx", {"joiner_dim": str(j)})
-    write_tokens(tokenizer, out / "tokens.txt")
-    if int8:
-        quantize_int8(out)
-    logger.info("exported %s to %s", type(enc).__name__, out)
+    return info
+
+
+def _export_generic_encoder(model: Transducer, cmvn: Cmvn, out: Path, frames: int,
+                            repeat: int, fb: FbankConfig) -> ExportInfo:
+    """``encoder.onnx`` in the generic layout (:mod:`fairstream.export.generic`)."""
+    enc, pred = model.encoder, model.predictor
+    assert isinstance(enc, EncoderModule) and isinstance(pred, StatelessPredictor)
+    graph = GenericEncoderGraph(model, cmvn, repeat)
+    specs = state_specs(graph.template)
+    info = ExportInfo(
+        chunk_frames=frames, subsampling=int(enc.subsampling), frame_repeat=repeat,
+        num_layers=0, hidden_dim=0, state_columns=0, conv_buffers=(),
+        vocab_size=model.vocab_size, context_size=pred.context_size,
+        blank_id=model.blank_id, fbank={k: float(v) for k, v in asdict(fb).items()},
+        model_type=GENERIC_MODEL_TYPE, state=specs,
+    )
+    names = [s.name for s in specs]
+    outputs = ["encoder_out"] + [f"next_{n}" for n in names]
+    with torch.no_grad():  # batch 1: ContextNet's depthwise unfold needs static shapes
+        x = torch.zeros(1, frames, enc.input_dim)
+        _export(graph, (x, *flatten_state(graph.template)), out / "encoder.onnx",
+                ["x", *names], outputs, {})
+    _add_metadata(out / "encoder.onnx", {
+        "model_type": GENERIC_MODEL_TYPE, "T": str(frames),
+        "fairstream_encoder": type(enc).__name__,
+        "fairstream_export": json.dumps(asdict(info)), "fairstream_version": __version__,
+    })
     return info
 
 
@@ -399,5 +454,9 @@ def read_export_info(encoder_path: str | os.PathLike[str]) -> ExportInfo:
                              "with `fairstream export`")
     data = json.loads(meta["fairstream_export"])
     data["conv_buffers"] = tuple(tuple(s) for s in data["conv_buffers"])
+    data["state"] = tuple(
+        StateSpec(**{**s, "shape": tuple(s["shape"]),
+                     "init": None if s["init"] is None else tuple(s["init"])})
+        for s in data.get("state", ()))
     return ExportInfo(**data)
 

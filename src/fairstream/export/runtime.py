@@ -6,7 +6,9 @@ already repeated ``frame_repeat`` times by the encoder graph), exactly as the Py
 :class:`~fairstream.decoding.streaming.StreamingRecognizer` with
 ``max_symbols_per_frame = frame_repeat``: the last, partial chunk is zero-padded and only
 the encoder frames of real input are searched (the encoder is causal, so padding changes
-none of them).
+none of them). A generic export (``model_type=fairstream-generic``) is run the same way, its
+state tensors started from the layout in the metadata (zeros, or the stored initial values)
+and fed back by name.
 
 :func:`sherpa_recognizer` builds a ``sherpa_onnx.OnlineRecognizer`` with our feature
 settings; :func:`sherpa_transcribe` decodes one utterance with it. sherpa-onnx runs only
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fairstream.errors import InputDataError
+from fairstream.export.generic import GENERIC_MODEL_TYPE
 from fairstream.export.onnx import ExportInfo, read_export_info
 from fairstream.features.fbank import FbankConfig, OnlineFbankExtractor
 
@@ -138,6 +141,11 @@ class OnnxStreamingRecognizer:
         self._pending = np.zeros((0, self.fbank_config.num_mel_bins), dtype=np.float32)
         self._h = np.zeros((info.num_layers, 1, info.hidden_dim), dtype=np.float32)
         self._c = np.zeros((info.num_layers, 1, info.state_columns), dtype=np.float32)
+        self._state = [
+            np.zeros(spec.shape, dtype=spec.dtype) if spec.init is None
+            else np.asarray(spec.init, dtype=spec.dtype).reshape(spec.shape)
+            for spec in info.state
+        ]
         self._context = [-1] * (info.context_size - 1) + [info.blank_id]
         self._decoder_out = self._run_decoder()
         self.tokens: list[int] = []
@@ -163,8 +171,15 @@ class OnnxStreamingRecognizer:
         self._frames_out += encoder_out.shape[0]
 
     def _run_chunk(self, chunk: np.ndarray, keep: int | None = None) -> None:
-        out, self._h, self._c = self.encoder.run(
-            None, {"x": chunk[None], "h": self._h, "c": self._c})
+        if self.info.model_type == GENERIC_MODEL_TYPE:
+            feeds = {"x": chunk[None]}
+            feeds.update({spec.name: value for spec, value in zip(self.info.state, self._state)})
+            declared = {i.name for i in self.encoder.get_inputs()}  # unread state is pruned
+            out, *self._state = self.encoder.run(
+                None, {k: v for k, v in feeds.items() if k in declared})
+        else:
+            out, self._h, self._c = self.encoder.run(
+                None, {"x": chunk[None], "h": self._h, "c": self._c})
         self._search(out[0] if keep is None else out[0, :keep])
 
     def accept(self, samples: np.ndarray) -> None:
@@ -211,12 +226,15 @@ def sherpa_recognizer(directory: str | os.PathLike[str], *, int8: bool = False,
     """A ``sherpa_onnx.OnlineRecognizer`` (greedy search) for an export, with our features.
 
     Raises:
-        InputDataError: a missing file.
+        InputDataError: a missing file, or a generic export (``fairstream-generic``).
     """
     import sherpa_onnx
 
     paths = model_paths(directory, int8=int8)
     info = read_export_info(Path(directory) / "encoder.onnx")
+    if info.model_type != "lstm":
+        raise InputDataError(f"{paths['encoder']} has model_type {info.model_type}: only "
+                             "OnnxStreamingRecognizer runs it, sherpa-onnx does not")
     return sherpa_onnx.OnlineRecognizer.from_transducer(
         tokens=str(paths["tokens"]), encoder=str(paths["encoder"]),
         decoder=str(paths["decoder"]), joiner=str(paths["joiner"]),

@@ -425,7 +425,7 @@ def causal_running_mean(
     """
     valid = (torch.arange(x.shape[1], device=x.device) < lens.unsqueeze(1)).unsqueeze(2)
     sums = torch.cumsum(x * valid.to(x.dtype), dim=1) + prev_sum.unsqueeze(1)
-    counts = torch.cumsum(valid, dim=1) + prev_count.view(-1, 1, 1)
+    counts = torch.cumsum(valid.to(torch.long), dim=1) + prev_count.view(-1, 1, 1)
     mean = sums / counts.clamp(min=1).to(x.dtype)
     new_sum = sums[:, -1] if x.shape[1] else prev_sum
     return mean, new_sum, prev_count + lens
