@@ -382,3 +382,12 @@ def test_sherpa_is_not_given_a_generic_export(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                          text=True, timeout=120)
     assert run.returncode != 0 and "loaded" not in run.stdout, run.stdout + run.stderr
+
+
+def test_the_server_names_a_generic_export(tmp_path: Path) -> None:
+    from fairstream.serve.onnx_backend import OnnxBackend
+
+    export_transducer(_small_model("convrnnt"), _FakeTokenizer(11), _cmvn(0), tmp_path,
+                      chunk_ms=320)
+    with pytest.raises(InputDataError, match="'lstm' layout.*fairstream-generic"):
+        OnnxBackend(tmp_path)

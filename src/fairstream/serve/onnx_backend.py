@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairstream.errors import InputDataError
 from fairstream.export.runtime import OnnxStreamingRecognizer, tokens_to_text
 from fairstream.features.fbank import FbankConfig
 from fairstream.serve.engine import SearchView, Stream
@@ -55,13 +56,19 @@ class OnnxBackend:
         num_threads: onnxruntime intra-op threads per model.
 
     Raises:
-        InputDataError: a missing file, an encoder without fairstream metadata or a
-            ``tokens.txt`` of another size.
+        InputDataError: a missing file, an encoder without fairstream metadata, an export
+            not in the ``lstm`` layout or a ``tokens.txt`` of another size.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, int8: bool = False,
                  num_threads: int = 1) -> None:
         runtime = OnnxStreamingRecognizer(directory, int8=int8, num_threads=num_threads)
+        if runtime.info.model_type != "lstm":
+            raise InputDataError(
+                f"{directory}: the server batches exports in the 'lstm' layout; this one is "
+                f"{runtime.info.model_type!r} (an encoder whose state does not fit it). Serve "
+                "its checkpoint with --checkpoint, or run the export with "
+                "fairstream.export.OnnxStreamingRecognizer one stream at a time")
         self.info = runtime.info
         self.symbols = runtime.symbols
         self.encoder = runtime.encoder
