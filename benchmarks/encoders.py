@@ -78,8 +78,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +92,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streaming import SR, measure_stream  # noqa: E402  (the sibling benchmark script)
 
 from fairstream._io import atomic_path, atomic_write_text  # noqa: E402
+from fairstream._threads import torch_threads  # noqa: E402
 from fairstream.metrics.bootstrap import (  # noqa: E402
     SpeakerBootstrap,
     percentile_interval,
@@ -360,16 +360,6 @@ def paired_difference(df: pd.DataFrame, ref: pd.DataFrame, errors: str, n_boot: 
 # ----------------------------------------------------------------------------- one run
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_overrides(s: BenchSettings, encoder: str, seed: int) -> list[str]:
     """The protocol's overrides of a recipe, then the user's."""
     return [
@@ -417,7 +407,7 @@ def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], Non
     corpus = load_corpus(s.corpus)
     record: Run = {"encoder": encoder, "size": s.size, "seed": seed}
 
-    with _threads(1):
+    with torch_threads(1):
         echo("  measuring parameters, FLOPs, RTF")
         cuts = _first_test_cuts(corpus, s.rtf_seconds)
         segments = [cut_audio(c, SR) for c in cuts]
@@ -627,7 +617,7 @@ def cost_one(s: BenchSettings, encoder: str, seed: int, train_steps: int, nproc:
                  *s.encoder_overrides.get(encoder, ())]
     config = load_config(recipe, overrides)
     corpus = load_corpus(s.corpus)
-    with tempfile.TemporaryDirectory() as tmp, _threads(1):
+    with tempfile.TemporaryDirectory() as tmp, torch_threads(1):
         loaded = _untrained(config, corpus, Path(tmp), seed)
         model = loaded.model
         enc = model.encoder

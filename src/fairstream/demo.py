@@ -31,8 +31,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from fairstream._io import atomic_write_text as _atomic_write
+from fairstream._threads import torch_threads as _torch_threads
 from fairstream.data.layout import CorpusVersionError, read_corpus_json
 from fairstream.errors import CorpusError, TrainingError
 
@@ -269,19 +269,6 @@ def _train_overrides(config: DemoConfig, corpus_dir: Path) -> list[str]:
     if config.budget_minutes is not None:
         sets.append(f"schedule.budget_minutes={config.budget_minutes}")
     return sets
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op PyTorch threads, then restore the previous number."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _stage(name: str, timings: dict[str, float], echo: Callable[[str], None]) -> Callable[[], None]:
