@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fairstream._io import atomic_write_text
+from fairstream._lines import read_lines
 from fairstream.errors import InputDataError
 
 __all__ = [
@@ -150,19 +151,13 @@ def read_trials(path: str | Path) -> list[Trial]:
     """Read a VoxCeleb-format trial list (``label enroll test`` per line; blank lines skipped).
 
     Raises:
-        InputDataError: the file is missing, or a line does not have three fields or its
-            label is not 0/1; the message names the file and the line number.
+        InputDataError: the file is missing, or a line is not UTF-8, does not have three
+            fields or its label is not 0/1; the message names the file and the line number.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputDataError(f"cannot read trial list {path}: {exc}") from exc
     trials: list[Trial] = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in read_lines(path, "trial list"):
         fields = line.split()
-        if not fields:
-            continue
         if len(fields) != 3:
             raise InputDataError(
                 f"{path}:{n}: expected '<label> <enroll> <test>', got {line.strip()!r}"
