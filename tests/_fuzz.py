@@ -26,6 +26,7 @@ from typing import TypeVar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from fairstream.audit.inputs import ResultsTable
 from fairstream.errors import FairstreamError
 
 T = TypeVar("T")
@@ -117,3 +118,10 @@ def parses_or_fails_cleanly(call: Callable[[], T], names: Sequence[str | Path]) 
         shown = [Path(n).name for n in names]
         assert any(n in msg for n in shown), f"error does not name any of {shown}: {msg}"
         return None
+
+
+def rows_accounted_for(table: ResultsTable) -> None:
+    """Rows read = rows kept + rows reported as excluded (no silent loss)."""
+    excluded = sum(ex.count for ex in table.exclusions)
+    assert table.n_rows_read == len(table.utterances) + excluded, (
+        table.n_rows_read, len(table.utterances), table.exclusions)

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from fairstream._lines import read_lines
 from fairstream.errors import InputDataError
 from fairstream.metrics.wer import score_pairs
 
@@ -357,12 +358,8 @@ def _results_from_frame(
 
 def _read_keyed_lines(path: Path) -> dict[str, str]:
     """Kaldi-style ``key rest-of-line`` file → dict; repeated keys raise."""
-    if not path.exists():
-        raise InputDataError(f"input file not found: {path}")
     out: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, line in read_lines(path, "input file"):
         parts = line.strip().split(maxsplit=1)
         key = parts[0]
         if key in out:
@@ -407,20 +404,21 @@ def read_kaldi(
 
 
 def _read_trn(path: Path) -> dict[str, tuple[str, str]]:
-    if not path.exists():
-        raise InputDataError(f"input file not found: {path}")
     out: dict[str, tuple[str, str]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path, "input file"):
         line = line.strip()
-        if not line:
-            continue
         if not line.endswith(")") or "(" not in line:
             raise InputDataError(f"{path}:{lineno}: not a trn line 'text (speaker-utt)': {line!r}")
         cut = line.rindex("(")
         uid = line[cut + 1:-1].strip()
+        if not uid:
+            raise InputDataError(f"{path}:{lineno}: empty utterance id in {line!r}")
         if uid in out:
             raise InputDataError(f"{path}:{lineno}: utterance id {uid!r} appears twice")
         speaker = uid.split("-", 1)[0]
+        if not speaker:
+            raise InputDataError(f"{path}:{lineno}: utterance id {uid!r} names no speaker "
+                                 "(sclite ids are speaker-utterance)")
         out[uid] = (speaker, line[:cut].strip())
     return out
 

@@ -212,9 +212,13 @@ def _clean_text(raw: str, item: str) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- Kaldi
 def _read_kaldi_table(
-    path: Path, errors: _Errors, *, allow_empty_value: bool = False
+    path: Path, errors: _Errors, *, allow_empty_value: bool = False,
+    where_of: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Read ``<id> <value...>`` lines; duplicates and undecodable lines go to ``errors``.
+
+    Args:
+        where_of: if given, filled with id → ``file:line`` of the id's line, for messages.
 
     Returns:
         id → value (rest of the line, stripped). Duplicate ids are dropped entirely.
@@ -249,6 +253,8 @@ def _read_kaldi_table(
             table.pop(key, None)
             continue
         table[key] = value
+        if where_of is not None:
+            where_of[key] = where
     return table
 
 
@@ -300,8 +306,11 @@ def import_kaldi_dir(
     errors = _Errors(on_error)
     root = Path(audio_root) if audio_root is not None else Path.cwd()
 
+    text_where: dict[str, str] = {}  # utterance id → "text:12", for messages
+    seg_where: dict[str, str] = {}  # utterance id → "segments:3"
     wav = _read_kaldi_table(src_p / "wav.scp", errors)
-    text = _read_kaldi_table(src_p / "text", errors, allow_empty_value=True)
+    text = _read_kaldi_table(src_p / "text", errors, allow_empty_value=True,
+                             where_of=text_where)
     utt2spk = _read_kaldi_table(src_p / "utt2spk", errors)
     spk2gender = (
         _read_kaldi_table(src_p / "spk2gender", errors)
@@ -310,14 +319,16 @@ def import_kaldi_dir(
     segments: dict[str, tuple[str, float, float]] | None = None
     if (src_p / "segments").exists():
         segments = {}
-        for utt, value in _read_kaldi_table(src_p / "segments", errors).items():
+        for utt, value in _read_kaldi_table(src_p / "segments", errors,
+                                            where_of=seg_where).items():
             parts = value.split()
             try:
                 rec_id, start, end = parts[0], float(parts[1]), float(parts[2])
                 if not 0 <= start < end:
                     raise ValueError
             except (IndexError, ValueError):
-                errors(utt, f"segments line {value!r} is not '<recording> <start> <end>'")
+                errors(utt, f"{seg_where[utt]}: {value!r} is not '<recording> <start> <end>' "
+                            "with 0 <= start < end")
                 continue
             segments[utt] = (rec_id, start, end)
 
@@ -374,14 +385,14 @@ def import_kaldi_dir(
         if end < 0:
             end = rec.duration
         if end > rec.duration + 0.01:
-            errors(utt, f"segment ends at {end:.3f} s, after the end of {rec_id} "
-                        f"({rec.duration:.3f} s)")
+            errors(utt, f"{seg_where.get(utt, rec_id)}: segment ends at {end:.3f} s, after "
+                        f"the end of {rec_id} ({rec.duration:.3f} s)")
             continue
         end = min(end, rec.duration)
         try:
             norm, raw = _clean_text(text[utt], utt)
         except CorpusError as e:
-            errors(utt, str(e).removeprefix(f"{utt}: "))
+            errors(utt, f"{text_where[utt]}: " + str(e).removeprefix(f"{utt}: "))
             continue
         spk = utt2spk[utt]
         gender = _gender(spk2gender.get(spk))
