@@ -148,4 +148,8 @@ def read_results(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, 
         config = json.loads(meta.get(_CONFIG_KEY, b"{}"))
     except ValueError as exc:
         raise InputDataError(f"results table {path}: unreadable config metadata: {exc}") from exc
+    if not isinstance(config, dict):
+        raise InputDataError(
+            f"results table {path}: config metadata is {type(config).__name__}, not a JSON object"
+        )
     return table.to_pandas(), config

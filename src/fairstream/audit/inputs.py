@@ -15,6 +15,9 @@ reference words and all its hypothesis words as insertions.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +52,8 @@ logger = logging.getLogger(__name__)
 COUNT_COLUMNS = ("sub", "del", "ins", "hits")
 
 Duplicates = Literal["error", "first"]
+#: largest error count read (integers up to 2**53 are exact in float64, the parsing type).
+_MAX_COUNT = 2.0**53
 
 
 @dataclass(frozen=True)
@@ -149,20 +154,73 @@ def read_table(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
     kind = (fmt or path.suffix.lstrip(".")).lower()
     if kind in {"gz", "bz2", "xz"}:
         kind = Path(path.stem).suffix.lstrip(".").lower()
+    if kind in {"csv", "tsv", "jsonl", "ndjson"} and path.suffix.lower() not in {".gz", ".bz2",
+                                                                                 ".xz"}:
+        _check_text_lines(path, kind)
     try:
         if kind in {"parquet", "pq"}:
-            return pd.read_parquet(path)
-        if kind == "csv":
-            return pd.read_csv(path, keep_default_na=True, dtype_backend="numpy_nullable")
-        if kind == "tsv":
-            return pd.read_csv(path, sep="\t", dtype_backend="numpy_nullable")
-        if kind in {"jsonl", "ndjson", "json"}:
-            return pd.read_json(path, lines=kind != "json", dtype_backend="numpy_nullable")
-    except (ValueError, OSError) as exc:
+            df = pd.read_parquet(path)
+        elif kind == "csv":
+            df = pd.read_csv(path, keep_default_na=True, dtype_backend="numpy_nullable")
+        elif kind == "tsv":
+            df = pd.read_csv(path, sep="\t", dtype_backend="numpy_nullable")
+        elif kind in {"jsonl", "ndjson", "json"}:
+            df = pd.read_json(path, lines=kind != "json", dtype_backend="numpy_nullable")
+        else:
+            raise InputDataError(f"unknown table format {kind!r} for {path}; use csv, tsv, "
+                                 "jsonl or parquet (or --format)")
+    except InputDataError:
+        raise
+    except (ValueError, OSError, TypeError) as exc:
         raise InputDataError(f"cannot read {path} as {kind}: {exc}") from exc
-    raise InputDataError(
-        f"unknown table format {kind!r} for {path}; use csv, tsv, jsonl or parquet (or --format)"
-    )
+    _distinct_columns(df, str(path))
+    return df
+
+
+def _distinct_columns(df: pd.DataFrame, desc: str) -> None:
+    repeated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if repeated:
+        raise InputDataError(f"{desc} repeats column name(s) {repeated}")
+
+
+def _check_text_lines(path: Path, kind: str) -> None:
+    """Raise naming the line of a CSV/TSV/JSONL file that is not UTF-8, a header that repeats
+    a column name, or a JSONL line that is not one JSON object with distinct keys."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputDataError(f"cannot read {path}: {exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputDataError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    if kind in {"csv", "tsv"}:
+        header = next(csv.reader(io.StringIO(text), delimiter="\t" if kind == "tsv" else ","),
+                      [])
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise InputDataError(f"{path}:1: the header repeats column name(s) {repeated}")
+        return
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw, object_pairs_hook=_distinct_keys)
+        except ValueError as exc:
+            raise InputDataError(f"{path}:{lineno}: not a JSON object: {exc}") from None
+        if not isinstance(obj, dict):
+            raise InputDataError(
+                f"{path}:{lineno}: a JSONL row must be a JSON object, got {type(obj).__name__}"
+            )
+
+
+def _distinct_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"key(s) {repeated} appear more than once")
+    return dict(pairs)
 
 
 def _require(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
@@ -240,6 +298,7 @@ def _results_from_frame(
     df: pd.DataFrame, cm: ColumnMap, desc: str, *, duplicates: Duplicates, rescore: bool
 ) -> ResultsTable:
     n_read = len(df)
+    _distinct_columns(df, f"results table {desc}")
     _require(df, [cm.utt_id, cm.speaker_id], f"results table {desc}")
     has_counts = all(c in df.columns for c in (cm.sub, cm.deletions, cm.ins)) and (
         cm.hits in df.columns or cm.n_ref_words in df.columns
@@ -259,7 +318,7 @@ def _results_from_frame(
     keep = np.ones(n_read, dtype=bool)
 
     for col, what in (("utt_id", "utterance id"), ("speaker_id", "speaker id")):
-        bad = out[col].isna().to_numpy()
+        bad = out[col].isna().to_numpy() & keep  # a row missing both is counted once
         if bad.any():
             exclusions.append(
                 Exclusion("results", f"missing {what}", int(bad.sum()), "utterances",
@@ -276,19 +335,22 @@ def _results_from_frame(
             counts["hits"] = hits.astype("float64").to_numpy()
         else:
             n_ref = pd.to_numeric(df[cm.n_ref_words], errors="coerce").astype("float64").to_numpy()
-            counts["hits"] = n_ref - counts["sub"] - counts["del"]
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, excluded below
+                counts["hits"] = n_ref - counts["sub"] - counts["del"]
         mat = np.stack([counts[c] for c in COUNT_COLUMNS], axis=1)
         bad = (~np.isfinite(mat).all(axis=1) | (mat < 0).any(axis=1)
                | (mat != np.round(mat)).any(axis=1))
-        bad &= keep
-        if bad.any():
-            exclusions.append(
-                Exclusion("results", "error counts missing, negative or not integers",
-                          int(bad.sum()), "utterances",
-                          tuple(out["utt_id"].to_numpy()[bad][:5].astype(str)))
-            )
-            keep &= ~bad
-        mat = np.where(np.isfinite(mat), mat, 0).astype(np.int64)
+        huge = (mat > _MAX_COUNT).any(axis=1) & ~bad
+        for mask, reason in ((bad, "error counts missing, negative or not integers"),
+                             (huge, "error counts too large (over 2**53)")):
+            mask &= keep
+            if mask.any():
+                exclusions.append(
+                    Exclusion("results", reason, int(mask.sum()), "utterances",
+                              tuple(out["utt_id"].to_numpy()[mask][:5].astype(str)))
+                )
+                keep &= ~mask
+        mat = np.where(keep[:, None], mat, 0).astype(np.int64)
         for j, c in enumerate(COUNT_COLUMNS):
             out[c] = mat[:, j]
     else:
