@@ -125,3 +125,12 @@ def rows_accounted_for(table: ResultsTable) -> None:
     excluded = sum(ex.count for ex in table.exclusions)
     assert table.n_rows_read == len(table.utterances) + excluded, (
         table.n_rows_read, len(table.utterances), table.exclusions)
+
+
+def read_written(reader: Callable[[Path], T], name: str, content: bytes) -> T | None:
+    """Write ``content`` to a scratch file ``name`` and read it: the reader's result, or
+    ``None`` after a FairstreamError naming the file (see :func:`parses_or_fails_cleanly`)."""
+    with scratch_dir() as d:
+        path = d / name
+        path.write_bytes(content)
+        return parses_or_fails_cleanly(lambda: reader(path), [path])

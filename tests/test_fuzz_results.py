@@ -17,6 +17,7 @@ from _fuzz import (
     mutated,
     nasty_text,
     parses_or_fails_cleanly,
+    read_written,
     rows_accounted_for,
     scratch_dir,
     word_text,
@@ -133,11 +134,8 @@ def decode_table(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(decode_table())
 def test_decode_tables_read_or_name_the_file(content: bytes) -> None:
-    with scratch_dir() as d:
-        path = d / "results.parquet"
-        path.write_bytes(content)
-        out = parses_or_fails_cleanly(lambda: read_results_parquet(path), [path])
-        table = parses_or_fails_cleanly(lambda: read_results(path), [path])
+    out = read_written(read_results_parquet, "results.parquet", content)
+    table = read_written(read_results, "results.parquet", content)
     if out is not None:
         assert isinstance(out[1], dict)
     if table is not None:

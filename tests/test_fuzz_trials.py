@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _fuzz import FUZZ, ident, nasty_text, parses_or_fails_cleanly, random_or_mutated, scratch_dir
+from _fuzz import FUZZ, ident, nasty_text, random_or_mutated, read_written
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,10 +17,7 @@ trial_file = st.lists(trial_line, max_size=6).map(
 @FUZZ
 @given(trial_file)
 def test_trial_lists_parse_or_name_the_line(content: bytes) -> None:
-    with scratch_dir() as d:
-        path = d / "veri_test.txt"
-        path.write_bytes(content)
-        trials = parses_or_fails_cleanly(lambda: read_trials(path), [path])
+    trials = read_written(read_trials, "veri_test.txt", content)
     if trials is not None:  # every non-blank line became one trial
         lines = [ln for ln in content.decode("utf-8-sig").split("\n") if ln.split()]
         assert len(trials) == len(lines)

@@ -32,6 +32,7 @@ from fairstream.errors import InputDataError
 from fairstream.metrics.wer import score_pairs
 
 __all__ = [
+    "COORDINATE_COLUMNS",
     "COUNT_COLUMNS",
     "ColumnMap",
     "Exclusion",
@@ -196,8 +197,11 @@ def _check_text_lines(path: Path, kind: str) -> None:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InputDataError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
     if kind in {"csv", "tsv"}:
-        header = next(csv.reader(io.StringIO(text), delimiter="\t" if kind == "tsv" else ","),
-                      [])
+        try:
+            header = next(csv.reader(io.StringIO(text, newline=""),
+                                     delimiter="\t" if kind == "tsv" else ","), [])
+        except csv.Error:
+            header = []  # pandas names the malformed line below
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise InputDataError(f"{path}:1: the header repeats column name(s) {repeated}")
@@ -513,22 +517,68 @@ def read_trn(reference: str | Path, hypothesis: str | Path) -> ResultsTable:
 
 # ----------------------------------------------------------------------------- metadata
 
+#: speaker-table columns read as numbers (coordinates): a value that is not a number raises.
+COORDINATE_COLUMNS = ("lat", "lon", "latitude", "longitude")
+
+
+def _source_desc(source: str | Path | pd.DataFrame) -> str:
+    return "DataFrame" if isinstance(source, pd.DataFrame) else str(Path(source))
+
+
+def _rows(mask: np.ndarray | pd.Series) -> str:
+    """``rows [1, 4]``: the 1-based data rows (header not counted) where ``mask`` holds."""
+    idx = np.flatnonzero(np.asarray(mask, dtype=bool))
+    more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+    return f"row{'s' if len(idx) > 1 else ''} {[int(i) + 1 for i in idx[:5]]}{more}"
+
+
+def _as_number(value: object) -> float | None:
+    """A coordinate cell as a float (NaN when empty); None when it is not a number."""
+    if value is None or value is pd.NA or (isinstance(value, str) and not value.strip()):
+        return float("nan")
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]  # anything float() takes
+    except (TypeError, ValueError, OverflowError):
+        return None
+
 
 def read_speakers(
     source: str | Path | pd.DataFrame, *, speaker_col: str = "speaker_id", fmt: str | None = None
 ) -> pd.DataFrame:
-    """Speaker metadata, indexed by speaker id (str). Repeated ids raise :class:`InputDataError`."""
+    """Speaker metadata, indexed by speaker id (str).
+
+    Coordinate columns (:data:`COORDINATE_COLUMNS`) are read as float64, empty cells as NaN.
+
+    Raises:
+        InputDataError: the id column is missing, an id is missing or repeated, or a coordinate
+            is not a number; the message names the file and the rows.
+    """
+    desc = _source_desc(source)
     df = source.copy() if isinstance(source, pd.DataFrame) else read_table(source, fmt=fmt)
-    _require(df, [speaker_col], "speaker table")
+    _require(df, [speaker_col], f"speaker table {desc}")
     ids = _as_id(df[speaker_col])
     if ids.isna().any():
         raise InputDataError(
-            f"speaker table has {int(ids.isna().sum())} rows without {speaker_col}")
-    dup = ids.duplicated()
+            f"speaker table {desc} has {int(ids.isna().sum())} rows without {speaker_col} "
+            f"({_rows(ids.isna())})")
+    dup = ids.duplicated(keep=False)
     if dup.any():
         raise InputDataError(
-            f"speaker table repeats speaker id(s) {list(ids[dup].unique()[:5])} in {speaker_col}"
+            f"speaker table {desc} repeats speaker id(s) {list(ids[dup].unique()[:5])} in "
+            f"{speaker_col} ({_rows(dup)})"
         )
+    for col in (c for c in COORDINATE_COLUMNS if c in df.columns):
+        values = [_as_number(v) for v in df[col].astype("object")]
+        bad = np.array([v is None for v in values], dtype=bool)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputDataError(
+                f"speaker table {desc}: {col} is not a number in {_rows(bad)}, e.g. "
+                f"{df[col].iloc[first]!r} for speaker {ids.iloc[first]!r}"
+            )
+        df[col] = np.array(values, dtype=np.float64)
     df = df.drop(columns=[speaker_col])
     df.index = pd.Index(ids.to_numpy(), name="speaker_id", dtype=object)
     if "zip" in df.columns:
@@ -539,20 +589,69 @@ def read_speakers(
 def read_zip_demographics(
     source: str | Path | pd.DataFrame, *, zip_col: str = "zip", fmt: str | None = None
 ) -> pd.DataFrame:
-    """Zip-level demographics indexed by 5-character zip string; repeated or invalid zips raise."""
+    """Zip-level demographics indexed by 5-character zip string; repeated or invalid zips raise
+    (the message names the file and the rows)."""
+    desc = _source_desc(source)
     df = source.copy() if isinstance(source, pd.DataFrame) else read_table(source, fmt=fmt)
-    _require(df, [zip_col], "zip demographics table")
+    _require(df, [zip_col], f"zip demographics table {desc}")
     zips = normalize_zip(df[zip_col])
     if zips.isna().any():
         bad = df[zip_col][zips.isna()].astype(str).tolist()[:5]
-        raise InputDataError(f"zip demographics table has invalid zip code(s) {bad} in {zip_col}")
-    if zips.duplicated().any():
+        raise InputDataError(f"zip demographics table {desc} has invalid zip code(s) {bad} in "
+                             f"{zip_col} ({_rows(zips.isna())})")
+    dup = zips.duplicated(keep=False)
+    if dup.any():
         raise InputDataError(
-            f"zip demographics table repeats zip code(s) {zips[zips.duplicated()].tolist()[:5]}"
+            f"zip demographics table {desc} repeats zip code(s) "
+            f"{zips[zips.duplicated()].unique().tolist()[:5]} ({_rows(dup)})"
         )
     df = df.drop(columns=[zip_col])
     df.index = pd.Index(zips.to_numpy(), name="zip", dtype=object)
     return df
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise InputDataError(f"{what} not found: {path}")
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputDataError(f"cannot read {what} {path} as .npy: {exc}") from exc
+
+
+def _vector(value: object, where: str) -> np.ndarray:
+    """One embedding cell (a list, an array, or its JSON text in a CSV) as a 1-D float32."""
+    if isinstance(value, str):
+        text = value
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise InputDataError(f"{where}: embedding {text[:40]!r} is not a list of numbers"
+                                 ) from None
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        raise InputDataError(f"{where}: no embedding")
+    try:
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by _check_vectors
+            vec = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        raise InputDataError(f"{where}: embedding is not a list of numbers") from None
+    if vec.ndim != 1 or vec.size == 0:
+        raise InputDataError(f"{where}: embedding is not a non-empty list of numbers")
+    return vec
+
+
+def _check_vectors(ids: np.ndarray, vectors: np.ndarray, desc: str) -> None:
+    if len(ids) == 0:
+        raise InputDataError(f"embeddings {desc} hold no rows")
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise InputDataError(f"embeddings {desc} have shape {vectors.shape}, not (N, D > 0)")
+    missing = pd.isna(ids)
+    if missing.any():
+        raise InputDataError(f"embeddings {desc} have no id in {_rows(missing)}")
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise InputDataError(f"embeddings {desc} contain NaN/inf in {_rows(~finite)}, id(s) "
+                             f"{[str(i) for i in ids[~finite][:5]]}")
 
 
 def read_embeddings(
@@ -566,46 +665,61 @@ def read_embeddings(
 
     Accepted forms: a ``.npy`` matrix (N, D) with ``ids`` (a text file with one id per line,
     a ``.npy`` of strings, or a sequence); a Parquet/CSV/JSONL table with ``id_col`` and
-    either a list column ``vector_col`` or numeric columns (one per dimension).
+    either a list column ``vector_col`` (in a CSV, JSON text such as ``[0.1, -2]``) or numeric
+    columns (one per dimension).
 
     Returns:
         (ids (N,) object array of str, vectors (N, D) float32).
+
+    Raises:
+        InputDataError: an unreadable file, a missing id, a vector that is not a list of
+            numbers, vectors of different lengths, or NaN/inf; the message names the file and
+            the rows.
     """
     if isinstance(source, (str, Path)) and Path(source).suffix == ".npy":
         path = Path(source)
-        if not path.exists():
-            raise InputDataError(f"embedding file not found: {path}")
-        mat = np.load(path, allow_pickle=False)
+        mat = _load_npy(path, "embedding file")
         if ids is None:
             raise InputDataError(f"{path} is a bare matrix: give its ids (--embedding-ids)")
+        if mat.dtype.kind not in "iuf":
+            raise InputDataError(f"embedding matrix {path} holds {mat.dtype}, not numbers")
         if isinstance(ids, (str, Path)):
             ipath = Path(ids)
-            if not ipath.exists():
-                raise InputDataError(f"embedding id file not found: {ipath}")
             if ipath.suffix == ".npy":
-                id_arr = np.load(ipath, allow_pickle=False).astype(str)
+                id_arr = _load_npy(ipath, "embedding id file").astype(str)
             else:
-                lines = ipath.read_text().splitlines()
-                id_arr = np.array([ln.strip() for ln in lines if ln.strip()])
+                id_arr = np.array([ln.strip() for _, ln in read_lines(ipath, "embedding id file")])
         else:
             id_arr = np.asarray([str(i) for i in ids])
-        if mat.ndim != 2 or mat.shape[0] != id_arr.shape[0]:
+        if mat.ndim != 2 or id_arr.ndim != 1 or mat.shape[0] != id_arr.shape[0]:
             raise InputDataError(
                 f"embedding matrix {path} has shape {mat.shape} but {id_arr.shape[0]} ids"
             )
-        return id_arr.astype(object), mat.astype(np.float32)
+        with np.errstate(over="ignore"):
+            vectors = mat.astype(np.float32)
+        _check_vectors(id_arr, vectors, str(path))
+        return id_arr.astype(object), vectors
+    desc = f"table {_source_desc(source)}"
     df = source if isinstance(source, pd.DataFrame) else read_table(source)
-    _require(df, [id_col], "embedding table")
+    _require(df, [id_col], f"embedding {desc}")
     if vector_col in df.columns:
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in df[vector_col]])
+        rows = [_vector(v, f"embedding {desc} row {i + 1}")
+                for i, v in enumerate(df[vector_col].astype("object"))]
+        sizes = {len(v) for v in rows}
+        if len(sizes) > 1:
+            first = next(i for i, v in enumerate(rows) if len(v) != len(rows[0]))
+            raise InputDataError(
+                f"embedding {desc}: vectors of different lengths ({len(rows[0])} in row 1, "
+                f"{len(rows[first])} in row {first + 1})")
+        vectors = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
     else:
         num = df.drop(columns=[id_col]).select_dtypes("number")
         if num.shape[1] == 0:
             raise InputDataError(
-                f"embedding table has neither a {vector_col!r} list column nor numeric columns"
+                f"embedding {desc} has neither a {vector_col!r} list column nor numeric columns"
             )
-        vectors = num.to_numpy(dtype=np.float32)
-    if not np.isfinite(vectors).all():
-        bad = df[id_col].to_numpy()[~np.isfinite(vectors).all(axis=1)][:5]
-        raise InputDataError(f"embeddings contain NaN/inf for id(s) {list(bad)}")
-    return _as_id(df[id_col]).to_numpy(), vectors
+        with np.errstate(over="ignore"):
+            vectors = num.to_numpy(dtype=np.float32, na_value=np.nan)
+    out_ids = _as_id(df[id_col]).to_numpy()
+    _check_vectors(out_ids, vectors, desc)
+    return out_ids, vectors
