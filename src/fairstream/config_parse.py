@@ -18,7 +18,6 @@ decoding configurations all share it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import types
@@ -31,7 +30,7 @@ import yaml
 
 from fairstream.errors import InputDataError
 
-__all__ = ["PathChecked", "apply_overrides", "from_dict", "join_path", "to_dict"]
+__all__ = ["PathChecked", "apply_overrides", "from_dict", "join_path", "load_yaml", "to_dict"]
 
 T = TypeVar("T")
 
@@ -137,16 +136,22 @@ def _coerce(tp: object, value: object, path: str) -> object:
                 pass
         raise _fail(path, tp, value)
     if tp is float:
-        if isinstance(value, bool):
-            raise _fail(path, tp, value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # an int beyond the float range
+                number = math.inf
+        elif isinstance(value, str):
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise _fail(path, tp, value)
+        if number is None:
+            raise _fail(path, tp, value)
+        if not math.isfinite(number):  # a config is stored as JSON, which has no NaN or inf
+            raise InputDataError(f"config key {path}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -224,6 +229,70 @@ def to_dict(obj: object) -> Any:  # Any: plain JSON data, which callers index
     return obj
 
 
+def _plain(value: object, path: str, _open: frozenset[int] = frozenset()) -> Any:
+    """A deep copy of parsed YAML/JSON as plain JSON data (keys as strings, tuples as lists).
+
+    Raises:
+        InputDataError: a value JSON cannot hold (a date, a set, bytes) or a structure that
+            contains itself (a YAML alias of its own anchor), named by its key path.
+    """
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in _open:
+            raise InputDataError(f"config key {path or '<root>'} contains itself (YAML alias)")
+        inner = _open | {id(value)}
+        if isinstance(value, Mapping):
+            return {str(k): _plain(v, join_path(path, str(k)), inner) for k, v in value.items()}
+        return [_plain(v, f"{path}[{i}]", inner) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    raise InputDataError(
+        f"config key {path or '<root>'}: {value!r} is a {type(value).__name__}; a config holds "
+        "strings, numbers, booleans, null, lists and mappings"
+    )
+
+
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (instead of keeping the
+    last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # Any: YAML keys and values of any type
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader raises its own error below
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} repeated (first on line {first})",
+                    key_node.start_mark)
+        out: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return out
+
+
+def load_yaml(text: str, source: str | os.PathLike[str]) -> Any:  # Any: parsed YAML data
+    """Parse YAML config text as plain JSON data; a repeated key is an error.
+
+    Raises:
+        InputDataError: invalid YAML (with its line), a key repeated in a mapping, a value JSON
+            cannot hold, or nesting too deep; the message names ``source``.
+    """
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise InputDataError(f"config {source} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise InputDataError(f"config {source} is nested too deeply") from None
+    try:
+        return _plain(loaded, "")
+    except InputDataError as exc:
+        raise InputDataError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise InputDataError(f"config {source} is nested too deeply") from None
+
+
 # Any: plain JSON/YAML data, which callers index
 def apply_overrides(data: Mapping[str, object], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with ``a.b.c=value`` overrides applied.
@@ -234,7 +303,7 @@ def apply_overrides(data: Mapping[str, object], overrides: Sequence[str]) -> dic
     Raises:
         InputDataError: an override without ``=`` or one that descends into a non-mapping.
     """
-    out: dict[str, Any] = json.loads(json.dumps(dict(data)))  # Any: plain JSON data
+    out: dict[str, Any] = _plain(dict(data), "")  # Any: plain JSON data (a deep copy)
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()

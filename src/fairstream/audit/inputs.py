@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fairstream._lines import read_lines
+from fairstream._lines import read_lines, read_text
 from fairstream.errors import InputDataError
 from fairstream.metrics.wer import score_pairs
 
@@ -187,15 +187,7 @@ def _distinct_columns(df: pd.DataFrame, desc: str) -> None:
 def _check_text_lines(path: Path, kind: str) -> None:
     """Raise naming the line of a CSV/TSV/JSONL file that is not UTF-8, a header that repeats
     a column name, or a JSONL line that is not one JSON object with distinct keys."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputDataError(f"cannot read {path}: {exc}") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputDataError(f"{path}:{line}: not valid UTF-8 ({exc.reason})") from None
+    text = read_text(path, "table")
     if kind in {"csv", "tsv"}:
         try:
             header = next(csv.reader(io.StringIO(text, newline=""),

@@ -23,7 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from fairstream._io import atomic_write_text
-from fairstream.config_parse import apply_overrides, from_dict, to_dict
+from fairstream._lines import read_text
+from fairstream.config_parse import apply_overrides, from_dict, load_yaml, to_dict
 from fairstream.decoding.search import SearchConfig
 from fairstream.errors import InputDataError
 from fairstream.models.factory import ModelConfig, model_config_to_dict
@@ -198,20 +199,14 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
         overrides: ``key.path=value`` strings, applied in order after the file.
 
     Raises:
-        InputDataError: unreadable/invalid YAML, an unknown key or a bad value (the message
-            names the file and the key path).
+        InputDataError: unreadable, non-UTF-8 or invalid YAML, a key repeated in a mapping,
+            an unknown key or a bad value (NaN and infinity included); the message names the
+            file and the line or key path.
     """
     data: Mapping[str, object] = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputDataError(f"cannot read config {path}: {exc}") from exc
-        try:
-            loaded: object = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputDataError(f"config {path} is not valid YAML: {exc}") from exc
+        loaded: object = load_yaml(read_text(path, "config"), path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
