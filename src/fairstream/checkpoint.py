@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 import re
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,24 +172,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        OSError,
-        ValueError,
-        zipfile.BadZipFile,
-        AttributeError,
-        ImportError,
-        TypeError,
-        KeyError,
-    ) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a safe fairstream checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - unpickling arbitrary bytes fails in many types
+        raise CheckpointError(_load_failure(path, exc)) from exc
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a fairstream checkpoint (no format marker)")
+        raise CheckpointError(f"{path} is not a fairstream checkpoint (no format marker). "
+                              f"{_WHAT_IS_A_CHECKPOINT}")
     if raw.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has version {raw.get('version')!r}; "
@@ -202,20 +187,57 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model = raw["model"]
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} has no readable config or model: {exc}") from exc
-    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: 'config' is not a JSON object")
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
         raise CheckpointError(f"checkpoint {path}: 'model' is not a state_dict of tensors")
-    extra = dict(raw.get("extra") or {})
+    parts = {name: raw.get(name) for name in ("optimizer", "progress", "rng", "hooks", "extra")}
+    for name, value in parts.items():
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(
+                f"checkpoint {path}: {name!r} is a {type(value).__name__}, not a mapping"
+            )
+    extra = dict(parts["extra"] or {})
     return Checkpoint(
         path=path,
         config=config,
         model=model,
         kind=_stored_kind(path, raw, config, extra),
-        optimizer=raw.get("optimizer"),
-        progress=dict(raw.get("progress") or {}),
-        rng=raw.get("rng"),
-        hooks=dict(raw.get("hooks") or {}),
+        optimizer=parts["optimizer"],
+        progress=dict(parts["progress"] or {}),
+        rng=parts["rng"],
+        hooks=dict(parts["hooks"] or {}),
         extra=extra,
     )
+
+
+_WHAT_IS_A_CHECKPOINT = (
+    "A fairstream checkpoint is a file written by `fairstream train` or `fairstream sv train` "
+    "(fairstream.checkpoint.save_checkpoint): tensors and plain data only."
+)
+#: PyTorch's reason for refusing an object on a weights-only load, without its advice.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \d+")
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in fairstream's words.
+
+    PyTorch's own message advises loading with ``weights_only=False``, which would run any code
+    the file holds; it is not repeated here.
+    """
+    text = str(exc)
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused or "Weights only load failed" in text:
+        what = f" ({refused.group(1) or refused.group(0)})" if refused else ""
+        return (f"checkpoint {path} is not a safe fairstream checkpoint: it holds Python "
+                f"objects other than tensors and plain data{what}, which fairstream never loads "
+                f"(unpickling them can run code). {_WHAT_IS_A_CHECKPOINT}")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return (f"checkpoint {path} is corrupt or not a safe fairstream checkpoint ({detail}). "
+            f"{_WHAT_IS_A_CHECKPOINT}")
 
 
 def _stored_kind(path: Path, raw: Mapping[str, object], config: Mapping[str, object],
