@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU wheel of torch first, so no dependency pulls a CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[asr,corpus,serve,test]"
+	$(BIN)/python -m pip install --quiet -e ".[asr,corpus,serve,scale,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -67,7 +67,7 @@ from fairstream.audit.selection import (
     inference_label,
     selection_tests,
 )
-from fairstream.audit.speaker_stats import SpeakerStats, speaker_stats
+from fairstream.audit.speaker_stats import SpeakerStats, SpeakerSums, speaker_stats, speaker_sums
 from fairstream.data.layout import SPEAKERS_CSV, ZIP_DEMOGRAPHICS_CSV
 from fairstream.errors import InputDataError, TooFewSpeakersError
 from fairstream.metrics.bootstrap import SpeakerBootstrap
@@ -104,7 +104,7 @@ class _Tested:
 
 
 def run_audit(
-    results: str | Path | pd.DataFrame | ResultsTable,
+    results: str | Path | pd.DataFrame | ResultsTable | SpeakerSums,
     *,
     speakers: str | Path | pd.DataFrame | None = None,
     zip_demographics: str | Path | pd.DataFrame | None = None,
@@ -120,7 +120,10 @@ def run_audit(
 
     Args:
         results: results table (path, DataFrame, or a :class:`ResultsTable` from
-            :func:`read_kaldi` / :func:`read_trn`).
+            :func:`read_kaldi` / :func:`read_trn`), or its per-speaker sums
+            (:class:`~fairstream.audit.speaker_stats.SpeakerSums`, e.g. from
+            :func:`~fairstream.audit.dask_engine.dask_speaker_sums` for partitioned Parquet
+            on a Dask cluster).
         speakers: speaker metadata table; defaults to ``corpus_dir/speakers.csv``.
         zip_demographics: zip demographics; defaults to ``corpus_dir/zip_demographics.csv``.
         embeddings: speaker or utterance embeddings (``.npy`` with ``embedding_ids``,
@@ -163,10 +166,16 @@ def run_audit(
 
     t = time.perf_counter()
     provenance: dict[str, object] = {"fairstream_version": version()}
-    table = (results if isinstance(results, ResultsTable)
-             else read_results(results, columns=cfg.columns,
-                               duplicates=cfg.duplicates))  # type: ignore[arg-type]
-    provenance.update(_results_provenance(results, table))
+    table: ResultsTable | None = None
+    if isinstance(results, SpeakerSums):
+        sums = results
+    else:
+        table = (results if isinstance(results, ResultsTable)
+                 else read_results(results, columns=cfg.columns,
+                                   duplicates=cfg.duplicates))  # type: ignore[arg-type]
+        sums = speaker_sums(table)
+    provenance.update(_results_provenance(results, sums))
+    provenance["engine"] = sums.engine
     spk_table = None
     if speakers is not None:
         spk_table = read_speakers(speakers)
@@ -177,9 +186,9 @@ def run_audit(
         provenance["zip_demographics"] = _source_info(zip_demographics)
     t = step("read", t)
 
-    stats = speaker_stats(table, spk_table)
+    stats = speaker_stats(sums, spk_table)
     if stats.n_speakers == 0:
-        raise InputDataError(f"no usable utterance in {table.source}")
+        raise InputDataError(f"no usable utterance in {sums.source}")
     exclusions: list[Exclusion] = list(stats.exclusions)
     notes: list[str] = list(stats.notes)
     inputs = AuditInputs(stats=stats, table=table, config=cfg, zip_table=zip_table,
@@ -374,7 +383,7 @@ def _bottom_tests(
 
 
 def _results_provenance(
-    results: str | Path | pd.DataFrame | ResultsTable, table: ResultsTable
+    results: str | Path | pd.DataFrame | ResultsTable | SpeakerSums, sums: SpeakerSums
 ) -> dict[str, object]:
     """Provenance entries of the results table: ``results`` and, for Parquet written by
     ``fairstream decode``, ``results_config``."""
@@ -385,10 +394,10 @@ def _results_provenance(
         if Path(results).suffix in {".parquet", ".pq"}:
             out["results_config"] = parquet_config(Path(results))
     else:
-        info = {"source": table.source}
+        info = {"source": sums.source}
         out["results"] = info
-    info["rows_read"] = table.n_rows_read
-    info["rows_used"] = len(table.utterances)
+    info["rows_read"] = sums.n_rows_read
+    info["rows_used"] = sums.n_rows_used
     return out
 
 

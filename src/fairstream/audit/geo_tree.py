@@ -402,7 +402,7 @@ def grow_geo_tree(
             (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
             shape=(k, s_all),
         )
-        reps = np.asarray(x @ bootstrap.weights_t, dtype=np.float64)
+        reps = bootstrap.totals(x)
         best: dict[int, _Best] = {}
         per_leaf: dict[int, list[_Candidates]] = {}
         for lf, axis, order, bins, pos, k0, nb, per_speaker, centre in plans:

@@ -113,7 +113,8 @@ class AuditInputs:
 
     Attributes:
         stats: per-speaker statistics (with the speaker metadata columns).
-        table: the results table the statistics come from.
+        table: the results table the statistics come from (None when only its
+            per-speaker sums were given, as with the Dask engine).
         config: the audit configuration.
         zip_table: zip demographics, if given.
         embeddings: speaker or utterance embeddings, if given.
@@ -124,7 +125,7 @@ class AuditInputs:
     """
 
     stats: SpeakerStats
-    table: ResultsTable
+    table: ResultsTable | None
     config: AuditConfig
     zip_table: pd.DataFrame | None = None
     embeddings: EmbeddingSource | None = None
@@ -137,6 +138,19 @@ class AuditInputs:
     def min_cohort(self) -> int:
         """The privacy minimum cohort size (speakers)."""
         return self.config.privacy.min_cohort_speakers
+
+    def utterances(self) -> ResultsTable:
+        """The utterance rows, for a method that needs them.
+
+        Raises:
+            InputDataError: only per-speaker sums were given (the Dask engine).
+        """
+        if self.table is None:
+            raise InputDataError(
+                "this needs the utterance rows, but the audit was given per-speaker sums "
+                "(--engine dask): use speaker-level embeddings (one row per speaker id) or "
+                "the in-memory engine")
+        return self.table
 
 
 @dataclass(frozen=True)
@@ -641,7 +655,7 @@ class EmbeddingMethod(AuditMethod):
                                           source=text, exclusions=ex)
         checkpoint = encoder_checkpoint(source)
         if checkpoint is not None:  # "encoder:CKPT": embeddings from the recognizer itself
-            return encoder_cohorts(checkpoint, inputs.corpus_dir, stats, inputs.table, cfg,
+            return encoder_cohorts(checkpoint, inputs.corpus_dir, stats, inputs.utterances(), cfg,
                                    inputs.provenance, progress=inputs.progress)
         if isinstance(source, tuple):
             ids, vectors = np.asarray(source[0]).astype(object), np.asarray(source[1])
@@ -651,8 +665,10 @@ class EmbeddingMethod(AuditMethod):
             inputs.provenance["embeddings"] = (file_info(source)
                                                if isinstance(source, (str, Path))
                                                else {"source": "DataFrame"})
-        utt = inputs.table.utterances
-        utt_map = pd.Series(utt["speaker_id"].to_numpy(), index=utt["utt_id"].to_numpy())
+        utt_map = None
+        if inputs.table is not None:  # embeddings may be per utterance
+            utt = inputs.table.utterances
+            utt_map = pd.Series(utt["speaker_id"].to_numpy(), index=utt["utt_id"].to_numpy())
         mat, has, ex = speaker_mean_embeddings(ids, vectors, stats, utt_map)
         return find_embedding_cohorts(stats, mat, has, cfg, source="given", exclusions=ex)
 

@@ -261,18 +261,6 @@ def _atom_statistics(preps: Sequence[_Prepared], e: np.ndarray, w: np.ndarray) -
     return sp.csc_matrix((vals.ravel(), rows.ravel(), indptr), shape=(k, s)).tocsr()
 
 
-def _chunks(x: sp.csr_matrix, boot: SpeakerBootstrap, step: int
-            ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(r0, r1, totals (K, r1 − r0)) of the stacked atom statistics, chunk by chunk."""
-    r = boot.n_replicates
-    if step >= r:
-        yield 0, r, boot.totals(x)
-        return
-    for r0 in range(0, r, step):
-        r1 = min(r0 + step, r)
-        yield r0, r1, np.asarray(x @ boot.weights_t[:, r0:r1], dtype=np.float64)
-
-
 def _replicate_gaps(p: _Prepared, tot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate gap replicates (C, r) and the chosen cohort's WER and rest-WER replicates."""
     ae, aw = tot[p.rows][:p.n_atoms], tot[p.rows][p.n_atoms:]
@@ -332,7 +320,7 @@ def selection_tests(
     wer_b = [np.empty(r) for _ in preps]
     rest_b = [np.empty(r) for _ in preps]
     gap_b = [np.empty(r) for _ in preps]
-    for r0, r1, tot in _chunks(x, boot, step):
+    for r0, r1, tot in boot.iter_totals(x, step):
         gaps = []
         for i, p in enumerate(preps):
             g, wb, rb = _replicate_gaps(p, tot)
@@ -354,7 +342,7 @@ def selection_tests(
         if cache is not None:
             yield from cache
             return
-        for r0, r1, tot in _chunks(x, boot, step):
+        for r0, r1, tot in boot.iter_totals(x, step):
             yield r0, r1, [_replicate_gaps(p, tot)[0] for p in preps]
 
     m_star = [np.full(r, np.nan) for _ in preps]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,15 @@ import pandas as pd
 from fairstream.audit.inputs import Exclusion, ResultsTable, normalize_zip
 from fairstream.errors import InputDataError
 
-__all__ = ["STAT_COLUMNS", "UNKNOWN", "SpeakerStats", "speaker_stats"]
+__all__ = [
+    "STAT_COLUMNS",
+    "UNKNOWN",
+    "SpeakerStats",
+    "SpeakerSums",
+    "passthrough_columns",
+    "speaker_stats",
+    "speaker_sums",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,23 +92,45 @@ def _is_categorical(s: pd.Series) -> bool:
     return not (pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s))
 
 
-def speaker_stats(
-    results: ResultsTable,
-    speakers: pd.DataFrame | None = None,
-    *,
-    metadata_columns: Sequence[str] | None = None,
-) -> SpeakerStats:
-    """Sum utterance counts per speaker and attach metadata.
+@dataclass(frozen=True)
+class SpeakerSums:
+    """Utterance counts summed per speaker, before the speaker table is attached.
 
-    Args:
-        results: the read results table.
-        speakers: speaker table indexed by speaker id
-            (:func:`~fairstream.audit.inputs.read_speakers`).
-        metadata_columns: restrict metadata to these columns (default: all available).
+    The in-memory engine computes it from a :class:`ResultsTable` (:func:`speaker_sums`); the
+    Dask engine (:mod:`fairstream.audit.dask_engine`) computes the same table from partitioned
+    files without ever holding the utterances.
 
-    Returns:
-        :class:`SpeakerStats` with one row per speaker in the results.
+    Attributes:
+        table: index ``speaker_id`` (str, sorted); int64 ``n_utterances``, ``sub``, ``del``,
+            ``ins``, ``hits`` (+ float ``duration`` when the results have it), then the
+            metadata columns passed through in the results (first value per speaker).
+        source: provenance of the results.
+        n_rows_read: utterance rows read.
+        n_rows_used: utterance rows kept.
+        varying: per passed-through column, the number of speakers whose value varies.
+        exclusions: rows left out, with reasons.
+        notes: facts for the report.
+        engine: how the sums were computed (for the report's provenance), e.g.
+            ``{"engine": "dask", "files": 100, "workers": 2, "seconds": 91.2}``.
     """
+
+    table: pd.DataFrame
+    source: str
+    n_rows_read: int
+    n_rows_used: int
+    varying: dict[str, int]
+    exclusions: tuple[Exclusion, ...] = ()
+    notes: tuple[str, ...] = ()
+    engine: dict[str, object] = field(default_factory=lambda: {"engine": "memory"})
+
+
+def passthrough_columns(columns: Sequence[str]) -> list[str]:
+    """The results columns that may carry speaker metadata."""
+    return [c for c in columns if c not in _NOT_METADATA]
+
+
+def speaker_sums(results: ResultsTable) -> SpeakerSums:
+    """Sum the utterance counts of ``results`` per speaker (speakers in sorted id order)."""
     utt = results.utterances
     codes, uniques = pd.factorize(utt["speaker_id"], sort=True)
     n = len(uniques)
@@ -112,28 +142,55 @@ def speaker_stats(
         table[c] = np.bincount(codes, weights=utt[c].to_numpy(np.float64), minlength=n).astype(
             np.int64
         )
-    table["ref_words"] = table["sub"] + table["del"] + table["hits"]
-    table["errors"] = table["sub"] + table["del"] + table["ins"]
     if "duration" in utt.columns:
         dur = pd.to_numeric(utt["duration"], errors="coerce").astype("float64").fillna(0.0)
         table["duration"] = np.bincount(codes, weights=dur.to_numpy(), minlength=n)
-
-    notes: list[str] = list(results.notes)
-    passthrough = [c for c in utt.columns if c not in _NOT_METADATA]
     # metadata passed through in the results: first value per speaker
     first = np.full(n, -1, dtype=np.int64)
     order = np.arange(len(codes))[::-1]
     first[codes[order]] = order
-    meta = pd.DataFrame(index=table.index)
-    for c in passthrough:
+    varying: dict[str, int] = {}
+    for c in passthrough_columns(list(utt.columns)):
         col = utt[c]
         if col.map(lambda v: isinstance(v, (list, np.ndarray, dict))).any():
             continue
-        meta[c] = col.to_numpy()[first]
+        table[c] = col.to_numpy()[first]
         nun = pd.DataFrame({"s": codes, "v": col.astype("object").to_numpy()}).groupby("s")[
             "v"
         ].nunique(dropna=False)
-        varying = int((nun > 1).sum())
+        varying[c] = int((nun > 1).sum())
+    return SpeakerSums(table=table, source=results.source, n_rows_read=results.n_rows_read,
+                       n_rows_used=len(utt), varying=varying, exclusions=results.exclusions,
+                       notes=results.notes)
+
+
+def speaker_stats(
+    results: ResultsTable | SpeakerSums,
+    speakers: pd.DataFrame | None = None,
+    *,
+    metadata_columns: Sequence[str] | None = None,
+) -> SpeakerStats:
+    """Sum utterance counts per speaker and attach metadata.
+
+    Args:
+        results: the read results table, or its per-speaker sums (:func:`speaker_sums`, or
+            the Dask engine's).
+        speakers: speaker table indexed by speaker id
+            (:func:`~fairstream.audit.inputs.read_speakers`).
+        metadata_columns: restrict metadata to these columns (default: all available).
+
+    Returns:
+        :class:`SpeakerStats` with one row per speaker in the results.
+    """
+    sums = results if isinstance(results, SpeakerSums) else speaker_sums(results)
+    stat_cols = [c for c in ("n_utterances", "sub", "del", "ins", "hits", "duration")
+                 if c in sums.table.columns]
+    table = sums.table[stat_cols].copy()
+    table.insert(5, "ref_words", table["sub"] + table["del"] + table["hits"])
+    table.insert(6, "errors", table["sub"] + table["del"] + table["ins"])
+    notes: list[str] = list(sums.notes)
+    meta = sums.table.drop(columns=stat_cols)
+    for c, varying in sums.varying.items():
         if varying:
             notes.append(
                 f"results column {c!r} varies within {varying} speakers; the first value per "
@@ -188,6 +245,6 @@ def speaker_stats(
         metadata_columns=tuple(meta.columns),
         n_unknown_speakers=n_unknown,
         n_metadata_only_speakers=n_meta_only,
-        exclusions=results.exclusions,
+        exclusions=sums.exclusions,
         notes=tuple(notes),
     )

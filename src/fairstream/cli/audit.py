@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["audit"]
 
@@ -29,6 +33,25 @@ class _Embeddings(click.ParamType):
             return value
         converted: Path = self._file.convert(value, param, ctx)
         return converted
+
+
+def _one_table(results: str, fmt: str | None) -> Path | pd.DataFrame:
+    """``--results`` for the in-memory engine: a file, or a glob/directory of Parquet files
+    read into one table (in sorted file order, as the Dask engine reads them)."""
+    path = Path(results)
+    if path.is_file():
+        return path
+    if not path.is_dir() and not any(ch in results for ch in "*?["):
+        raise click.BadParameter(f"{results!r} does not exist", param_hint="--results")
+    import pandas as pd
+
+    from fairstream.audit.dask_engine import expand_results
+    from fairstream.results import read_results as read_results_table
+
+    files = expand_results(results)
+    if len(files) == 1:
+        return files[0]
+    return pd.concat([read_results_table(f)[0] for f in files], ignore_index=True)
 
 
 def _k_range(value: str) -> tuple[int, int]:
@@ -58,6 +81,11 @@ Examples:
       --utt2spk data/test/utt2spk --speakers spk.csv --out audit/
   fairstream audit --trn-ref ref.trn --trn-hyp hyp.trn --speakers spk.csv --out audit/
 \b
+  # logs partitioned into Parquet files, summed per speaker on Dask (local or a cluster)
+  fairstream audit --results 'logs/*.parquet' --engine dask --speakers spk.parquet --out audit/
+  fairstream audit --results logs/ --engine dask --scheduler tcp://10.0.0.5:8786 \\
+      --speakers spk.parquet --out audit/
+\b
 Definitions: WER = Σerrors / Σreference words of a cohort. WER gap (%) =
 (WER_bottom / WER_rest − 1) × 100, rest = every other audited speaker. Bottom-cohort
 share (%) = the bottom cohort's share of speakers (and of reference words).
@@ -71,10 +99,22 @@ the speakers and tested on the other. The figures conditional on this choice
 methods.csv.
 """,
 )
-@click.option("--results", "results", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--results", "results", metavar="PATH|GLOB|DIR",
               help="Results table, one row per utterance (csv, tsv, jsonl or parquet). Needs "
                    "utt_id and speaker_id, plus error counts (sub, del, ins, hits or "
-                   "n_ref_words) or texts (ref, hyp).")
+                   "n_ref_words) or texts (ref, hyp). A quoted glob ('logs/*.parquet') or a "
+                   "directory reads a table partitioned into Parquet files.")
+@click.option("--engine", type=click.Choice(["memory", "dask"]), default="memory",
+              show_default=True,
+              help="memory: read the rows into this process. dask: sum them per speaker on a "
+                   "Dask cluster, one task per Parquet file, so the rows never need to fit in "
+                   "memory (needs the [scale] extra); the audit then runs on the per-speaker "
+                   "sums with the same numbers.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler address (tcp://host:8786) for --engine dask; default: a "
+                   "local cluster of --workers processes started for this run.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Workers of the local Dask cluster (default: one per CPU).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "tsv", "jsonl", "parquet"]),
               help="Format of --results when its suffix does not say it.")
 @click.option("--column", "columns", multiple=True, metavar="FIELD=NAME",
@@ -150,7 +190,7 @@ methods.csv.
               help="Repeated utterance ids: stop, or keep the first row (counted).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def audit(
-    results: Path | None, fmt: str | None, columns: tuple[str, ...],
+    results: str | None, fmt: str | None, columns: tuple[str, ...],
     kaldi_text: Path | None, kaldi_hyp: Path | None, utt2spk: Path | None,
     trn_ref: Path | None, trn_hyp: Path | None,
     speakers: Path | None, zip_demographics: Path | None, embeddings: Path | str | None,
@@ -158,7 +198,7 @@ def audit(
     n_boot: int, confidence: float, seed: int, min_cohort: int, include_speaker_ids: bool,
     max_regions: int, min_region_speakers: int, min_region_words: int, alpha: float,
     k: int | None, k_range: str, bottom_share: float | None, confirm_split: bool,
-    duplicates: str, progress: bool,
+    duplicates: str, progress: bool, engine: str, scheduler: str | None, workers: int | None,
 ) -> None:
     """Audit a recognizer's results: WER by cohort with speaker-bootstrap intervals, and the
     cohorts it serves worst found three ways (geographic tree, geodemographic partition,
@@ -173,22 +213,35 @@ def audit(
         GeodemographicConfig,
         GeoTreeConfig,
         PrivacyConfig,
+        ResultsTable,
         read_kaldi,
         read_results,
         read_trn,
         run_audit,
     )
+    from fairstream.audit.speaker_stats import SpeakerSums
     from fairstream.errors import FairstreamError
 
+    if engine == "memory" and (scheduler is not None or workers is not None):
+        raise click.UsageError("--scheduler and --workers are for --engine dask")
+    if engine == "dask" and results is None:
+        raise click.UsageError("--engine dask reads Parquet results (--results 'DIR/*.parquet')")
     sources = sum([results is not None, kaldi_text is not None or kaldi_hyp is not None,
                    trn_ref is not None or trn_hyp is not None])
     if sources != 1:
         raise click.UsageError("give exactly one of --results, --kaldi-text/--kaldi-hyp/--utt2spk, "
                                "--trn-ref/--trn-hyp")
     try:
-        if results is not None:
-            table = read_results(results, columns=ColumnMap.from_pairs(columns), fmt=fmt,
-                                 duplicates=duplicates)  # type: ignore[arg-type]
+        table: ResultsTable | SpeakerSums
+        if results is not None and engine == "dask":
+            from fairstream.audit.dask_engine import dask_speaker_sums
+
+            table = dask_speaker_sums(results, columns=ColumnMap.from_pairs(columns),
+                                      duplicates=duplicates,  # type: ignore[arg-type]
+                                      scheduler=scheduler, n_workers=workers, progress=progress)
+        elif results is not None:
+            table = read_results(_one_table(results, fmt), columns=ColumnMap.from_pairs(columns),
+                                 fmt=fmt, duplicates=duplicates)  # type: ignore[arg-type]
         elif kaldi_text is not None or kaldi_hyp is not None:
             if kaldi_text is None or kaldi_hyp is None or utt2spk is None:
                 raise click.UsageError("Kaldi input needs --kaldi-text, --kaldi-hyp and --utt2spk")
