@@ -5,6 +5,7 @@ JSONL, Parquet; renamed columns through ``ColumnMap``) and ``fairstream.results.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 
@@ -74,9 +75,12 @@ def results_file(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], int | Non
     rows, _ = draw(results_rows())
     renames = {c: f"{c}_x" for c in ("utt_id", "speaker_id", "sub", "hyp") if draw(st.booleans())}
     rows = [{renames.get(k, k): v for k, v in r.items()} for r in rows]
-    fmt = draw(st.sampled_from(["csv", "tsv", "jsonl", "parquet"]))
-    valid = _parquet(rows) if fmt == "parquet" else _text_table(rows, fmt)
-    if fmt == "parquet":
+    fmt = draw(st.sampled_from(["csv", "tsv", "jsonl", "parquet", "csv.gz"]))
+    if fmt == "csv.gz":
+        valid = gzip.compress(_text_table(rows, "csv"), mtime=0)
+    else:
+        valid = _parquet(rows) if fmt == "parquet" else _text_table(rows, fmt)
+    if fmt in ("parquet", "csv.gz"):
         content = draw(st.one_of(st.just(valid), st.binary(max_size=100),
                                  st.integers(0, len(valid)).map(lambda n: valid[:n])))
     else:

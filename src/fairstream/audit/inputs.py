@@ -19,6 +19,8 @@ import csv
 import io
 import json
 import logging
+import lzma
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +174,8 @@ def read_table(path: str | Path, *, fmt: str | None = None) -> pd.DataFrame:
                                  "jsonl or parquet (or --format)")
     except InputDataError:
         raise
-    except (ValueError, OSError, TypeError) as exc:
+    except (ValueError, OSError, TypeError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        # EOFError, zlib.error, LZMAError: a cut or corrupt .gz/.bz2/.xz file
         raise InputDataError(f"cannot read {path} as {kind}: {exc}") from exc
     _distinct_columns(df, str(path))
     return df
