@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 from fairstream.audit.inputs import ResultsTable
@@ -93,9 +93,21 @@ def mutated(draw: st.DrawFn, valid: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+def mostly(good: st.SearchStrategy[T], bad: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
+    """``good`` four times in five, else ``bad`` (so that some inputs parse)."""
+    return st.integers(0, 4).flatmap(lambda i: bad if i == 0 else good)
+
+
 def random_or_mutated(valid: bytes) -> st.SearchStrategy[bytes]:
-    """Random bytes (rarely) or a corruption of ``valid`` (mostly, including none at all)."""
-    return st.one_of(mutated(valid), st.just(valid), st.binary(max_size=200))
+    """``valid`` as is (half of the time), corrupted (a third) or random bytes (a sixth)."""
+    return st.integers(0, 5).flatmap(
+        lambda i: st.binary(max_size=200) if i == 0 else mutated(valid) if i < 3
+        else st.just(valid))
+
+
+def cut_or_random(valid: bytes) -> st.SearchStrategy[bytes]:
+    """For binary formats: ``valid`` cut short, or random bytes."""
+    return st.one_of(st.integers(0, len(valid)).map(lambda n: valid[:n]), st.binary(max_size=100))
 
 
 # ----------------------------------------------------------------------------- contract
@@ -112,12 +124,15 @@ def parses_or_fails_cleanly(call: Callable[[], T], names: Sequence[str | Path]) 
     """Run ``call``: return its result, or ``None`` when it raised a FairstreamError whose
     message names one of ``names`` (file names or paths). Any other exception propagates."""
     try:
-        return call()
+        out = call()
     except FairstreamError as exc:
+        event(f"refused ({type(exc).__name__})")
         msg = str(exc)
         shown = [Path(n).name for n in names]
         assert any(n in msg for n in shown), f"error does not name any of {shown}: {msg}"
         return None
+    event("parsed")
+    return out
 
 
 def rows_accounted_for(table: ResultsTable) -> None:

@@ -12,6 +12,7 @@ import soundfile as sf
 from _fuzz import (
     FUZZ,
     ident,
+    mostly,
     mutated,
     nasty_text,
     parses_or_fails_cleanly,
@@ -38,7 +39,7 @@ def audit_dir(draw: st.DrawFn) -> dict[str, bytes]:
     uids = draw(utt_ids)
     text = _table([(u, draw(word_text)) for u in uids])
     hyp = _table([(u, draw(word_text)) for u in uids if draw(st.booleans())])
-    spk = _table([(u, draw(st.one_of(ident, nasty_text))) for u in uids])
+    spk = _table([(u, draw(mostly(ident, nasty_text))) for u in uids])
     return {name: draw(random_or_mutated(valid))
             for name, valid in (("text", text), ("hyp", hyp), ("utt2spk", spk))}
 
@@ -63,18 +64,20 @@ def import_dir(draw: st.DrawFn) -> tuple[dict[str, bytes], list[str], bool]:
     recs = sorted(set(rec_of.values()))
     wav = _table([(r, f"{r}.wav") for r in recs])
     files = {
-        "wav.scp": draw(st.one_of(st.just(wav), mutated(wav))),
+        "wav.scp": draw(mostly(st.just(wav), mutated(wav))),
         "text": draw(random_or_mutated(_table([(u, draw(word_text)) for u in uids]))),
         "utt2spk": draw(random_or_mutated(_table([(u, f"s{len(u) % 2}") for u in uids]))),
     }
     if draw(st.booleans()):
-        genders = st.one_of(st.sampled_from(["m", "f", "M", "female"]), nasty_text)
+        genders = mostly(st.sampled_from(["m", "f", "M", "female"]), nasty_text)
         files["spk2gender"] = draw(random_or_mutated(
             _table([("s0", draw(genders)), ("s1", draw(genders))])))
     if use_segments:
-        times = st.one_of(st.floats(-1, 0.5).map(str), nasty_text)
+        odd = st.one_of(st.floats(-1, 0.5).map(str), nasty_text)
+        starts = mostly(st.floats(0, 0.1).map(str), odd)
+        ends = mostly(st.floats(0.15, 0.3).map(str), odd)
         files["segments"] = draw(random_or_mutated(_table(
-            [(u, f"{rec_of[u]} {draw(times)} {draw(times)}") for u in uids])))
+            [(u, f"{rec_of[u]} {draw(starts)} {draw(ends)}") for u in uids])))
     return files, uids, draw(st.booleans())
 
 

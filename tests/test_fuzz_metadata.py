@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 from _fuzz import (
     FUZZ,
+    cut_or_random,
     ident,
+    mostly,
     nasty_text,
     parses_or_fails_cleanly,
     random_or_mutated,
@@ -24,10 +26,11 @@ from hypothesis import strategies as st
 from fairstream.audit.geo_tree import valid_coordinates
 from fairstream.audit.inputs import read_embeddings, read_speakers, read_zip_demographics
 
-number = st.one_of(st.floats(-200, 200), st.floats(allow_nan=True, allow_infinity=True),
-                   st.integers(-10**20, 10**20), nasty_text, st.none())
-zip_code = st.one_of(st.integers(0, 99999).map(str), st.sampled_from(["02139", "2139-1234"]),
-                     nasty_text, st.none())
+number = mostly(st.one_of(st.floats(-200, 200), st.none()),
+                st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                          st.integers(-10**20, 10**20), nasty_text))
+zip_code = mostly(st.one_of(st.uuids().map(lambda u: str(u.int % 100000)), st.just("2139-1234")),
+                  st.one_of(nasty_text, st.none()))
 
 
 def _csv(rows: list[dict[str, object]]) -> bytes:
@@ -42,8 +45,10 @@ def table_csv(draw: st.DrawFn, columns: dict[str, st.SearchStrategy[object]]) ->
 
 
 speakers_csv = table_csv({
-    "speaker_id": st.one_of(ident, nasty_text, st.none()), "lat": number, "lon": number,
-    "zip": zip_code, "gender": st.one_of(st.sampled_from(["female", "male"]), nasty_text)})
+    "speaker_id": mostly(st.uuids().map(lambda u: u.hex[:8]),  # distinct ids, mostly
+                         st.one_of(nasty_text, st.none(), ident)),
+    "lat": number, "lon": number, "zip": zip_code,
+    "gender": mostly(st.sampled_from(["female", "male"]), nasty_text)})
 zip_csv = table_csv({"zip": zip_code, "median_income": number, "urban": nasty_text})
 
 
@@ -67,36 +72,37 @@ def test_zip_tables_parse_or_name_the_row(content: bytes) -> None:
         assert all(isinstance(z, str) and len(z) == 5 and z.isdigit() for z in table.index)
 
 
-vector = st.lists(st.one_of(st.floats(-3, 3), st.floats(allow_nan=True, allow_infinity=True),
-                            nasty_text, st.none()), min_size=0, max_size=4)
+vector = mostly(st.lists(st.floats(-3, 3), min_size=2, max_size=2),
+                st.lists(st.one_of(st.floats(-3, 3), st.floats(allow_nan=True, allow_infinity=True),
+                                   nasty_text, st.none()), max_size=4))
 
 
 @st.composite
 def embedding_files(draw: st.DrawFn) -> tuple[str, dict[str, bytes]]:
     """(main file name, files): a .npy matrix with an id file, or a table."""
     n = draw(st.integers(0, 5))
-    ids = [draw(st.one_of(ident, nasty_text)) for _ in range(n)]
+    ids = [draw(mostly(ident, nasty_text)) for _ in range(n)]
     kind = draw(st.sampled_from(["npy", "parquet", "csv", "wide"]))
     if kind == "npy":
         dim = draw(st.integers(0, 3))
-        dtype, cells = draw(st.sampled_from([
-            ("float32", st.floats(allow_nan=True, allow_infinity=True, width=32)),
-            ("float64", st.floats(allow_nan=True, allow_infinity=True)),
-            ("int8", st.integers(-128, 127)), ("U3", st.text(max_size=3))]))
+        special = st.floats(allow_nan=True, allow_infinity=True, width=32)
+        dtype, cells = draw(mostly(
+            st.sampled_from([("float32", mostly(st.floats(-3, 3, width=32), special)),
+                             ("float64", mostly(st.floats(-3, 3), special))]),
+            st.sampled_from([("int8", st.integers(-128, 127)), ("U3", st.text(max_size=3))])))
         mat = np.asarray(draw(st.lists(cells, min_size=n * dim, max_size=n * dim)), dtype=dtype)
         buf = io.BytesIO()
-        np.save(buf, mat.reshape(n, dim) if draw(st.booleans()) else mat)
+        np.save(buf, mat if draw(mostly(st.just(False), st.just(True))) else mat.reshape(n, dim))
         valid = buf.getvalue()
         id_file = "\n".join(ids).encode("utf-8")
         return "emb.npy", {
-            "emb.npy": draw(st.one_of(st.just(valid), st.binary(max_size=60),
-                                      st.integers(0, len(valid)).map(lambda k: valid[:k]))),
+            "emb.npy": draw(mostly(st.just(valid), cut_or_random(valid))),
             "ids.txt": draw(random_or_mutated(id_file)),
         }
     if kind == "wide":
         rows = [{"speaker_id": i, **{f"d{j}": draw(number) for j in range(3)}} for i in ids]
         return "emb.csv", {"emb.csv": draw(random_or_mutated(_csv(rows)))}
-    vectors = [draw(st.one_of(vector, st.none())) for _ in ids]
+    vectors = [draw(mostly(vector, st.none())) for _ in ids]
     if kind == "csv":
         rows = [{"speaker_id": i, "embedding": json.dumps(v)} for i, v in zip(ids, vectors)]
         return "emb.csv", {"emb.csv": draw(random_or_mutated(_csv(rows)))}
@@ -106,8 +112,7 @@ def embedding_files(draw: st.DrawFn) -> tuple[str, dict[str, bytes]]:
     buf = io.BytesIO()
     frame.to_parquet(buf)
     data = buf.getvalue()
-    return "emb.parquet", {"emb.parquet": draw(st.one_of(
-        st.just(data), st.integers(0, len(data)).map(lambda k: data[:k])))}
+    return "emb.parquet", {"emb.parquet": draw(mostly(st.just(data), cut_or_random(data)))}
 
 
 @FUZZ

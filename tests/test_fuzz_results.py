@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _fuzz import (
     FUZZ,
+    cut_or_random,
     ident,
+    mostly,
     mutated,
     nasty_text,
     parses_or_fails_cleanly,
@@ -30,9 +32,9 @@ from fairstream.audit.inputs import COUNT_COLUMNS, ColumnMap, read_results, read
 from fairstream.results import read_results as read_results_parquet
 from fairstream.results import write_results
 
-count = st.one_of(st.integers(0, 30), st.integers(-5, 10**20), nasty_text,
-                  st.floats(allow_nan=True, allow_infinity=True), st.none())
-cell = st.one_of(ident, nasty_text, st.none(), st.integers(-3, 3))
+count = mostly(st.integers(0, 30), st.one_of(st.integers(-5, 10**20), nasty_text, st.none(),
+                                             st.floats(allow_nan=True, allow_infinity=True)))
+cell = mostly(ident, st.one_of(nasty_text, st.none(), st.integers(-3, 3)))
 
 
 @st.composite
@@ -81,10 +83,9 @@ def results_file(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], int | Non
     else:
         valid = _parquet(rows) if fmt == "parquet" else _text_table(rows, fmt)
     if fmt in ("parquet", "csv.gz"):
-        content = draw(st.one_of(st.just(valid), st.binary(max_size=100),
-                                 st.integers(0, len(valid)).map(lambda n: valid[:n])))
+        content = draw(mostly(st.just(valid), cut_or_random(valid)))
     else:
-        content = draw(st.one_of(st.just(valid), mutated(valid)))
+        content = draw(mostly(st.just(valid), mutated(valid)))
     return fmt, content, renames, len(rows) if content == valid else None
 
 
@@ -132,7 +133,7 @@ def decode_table(draw: st.DrawFn) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table.replace_schema_metadata(meta), buf)
     data = buf.getvalue()
-    return draw(st.one_of(st.just(data), st.integers(0, len(data)).map(lambda n: data[:n])))
+    return draw(mostly(st.just(data), cut_or_random(data)))
 
 
 @FUZZ

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from _fuzz import FUZZ, ident, nasty_text, random_or_mutated, read_written
+from _fuzz import FUZZ, ident, mostly, nasty_text, random_or_mutated, read_written
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fairstream.data.trials import read_trials
 
-trial_line = st.tuples(st.one_of(st.sampled_from(["0", "1"]), nasty_text),
+trial_line = st.tuples(mostly(st.sampled_from(["0", "1"]), nasty_text),
                        ident.map(lambda s: f"a/{s}.wav"), ident.map(lambda s: f"b/{s}.wav"))
 trial_file = st.lists(trial_line, max_size=6).map(
     lambda rows: "\n".join(" ".join(r) for r in rows).encode("utf-8")).flatmap(random_or_mutated)
