@@ -1,9 +1,10 @@
-"""Fuzzing the training-recipe loader (``fairstream.training.config.load_config``: YAML →
-``config_parse.from_dict``) with the shipped recipes, mutated value by value and byte by
-byte."""
+"""Fuzzing the recipe loaders (``fairstream.training.config.load_config`` and
+``fairstream.sv.train.load_sv_config``: YAML → ``config_parse.from_dict``) with the shipped
+recipes and the default speaker-model config, mutated value by value and byte by byte."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,13 @@ from _fuzz import FUZZ, nasty_text, random_or_mutated, read_written
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fairstream.training.config import config_to_json, load_config
+from fairstream.sv.train import SvTrainConfig, load_sv_config
+from fairstream.training.config import config_to_json, load_config, to_dict
 
 RECIPES = sorted((Path(__file__).parents[1] / "src" / "fairstream" / "recipes").glob("*.yaml"))
+#: (recipe data, its loader): the shipped transducer recipes, the default SV config.
+SOURCES = [(yaml.safe_load(p.read_text(encoding="utf-8")), load_config) for p in RECIPES] + [
+    (to_dict(SvTrainConfig()), load_sv_config)]
 #: YAML scalars and structures of every kind: null, booleans, NaN/inf, huge numbers, dates,
 #: lists, mappings, anchors.
 YAML_VALUES = ("null", "~", "true", "no", ".nan", ".inf", "-.inf", "1e400", "-1", "0",
@@ -29,10 +34,10 @@ def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:  # 
 
 
 @st.composite
-def recipe_text(draw: st.DrawFn) -> bytes:
-    """A shipped recipe with some values replaced, keys added or dropped, then maybe
-    corrupted byte by byte."""
-    data = yaml.safe_load(draw(st.sampled_from(RECIPES)).read_text(encoding="utf-8"))
+def recipe_text(draw: st.DrawFn) -> tuple[bytes, Callable[[Path], object]]:
+    """A recipe with some values replaced, keys added or dropped, then maybe corrupted byte
+    by byte; and its loader."""
+    data, loader = draw(st.sampled_from(SOURCES))
     lines = yaml.safe_dump(data, sort_keys=False).splitlines()
     leaves = _leaves(data)
     for _ in range(draw(st.integers(0, 3))):
@@ -50,12 +55,13 @@ def recipe_text(draw: st.DrawFn) -> bytes:
             lines.insert(idx + 1, f"{indent}{key}: {value}")
         elif lines:
             del lines[idx]
-    return draw(random_or_mutated("\n".join(lines).encode("utf-8")))
+    return draw(random_or_mutated("\n".join(lines).encode("utf-8"))), loader
 
 
 @FUZZ
 @given(recipe_text())
-def test_recipes_load_or_name_the_key(content: bytes) -> None:
-    config = read_written(load_config, "recipe.yaml", content)
+def test_recipes_load_or_name_the_key(case: tuple[bytes, Callable[[Path], object]]) -> None:
+    content, loader = case
+    config = read_written(loader, "recipe.yaml", content)
     if config is not None:  # what loads can be stored (checkpoints hold the config as JSON)
         config_to_json(config)

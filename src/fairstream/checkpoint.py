@@ -174,10 +174,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling arbitrary bytes fails in many types
         raise CheckpointError(_load_failure(path, exc)) from exc
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+    marker = raw.get("format") if isinstance(raw, dict) else None
+    if not isinstance(marker, str) or marker != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a fairstream checkpoint (no format marker). "
                               f"{_WHAT_IS_A_CHECKPOINT}")
-    if raw.get("version") != CHECKPOINT_VERSION:
+    version = raw.get("version")
+    if type(version) is not int or version != CHECKPOINT_VERSION:  # a tensor or bool is not
         raise CheckpointError(
             f"checkpoint {path} has version {raw.get('version')!r}; "
             f"this fairstream reads version {CHECKPOINT_VERSION}"
@@ -199,6 +201,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path}: {name!r} is a {type(value).__name__}, not a mapping"
             )
+    progress = dict(parts["progress"] or {})
+    for key in ("step", "epoch", "batch_in_epoch"):
+        count = progress.get(key, 0)
+        if type(count) is not int or count < 0:
+            raise CheckpointError(f"checkpoint {path}: progress {key!r} is {count!r}, not a count")
     extra = dict(parts["extra"] or {})
     return Checkpoint(
         path=path,
@@ -206,7 +213,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model=model,
         kind=_stored_kind(path, raw, config, extra),
         optimizer=parts["optimizer"],
-        progress=dict(parts["progress"] or {}),
+        progress=progress,
         rng=parts["rng"],
         hooks=dict(parts["hooks"] or {}),
         extra=extra,
@@ -244,7 +251,7 @@ def _stored_kind(path: Path, raw: Mapping[str, object], config: Mapping[str, obj
                  extra: Mapping[str, object]) -> str | None:
     """The ``kind`` field, or where files written before it existed said the same thing."""
     kind = raw.get("kind")
-    if kind is not None and kind not in CHECKPOINT_KINDS:
+    if kind is not None and not (isinstance(kind, str) and kind in CHECKPOINT_KINDS):
         raise CheckpointError(
             f"checkpoint {path} holds a model of kind {kind!r}; this fairstream "
             f"reads {', '.join(CHECKPOINT_KINDS)}"

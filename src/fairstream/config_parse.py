@@ -22,15 +22,26 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, Union, runtime_checkable
 
 import yaml
 
+from fairstream._lines import read_text
 from fairstream.errors import InputDataError
 
-__all__ = ["PathChecked", "apply_overrides", "from_dict", "join_path", "load_yaml", "to_dict"]
+__all__ = [
+    "PathChecked",
+    "apply_overrides",
+    "from_dict",
+    "join_path",
+    "load_yaml",
+    "load_yaml_file",
+    "naming_file",
+    "to_dict",
+]
 
 T = TypeVar("T")
 
@@ -291,6 +302,34 @@ def load_yaml(text: str, source: str | os.PathLike[str]) -> Any:  # Any: parsed 
         raise InputDataError(f"{source}: {exc}") from None
     except RecursionError:
         raise InputDataError(f"config {source} is nested too deeply") from None
+
+
+@contextmanager
+def naming_file(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Prefix the message of an :class:`InputDataError` raised inside with ``path: `` (the
+    config file the bad key came from; nothing when ``path`` is None)."""
+    try:
+        yield
+    except InputDataError as exc:
+        if path is None:
+            raise
+        raise InputDataError(f"{path}: {exc}") from exc
+
+
+# Any: plain JSON data, which callers index
+def load_yaml_file(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
+    """Read a YAML config file: a mapping at the top level (an empty file is ``{}``).
+
+    Raises:
+        InputDataError: the file is missing, unreadable or not UTF-8, or :func:`load_yaml`
+            refuses it, or it holds something other than a mapping; the message names it.
+    """
+    loaded = load_yaml(read_text(Path(path), what), path)
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InputDataError(f"{what} {path} must hold a mapping at the top level")
+    return loaded
 
 
 # Any: plain JSON/YAML data, which callers index

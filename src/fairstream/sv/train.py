@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from fairstream.checkpoint import load_checkpoint
+from fairstream.config_parse import load_yaml_file, naming_file
 from fairstream.data.corpus import load_corpus
 from fairstream.errors import CheckpointError, InputDataError
 from fairstream.features.fbank import Cmvn
@@ -85,20 +85,20 @@ def load_sv_config(
     ``False`` turns it off, ``None`` keeps what the file and overrides say.
 
     Raises:
-        InputDataError: unreadable YAML, unknown key or bad value (names the key path).
+        InputDataError: unreadable, non-UTF-8 or invalid YAML (see
+            :func:`fairstream.config_parse.load_yaml_file`), unknown key or bad value (names
+            the key path).
     """
     data: Any = {}  # Any: parsed YAML, checked key by key below
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputDataError(f"cannot read SV config {path}: {exc}") from exc
+        data = load_yaml_file(path, "SV config")
     merged = apply_overrides(data, overrides)
     if arw is True and merged.get("arw") is None:
         merged["arw"] = {}
     elif arw is False:
         merged["arw"] = None
-    return from_dict(SvTrainConfig, merged)
+    with naming_file(path):
+        return from_dict(SvTrainConfig, merged)
 
 
 def train_speaker_model(

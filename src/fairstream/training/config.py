@@ -23,10 +23,14 @@ from typing import Any, Literal
 import yaml
 
 from fairstream._io import atomic_write_text
-from fairstream._lines import read_text
-from fairstream.config_parse import apply_overrides, from_dict, load_yaml, to_dict
+from fairstream.config_parse import (
+    apply_overrides,
+    from_dict,
+    load_yaml_file,
+    naming_file,
+    to_dict,
+)
 from fairstream.decoding.search import SearchConfig
-from fairstream.errors import InputDataError
 from fairstream.models.factory import ModelConfig, model_config_to_dict
 from fairstream.training.data import SpecAugmentConfig
 from fairstream.training.selection import SelectConfig
@@ -206,18 +210,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
     data: Mapping[str, object] = {}
     if path is not None:
         path = Path(path)
-        loaded: object = load_yaml(read_text(path, "config"), path)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise InputDataError(f"config {path} must hold a mapping at the top level")
-        data = loaded
-    try:
+        data = load_yaml_file(path)
+    with naming_file(path):
         return config_from_dict(data, overrides)
-    except InputDataError as exc:
-        if path is None:
-            raise
-        raise InputDataError(f"{path}: {exc}") from exc
 
 
 def config_to_dict(config: object) -> dict[str, Any]:  # Any: plain JSON data
