@@ -163,3 +163,18 @@ def test_cli_refuses_dask_without_parquet_results(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["audit", "--results", str(tmp_path / "x.csv"),
                                   "--workers", "2", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--engine dask" in r.output
+
+
+def test_text_columns_are_scored_inside_the_partitions() -> None:
+    refs = ["the cat sat", "a b c d", "hello world", "", "one two"]
+    hyps = ["the cat sat down", "a c d", None, "noise", "one too"]
+    df = pd.DataFrame({"utt_id": [f"u{i}" for i in range(5)],
+                       "speaker_id": ["s1", "s2", "s1", "s3", "s2"], "ref": refs, "hyp": hyps})
+    parts = [_partition_partial(df.iloc[:2], 0, 0, "f0", ColumnMap(), "error", False, ()),
+             _partition_partial(df.iloc[2:].reset_index(drop=True), 1, 2, "f1", ColumnMap(),
+                                "error", False, ())]
+    got = _partials_to_sums(_merge(parts, ()), (), "test", {})
+    expected = speaker_sums(read_results(df))
+    pd.testing.assert_frame_equal(got.table, expected.table, check_dtype=False)
+    assert sorted(got.notes[:-1]) == sorted(expected.notes)  # counts in notes are summed
+    assert got.table.loc["s1", "del"] == 2  # the missing hypothesis: all words deleted
