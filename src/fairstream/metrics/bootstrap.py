@@ -123,7 +123,7 @@ class SpeakerBootstrap:
         step = min(step or self.block_size(), self.block_size())
         for r0 in range(0, self.n_replicates, step):
             r1 = min(r0 + step, self.n_replicates)
-            yield r0, r1, self.counts[r0:r1].T.astype(np.float32)
+            yield r0, r1, np.ascontiguousarray(self.counts[r0:r1].T, dtype=np.float32)
 
     def iter_totals(
         self, x: np.ndarray | sp.spmatrix | sp.sparray, step: int | None = None
@@ -138,8 +138,8 @@ class SpeakerBootstrap:
             xm = np.ascontiguousarray(x, dtype=np.float32)
         elif k * s <= _DENSE_ELEMENTS and x.nnz >= _DENSE_MIN_FILL * k * s:
             xm = np.ascontiguousarray(x.toarray(), dtype=np.float32)
-        else:
-            xm = x.astype(np.float32)
+        else:  # speaker-major: each speaker's weight row is read once, in order
+            xm = sp.csc_matrix(x, dtype=np.float32)
         for r0, r1, w in self.blocks(step):
             yield r0, r1, np.asarray(xm @ w, dtype=np.float64)
 
