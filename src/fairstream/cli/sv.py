@@ -54,6 +54,12 @@ def sv() -> None:
 @click.option("--arw/--no-arw", default=None,
               help="Adversarial reweighting of the pairwise loss "
                    "(default: the config's choice; baseline).")
+@click.option("--balance", type=click.Choice(["none", "sampling", "weights"]),
+              help="Group balancing by speaker metadata (--balance-by): 'sampling' draws "
+                   "speakers inversely to their group's share, 'weights' weights the loss by "
+                   "inverse group frequency (default: the config's choice; none).")
+@click.option("--balance-by", metavar="COLUMN",
+              help="speakers.csv column whose groups --balance evens out (default accent).")
 @click.option("--config", "config_path", type=_IN_FILE,
               help="Optional YAML with any SvTrainConfig fields "
                    "(model, data, loss, optim, schedule, arw).")
@@ -69,7 +75,8 @@ def sv() -> None:
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the newest checkpoint in --out, or start over.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None,
+def train(corpus: Path, out: Path, arw: bool | None, balance: str | None,
+          balance_by: str | None, config_path: Path | None,
           overrides: tuple[str, ...], max_steps: int | None, budget_minutes: float | None,
           feature_cache: Path | None, threads: int | None, resume: bool,
           no_progress: bool) -> None:
@@ -89,10 +96,14 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None,
       fairstream sv train --corpus data/demo --out exp/sv_base --threads 1
       fairstream sv train --corpus data/demo --out exp/sv_arw --arw --threads 1
     """
-    from fairstream.sv.train import load_sv_config, train_speaker_model
+    from fairstream.sv.train import load_sv_config, method_name, train_speaker_model
 
     _threads(threads)
     sets = list(overrides) + [f"data.corpus={corpus}"]
+    if balance is not None:
+        sets.append(f"data.balance={balance}")
+    if balance_by is not None:
+        sets.append(f"data.balance_by={balance_by}")
     if max_steps is not None:
         sets.append(f"schedule.max_steps={max_steps}")
     if budget_minutes is not None:
@@ -104,8 +115,7 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None,
         result = train_speaker_model(config, out, resume=resume, progress=not no_progress)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
-    kind = "ARW" if config.arw is not None else "baseline"
-    click.echo(f"{kind} extractor: stopped ({result.stop_reason}) "
+    click.echo(f"{method_name(config)} extractor: stopped ({result.stop_reason}) "
                f"after {result.steps} steps, {result.elapsed_s / 60:.1f} min")
     click.echo(f"final model {result.final_checkpoint}")
 
@@ -125,10 +135,17 @@ def train(corpus: Path, out: Path, arw: bool | None, config_path: Path | None,
               help="Trial list whose files to embed (with --wav-root).")
 @click.option("--out", type=_OUT_FILE, required=True,
               help="embeddings.parquet; per-speaker means go to <stem>_speakers.parquet.")
+@click.option("--crop-seconds", type=click.FloatRange(min=0, min_open=True),
+              help="Embed a random window of this length of each utterance (harder trials).")
+@click.option("--snr-db", type=float,
+              help="Add white/pink/brown noise at this SNR before embedding (harder trials).")
+@click.option("--degrade-seed", default=0, show_default=True,
+              help="Seed of the crops and noise (with each utterance's path).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_path: Path | None,
-          wav_root: Path | None, trials_path: Path | None, out: Path, threads: int | None,
+          wav_root: Path | None, trials_path: Path | None, out: Path, crop_seconds: float | None,
+          snr_db: float | None, degrade_seed: int, threads: int | None,
           no_progress: bool) -> None:
     """Embed utterances: one row per utterance plus per-speaker mean embeddings.
 
@@ -138,13 +155,16 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
       --cuts FILE                       any Lhotse cuts manifest (keys: audio paths)
       --wav-root DIR --trials LIST      the files of a VoxCeleb-format trial list
     The `path` column is the key trial lists refer to.
+    --crop-seconds / --snr-db make every utterance a short, noisy segment (the same segment
+    for every checkpoint given the same --degrade-seed), for trials hard enough to tell
+    systems apart.
     """
     import pandas as pd
     from lhotse import CutSet
 
     from fairstream.data.corpus import load_corpus
     from fairstream.data.trials import check_files, read_trials
-    from fairstream.sv.embed import embed_cuts, embed_files, write_embeddings
+    from fairstream.sv.embed import Degradation, embed_cuts, embed_files, write_embeddings
     from fairstream.sv.train import load_extractor
     from fairstream.sv.utterances import utterance_table
 
@@ -154,6 +174,9 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
         raise click.UsageError("give exactly one of --corpus, --cuts, --wav-root")
     progress = not no_progress
     try:
+        degradation = None
+        if crop_seconds is not None or snr_db is not None:
+            degradation = Degradation(crop_seconds, snr_db, degrade_seed)
         ext = load_extractor(checkpoint)
         if corpus is not None:
             c = load_corpus(corpus)
@@ -161,12 +184,13 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
             for split in splits:
                 cuts = c.cuts(split)
                 table = utterance_table(cuts, c.root, c.speakers, split=split)
-                parts.append(embed_cuts(ext, cuts, table, progress=progress))
+                parts.append(embed_cuts(ext, cuts, table, progress=progress,
+                                        degradation=degradation))
             df = pd.concat(parts, ignore_index=True)
         elif cuts_path is not None:
             cuts = CutSet.from_file(cuts_path)
             table = utterance_table(cuts, cuts_path.parent, None, split="")
-            df = embed_cuts(ext, cuts, table, progress=progress)
+            df = embed_cuts(ext, cuts, table, progress=progress, degradation=degradation)
         else:
             if trials_path is None:
                 raise click.UsageError("--wav-root needs --trials")
@@ -174,8 +198,11 @@ def embed(checkpoint: Path, corpus: Path | None, splits: tuple[str, ...], cuts_p
             assert wav_root is not None
             check_files(trials, wav_root)
             paths = sorted({p for t in trials for p in (t.enroll, t.test)})
-            df = embed_files(ext, paths, wav_root, progress=progress)
-        meta = {"checkpoint": str(checkpoint), "config": ext.config.__class__.__name__}
+            df = embed_files(ext, paths, wav_root, progress=progress, degradation=degradation)
+        meta: dict[str, object] = {"checkpoint": str(checkpoint),
+                                   "config": ext.config.__class__.__name__}
+        if degradation is not None:
+            meta["degradation"] = degradation.describe()
         utt, spk = write_embeddings(df, out, meta=meta)
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e

@@ -13,6 +13,14 @@ Noise sources: white, pink and brown noise (fixed waveforms, fbank computed once
 the optional feature cache of :func:`fairstream.training.data.precompute_features`), kept in
 memory as float16, and CMVN is applied after the augmentation.
 
+Group balancing (``balance``, by the speaker metadata column ``balance_by``, e.g. the accent):
+``"sampling"`` draws each batch's speakers with probability inversely proportional to the size of
+their group among the training speakers (every group equally likely per draw, speakers still
+distinct within a batch); ``"weights"`` keeps the plain speaker order and gives every sample the
+loss weight ``S / (G · S_g)`` (S training speakers, G groups, S_g speakers in the sample's group:
+mean weight 1 over speakers), carried by the batch as ``SpeakerBatch.weights``. Group sizes are
+counted in speakers because batches draw speakers, not utterances, uniformly.
+
 Batches are a pure function of (seed, epoch, batch index) — :class:`SpeakerBatches` satisfies
 the :class:`fairstream.training.loop.DataSource` protocol, so resuming is exact.
 
@@ -22,9 +30,10 @@ Dimension letters: B batch (= P speakers × K utterances), T frames (= crop), F 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +44,8 @@ from fairstream.errors import InputDataError
 from fairstream.features.fbank import Cmvn, FbankConfig, compute_fbank
 from fairstream.training.data import load_cut_features, precompute_features
 
-__all__ = ["SpeakerBatch", "SpeakerBatches", "SvDataConfig", "noise_features"]
+__all__ = ["SpeakerBatch", "SpeakerBatches", "SvDataConfig", "inverse_group_weights",
+           "mix_at_snr", "noise_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,9 @@ class SvDataConfig:
         batches_per_epoch: batches per epoch (``None``: utterances / batch size).
         feature_cache: directory for cached fbank features (``None``: compute in memory).
         num_jobs: processes computing features for the cache.
+        balance: ``"none"`` (plain speaker cycling), ``"sampling"`` (group-balanced speaker
+            sampling) or ``"weights"`` (inverse group-frequency loss weights).
+        balance_by: speaker metadata column defining the groups of ``balance``.
     """
 
     corpus: str | None = None
@@ -67,6 +80,8 @@ class SvDataConfig:
     batches_per_epoch: int | None = None
     feature_cache: str | None = None
     num_jobs: int = 1
+    balance: Literal["none", "sampling", "weights"] = "none"
+    balance_by: str = "accent"
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class SpeakerBatch:
         speaker_index: (B,) int64 class index of the speaker (training-speaker order).
         speaker_ids: B speaker ids.
         cut_ids: B cut ids.
+        weights: (B,) float32 per-sample loss weights (``balance="weights"``), else ``None``.
     """
 
     features: torch.Tensor
@@ -86,6 +102,21 @@ class SpeakerBatch:
     speaker_index: torch.Tensor
     speaker_ids: list[str]
     cut_ids: list[str]
+    weights: torch.Tensor | None = None
+
+
+def inverse_group_weights(groups: Sequence[str]) -> np.ndarray:
+    """Per-item weight ``n / (G · n_g)``: inverse group frequency, mean 1 over the items.
+
+    Args:
+        groups: the group of each item (e.g. each training speaker's accent).
+
+    Returns:
+        (n,) float64; every group's weights sum to ``n / G``.
+    """
+    names, codes, counts = np.unique(np.asarray(groups, dtype=str), return_inverse=True,
+                                     return_counts=True)
+    return len(codes) / (len(names) * counts[codes].astype(np.float64))
 
 
 def noise_features(seconds: float = 4.0, seed: int = 0,
@@ -104,6 +135,14 @@ def noise_features(seconds: float = 4.0, seed: int = 0,
     return out
 
 
+def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Log-mel features of speech ``x`` (T, F) plus noise of mel power ``noise`` (T, F) at
+    ``snr_db`` (ratio of the total mel powers): ``log(exp(x) + g · noise)``, float32."""
+    speech = np.exp(x.astype(np.float64))
+    g = speech.sum() / max(noise.sum(), 1e-20) / (10.0 ** (snr_db / 10.0))
+    return np.log(speech + g * noise).astype(np.float32)
+
+
 class SpeakerBatches:
     """The training :class:`~fairstream.training.loop.DataSource` of speaker-embedding models.
 
@@ -113,10 +152,13 @@ class SpeakerBatches:
         config: :class:`SvDataConfig`.
         seed: base seed of every random draw.
         progress: progress bar while loading features.
+        groups: speaker id -> group (``config.balance_by``); needed unless ``config.balance``
+            is ``"none"``.
     """
 
     def __init__(self, cuts: CutSet, cmvn: Cmvn, config: SvDataConfig, *, seed: int = 0,
-                 progress: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 progress: bool = False, rank: int = 0, world_size: int = 1,
+                 groups: Mapping[str, str] | None = None) -> None:
         if config.utterances_per_speaker < 1 or config.speakers_per_batch < 2:
             raise InputDataError(
                 f"need speakers_per_batch >= 2 and utterances_per_speaker >= 1, got "
@@ -152,11 +194,33 @@ class SpeakerBatches:
         self.cuts_of_speaker: list[np.ndarray] = [
             np.flatnonzero(self.speaker_of_cut == k) for k in range(len(self.speakers))
         ]
+        self.speaker_weight: np.ndarray | None = None
+        if config.balance != "none":
+            self.speaker_weight = self._group_weights(groups)
         self.noises = [np.exp(n.astype(np.float64)) for n in noise_features(seed=seed)]
         b = config.speakers_per_batch * config.utterances_per_speaker
         self.n_batches = max(config.batches_per_epoch or len(self.feats) // b, world_size)
         logger.info("%d training cuts of %d speakers, %d batches of %d per epoch",
                     len(self.feats), len(self.speakers), self.n_batches, b)
+
+    def _group_weights(self, groups: Mapping[str, str] | None) -> np.ndarray:
+        """Inverse group-frequency weight of each training speaker (see the module docstring)."""
+        col = self.config.balance_by
+        if self.config.balance not in ("sampling", "weights"):
+            raise InputDataError(f"data.balance must be 'none', 'sampling' or 'weights', got "
+                                 f"{self.config.balance!r}")
+        if groups is None:
+            raise InputDataError(f"data.balance={self.config.balance!r} needs the training "
+                                 f"speakers' {col!r} (speaker metadata)")
+        missing = [s for s in self.speakers if s not in groups or not str(groups[s]).strip()]
+        if missing:
+            raise InputDataError(f"{len(missing)} training speaker(s) have no {col!r} to balance "
+                                 f"by, e.g. {missing[0]!r}")
+        labels = [str(groups[s]) for s in self.speakers]
+        weights = inverse_group_weights(labels)
+        logger.info("balance=%s by %s: %d groups, speaker weights %.2f..%.2f",
+                    self.config.balance, col, len(set(labels)), weights.min(), weights.max())
+        return weights
 
     @property
     def num_speakers(self) -> int:
@@ -166,18 +230,24 @@ class SpeakerBatches:
     def _plan(self, epoch: int) -> list[np.ndarray]:
         """Cut indices of each batch of ``epoch``, (B,) each; speakers cycle in a shuffle."""
         rng = np.random.default_rng([self.seed, epoch, 0])
-        p, k = self.config.speakers_per_batch, self.config.utterances_per_speaker
+        p = self.config.speakers_per_batch
+        if self.config.balance == "sampling":
+            assert self.speaker_weight is not None
+            prob = self.speaker_weight / self.speaker_weight.sum()
+            return [self._cuts_of(rng.choice(len(self.speakers), p, replace=False, p=prob), rng)
+                    for _ in range(self.n_batches)]
         order = np.concatenate([rng.permutation(len(self.speakers)) for _ in range(
             (self.n_batches * p) // len(self.speakers) + 2)])
-        plan = []
-        for b in range(self.n_batches):
-            spks = order[b * p:(b + 1) * p]
-            idx: list[int] = []
-            for s in spks:
-                pool = self.cuts_of_speaker[s]
-                idx.extend(rng.choice(pool, k, replace=len(pool) < k))
-            plan.append(np.asarray(idx, dtype=np.int64))
-        return plan
+        return [self._cuts_of(order[b * p:(b + 1) * p], rng) for b in range(self.n_batches)]
+
+    def _cuts_of(self, spks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """K cut indices of each speaker of ``spks``, speaker after speaker."""
+        k = self.config.utterances_per_speaker
+        idx: list[int] = []
+        for s in spks:
+            pool = self.cuts_of_speaker[s]
+            idx.extend(rng.choice(pool, k, replace=len(pool) < k))
+        return np.asarray(idx, dtype=np.int64)
 
     def _crop(self, i: int, rng: np.random.Generator) -> np.ndarray:
         x = self.feats[i].astype(np.float32)
@@ -212,11 +282,8 @@ class SpeakerBatches:
     def _augment(self, x: np.ndarray, rng: np.random.Generator, i: int) -> np.ndarray:
         if rng.random() >= self.config.noise_prob:
             return x
-        speech = np.exp(x.astype(np.float64))
         noise = self._noise(rng, i)
-        snr = rng.uniform(*self.config.snr_db)
-        g = speech.sum() / max(noise.sum(), 1e-20) / (10.0 ** (snr / 10.0))
-        return np.log(speech + g * noise).astype(np.float32)
+        return mix_at_snr(x, noise, rng.uniform(*self.config.snr_db))
 
     def make_batch(self, epoch: int, b: int, indices: Sequence[int] | np.ndarray) -> SpeakerBatch:
         """Batch ``b`` of ``epoch`` from its planned cut indices (random draws seeded by both)."""
@@ -225,12 +292,17 @@ class SpeakerBatches:
                  for i in indices]
         feats = torch.from_numpy(np.stack(crops).astype(np.float32))
         n = len(indices)
+        spk = self.speaker_of_cut[np.asarray(indices)]
+        weights = None
+        if self.config.balance == "weights" and self.speaker_weight is not None:
+            weights = torch.from_numpy(self.speaker_weight[spk].astype(np.float32))
         return SpeakerBatch(
             features=feats,
             feature_lens=torch.full((n,), feats.shape[1], dtype=torch.int64),
-            speaker_index=torch.from_numpy(self.speaker_of_cut[np.asarray(indices)]),
+            speaker_index=torch.from_numpy(spk),
             speaker_ids=[self.speakers[self.speaker_of_cut[i]] for i in indices],
             cut_ids=[self.cut_ids[i] for i in indices],
+            weights=weights,
         )
 
     def batches(self, epoch: int, *, skip: int = 0) -> Iterator[SpeakerBatch]:

@@ -7,15 +7,22 @@ speaker: ``speaker_id``, ``n_utterances``, metadata, ``embedding`` = the mean of
 length-normalized utterance embeddings (what the audit's automatic cohorts cluster). Both
 files carry the checkpoint and its config in the Parquet schema metadata (key ``fairstream``).
 
-Embeddings are whole-utterance (no cropping); utterances are batched by length and padded
-frames are masked out of every statistic.
+Embeddings are whole-utterance by default; utterances are batched by length and padded
+frames are masked out of every statistic. A :class:`Degradation` turns every utterance into a
+harder test segment first — a random crop of ``crop_seconds`` and additive noise at ``snr_db``
+(white, pink or brown noise mixed in the fbank domain as in training, from noise waveforms drawn
+with a seed training never uses) — a deterministic function of the utterance's path and the
+degradation's seed, so every system embeds the same segments.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import math
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +38,7 @@ from tqdm.auto import tqdm
 from fairstream._io import atomic_path
 from fairstream.errors import InputDataError
 from fairstream.features.fbank import FbankConfig, compute_fbank, resample, to_float_samples
+from fairstream.sv.data import mix_at_snr, noise_features
 from fairstream.sv.train import LoadedExtractor, load_extractor
 from fairstream.sv.utterances import utterance_table
 from fairstream.training.data import load_cut_features
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
     from fairstream.data.corpus import Corpus
 
 __all__ = [
+    "Degradation",
+    "degrade_features",
     "embed_cuts",
     "embed_split",
     "embed_features",
@@ -50,6 +60,57 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+#: seed of the evaluation noise waveforms (training draws its noises with the run's seed)
+EVAL_NOISE_SEED = 9_173
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Short, noisy test segments for harder verification trials.
+
+    Attributes:
+        crop_seconds: keep a random window of this length (``None``: the whole utterance;
+            shorter utterances are kept whole).
+        snr_db: add noise at this SNR (``None``: no noise).
+        seed: with the utterance's path, selects its window, noise type and noise offset.
+    """
+
+    crop_seconds: float | None = None
+    snr_db: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.crop_seconds is not None and not self.crop_seconds > 0:
+            raise InputDataError(f"crop_seconds must be > 0, got {self.crop_seconds}")
+
+    def describe(self) -> str:
+        """e.g. ``1.5 s crops, 5 dB SNR``."""
+        crop = "whole utterances" if self.crop_seconds is None else f"{self.crop_seconds:g} s crops"
+        noise = "no noise" if self.snr_db is None else f"{self.snr_db:g} dB SNR"
+        return f"{crop}, {noise}"
+
+
+def degrade_features(feats: Iterable[np.ndarray], keys: Iterable[str],
+                     degradation: Degradation) -> Iterator[np.ndarray]:
+    """Apply ``degradation`` to raw fbank features (T, F), one utterance per key (its path)."""
+    snr = degradation.snr_db
+    noises: list[np.ndarray] = []
+    if snr is not None:
+        noises = [np.exp(n.astype(np.float64)) for n in noise_features(seed=EVAL_NOISE_SEED)]
+    for x, key in zip(feats, keys, strict=True):
+        rng = np.random.default_rng([degradation.seed, zlib.crc32(key.encode())])
+        if degradation.crop_seconds is not None:
+            t = max(1, round(100 * degradation.crop_seconds))
+            start = int(rng.integers(0, max(x.shape[0] - t, 0) + 1))
+            x = x[start:start + t]
+        if snr is not None:
+            src = noises[int(rng.integers(len(noises)))]
+            src = np.concatenate([src] * (x.shape[0] // src.shape[0] + 1))
+            offset = int(rng.integers(0, src.shape[0] - x.shape[0] + 1))
+            x = mix_at_snr(x, src[offset:offset + x.shape[0]], snr)
+        yield x
 
 
 def embed_features(
@@ -97,7 +158,8 @@ def embed_features(
 
 
 def embed_cuts(
-    extractor: LoadedExtractor, cuts: CutSet, table: pd.DataFrame, *, progress: bool = False
+    extractor: LoadedExtractor, cuts: CutSet, table: pd.DataFrame, *, progress: bool = False,
+    degradation: Degradation | None = None,
 ) -> pd.DataFrame:
     """Embed every cut of ``table`` (an :func:`~fairstream.sv.utterances.utterance_table`).
 
@@ -106,6 +168,7 @@ def embed_cuts(
         cuts: the lhotse CutSet the table was made from.
         table: utterance table (``cut_id`` column selects and orders the cuts).
         progress: progress bar.
+        degradation: crop / add noise first (keyed by the table's ``path``).
 
     Returns:
         ``table`` plus an ``embedding`` column.
@@ -115,15 +178,21 @@ def embed_cuts(
     if missing:
         raise InputDataError(
             f"{len(missing)} cut(s) of the table are not in the cut set: {missing[:5]}")
-    feats = (load_cut_features(by_id[c]) for c in table["cut_id"])
+    feats: Iterable[np.ndarray] = (load_cut_features(by_id[c]) for c in table["cut_id"])
+    if degradation is not None:
+        feats = degrade_features(feats, table["path"].astype(str), degradation)
     emb = embed_features(extractor, feats, progress=progress, total=len(table))
     out = table.reset_index(drop=True).copy()
+    if degradation is not None:
+        seconds = [degradation.crop_seconds or math.inf] * len(out)
+        out["duration"] = np.minimum(out["duration"].to_numpy(dtype=float), seconds)
     out["embedding"] = list(emb)
     return out
 
 
 def embed_files(
-    extractor: LoadedExtractor, paths: Sequence[str], root: str | Path, *, progress: bool = False
+    extractor: LoadedExtractor, paths: Sequence[str], root: str | Path, *, progress: bool = False,
+    degradation: Degradation | None = None,
 ) -> pd.DataFrame:
     """Embed audio files named relative to ``root`` (e.g. the files of a VoxCeleb trial list).
 
@@ -147,6 +216,8 @@ def embed_files(
         return compute_fbank(x, cfg.sample_rate, cfg, name=str(f))
 
     feats = [load(p) for p in tqdm(paths, desc="features", disable=not progress)]
+    if degradation is not None:
+        feats = list(degrade_features(feats, paths, degradation))
     emb = embed_features(extractor, feats, progress=progress)
     return pd.DataFrame(
         {

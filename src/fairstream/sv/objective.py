@@ -5,7 +5,10 @@
   sees every trainable parameter and ``model(...)`` works under DDP.
 * :class:`SpeakerObjective` is the loop's objective: ``AAM-softmax + pair_weight · pairwise``.
   The pairwise term is the balanced pair loss of :mod:`fairstream.losses.arw`, uniformly
-  weighted (baseline) or ARW-weighted.
+  weighted (baseline), ARW-weighted, or weighted by the batch's per-sample inverse
+  group-frequency weights (``data.balance="weights"``: the AAM term becomes the weighted mean
+  of the per-sample cross-entropies and the pair weights are ``w_i + w_j``; with ARW too, the
+  sample weights are ``λ_i · w_i``).
 * :class:`ArwHook` is the loop hook that runs the adversary's ascent step after every
   extractor step, on the batch the objective just saw, and checkpoints the adversary.
 
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairstream.losses.arw import (
@@ -85,10 +89,18 @@ class SpeakerTrainingModel(nn.Module):
                                scale=loss.aam_scale)
         self.pairwise = PairwiseLoss()
 
-    def forward(self, features: Tensor, feature_lens: Tensor, speakers: Tensor) -> SpeakerForward:
-        """features (B, T, F), feature_lens (B,), speakers (B,) class indices."""
+    def forward(self, features: Tensor, feature_lens: Tensor, speakers: Tensor,
+                weights: Tensor | None = None) -> SpeakerForward:
+        """features (B, T, F), feature_lens (B,), speakers (B,) class indices, optional (B,)
+        sample weights of the AAM term (weighted mean of the per-sample cross-entropies)."""
         emb = self.extractor(features, feature_lens)
-        aam, acc = self.head(emb, speakers)
+        if weights is None:
+            aam, acc = self.head(emb, speakers)
+        else:
+            per = F.cross_entropy(self.head.logits(emb, speakers), speakers, reduction="none")
+            aam = (per * weights).sum() / weights.sum()
+            with torch.no_grad():
+                acc = (self.head.logits(emb).argmax(-1) == speakers).float().mean()
         return SpeakerForward(emb, aam, acc, self.pairwise(emb, speakers))
 
 
@@ -106,17 +118,22 @@ class SpeakerObjective:
         self.last: tuple[Tensor, PairLosses] | None = None
 
     def __call__(self, model: nn.Module, batch: SpeakerBatch) -> LossOutput:
-        out: SpeakerForward = model(batch.features, batch.feature_lens, batch.speaker_index)
+        training = model.training and torch.is_grad_enabled()
+        weights = batch.weights if training else None
+        if weights is None:
+            out: SpeakerForward = model(batch.features, batch.feature_lens, batch.speaker_index)
+        else:
+            out = model(batch.features, batch.feature_lens, batch.speaker_index, weights)
         plain = weighted_pair_loss(out.pairs)
         metrics: dict[str, float] = {
             "aam": float(out.aam_loss.detach()),
             "pair": float(plain.detach()),
             "acc": float(out.accuracy),
         }
-        training = model.training and torch.is_grad_enabled()
         if self.arw is not None and training:
             lam = self.arw.sample_weights(out.embeddings)
-            pair = weighted_pair_loss(out.pairs, pair_weights(lam))
+            sample = lam if weights is None else lam * weights
+            pair = weighted_pair_loss(out.pairs, pair_weights(sample))
             detached = PairLosses(
                 out.pairs.losses.detach(), out.pairs.positive, out.pairs.valid,
                 out.pairs.cosine.detach(),
@@ -124,6 +141,9 @@ class SpeakerObjective:
             self.last = (out.embeddings.detach(), detached)
             metrics["pair_weighted"] = float(pair.detach())
             metrics["lambda_max"] = float(lam.max())
+        elif weights is not None:
+            pair = weighted_pair_loss(out.pairs, pair_weights(weights))
+            metrics["pair_weighted"] = float(pair.detach())
         else:
             pair = plain
         loss = out.aam_loss + self.loss.pair_weight * pair

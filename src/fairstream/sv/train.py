@@ -2,7 +2,10 @@
 
 :func:`train_speaker_model` builds the model, the speaker-balanced data source, the objective
 and — with ARW — the adversary hook, then calls :func:`fairstream.training.loop.fit`. The
-baseline and ARW runs differ only in ``config.arw``: same model, data, optimizer and schedule.
+baseline and ARW runs differ only in ``config.arw``: same model, data, optimizer and schedule;
+the group-balancing baselines only in ``config.data.balance`` (``"sampling"``: group-balanced
+speaker sampling, ``"weights"``: inverse group-frequency loss weights, groups = the training
+speakers' ``config.data.balance_by`` metadata, the accent by default).
 
 Checkpoints are the loop's (``OUT/final.pt``, ``OUT/averaged.pt``): the resolved
 :class:`SvTrainConfig` under ``config`` and the CMVN and training-speaker list under ``extra``.
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from fairstream.checkpoint import load_checkpoint
@@ -43,6 +47,8 @@ __all__ = [
     "SvTrainConfig",
     "load_extractor",
     "load_sv_config",
+    "method_name",
+    "speaker_groups",
     "train_speaker_model",
 ]
 
@@ -101,6 +107,29 @@ def load_sv_config(
         return from_dict(SvTrainConfig, merged)
 
 
+def method_name(config: SvTrainConfig) -> str:
+    """``baseline``, ``balanced_sampling``, ``inverse_weights`` or ``arw`` (``+``-joined when
+    combined)."""
+    parts = {"sampling": ["balanced_sampling"], "weights": ["inverse_weights"], "none": []}[
+        config.data.balance]
+    if config.arw is not None:
+        parts.append("arw")
+    return "+".join(parts) or "baseline"
+
+
+def speaker_groups(speakers: pd.DataFrame, column: str) -> dict[str, str]:
+    """speaker id -> value of ``column`` of the corpus speaker table.
+
+    Raises:
+        InputDataError: the table has no such column.
+    """
+    if column not in speakers.columns or "speaker_id" not in speakers.columns:
+        raise InputDataError(f"speakers.csv has no {column!r} column to balance by "
+                             f"(has {list(speakers.columns)})")
+    rows = speakers.dropna(subset=[column])
+    return dict(zip(rows["speaker_id"].astype(str), rows[column].astype(str)))
+
+
 def train_speaker_model(
     config: SvTrainConfig,
     out_dir: str | Path,
@@ -125,9 +154,12 @@ def train_speaker_model(
     mean, std = corpus.cmvn
     cmvn = Cmvn(mean, std)
     dist_info = init_distributed()
+    groups = None
+    if config.data.balance != "none":
+        groups = speaker_groups(corpus.speakers, config.data.balance_by)
     data = SpeakerBatches(corpus.cuts(config.data.train_split), cmvn, config.data, seed=config.seed,
                           progress=progress and dist_info.is_main, rank=dist_info.rank,
-                          world_size=dist_info.world_size)
+                          world_size=dist_info.world_size, groups=groups)
     extractor = EcapaTdnn(config.model)
     model = SpeakerTrainingModel(extractor, data.num_speakers, config.loss)
     arw = None
@@ -136,8 +168,8 @@ def train_speaker_model(
     objective = SpeakerObjective(config.loss, arw)
     hooks: list[TrainHook] = [ArwHook(objective)] if arw is not None else []
     hooks.extend(extra_hooks)
-    logger.info("training %s extractor (%d parameters) on %d speakers",
-                "ARW" if arw else "baseline", sum(p.numel() for p in extractor.parameters()),
+    logger.info("training %s extractor (%d parameters) on %d speakers", method_name(config),
+                sum(p.numel() for p in extractor.parameters()),
                 data.num_speakers)
     return fit(
         model=model,
