@@ -142,11 +142,14 @@ def embed(checkpoint: Path, corpus: Any, split: str, table: pd.DataFrame,
 
     d = degradation
     cache = checkpoint.parent / f"emb_{split}_crop{d.crop_seconds}_snr{d.snr_db}_s{d.seed}.npz"
-    paths = table["path"].astype(str).to_numpy()
+    paths = table["path"].astype(str).to_numpy(dtype=str)
     if cache.exists() and cache.stat().st_mtime >= checkpoint.stat().st_mtime:
-        with np.load(cache) as z:
-            if np.array_equal(z["paths"], paths):
-                return np.asarray(z["embeddings"], dtype=np.float32)
+        try:
+            with np.load(cache) as z:
+                if np.array_equal(z["paths"], paths):
+                    return np.asarray(z["embeddings"], dtype=np.float32)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: embed again
     df = embed_cuts(load_extractor(checkpoint), corpus.cuts(split), table, degradation=d)
     emb = np.stack(df["embedding"].to_numpy()).astype(np.float32)
     tmp = cache.with_name(cache.stem + ".tmp.npz")
