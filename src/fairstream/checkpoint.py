@@ -225,7 +225,8 @@ _WHAT_IS_A_CHECKPOINT = (
     "(fairstream.checkpoint.save_checkpoint): tensors and plain data only."
 )
 #: PyTorch's reason for refusing an object on a weights-only load, without its advice.
-_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \d+")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
 
 
 def _load_failure(path: Path, exc: Exception) -> str:
@@ -236,13 +237,18 @@ def _load_failure(path: Path, exc: Exception) -> str:
     """
     text = str(exc)
     refused = _REFUSED_GLOBAL.search(text)
-    if refused or "Weights only load failed" in text:
-        what = f" ({refused.group(1) or refused.group(0)})" if refused else ""
+    if refused:
         return (f"checkpoint {path} is not a safe fairstream checkpoint: it holds Python "
-                f"objects other than tensors and plain data{what}, which fairstream never loads "
-                f"(unpickling them can run code). {_WHAT_IS_A_CHECKPOINT}")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                f"objects other than tensors and plain data ({refused.group(1)}), which "
+                f"fairstream never loads (unpickling them can run code). {_WHAT_IS_A_CHECKPOINT}")
+    reason = _UNPICKLER_REASON.search(text)
+    if reason:  # e.g. "Unsupported operand 103": bytes that are no pickle fairstream writes
+        detail = reason.group(1).strip()
+    elif "Weights only load failed" in text:
+        detail = "unreadable pickle data"
+    else:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return (f"checkpoint {path} is corrupt or not a safe fairstream checkpoint ({detail}). "
             f"{_WHAT_IS_A_CHECKPOINT}")
 
