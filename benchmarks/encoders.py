@@ -932,7 +932,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps per run (required)")
     parser.add_argument("--size", choices=SIZES, default="demo",
                         help="demo: recipes/<name>_transducer.yaml (~2 M parameters); 8m: "
-                        "recipes/<name>_8m.yaml")
+                        "recipes/<recipe>_8m.yaml (~8 M; lstm_transducer_8m, convrnnt_transducer_8m, "
+                        "contextnet_transducer_8m)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/encoders"),
                         help="checkpoints, LMs and per-utterance errors (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",

@@ -110,8 +110,9 @@ def test_encoder_benchmark_fields_pairing_and_resume(
 def test_unknown_encoder_is_named(bench: ModuleType) -> None:
     with pytest.raises(ValueError, match="convrnn-t"):
         bench.recipe_path("convrnn-t", "demo")
-    with pytest.raises(ValueError, match="8m recipe for lstm"):
-        bench.recipe_path("lstm", "8m")
+    with pytest.raises(ValueError, match="8m recipe for conformer"):
+        bench.recipe_path("conformer", "8m")
+    assert bench.recipe_path("lstm", "8m").name == "lstm_transducer_8m.yaml"
 
 
 def test_latency_from_declared_lookahead(bench: ModuleType) -> None:
