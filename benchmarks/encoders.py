@@ -889,6 +889,55 @@ def plot(runs: Sequence[Run], path: Path) -> Path:
     return path
 
 
+def dev_curve(run: Run) -> list[tuple[int, float]]:
+    """``(step, dev greedy WER)`` of a run's validations, read from its training log
+    (``<run_dir>/metrics.jsonl``: greedy search without LM on the recipe's
+    ``schedule.valid_wer_utterances`` dev utterances at every epoch end); empty when the log
+    is not on this machine."""
+    log_path = Path(run.get("run_dir", "")) / "metrics.jsonl"
+    if not run.get("run_dir") or not log_path.is_file():
+        return []
+    points = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line) if line.strip() else {}
+        if event.get("event") == "validation" and event.get("valid_wer") is not None:
+            points.append((int(event["step"]), float(event["valid_wer"])))
+    return points
+
+
+def plot_curves(runs: Sequence[Run], path: Path) -> Path | None:
+    """Dev greedy WER against optimizer steps, one line per run (colour per encoder, line
+    style per seed), from the runs' training logs; ``None`` when no log is available."""
+    curves = [(r, dev_curve(r)) for r in runs]
+    curves = [(r, c) for r, c in curves if c]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["encoder"] for r, _ in curves}, key=lambda e: (e != REFERENCE, e))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r, c in sorted(curves, key=lambda rc: (names.index(rc[0]["encoder"]), rc[0]["seed"])):
+        steps, wer = zip(*c, strict=True)
+        ax.plot(steps, [100 * w for w in wer], styles[r["seed"] % len(styles)], marker=".",
+                color=colours[r["encoder"]], label=f"{r['encoder']} seed {r['seed']}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("dev greedy WER, % (validation subset, no LM)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Dev WER during training (equal steps, same data order per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -932,8 +981,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps per run (required)")
     parser.add_argument("--size", choices=SIZES, default="demo",
                         help="demo: recipes/<name>_transducer.yaml (~2 M parameters); 8m: "
-                        "recipes/<recipe>_8m.yaml (~8 M; lstm_transducer_8m, convrnnt_transducer_8m, "
-                        "contextnet_transducer_8m)")
+                        "recipes/<recipe>_8m.yaml (~8 M; lstm_transducer_8m, "
+                        "convrnnt_transducer_8m, contextnet_transducer_8m)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/encoders"),
                         help="checkpoints, LMs and per-utterance errors (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
@@ -1006,8 +1055,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"no runs in {args.out}")
         return
     png = plot(runs, args.out.with_suffix(".png"))
+    curves = plot_curves(runs, args.out.with_name(args.out.stem + "_curves.png"))
     print(format_table(runs))
-    print(f"wrote {args.out} and {png}")
+    print(f"wrote {args.out} and {png}" + (f" and {curves}" if curves else
+                                            " (no training logs here: no dev-WER curves)"))
 
 
 if __name__ == "__main__":

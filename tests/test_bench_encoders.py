@@ -166,3 +166,22 @@ def test_cost_only_measures_untrained_models(
         assert run["algorithmic_latency_ms"] == 80.0
     table = bench.format_cost_table(data["runs"])
     assert "| lstm |" in table and "(1.00x)" in table
+
+
+def test_dev_curves_come_from_the_training_logs(bench: ModuleType, tmp_path: Path) -> None:
+    run_dir = tmp_path / "lstm-demo-seed0"
+    run_dir.mkdir()
+    events = [
+        {"step": 20, "loss": 100.0},
+        {"step": 148, "event": "validation", "valid_loss": 90.0, "valid_wer": 0.9},
+        {"step": 296, "event": "validation", "valid_loss": 80.0, "valid_wer": 0.5},
+        {"step": 300, "event": "validation", "valid_loss": 79.0},  # WER off: skipped
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    run = {"encoder": "lstm", "seed": 0, "run_dir": str(run_dir)}
+    assert bench.dev_curve(run) == [(148, 0.9), (296, 0.5)]
+    missing = {"encoder": "convrnnt", "seed": 0, "run_dir": str(tmp_path / "elsewhere")}
+    assert bench.dev_curve(missing) == []
+    assert bench.plot_curves([missing], tmp_path / "none.png") is None
+    png = bench.plot_curves([run, missing], tmp_path / "curves.png")
+    assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
