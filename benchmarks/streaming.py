@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3, help="timed runs (after one warm-up)")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="results file (default: benchmarks/results/streaming.json)")
     parser.add_argument("--corpus", type=Path, default=None,
                         help="with --checkpoint: stream this corpus's test utterances")
     parser.add_argument("--beam", type=int, default=None, help="also time beam search")
@@ -335,7 +337,7 @@ def main() -> None:
             "load_average_1min_at_end": os.getloadavg()[0],
         },
     }
-    _atomic_write_json(RESULTS, result)
+    _atomic_write_json(args.out, result)
 
     lat = result["chunk_latency_ms"]
     cpu = result["chunk_cpu_ms"]
@@ -379,7 +381,7 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
