@@ -71,14 +71,17 @@ WER with its interval against encoder FLOPs per audio second) and prints a table
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import logging
+import math
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -371,9 +374,79 @@ def train_overrides(s: BenchSettings, encoder: str, seed: int) -> list[str]:
 
 
 def _utterance_errors(df: pd.DataFrame, name: str) -> pd.DataFrame:
-    out = df[["utt_id", "speaker_id", "n_ref_words"]].copy()
+    """Per utterance: ids, reference words, the errors of search ``name`` (column ``name``),
+    the normalized reference and that search's hypothesis (``<name>_hyp``)."""
+    out = df[["utt_id", "speaker_id", "n_ref_words", "ref"]].copy()
     out[name] = df["sub"] + df["del"] + df["ins"]
+    out[f"{name}_hyp"] = df["hyp"].fillna("")
     return out
+
+
+def heldout_rates(df: pd.DataFrame, corpus_root: Path) -> Run:
+    """Error rate on held-out slot words (names, places, songs kept out of training; see
+    :mod:`fairstream.metrics.heldout`) of each search in a per-utterance table:
+    ``greedy_heldout_slot_er``, ``recipe_heldout_slot_er`` (``null`` without that search's
+    hypotheses or without ``heldout_slots.json`` in the corpus) and ``heldout_slot_words``."""
+    from fairstream.data.layout import read_heldout_slots
+    from fairstream.metrics.heldout import heldout_slot_score
+
+    heldout = read_heldout_slots(corpus_root)
+    out: Run = {"greedy_heldout_slot_er": None, "recipe_heldout_slot_er": None,
+                "heldout_slot_words": 0}
+    if not heldout:
+        return out
+    for name in ("greedy", "recipe"):
+        col = f"{name}_hyp"
+        if col in df and df[col].notna().all():
+            score = heldout_slot_score(zip(df["ref"], df[col]), heldout, normalized=True)
+            out["heldout_slot_words"] = score.slot_words
+            out[f"{name}_heldout_slot_er"] = (None if math.isnan(score.error_rate)
+                                              else score.error_rate)
+    return out
+
+
+def decode_test(loaded: Any, corpus: Any, train_split: str, s: BenchSettings,
+                echo: Callable[[str], None], *, lm_path: Path | None = None
+                ) -> tuple[pd.DataFrame, bool]:  # Any: LoadedModel, Corpus
+    """Decode the test split greedily (no LM) and, with ``s.recipe_search``, with the
+    recipe's search; its token LM is read from ``lm_path`` when given, else fitted on the
+    ``train_split`` transcripts and saved beside the checkpoint.
+
+    Returns:
+        The per-utterance table (:func:`_utterance_errors` columns of both searches) and
+        whether an LM was fitted.
+    """
+    from fairstream.inference import SearchConfig, decode_cuts, lm_beside, recipe_search
+    from fairstream.lm import NgramLM
+
+    model = loaded.model.eval()
+    echo("  decoding the test split: greedy")
+    recipe_cfg = recipe_search(loaded.config, loaded.path)
+    greedy = SearchConfig(method="greedy", max_symbols_per_frame=recipe_cfg.max_symbols_per_frame)
+    test = corpus.cuts("test")
+    with torch_threads(1):
+        df = _utterance_errors(decode_cuts(model, loaded.tokenizer, loaded.cmvn, test,
+                                           search=greedy, progress=s.progress), "greedy")
+        if not s.recipe_search:
+            return df, False
+        lm = None
+        fitted = False
+        if recipe_cfg.method == "beam" and recipe_cfg.lm_order > 0:
+            if lm_path is not None:
+                lm = NgramLM.load(lm_path)
+            else:
+                texts = [sup.text for c in corpus.cuts(train_split)
+                         for sup in c.supervisions if sup.text]
+                lm = NgramLM.fit_texts(texts, loaded.tokenizer, order=recipe_cfg.lm_order)
+                lm.save(lm_beside(loaded.path))
+                fitted = True
+        echo(f"  decoding the test split: the recipe's search ({recipe_cfg.method}"
+             f"{f' {recipe_cfg.beam}' if recipe_cfg.method == 'beam' else ''}"
+             f"{' + LM' if lm is not None else ''})")
+        rdf = decode_cuts(model, loaded.tokenizer, loaded.cmvn, test, search=recipe_cfg, lm=lm,
+                          progress=s.progress)
+    cols = ["utt_id", "recipe", "recipe_hyp"]
+    return df.merge(_utterance_errors(rdf, "recipe")[cols], on="utt_id", how="left"), fitted
 
 
 def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], None]) -> Run:
@@ -382,14 +455,10 @@ def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], Non
     from fairstream.data.corpus import load_corpus
     from fairstream.decoding.streaming import StreamingRecognizer
     from fairstream.inference import (
-        SearchConfig,
         cut_audio,
-        decode_cuts,
-        lm_beside,
         load_transducer,
         recipe_search,
     )
-    from fairstream.lm import NgramLM
     from fairstream.training.config import load_config
     from fairstream.training.transducer import train
 
@@ -423,31 +492,12 @@ def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], Non
             timing = measure_offline(loaded, segments, s.rtf_runs)
             latency = stream_latency = None
 
-        echo("  decoding the test split: greedy")
         recipe_cfg = recipe_search(loaded.config, loaded.path)
-        greedy = SearchConfig(method="greedy",
-                              max_symbols_per_frame=recipe_cfg.max_symbols_per_frame)
-        test = corpus.cuts("test")
-        df = _utterance_errors(decode_cuts(model, loaded.tokenizer, loaded.cmvn, test,
-                                           search=greedy, progress=s.progress), "greedy")
+        df, _ = decode_test(loaded, corpus, config.data.train_split, s, echo)
         recipe_wer: float | None = None
         recipe_ci: list[float] | None = None
-        if s.recipe_search:
-            lm = None
-            if recipe_cfg.method == "beam" and recipe_cfg.lm_order > 0:
-                texts = [sup.text for c in corpus.cuts(config.data.train_split)
-                         for sup in c.supervisions if sup.text]
-                lm = NgramLM.fit_texts(texts, loaded.tokenizer, order=recipe_cfg.lm_order)
-                lm.save(lm_beside(loaded.path))
-            echo(f"  decoding the test split: the recipe's search ({recipe_cfg.method}"
-                 f"{f' {recipe_cfg.beam}' if recipe_cfg.method == 'beam' else ''}"
-                 f"{' + LM' if lm is not None else ''})")
-            rdf = decode_cuts(model, loaded.tokenizer, loaded.cmvn, test, search=recipe_cfg,
-                              lm=lm, progress=s.progress)
-            df = df.merge(_utterance_errors(rdf, "recipe")[["utt_id", "recipe"]], on="utt_id",
-                          how="left")
-            if df["recipe"].notna().all():
-                recipe_wer, recipe_ci = wer_interval(df, "recipe", s.bootstrap)
+        if "recipe" in df and df["recipe"].notna().all():
+            recipe_wer, recipe_ci = wer_interval(df, "recipe", s.bootstrap)
     with atomic_path(run_dir / "test_utterances.csv") as tmp:
         df.to_csv(tmp, index=False)
     greedy_wer, greedy_ci = wer_interval(df, "greedy", s.bootstrap)
@@ -475,6 +525,7 @@ def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], Non
         "recipe_search": {k: getattr(recipe_cfg, k) for k in
                           ("method", "beam", "max_symbols_per_frame", "lm_order", "lm_weight",
                            "token_bonus")} if s.recipe_search else None,
+        **heldout_rates(df, s.corpus),
         "paired_diff_vs_lstm": None,
         "paired_diff_vs_lstm_ci": None,
         "test_utterances": len(df),
@@ -519,6 +570,44 @@ def add_paired_differences(runs: list[Run], n_boot: int) -> None:
             run.update({"recipe_paired_diff_vs_lstm": rdiff,
                         "recipe_paired_diff_vs_lstm_ci": rci})
 
+
+
+def backfill_heldout(s: BenchSettings, echo: Callable[[str], None] = print) -> list[Run]:
+    """Add the held-out slot error rates (:func:`heldout_rates`) to the runs of ``s.out``
+    that predate them: each run's averaged checkpoint decodes the test split again, greedy
+    and with the recipe's search and the LM stored beside it, and the new per-utterance
+    errors must equal the stored ones (decoding is deterministic; a mismatch is an error
+    naming the run). The hypotheses join ``test_utterances.csv``.
+
+    Returns:
+        The runs of the results file.
+    """
+    from fairstream.data.corpus import load_corpus
+    from fairstream.inference import lm_beside, load_transducer
+
+    corpus = load_corpus(s.corpus)
+    runs = load_results(s.out)["runs"]
+    todo = [r for r in runs if "greedy_heldout_slot_er" not in r]
+    for i, run in enumerate(todo, 1):
+        run_dir = Path(run["run_dir"])
+        echo(f"[{i}/{len(todo)}] {run['encoder']} seed {run['seed']}: held-out slot words")
+        loaded = load_transducer(run_dir / "averaged.pt")
+        lm_path = lm_beside(loaded.path)
+        df, _ = decode_test(loaded, corpus, "train", s, echo,
+                            lm_path=lm_path if lm_path.is_file() else None)
+        stored = pd.read_csv(run_dir / "test_utterances.csv",
+                             dtype={"speaker_id": str, "utt_id": str})
+        cols = [c for c in ("greedy", "recipe") if c in stored and c in df]
+        joined = stored.merge(df, on="utt_id", suffixes=("_stored", ""))
+        if len(joined) != len(stored) or any(
+                not joined[f"{c}_stored"].equals(joined[c]) for c in cols):
+            raise RuntimeError(f"{run_dir}: decoding again does not give the stored "
+                               f"per-utterance errors ({', '.join(cols)})")
+        with atomic_path(run_dir / "test_utterances.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        record = {**run, **heldout_rates(df, s.corpus)}
+        runs = merge_run(s.out, record, s.bootstrap)
+    return runs
 
 
 # ----------------------------------------------------------------------------- costs only
@@ -768,6 +857,40 @@ def save_results(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` (``<path>.lock``): benchmarks running side by
+    side into one results file each add their runs without dropping the others'."""
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_run(path: Path, record: Run, n_boot: int,
+              header: Mapping[str, object] | None = None) -> list[Run]:
+    """Add ``record`` to the results file ``path`` (replacing a run with the same encoder,
+    size, seed and steps), re-reading the file under a lock so that runs written meanwhile by
+    another process are kept; refresh the paired differences and write it atomically.
+
+    Returns:
+        The file's runs after the merge.
+    """
+    with _locked(path):
+        data = load_results(path)
+        data.update({"benchmark": "encoders", **(header or {})})
+        runs = [r for r in data["runs"] if not _same_run(r, record)] + [record]
+        add_paired_differences(runs, n_boot)
+        data["runs"] = runs
+        data["machine"] = _machine()
+        save_results(path, data)
+    return runs
+
+
 def _protocol(s: BenchSettings) -> dict[str, object]:
     return {
         "stopping_rule": "schedule.max_steps (budget_minutes null, max_epochs out of reach)",
@@ -800,9 +923,7 @@ def run_benchmark(s: BenchSettings, echo: Callable[[str], None] = print) -> list
     """
     for enc in s.encoders:
         recipe_path(enc, s.size)  # fail before any training on a bad name
-    data = load_results(s.out)
-    data.update({"benchmark": "encoders", "corpus": str(s.corpus), "protocol": _protocol(s)})
-    runs: list[Run] = data["runs"]
+    runs: list[Run] = load_results(s.out)["runs"]
     # the LSTM reference first: every other run can then get its paired difference at once
     order = sorted(s.encoders, key=lambda e: e != REFERENCE)
     todo = [(e, seed) for seed in s.seeds for e in order]
@@ -815,10 +936,8 @@ def run_benchmark(s: BenchSettings, echo: Callable[[str], None] = print) -> list
         echo(f"[{i}/{len(todo)}] {enc} seed {seed} ({s.size}, {s.steps} steps)")
         t0 = time.perf_counter()
         record = run_one(s, enc, seed, echo)
-        runs[:] = [r for r in runs if not _same_run(r, key)] + [record]
-        add_paired_differences(runs, s.bootstrap)
-        data["machine"] = _machine()
-        save_results(s.out, data)
+        runs = merge_run(s.out, record, s.bootstrap,
+                         {"corpus": str(s.corpus), "protocol": _protocol(s)})
         echo(f"  done in {time.perf_counter() - t0:.0f} s: greedy WER "
              f"{100 * record['greedy_wer']:.2f} %, saved to {s.out}")
     return runs
@@ -1001,6 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--plot-only", action="store_true",
                         help="redraw the plot and print the table from --out, run nothing")
+    parser.add_argument("--backfill-heldout", action="store_true",
+                        help="decode the test split again for runs of --out without the "
+                        "held-out slot error rates and add them (needs --corpus)")
     parser.add_argument("--cost-only", action="store_true",
                         help="no training: the costs of each recipe's untrained model (first "
                         f"seed's init) into --out (default then: {COST_RESULTS})")
@@ -1031,7 +1153,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(format_cost_table(runs))
         print(f"wrote {out}")
         return
-    if not args.plot_only:
+    if args.backfill_heldout:
+        if args.corpus is None:
+            parser.error("--backfill-heldout needs --corpus")
+        backfill_heldout(BenchSettings(
+            corpus=args.corpus, encoders=(), seeds=(), steps=0, out=args.out,
+            bootstrap=args.bootstrap, recipe_search=not args.no_recipe_search,
+            progress=not args.no_progress))
+    if args.backfill_heldout:
+        runs = load_results(args.out)["runs"]
+    elif not args.plot_only:
         if args.corpus is None or args.steps is None:
             parser.error("--corpus and --steps are required (or --plot-only)")
         if args.steps < 1:

@@ -101,6 +101,22 @@ def test_encoder_benchmark_fields_pairing_and_resume(
     assert out.read_text() == before
     assert len(skipped) == 2 and all("skipped" in m for m in skipped)
 
+    # runs written before the held-out slot rates existed: the backfill decodes again, must
+    # find the stored per-utterance errors, and adds the fields without touching the others
+    monkeypatch.undo()
+    stripped = json.loads(before)
+    for r in stripped["runs"]:
+        for key in ("greedy_heldout_slot_er", "recipe_heldout_slot_er", "heldout_slot_words"):
+            del r[key]
+    out.write_text(json.dumps(stripped))
+    filled = {r["encoder"]: r for r in bench.backfill_heldout(settings, echo=skipped.append)}
+    for name, run in runs.items():
+        assert filled[name] == run  # the tiny corpus holds no slot values out: null rates
+    stored = (tmp_path / "work" / "lstm-demo-seed0" / "test_utterances.csv").read_text()
+    assert stored.splitlines()[0].split(",") == [
+        "utt_id", "speaker_id", "n_ref_words", "ref", "greedy", "greedy_hyp", "recipe",
+        "recipe_hyp"]
+
     bench.plot(data["runs"], tmp_path / "encoders.png")
     assert (tmp_path / "encoders.png").stat().st_size > 1000
     table = bench.format_table(data["runs"])
@@ -185,3 +201,34 @@ def test_dev_curves_come_from_the_training_logs(bench: ModuleType, tmp_path: Pat
     assert bench.plot_curves([missing], tmp_path / "none.png") is None
     png = bench.plot_curves([run, missing], tmp_path / "curves.png")
     assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heldout_rates_per_search(bench: ModuleType, tmp_path: Path) -> None:
+    import pandas as pd
+
+    (tmp_path / "heldout_slots.json").write_text(json.dumps(
+        {"slots": {"first_name": ["susan", "mary ann"]}}))
+    df = pd.DataFrame({
+        "ref": ["call susan now", "play mary ann songs", "no slot here"],
+        "greedy_hyp": ["call susan now", "play mary and songs", "no slot"],
+        "recipe_hyp": ["call suzan now", "play mary ann songs", "no slot here"],
+    })
+    rates = bench.heldout_rates(df, tmp_path)
+    assert rates["heldout_slot_words"] == 3
+    assert rates["greedy_heldout_slot_er"] == pytest.approx(1 / 3)  # "ann" missed
+    assert rates["recipe_heldout_slot_er"] == pytest.approx(1 / 3)  # "susan" missed
+    assert bench.heldout_rates(df.drop(columns="recipe_hyp"), tmp_path)[
+        "recipe_heldout_slot_er"] is None
+    assert bench.heldout_rates(df, tmp_path / "elsewhere") == {
+        "greedy_heldout_slot_er": None, "recipe_heldout_slot_er": None, "heldout_slot_words": 0}
+
+
+def test_runs_written_side_by_side_are_all_kept(bench: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "encoders.json"
+    a = {"encoder": "convrnnt", "size": "demo", "seed": 0, "steps": 5, "run_dir": "x"}
+    b = {"encoder": "contextnet", "size": "demo", "seed": 1, "steps": 5, "run_dir": "y"}
+    bench.merge_run(out, a, 10)
+    runs = bench.merge_run(out, b, 10)  # a second process that never read ``a``
+    assert [r["encoder"] for r in runs] == ["convrnnt", "contextnet"]
+    again = bench.merge_run(out, {**a, "greedy_wer": 0.5}, 10)
+    assert [r.get("greedy_wer") for r in again] == [None, 0.5]  # replaced, not duplicated
