@@ -977,6 +977,37 @@ def format_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present and len(present) == len(values) else None
+
+
+def format_summary(runs: Sequence[Run]) -> str:
+    """One row per (size, encoder): its seeds, the mean over seeds of the greedy and recipe
+    WERs and of the held-out slot error rates, and each seed's paired difference to the
+    LSTM with its interval (all in %)."""
+    head = ("| encoder | size | seeds | greedy WER % (mean) | recipe WER % (mean) "
+            "| held-out slot words missed, greedy / recipe % (mean) "
+            "| greedy − LSTM per seed, points [95 % CI] |")
+    lines = [head, "|" + "---|" * 7]
+    keys = sorted({(r["size"], r["encoder"]) for r in runs},
+                  key=lambda k: (k[0], k[1] != REFERENCE, k[1]))
+    for size, enc in keys:
+        mine = sorted((r for r in runs if r["size"] == size and r["encoder"] == enc),
+                      key=lambda r: r["seed"])
+        diffs = "; ".join(
+            f"seed {r['seed']}: {_fmt(r['paired_diff_vs_lstm'])}"
+            f"{_fmt_ci(r['paired_diff_vs_lstm_ci'])}"
+            for r in mine if r.get("paired_diff_vs_lstm") is not None) or "—"
+        heldout = (f"{_fmt(_mean([r.get('greedy_heldout_slot_er') for r in mine]))} / "
+                   f"{_fmt(_mean([r.get('recipe_heldout_slot_er') for r in mine]))}")
+        lines.append(
+            f"| {enc} | {size} | {', '.join(str(r['seed']) for r in mine)} "
+            f"| {_fmt(_mean([r['greedy_wer'] for r in mine]))} "
+            f"| {_fmt(_mean([r['recipe_wer'] for r in mine]))} | {heldout} | {diffs} |")
+    return "\n".join(lines)
+
+
 def plot(runs: Sequence[Run], path: Path) -> Path:
     """Greedy WER (95 % interval bars) against encoder FLOPs per audio second, one marker
     and colour per encoder, each seed its own point."""
@@ -1188,6 +1219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     png = plot(runs, args.out.with_suffix(".png"))
     curves = plot_curves(runs, args.out.with_name(args.out.stem + "_curves.png"))
     print(format_table(runs))
+    print()
+    print(format_summary(runs))
     print(f"wrote {args.out} and {png}" + (f" and {curves}" if curves else
                                             " (no training logs here: no dev-WER curves)"))
 

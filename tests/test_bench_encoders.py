@@ -121,6 +121,9 @@ def test_encoder_benchmark_fields_pairing_and_resume(
     assert (tmp_path / "encoders.png").stat().st_size > 1000
     table = bench.format_table(data["runs"])
     assert "contextnet" in table and "lstm" in table
+    summary = bench.format_summary(data["runs"]).splitlines()
+    assert len(summary) == 4 and summary[2].startswith("| lstm | demo | 0 |")
+    assert "seed 0: " in summary[3] and summary[3].startswith("| contextnet |")
 
 
 def test_unknown_encoder_is_named(bench: ModuleType) -> None:
