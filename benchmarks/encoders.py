@@ -1191,7 +1191,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             corpus=args.corpus, encoders=(), seeds=(), steps=0, out=args.out,
             bootstrap=args.bootstrap, recipe_search=not args.no_recipe_search,
             progress=not args.no_progress))
-    if args.backfill_heldout:
         runs = load_results(args.out)["runs"]
     elif not args.plot_only:
         if args.corpus is None or args.steps is None:
