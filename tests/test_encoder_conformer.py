@@ -228,6 +228,8 @@ def test_recipe_encoder_is_the_size_of_the_lstm_recipe_encoder() -> None:
         encoder = recipe["model"].pop("encoder")
         assert encoder["name"] == name
         sizes[name] = _params(ENCODERS[name](80, **encoder["kwargs"]))
+    # the one other difference: the learning rate, chosen on dev (docs/recipes.md)
+    assert recipes["conformer"]["optim"].pop("lr") < recipes["lstm"]["optim"].pop("lr")
     assert recipes["lstm"] == recipes["conformer"]  # the rest of the recipe is the same
     assert abs(sizes["conformer"] / sizes["lstm"] - 1) <= 0.10, sizes
     assert sizes["conformer"] == _params(ConformerEncoder(80))  # the defaults are that size
