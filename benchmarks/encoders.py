@@ -105,6 +105,8 @@ from fairstream.metrics.bootstrap import (  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "encoders.json"
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "fairstream" / "recipes"
 REFERENCE = "lstm"
+#: the encoder whose ablations (``convrnnt-...``) are also compared with it
+ABLATED = "convrnnt"
 SIZES = ("demo", "8m")
 #: encoder name -> recipe file stem at the demo size (``<stem>_8m.yaml`` at 8 M)
 ENCODERS = {
@@ -569,6 +571,34 @@ def add_paired_differences(runs: list[Run], n_boot: int) -> None:
             rdiff, rci, _ = paired_difference(mine, theirs, "recipe", n_boot)
             run.update({"recipe_paired_diff_vs_lstm": rdiff,
                         "recipe_paired_diff_vs_lstm_ci": rci})
+    _add_ablation_differences(runs, n_boot)
+
+
+def _add_ablation_differences(runs: list[Run], n_boot: int) -> None:
+    """``paired_diff_vs_convrnnt`` (and ``_ci``) of every ConvRNN-T ablation run whose full
+    ConvRNN-T run (same size, seed and steps) is in ``runs``: greedy WER of the ablation
+    minus that of ConvRNN-T on the same utterances, paired speaker bootstrap."""
+    for run in runs:
+        if not run["encoder"].startswith(f"{ABLATED}-"):
+            continue
+        full = next((r for r in runs if r["encoder"] == ABLATED
+                     and _same_run({**r, "encoder": run["encoder"]}, run)), None)
+        files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, full) if r]
+        if full is None or not all(f.is_file() for f in files):
+            continue
+        mine, theirs = (pd.read_csv(f, dtype={"speaker_id": str, "utt_id": str}) for f in files)
+        diff, ci, _ = paired_difference(mine, theirs, "greedy", n_boot)
+        run.update({"paired_diff_vs_convrnnt": diff, "paired_diff_vs_convrnnt_ci": ci})
+
+
+def recompute_pairs(path: Path, n_boot: int) -> list[Run]:
+    """Recompute every paired difference of the results file from the runs' per-utterance
+    errors (e.g. after runs written by an older version of this script) and write it."""
+    with _locked(path):
+        data = load_results(path)
+        add_paired_differences(data["runs"], n_boot)
+        save_results(path, data)
+    return list(data["runs"])
 
 
 
@@ -988,8 +1018,9 @@ def format_summary(runs: Sequence[Run]) -> str:
     LSTM with its interval (all in %)."""
     head = ("| encoder | size | seeds | greedy WER % (mean) | recipe WER % (mean) "
             "| held-out slot words missed, greedy / recipe % (mean) "
-            "| greedy − LSTM per seed, points [95 % CI] |")
-    lines = [head, "|" + "---|" * 7]
+            "| greedy − LSTM per seed, points [95 % CI] "
+            "| ablation − ConvRNN-T per seed, points [95 % CI] |")
+    lines = [head, "|" + "---|" * 8]
     keys = sorted({(r["size"], r["encoder"]) for r in runs},
                   key=lambda k: (k[0], k[1] != REFERENCE, k[1]))
     for size, enc in keys:
@@ -999,12 +1030,17 @@ def format_summary(runs: Sequence[Run]) -> str:
             f"seed {r['seed']}: {_fmt(r['paired_diff_vs_lstm'])}"
             f"{_fmt_ci(r['paired_diff_vs_lstm_ci'])}"
             for r in mine if r.get("paired_diff_vs_lstm") is not None) or "—"
+        vs_full = "; ".join(
+            f"seed {r['seed']}: {_fmt(r['paired_diff_vs_convrnnt'])}"
+            f"{_fmt_ci(r['paired_diff_vs_convrnnt_ci'])}"
+            for r in mine if r.get("paired_diff_vs_convrnnt") is not None) or "—"
         heldout = (f"{_fmt(_mean([r.get('greedy_heldout_slot_er') for r in mine]))} / "
                    f"{_fmt(_mean([r.get('recipe_heldout_slot_er') for r in mine]))}")
         lines.append(
             f"| {enc} | {size} | {', '.join(str(r['seed']) for r in mine)} "
             f"| {_fmt(_mean([r['greedy_wer'] for r in mine]))} "
-            f"| {_fmt(_mean([r['recipe_wer'] for r in mine]))} | {heldout} | {diffs} |")
+            f"| {_fmt(_mean([r['recipe_wer'] for r in mine]))} | {heldout} | {diffs} "
+            f"| {vs_full} |")
     return "\n".join(lines)
 
 
@@ -1154,6 +1190,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backfill-heldout", action="store_true",
                         help="decode the test split again for runs of --out without the "
                         "held-out slot error rates and add them (needs --corpus)")
+    parser.add_argument("--recompute-pairs", action="store_true",
+                        help="recompute the paired differences of --out from the runs' "
+                        "per-utterance errors, then print the tables")
     parser.add_argument("--cost-only", action="store_true",
                         help="no training: the costs of each recipe's untrained model (first "
                         f"seed's init) into --out (default then: {COST_RESULTS})")
@@ -1192,6 +1231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             bootstrap=args.bootstrap, recipe_search=not args.no_recipe_search,
             progress=not args.no_progress))
         runs = load_results(args.out)["runs"]
+    elif args.recompute_pairs:
+        runs = recompute_pairs(args.out, args.bootstrap)
     elif not args.plot_only:
         if args.corpus is None or args.steps is None:
             parser.error("--corpus and --steps are required (or --plot-only)")

@@ -235,3 +235,33 @@ def test_runs_written_side_by_side_are_all_kept(bench: ModuleType, tmp_path: Pat
     assert [r["encoder"] for r in runs] == ["convrnnt", "contextnet"]
     again = bench.merge_run(out, {**a, "greedy_wer": 0.5}, 10)
     assert [r.get("greedy_wer") for r in again] == [None, 0.5]  # replaced, not duplicated
+
+
+def test_ablations_are_paired_with_the_full_convrnnt(bench: ModuleType, tmp_path: Path) -> None:
+    import pandas as pd
+
+    def run(encoder: str, errors: list[int]) -> dict[str, object]:
+        run_dir = tmp_path / encoder
+        run_dir.mkdir()
+        pd.DataFrame({"utt_id": ["a1", "a2", "b1", "b2"], "speaker_id": ["a", "a", "b", "b"],
+                      "n_ref_words": [5, 5, 5, 5], "greedy": errors}).to_csv(
+            run_dir / "test_utterances.csv", index=False)
+        return {"encoder": encoder, "size": "demo", "seed": 0, "steps": 5,
+                "run_dir": str(run_dir)}
+
+    runs = [run("lstm", [1, 1, 1, 1]), run("convrnnt", [2, 2, 1, 1]),
+            run("convrnnt-no-global", [2, 2, 3, 3])]
+    bench.add_paired_differences(runs, 50)
+    ablation = runs[2]
+    assert ablation["paired_diff_vs_convrnnt"] == pytest.approx((10 - 6) / 20)
+    low, high = ablation["paired_diff_vs_convrnnt_ci"]
+    assert low <= ablation["paired_diff_vs_convrnnt"] <= high
+    assert ablation["paired_diff_vs_lstm"] == pytest.approx((10 - 4) / 20)
+    assert "paired_diff_vs_convrnnt" not in runs[1]
+    out = tmp_path / "encoders.json"
+    for r in runs:
+        del r["paired_diff_vs_lstm"]
+    out.write_text(json.dumps({"benchmark": "encoders", "runs": runs}))
+    again = bench.recompute_pairs(out, 50)
+    assert again[2]["paired_diff_vs_convrnnt"] == pytest.approx(0.2)
+    assert json.loads(out.read_text())["runs"][1]["paired_diff_vs_lstm"] == pytest.approx(0.1)
