@@ -409,14 +409,13 @@ def heldout_rates(df: pd.DataFrame, corpus_root: Path) -> Run:
 
 def decode_test(loaded: Any, corpus: Any, train_split: str, s: BenchSettings,
                 echo: Callable[[str], None], *, lm_path: Path | None = None
-                ) -> tuple[pd.DataFrame, bool]:  # Any: LoadedModel, Corpus
+                ) -> pd.DataFrame:  # Any: LoadedModel, Corpus
     """Decode the test split greedily (no LM) and, with ``s.recipe_search``, with the
     recipe's search; its token LM is read from ``lm_path`` when given, else fitted on the
     ``train_split`` transcripts and saved beside the checkpoint.
 
     Returns:
-        The per-utterance table (:func:`_utterance_errors` columns of both searches) and
-        whether an LM was fitted.
+        The per-utterance table (:func:`_utterance_errors` columns of both searches).
     """
     from fairstream.inference import SearchConfig, decode_cuts, lm_beside, recipe_search
     from fairstream.lm import NgramLM
@@ -430,9 +429,8 @@ def decode_test(loaded: Any, corpus: Any, train_split: str, s: BenchSettings,
         df = _utterance_errors(decode_cuts(model, loaded.tokenizer, loaded.cmvn, test,
                                            search=greedy, progress=s.progress), "greedy")
         if not s.recipe_search:
-            return df, False
+            return df
         lm = None
-        fitted = False
         if recipe_cfg.method == "beam" and recipe_cfg.lm_order > 0:
             if lm_path is not None:
                 lm = NgramLM.load(lm_path)
@@ -441,14 +439,13 @@ def decode_test(loaded: Any, corpus: Any, train_split: str, s: BenchSettings,
                          for sup in c.supervisions if sup.text]
                 lm = NgramLM.fit_texts(texts, loaded.tokenizer, order=recipe_cfg.lm_order)
                 lm.save(lm_beside(loaded.path))
-                fitted = True
         echo(f"  decoding the test split: the recipe's search ({recipe_cfg.method}"
              f"{f' {recipe_cfg.beam}' if recipe_cfg.method == 'beam' else ''}"
              f"{' + LM' if lm is not None else ''})")
         rdf = decode_cuts(model, loaded.tokenizer, loaded.cmvn, test, search=recipe_cfg, lm=lm,
                           progress=s.progress)
     cols = ["utt_id", "recipe", "recipe_hyp"]
-    return df.merge(_utterance_errors(rdf, "recipe")[cols], on="utt_id", how="left"), fitted
+    return df.merge(_utterance_errors(rdf, "recipe")[cols], on="utt_id", how="left")
 
 
 def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], None]) -> Run:
@@ -495,7 +492,7 @@ def run_one(s: BenchSettings, encoder: str, seed: int, echo: Callable[[str], Non
             latency = stream_latency = None
 
         recipe_cfg = recipe_search(loaded.config, loaded.path)
-        df, _ = decode_test(loaded, corpus, config.data.train_split, s, echo)
+        df = decode_test(loaded, corpus, config.data.train_split, s, echo)
         recipe_wer: float | None = None
         recipe_ci: list[float] | None = None
         if "recipe" in df and df["recipe"].notna().all():
@@ -544,61 +541,50 @@ def _same_run(a: Run, b: Run) -> bool:
     return all(a.get(k) == b.get(k) for k in ("encoder", "size", "seed", "steps"))
 
 
+def _reference_errors(runs: Sequence[Run], run: Run, reference: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Per-utterance errors of ``run`` and of the ``reference`` encoder's run with the same
+    size, seed and steps; ``None`` without such a run or when a table is missing (a removed
+    work directory: the stored difference is kept, with a warning)."""
+    ref = next((r for r in runs if r["encoder"] == reference
+                and _same_run({**r, "encoder": run["encoder"]}, run)), None)
+    if ref is None:
+        return None
+    files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, ref)]
+    if not all(f.is_file() for f in files):
+        log.warning("per-utterance errors missing (%s): paired difference of %s seed %s to "
+                    "%s not recomputed", ", ".join(map(str, files)), run["encoder"],
+                    run["seed"], reference)
+        return None
+    mine, theirs = (pd.read_csv(f, dtype={"speaker_id": str, "utt_id": str}) for f in files)
+    return mine, theirs
+
+
 def add_paired_differences(runs: list[Run], n_boot: int) -> None:
     """Fill ``paired_diff_vs_lstm`` (and ``recipe_paired_diff_vs_lstm``) of every run whose
-    LSTM reference (same size, seed and steps) is in ``runs``, from the per-utterance
-    errors in the runs' directories; LSTM rows keep ``null``."""
+    LSTM reference (same size, seed and steps) is in ``runs``, and ``paired_diff_vs_convrnnt``
+    of every ConvRNN-T ablation (``convrnnt-...``) whose full ConvRNN-T run is, from the
+    per-utterance errors in the runs' directories; LSTM rows keep ``null``."""
     for run in runs:
         if run["encoder"] == REFERENCE:
             run["paired_diff_vs_lstm"] = run["paired_diff_vs_lstm_ci"] = None
             continue
-        ref = next((r for r in runs if r["encoder"] == REFERENCE
-                    and _same_run({**r, "encoder": run["encoder"]}, run)), None)
-        if ref is None:
-            continue
-        files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, ref)]
-        if not all(f.is_file() for f in files):  # a removed work directory: keep what is there
-            log.warning("per-utterance errors missing (%s): paired difference of %s seed %s "
-                        "not recomputed", ", ".join(map(str, files)), run["encoder"],
-                        run["seed"])
-            continue
-        mine, theirs = (pd.read_csv(f, dtype={"speaker_id": str, "utt_id": str}) for f in files)
-        diff, ci, n = paired_difference(mine, theirs, "greedy", n_boot)
-        run.update({"paired_diff_vs_lstm": diff, "paired_diff_vs_lstm_ci": ci,
-                    "paired_utterances": n})
-        if "recipe" in mine.columns and "recipe" in theirs.columns \
-                and mine["recipe"].notna().all() and theirs["recipe"].notna().all():
-            rdiff, rci, _ = paired_difference(mine, theirs, "recipe", n_boot)
-            run.update({"recipe_paired_diff_vs_lstm": rdiff,
-                        "recipe_paired_diff_vs_lstm_ci": rci})
-    _add_ablation_differences(runs, n_boot)
-
-
-def _add_ablation_differences(runs: list[Run], n_boot: int) -> None:
-    """``paired_diff_vs_convrnnt`` (and ``_ci``) of every ConvRNN-T ablation run whose full
-    ConvRNN-T run (same size, seed and steps) is in ``runs``: greedy WER of the ablation
-    minus that of ConvRNN-T on the same utterances, paired speaker bootstrap."""
-    for run in runs:
-        if not run["encoder"].startswith(f"{ABLATED}-"):
-            continue
-        full = next((r for r in runs if r["encoder"] == ABLATED
-                     and _same_run({**r, "encoder": run["encoder"]}, run)), None)
-        files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, full) if r]
-        if full is None or not all(f.is_file() for f in files):
-            continue
-        mine, theirs = (pd.read_csv(f, dtype={"speaker_id": str, "utt_id": str}) for f in files)
-        diff, ci, _ = paired_difference(mine, theirs, "greedy", n_boot)
-        run.update({"paired_diff_vs_convrnnt": diff, "paired_diff_vs_convrnnt_ci": ci})
-
-
-def recompute_pairs(path: Path, n_boot: int) -> list[Run]:
-    """Recompute every paired difference of the results file from the runs' per-utterance
-    errors (e.g. after runs written by an older version of this script) and write it."""
-    with _locked(path):
-        data = load_results(path)
-        add_paired_differences(data["runs"], n_boot)
-        save_results(path, data)
-    return list(data["runs"])
+        pair = _reference_errors(runs, run, REFERENCE)
+        if pair is not None:
+            mine, theirs = pair
+            diff, ci, n = paired_difference(mine, theirs, "greedy", n_boot)
+            run.update({"paired_diff_vs_lstm": diff, "paired_diff_vs_lstm_ci": ci,
+                        "paired_utterances": n})
+            if "recipe" in mine.columns and "recipe" in theirs.columns \
+                    and mine["recipe"].notna().all() and theirs["recipe"].notna().all():
+                rdiff, rci, _ = paired_difference(mine, theirs, "recipe", n_boot)
+                run.update({"recipe_paired_diff_vs_lstm": rdiff,
+                            "recipe_paired_diff_vs_lstm_ci": rci})
+        pair = (_reference_errors(runs, run, ABLATED)
+                if run["encoder"].startswith(f"{ABLATED}-") else None)
+        if pair is not None:
+            diff, ci, _ = paired_difference(*pair, "greedy", n_boot)
+            run.update({"paired_diff_vs_convrnnt": diff, "paired_diff_vs_convrnnt_ci": ci})
 
 
 
@@ -623,7 +609,7 @@ def backfill_heldout(s: BenchSettings, echo: Callable[[str], None] = print) -> l
         echo(f"[{i}/{len(todo)}] {run['encoder']} seed {run['seed']}: held-out slot words")
         loaded = load_transducer(run_dir / "averaged.pt")
         lm_path = lm_beside(loaded.path)
-        df, _ = decode_test(loaded, corpus, "train", s, echo,
+        df = decode_test(loaded, corpus, "train", s, echo,
                             lm_path=lm_path if lm_path.is_file() else None)
         stored = pd.read_csv(run_dir / "test_utterances.csv",
                              dtype={"speaker_id": str, "utt_id": str})
@@ -901,11 +887,13 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def merge_run(path: Path, record: Run, n_boot: int,
+def merge_run(path: Path, record: Run | None, n_boot: int,
               header: Mapping[str, object] | None = None) -> list[Run]:
     """Add ``record`` to the results file ``path`` (replacing a run with the same encoder,
     size, seed and steps), re-reading the file under a lock so that runs written meanwhile by
-    another process are kept; refresh the paired differences and write it atomically.
+    another process are kept; refresh the paired differences and write it atomically. With
+    ``record=None`` only the paired differences are recomputed (``--recompute-pairs``, e.g.
+    for runs written by an older version of this script).
 
     Returns:
         The file's runs after the merge.
@@ -913,10 +901,12 @@ def merge_run(path: Path, record: Run, n_boot: int,
     with _locked(path):
         data = load_results(path)
         data.update({"benchmark": "encoders", **(header or {})})
-        runs = [r for r in data["runs"] if not _same_run(r, record)] + [record]
+        runs = data["runs"]
+        if record is not None:
+            runs = [r for r in runs if not _same_run(r, record)] + [record]
+            data["machine"] = _machine()
         add_paired_differences(runs, n_boot)
         data["runs"] = runs
-        data["machine"] = _machine()
         save_results(path, data)
     return runs
 
@@ -1232,7 +1222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             progress=not args.no_progress))
         runs = load_results(args.out)["runs"]
     elif args.recompute_pairs:
-        runs = recompute_pairs(args.out, args.bootstrap)
+        runs = merge_run(args.out, None, args.bootstrap)
     elif not args.plot_only:
         if args.corpus is None or args.steps is None:
             parser.error("--corpus and --steps are required (or --plot-only)")

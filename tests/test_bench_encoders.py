@@ -262,6 +262,6 @@ def test_ablations_are_paired_with_the_full_convrnnt(bench: ModuleType, tmp_path
     for r in runs:
         del r["paired_diff_vs_lstm"]
     out.write_text(json.dumps({"benchmark": "encoders", "runs": runs}))
-    again = bench.recompute_pairs(out, 50)
+    again = bench.merge_run(out, None, 50)  # --recompute-pairs
     assert again[2]["paired_diff_vs_convrnnt"] == pytest.approx(0.2)
     assert json.loads(out.read_text())["runs"][1]["paired_diff_vs_lstm"] == pytest.approx(0.1)
