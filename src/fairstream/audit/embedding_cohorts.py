@@ -105,6 +105,11 @@ class EmbeddingCohorts:
         bottom_labels: labels of the clusters forming the bottom cohort.
         source: "given" or a description of the fallback.
         exclusions: speakers without an embedding.
+        centroids: (k, D) k-means centres in the normalized space, one per raw cluster, for
+            nearest-centroid assignment of other speakers (:mod:`fairstream.audit.cohorts`).
+        centroid_labels: the cohort label of each centre (a pooled cluster: its pool's label).
+        normalization: how raw embeddings map into that space: ``{"kind": "l2" | "zscore" |
+            "none"}``, with ``mean`` and ``std`` lists for ``zscore``.
     """
 
     partition: Partition
@@ -114,6 +119,9 @@ class EmbeddingCohorts:
     bottom_labels: tuple[str, ...]
     source: str
     exclusions: tuple[Exclusion, ...] = ()
+    centroids: np.ndarray | None = None
+    centroid_labels: tuple[str, ...] = ()
+    normalization: dict[str, object] | None = None
 
 
 def speaker_mean_embeddings(
@@ -210,7 +218,13 @@ def find_embedding_cohorts(
             f"{2 * max(cfg.min_speakers, 1)}"
         )
     # float64: sklearn computes float32 distances through a slow chunked float64 upcast
-    x = _normalize(np.asarray(embeddings, dtype=np.float64)[idx], cfg.normalize)
+    raw_x = np.asarray(embeddings, dtype=np.float64)[idx]
+    x = _normalize(raw_x, cfg.normalize)
+    normalization: dict[str, object] = {"kind": cfg.normalize}
+    if cfg.normalize == "zscore":
+        sd = raw_x.std(axis=0)
+        normalization.update(mean=raw_x.mean(axis=0).tolist(),
+                             std=np.where(sd > 0, sd, 1.0).tolist())
     rng = np.random.default_rng(cfg.seed)
     sub = np.sort(rng.choice(len(idx), size=min(cfg.silhouette_sample, len(idx)), replace=False))
     sil: dict[int, float] = {}
@@ -269,9 +283,15 @@ def find_embedding_cohorts(
             bottom.append(part.labels[i])
             share += share_i
     logger.info("embedding cohorts: k=%d, bottom %s", k_best, bottom)
+    centre_labels = []
+    for r in range(k_best):
+        members = np.nonzero((raw == r) & (part.codes >= 0))[0]
+        centre_labels.append(part.labels[part.codes[members[0]]] if len(members) else "")
     return EmbeddingCohorts(
         partition=part, cluster_codes=raw, k=k_best, silhouette=sil,
         bottom_labels=tuple(bottom), source=source, exclusions=tuple(exclusions),
+        centroids=np.asarray(km.cluster_centers_, dtype=np.float64),
+        centroid_labels=tuple(centre_labels), normalization=normalization,
     )
 
 

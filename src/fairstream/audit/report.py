@@ -8,7 +8,10 @@ Files written to ``out_dir`` (each atomically):
 * ``methods.csv``, ``cohorts_<method>.csv``, ``exclusions.csv`` and the tables a method adds
   (:meth:`~fairstream.audit.AuditMethod.report_tables`: ``geo_split_tests.csv``,
   ``geodemographic_candidates.csv``);
-* ``speaker_cohorts.csv`` only when speaker ids are allowed (privacy).
+* ``speaker_cohorts.csv`` only when speaker ids are allowed (privacy);
+* ``cohorts.json`` — a definition of every reportable cohort that applies to other speakers
+  (attribute values, tree boxes, zip predicates, embedding centres;
+  :mod:`fairstream.audit.cohorts`), for mitigation on the training speakers.
 
 Everything is assembled first (:func:`~fairstream.audit.publish.published_report`: the JSON
 data, every table and the privacy ledger of the sets of speakers they publish), protected once
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fairstream._io import atomic_write_text as _atomic_write
+from fairstream.audit.cohorts import write_cohorts
 from fairstream.audit.html import render_html
 from fairstream.audit.publish import published_report
 from fairstream.audit.result import AuditResult
@@ -46,4 +50,5 @@ def write_report(result: AuditResult, out_dir: str | Path) -> Path:
     for name, table in pub.tables.items():
         _atomic_write(out / name, table.to_csv(index=False))
     _atomic_write(out / "report.html", render_html(pub.data, pub.tables, result))
+    write_cohorts(result, out)
     return out / "report.html"

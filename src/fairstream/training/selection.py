@@ -10,6 +10,8 @@ chosen set more often::
         speakers_file: cohort.txt                             # and/or speaker ids, one a line
         cuts_file: cuts.txt                                   # and/or cut ids, one a line
         oversample: 3      # optional: all data, the selected cuts three times
+        general_share: 0.3 # optional (without oversample): mix in other cuts, drawn at
+                           # random, so that they make up this share of the training set
 
 Every criterion given must hold: a cut is selected when its speaker satisfies ``where`` and
 is listed in ``speakers_file`` and the cut is listed in ``cuts_file``. Selection applies to
@@ -21,6 +23,7 @@ whole selection to cuts.
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -52,12 +55,18 @@ class SelectConfig:
             directory. With a speaker criterion, only the listed cuts of selected speakers.
         oversample: ``None``: train on the selected cuts only; an integer ``r >= 1``: train
             on all data, with each selected cut taken ``r`` times per epoch.
+        general_share: with a selection and no ``oversample``: add other training cuts, drawn
+            at random (seed 0, the same on every run), so that they are this share of the
+            cuts trained on (``0.3``: 70 % selected cuts, 30 % general ones; capped by the
+            cuts there are). Fine-tuning on a cohort with some general data mixed in forgets
+            less of the rest.
     """
 
     speakers_file: str | None = None
     where: str | None = None
     cuts_file: str | None = None
     oversample: int | None = None
+    general_share: float | None = None
 
     def __post_init__(self) -> None:
         if self.oversample is not None and self.oversample < 1:
@@ -67,6 +76,13 @@ class SelectConfig:
                 f"{_KEY}.oversample needs {_KEY}.speakers_file, {_KEY}.where or "
                 f"{_KEY}.cuts_file to say what"
             )
+        if self.general_share is not None:
+            if not 0.0 < self.general_share < 1.0:
+                raise InputDataError(f"{_KEY}.general_share must be in (0, 1), got "
+                                     f"{self.general_share}")
+            if self.oversample is not None or not self.active:
+                raise InputDataError(f"{_KEY}.general_share mixes general cuts into a "
+                                     "selection: it needs a selection and no oversample")
         if self.where is not None and not self.where.strip():
             raise InputDataError(f"{_KEY}.where is empty")
 
@@ -209,6 +225,15 @@ def select_cuts(cuts: CutSet, config: SelectConfig, speakers: pd.DataFrame) -> C
     if config.oversample is None:
         logger.info("%s: training on %d cuts of %d speakers (of %d cuts)",
                     _KEY, len(selected), len(present), len(items))
+        if config.general_share is not None:
+            chosen_ids = {c.id for c in selected}
+            others = [c for c in items if c.id not in chosen_ids]
+            share = config.general_share
+            n = min(len(others), round(share / (1.0 - share) * len(selected)))
+            picked = random.Random(0).sample(others, n)
+            logger.info("%s: with %d general cuts (%.0f %% of %d)", _KEY, n,
+                        100.0 * n / max(1, n + len(selected)), n + len(selected))
+            return CutSet.from_cuts(selected + picked)
         return CutSet.from_cuts(selected)
     logger.info("%s: %d cuts of %d speakers taken %d times, with the other %d cuts",
                 _KEY, len(selected), len(present), config.oversample,

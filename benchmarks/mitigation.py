@@ -1,0 +1,180 @@
+"""Mitigation benchmark: EWC against plain fine-tuning, L2-SP and oversampling, before/after.
+
+Protocol (``make demo`` outputs are the inputs):
+
+* the cohort is the audit's bottom cohort with the strongest selection-corrected evidence
+  (``demo_out/audit/cohorts.json``: found on the **audit** split's 400 speakers), mapped onto
+  the training speakers by its definition;
+* every method trains the same ``--steps`` optimizer steps from the demo's checkpoint, with
+  the same batch, learning rate and schedule, at every seed of ``--seeds`` (the seed fixes the
+  data order, augmentation and dropout);
+* λ of ``ewc`` and ``l2sp`` is chosen on the **dev** split (seed 0, every value of
+  ``--lambdas``): the λ with the lowest mean of the cohort's dev WER and the other dev
+  speakers' WER; test is never looked at for a choice;
+* every figure is measured on the **test** split (speakers disjoint from the audited ones and
+  from training), greedy search, before and after, with paired speaker-bootstrap intervals
+  (:func:`fairstream.mitigation.compare_results`).
+
+Writes ``benchmarks/results/mitigation.json``: ``methods`` (one object per method and seed:
+``method``, ``seed``, ``cohort``, ``bottom_wer_before``, ``bottom_wer_after``, ``bottom_diff``,
+``bottom_diff_ci``, ``overall_before``, ``overall_after``, ``overall_diff_ci``,
+``variance_before``, ``variance_after`` (variance of WER across the method's cohorts, here the
+accents), ``gap_before``, ``gap_after`` (the bottom-vs-rest gap in %), ``forgetting_max``; WERs
+and differences are fractions), ``selection`` (the dev runs that chose λ) and ``settings``.
+Runs already in the file are kept and skipped (``--resume`` is the default); each run's
+checkpoints, results and comparison stay in ``--workdir/<method>-seed<k>``.
+
+    python benchmarks/mitigation.py                       # the demo's model, 2 seeds
+    python benchmarks/mitigation.py --methods ewc,finetune --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fairstream._io import atomic_write_text  # noqa: E402
+from fairstream.mitigation.run import (  # noqa: E402
+    METHODS,
+    MitigationConfig,
+    mitigate,
+    summary_row,
+)
+
+RESULTS = ROOT / "benchmarks" / "results" / "mitigation.json"
+PENALIZED = ("ewc", "l2sp")
+
+
+def load(path: Path) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"methods": [], "selection": [], "settings": {}}
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False))
+
+
+def dev_score(summary: dict[str, Any]) -> float:
+    """The λ criterion: mean of the cohort's dev WER and the rest's dev WER (after)."""
+    bottom = summary["bottom_after"]
+    rest = bottom / (1.0 + summary["gap_pct_after"] / 100.0)  # gap = WER_b / WER_rest - 1
+    return 0.5 * (bottom + rest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="demo_out/exp/averaged.pt")
+    ap.add_argument("--corpus", default="demo_out/corpus")
+    ap.add_argument("--cohorts", default="demo_out/audit/cohorts.json")
+    ap.add_argument("--cohort", default=None, help="METHOD=LABEL (default: the strongest)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lambdas", default="0.01,0.1,1,10",
+                    help="λ values tried on dev for ewc and l2sp")
+    ap.add_argument("--oversample", type=int, default=4)
+    ap.add_argument("--fisher-batches", type=int, default=30)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--workdir", default="runs/mitigation")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    out = Path(args.out)
+    data = load(out)
+    work = Path(args.workdir)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lambdas = [float(x) for x in args.lambdas.split(",")]
+    data["settings"] = {"checkpoint": args.checkpoint, "corpus": args.corpus,
+                        "cohorts": args.cohorts, "steps": args.steps, "lr": args.lr,
+                        "lambdas": lambdas, "oversample": args.oversample,
+                        "fisher_batches": args.fisher_batches, "bootstrap": args.bootstrap,
+                        "eval_split": "test", "selection_split": "dev", "search": "greedy"}
+
+    def run(method: str, seed: int, lam: float, split: str, name: str) -> dict[str, Any]:
+        cfg = MitigationConfig(method=method, steps=args.steps, lr=args.lr, lam=lam,
+                               fisher_batches=args.fisher_batches, oversample=args.oversample,
+                               seed=seed)
+        t0 = time.time()
+        r = mitigate(args.checkpoint, args.corpus, args.cohorts, work / name, cfg,
+                     cohort=args.cohort, eval_split=split, n_boot=args.bootstrap,
+                     progress=args.progress, echo=lambda m: print("  " + m, flush=True))
+        row = {"method": method, "seed": seed, "lam": lam if method in PENALIZED else None,
+               "steps": args.steps, **summary_row(r), "wall_s": round(time.time() - t0, 1)}
+        row["_summary"] = r.comparison.summary
+        return row
+
+    chosen: dict[str, float] = {}
+    for method in (m for m in methods if m in PENALIZED):
+        for lam in lambdas:
+            if any(s["method"] == method and s["lam"] == lam and s["steps"] == args.steps
+                   for s in data["selection"]):
+                continue
+            print(f"[dev] {method} λ={lam:g}", flush=True)
+            row = run(method, 0, lam, "dev", f"dev-{method}-lam{lam:g}")
+            summ = row.pop("_summary")
+            row["dev_score"] = dev_score(summ)
+            data["selection"].append(row)
+            save(out, data)
+        tried = [s for s in data["selection"] if s["method"] == method
+                 and s["steps"] == args.steps and s["lam"] in lambdas]
+        best = min(tried, key=lambda s: s["dev_score"])
+        chosen[method] = best["lam"]
+        print(f"[dev] {method}: λ = {best['lam']:g} (dev score {best['dev_score']:.4f})")
+    data["settings"]["lambda_chosen"] = chosen
+    save(out, data)
+
+    for seed in seeds:
+        for method in methods:
+            lam = chosen.get(method, 0.0)
+            if any(r["method"] == method and r["seed"] == seed and r["steps"] == args.steps
+                   and r.get("lam") == (lam if method in PENALIZED else None)
+                   for r in data["methods"]):
+                continue
+            print(f"[test] {method} seed {seed}", flush=True)
+            row = run(method, seed, lam, "test", f"{method}-seed{seed}")
+            row.pop("_summary")
+            data["methods"] = [r for r in data["methods"]
+                               if not (r["method"] == method and r["seed"] == seed)] + [row]
+            save(out, data)
+    print(format_table(data["methods"]))
+    return 0
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the test runs."""
+    lines = ["| method | seed | λ | bottom WER before → after | diff [95 % CI] | overall diff "
+             "[95 % CI] | variance before → after | gap % before → after | forgetting max |",
+             "|---|---:|---:|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
+        lo, hi = r["bottom_diff_ci"]
+        olo, ohi = r["overall_diff_ci"]
+        lam = "" if r.get("lam") is None else f"{r['lam']:g}"
+        lines.append(
+            f"| {r['method']} | {r['seed']} | {lam} | {r['bottom_wer_before']:.2%} → "
+            f"{r['bottom_wer_after']:.2%} | {_pts(r['bottom_diff'])} [{_pts(lo)}, {_pts(hi)}] "
+            f"| {_pts(r['overall_diff'])} [{_pts(olo)}, {_pts(ohi)}] | "
+            f"{r['variance_before']:.2e} → {r['variance_after']:.2e} | "
+            f"{r['gap_before']:.1f} → {r['gap_after']:.1f} | {_pts(r['forgetting_max'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
