@@ -8,9 +8,10 @@ Protocol (``make demo`` outputs are the inputs):
 * every method trains the same ``--steps`` optimizer steps from the demo's checkpoint, with
   the same batch, learning rate and schedule, at every seed of ``--seeds`` (the seed fixes the
   data order, augmentation and dropout);
-* λ of ``ewc`` and ``l2sp`` is chosen on the **dev** split (seed 0, every value of
-  ``--lambdas``): the λ with the lowest mean of the cohort's dev WER and the other dev
-  speakers' WER; test is never looked at for a choice;
+* settings are chosen on the **dev** split (seed 0), by the lowest mean of the cohort's dev
+  WER and the other dev speakers' WER after fine-tuning: first the peak learning rate
+  (``--lrs``, with ``finetune``; then used by every method), then λ of ``ewc`` and ``l2sp``
+  (``--lambdas``); test is never looked at for a choice;
 * every figure is measured on the **test** split (speakers disjoint from the audited ones and
   from training), greedy search, before and after, with paired speaker-bootstrap intervals
   (:func:`fairstream.mitigation.compare_results`).
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lrs", default="5e-5,1.5e-4,5e-4",
+                    help="peak learning rates tried on dev with finetune; the chosen one is used "
+                         "by every method")
     ap.add_argument("--lambdas", default="0.01,0.1,1,10",
                     help="λ values tried on dev for ewc and l2sp")
     ap.add_argument("--oversample", type=int, default=4)
@@ -99,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     lambdas = [float(x) for x in args.lambdas.split(",")]
     data["settings"] = {"checkpoint": args.checkpoint, "corpus": args.corpus,
-                        "cohorts": args.cohorts, "steps": args.steps, "lr": args.lr,
+                        "cohorts": args.cohorts, "steps": args.steps,
                         "lambdas": lambdas, "oversample": args.oversample,
                         "fisher_batches": args.fisher_batches, "bootstrap": args.bootstrap,
                         "eval_split": "test", "selection_split": "dev", "search": "greedy"}
 
-    def run(method: str, seed: int, lam: float, split: str, name: str) -> dict[str, Any]:
-        cfg = MitigationConfig(method=method, steps=args.steps, lr=args.lr, lam=lam,
+    def run(method: str, seed: int, lam: float, split: str, name: str, lr: float
+            ) -> dict[str, Any]:
+        cfg = MitigationConfig(method=method, steps=args.steps, lr=lr, lam=lam,
                                fisher_batches=args.fisher_batches, oversample=args.oversample,
                                seed=seed)
         t0 = time.time()
@@ -113,28 +117,38 @@ def main(argv: list[str] | None = None) -> int:
                      cohort=args.cohort, eval_split=split, n_boot=args.bootstrap,
                      progress=args.progress, echo=lambda m: print("  " + m, flush=True))
         row = {"method": method, "seed": seed, "lam": lam if method in PENALIZED else None,
-               "steps": args.steps, **summary_row(r), "wall_s": round(time.time() - t0, 1)}
+               "lr": lr, "steps": args.steps, **summary_row(r),
+               "wall_s": round(time.time() - t0, 1)}
         row["_summary"] = r.comparison.summary
         return row
 
+    def select(method: str, lam: float, lr: float) -> dict[str, Any]:
+        """The dev run of (method, λ, lr), run now unless the file has it."""
+        for s in data["selection"]:
+            if (s["method"] == method and s.get("lam") == (lam if method in PENALIZED else None)
+                    and s.get("lr") == lr and s["steps"] == args.steps):
+                return s
+        print(f"[dev] {method} lr={lr:g}" + (f" λ={lam:g}" if method in PENALIZED else ""),
+              flush=True)
+        row = run(method, 0, lam, "dev", f"dev-{method}-lr{lr:g}"
+                  + (f"-lam{lam:g}" if method in PENALIZED else ""), lr)
+        row["dev_score"] = dev_score(row.pop("_summary"))
+        data["selection"].append(row)
+        save(out, data)
+        return row
+
+    lrs = [float(x) for x in args.lrs.split(",")]
+    best_lr = min((select("finetune", 0.0, lr) for lr in lrs), key=lambda s: s["dev_score"])
+    lr = best_lr["lr"]
+    print(f"[dev] learning rate {lr:g} (finetune dev score {best_lr['dev_score']:.4f})")
     chosen: dict[str, float] = {}
     for method in (m for m in methods if m in PENALIZED):
-        for lam in lambdas:
-            if any(s["method"] == method and s["lam"] == lam and s["steps"] == args.steps
-                   for s in data["selection"]):
-                continue
-            print(f"[dev] {method} λ={lam:g}", flush=True)
-            row = run(method, 0, lam, "dev", f"dev-{method}-lam{lam:g}")
-            summ = row.pop("_summary")
-            row["dev_score"] = dev_score(summ)
-            data["selection"].append(row)
-            save(out, data)
-        tried = [s for s in data["selection"] if s["method"] == method
-                 and s["steps"] == args.steps and s["lam"] in lambdas]
-        best = min(tried, key=lambda s: s["dev_score"])
+        best = min((select(method, lam, lr) for lam in lambdas),
+                   key=lambda s: s["dev_score"])
         chosen[method] = best["lam"]
         print(f"[dev] {method}: λ = {best['lam']:g} (dev score {best['dev_score']:.4f})")
     data["settings"]["lambda_chosen"] = chosen
+    data["settings"]["lr_chosen"] = lr
     save(out, data)
 
     for seed in seeds:
@@ -142,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             lam = chosen.get(method, 0.0)
             if any(r["method"] == method and r["seed"] == seed and r["steps"] == args.steps
                    and r.get("lam") == (lam if method in PENALIZED else None)
-                   for r in data["methods"]):
+                   and r.get("lr") == lr for r in data["methods"]):
                 continue
             print(f"[test] {method} seed {seed}", flush=True)
-            row = run(method, seed, lam, "test", f"{method}-seed{seed}")
+            row = run(method, seed, lam, "test", f"{method}-seed{seed}", lr)
             row.pop("_summary")
             data["methods"] = [r for r in data["methods"]
                                if not (r["method"] == method and r["seed"] == seed)] + [row]

@@ -77,6 +77,10 @@ def test_demo_extends_its_corpus_with_an_audit_split_and_audits_it(
                  "audit/report.json"):
         assert (out / name).exists(), name
     assert "auditing the audit split (results_audit.parquet)" in result.output
+    # the mitigation stage runs on a corpus with an audit split: EWC on the strongest bottom
+    # cohort, or a named reason why there is none (12 audited speakers rarely give a cohort)
+    assert "== mitigate" in result.output
+    assert ("mitigation skipped: " in result.output) != ("EWC on " in result.output)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["audited_split"] == "audit" and summary["audited"]["n_speakers"] == 12
     report = json.loads((out / "audit" / "report.json").read_text())

@@ -303,8 +303,18 @@ def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_fact
     base = ["mitigate", "--checkpoint", str(exp / "averaged.pt"), "--corpus", str(tiny_corpus),
             "--cohorts", str(cohorts), "--steps", "2", "--bootstrap", "20", "--no-progress",
             "--fisher-batches", "2"]
-    r = runner.invoke(main, [*base, "--method", "ewc", "--out", str(tmp_path / "ewc")])
+    report = tmp_path / "report.html"
+    report.write_text('<html><body><h2 id="methods">M</h2>\n<h2 id="details">D</h2></body>')
+    r = runner.invoke(main, [*base, "--method", "ewc", "--out", str(tmp_path / "ewc"),
+                             "--report", str(report)])
     assert r.exit_code == 0, r.output
+    page = report.read_text()
+    assert page.count('id="mitigation"') == 1 and "data:image/png;base64," in page
+    assert page.index('id="mitigation"') < page.index('id="details"')
+    r = runner.invoke(main, [*base, "--method", "ewc", "--out", str(tmp_path / "ewc"),
+                             "--report", str(report)])  # resumed: done, section replaced
+    assert r.exit_code == 0, r.output
+    assert report.read_text().count('id="mitigation"') == 1
     assert "(mitigated)" in r.output
     out = json.loads((tmp_path / "ewc" / "comparison.json").read_text())
     assert out["bottom"] == accent and out["summary"]["n_speakers"] > 0

@@ -16,7 +16,13 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
    speakers and embed the audited split; the audit's automatic cohorts cluster these embeddings.
 5. ``audit``   — disaggregated WER, geographic tree, geodemographic and embedding cohorts,
    planted-cohort recovery on the audit split (the test split for a corpus without one);
-   write ``audit/report.html``.
+   write ``audit/report.html`` and ``audit/cohorts.json``.
+6. ``mitigate`` — (with an audit split) take the audit's bottom cohort with the strongest
+   selection-corrected evidence across methods, map its definition onto the training speakers,
+   fine-tune with EWC (:mod:`fairstream.mitigation`), decode the **test** split again (speakers
+   disjoint from the audited ones: the cohort is chosen on one set of speakers and measured on
+   another) and add the before/after section to ``audit/report.html``
+   (``mitigate/comparison.{md,json,png}``).
 
 ``OUT/summary.md`` collects the numbers (the steps trained against the target among them);
 ``OUT/summary.json`` holds the same data.
@@ -93,6 +99,8 @@ class DemoConfig:
         speaker_model: train a speaker-embedding model for the audit's automatic cohorts
             (otherwise the audit falls back to fbank statistics).
         speaker_steps: training steps of the speaker model (None: its default schedule).
+        mitigate: run the mitigation stage (EWC on the audit's strongest bottom cohort).
+        mitigate_steps: its fine-tuning steps.
         progress: progress bars.
     """
 
@@ -110,6 +118,8 @@ class DemoConfig:
     n_boot: int = 1000
     speaker_model: bool = True
     speaker_steps: int | None = None
+    mitigate: bool = True
+    mitigate_steps: int = 150
     progress: bool = True
 
 
@@ -413,12 +423,48 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
         echo(f"audit report: {audit_dir / 'report.html'}")
         done()
 
+        # 6. mitigate -----------------------------------------------------------------------
+        mitigation_md = None
+        if config.mitigate and audited_split != "test":
+            done = _stage("mitigate", timings, echo)
+            mitigation_md = _mitigate(out, corpus_dir, checkpoint, audit_dir, config, echo)
+            done()
+
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
                                   checkpoint, results_path, audit_dir, training, test_text,
-                                  audited_split, audit.overall)
+                                  audited_split, audit.overall, mitigation_md)
     return DemoResult(corpus_dir=corpus_dir, checkpoint=checkpoint, results=results_path,
                       audit_dir=audit_dir, summary=summary_path, wer_by_accent=by_accent,
                       audit_methods=audit.methods, timings=timings, training=training)
+
+
+def _mitigate(out: Path, corpus_dir: Path, checkpoint: Path, audit_dir: Path,
+              config: DemoConfig, echo: Callable[[str], None]) -> str | None:
+    """EWC on the audit's strongest bottom cohort, measured on the test split; the
+    comparison's Markdown for the summary (None when there is nothing to mitigate)."""
+    from fairstream.errors import InputDataError
+    from fairstream.mitigation.report import add_to_report, mitigation_section
+    from fairstream.mitigation.run import MitigationConfig, mitigate
+
+    cfg = MitigationConfig(method="ewc", steps=config.mitigate_steps, seed=config.seed,
+                           threads=config.threads)
+    try:
+        result = mitigate(checkpoint, corpus_dir, audit_dir / "cohorts.json", out / "mitigate",
+                          cfg, eval_split="test", n_boot=config.n_boot,
+                          progress=config.progress, echo=echo)
+    except InputDataError as exc:  # no tested bottom cohort, or too few training speakers
+        echo(f"mitigation skipped: {exc}")
+        return None
+    add_to_report(audit_dir / "report.html", mitigation_section(result, cfg))
+    s = result.comparison.summary
+    echo(f"EWC on {result.cohort.name}: cohort WER {s['bottom_before']:.2%} -> "
+         f"{s['bottom_after']:.2%}, overall {s['overall_before']:.2%} -> "
+         f"{s['overall_after']:.2%} (test speakers); before/after in "
+         f"{audit_dir / 'report.html'}")
+    return (f"EWC (λ = {cfg.lam:g}, {cfg.steps} steps) on `{result.cohort.name}` (found by "
+            f"`{result.cohort.method}` on the audited speakers; {len(result.train_speakers)} "
+            "training speakers), measured on the test speakers:\n\n"
+            + result.comparison.markdown())
 
 
 def _recipe_search(loaded: LoadedModel, corpus: Corpus, echo: Callable[[str], None]
@@ -530,7 +576,7 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
                    methods: pd.DataFrame, timings: dict[str, float], checkpoint: Path,
                    results: Path, audit_dir: Path, training: TrainingRecord,
                    test_text: TextReport, audited_split: str,
-                   audited: Mapping[str, float]) -> Path:
+                   audited: Mapping[str, float], mitigation_md: str | None = None) -> Path:
     wer = by_accent.assign(wer_percent=(100 * by_accent["wer"]).round(2),
                            greedy_wer_percent=(100 * by_accent["greedy_wer"]).round(2))[
         ["accent", "speakers", "utterances", "ref_words", "errors", "wer_percent",
@@ -568,6 +614,8 @@ def _write_summary(out: Path, planted: JsonObject, by_accent: pd.DataFrame,
         "",
         _table(methods),
         "",
+        *(["## Mitigation: before and after", "", mitigation_md, ""]
+          if mitigation_md is not None else []),
         "## Stage timings (s)",
         "",
         _table(pd.DataFrame([timings])),

@@ -48,11 +48,17 @@ __all__ = ["demo"]
                    "(else the audit uses its fbank-statistics fallback).")
 @click.option("--speaker-steps", type=click.IntRange(min=1),
               help="Training steps of the speaker model (default: its schedule, 400).")
+@click.option("--mitigate/--no-mitigate", default=True, show_default=True,
+              help="Fine-tune with EWC on the audit's strongest bottom cohort and add the "
+                   "before/after (on the test speakers) to the report.")
+@click.option("--mitigate-steps", type=click.IntRange(min=1), default=150, show_default=True,
+              help="Fine-tuning steps of the mitigation stage.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
          overrides: tuple[str, ...], steps: int | None, budget_minutes: float | None,
          nproc: int, chunk_ms: int, threads: int,
-         n_boot: int, speaker_model: bool, speaker_steps: int | None, no_progress: bool) -> None:
+         n_boot: int, speaker_model: bool, speaker_steps: int | None, mitigate: bool,
+         mitigate_steps: int, no_progress: bool) -> None:
     """Build the demo corpus, train the streaming transducer, decode, audit, report.
 
     \b
@@ -67,7 +73,10 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
                                        unseen speakers in OUT/results_audit.parquet
       4. speaker  OUT/sv/final.pt      speaker-embedding model; audited speakers embedded
       5. audit    OUT/audit/report.html  cohorts the model serves worst on the audit split,
-                                       planted-cohort recovery
+                                       planted-cohort recovery; OUT/audit/cohorts.json
+      6. mitigate OUT/mitigate/        EWC fine-tuning on the audit's strongest bottom cohort
+                                       (mapped onto the training speakers), measured on the
+                                       test speakers; before/after added to the report
     The headline numbers land in OUT/summary.md.
     """
     from fairstream.demo import DemoConfig, run_demo
@@ -76,8 +85,8 @@ def demo(out: Path, preset: str, seed: int, jobs: int, recipe: Path | None,
                      overrides=overrides, steps=steps, budget_minutes=budget_minutes,
                      nproc=nproc,
                      chunk_ms=chunk_ms, threads=threads, n_boot=n_boot, speaker_model=speaker_model,
-                     speaker_steps=speaker_steps,
-                     progress=not no_progress)
+                     speaker_steps=speaker_steps, mitigate=mitigate,
+                     mitigate_steps=mitigate_steps, progress=not no_progress)
     try:
         result = run_demo(cfg, echo=click.echo)
     except FairstreamError as e:

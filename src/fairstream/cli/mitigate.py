@@ -52,12 +52,15 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--seed", type=int, default=0, show_default=True, help="Data order and dropout seed.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Speaker-bootstrap replicates of the comparison.")
+@click.option("--report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Add the before/after section to this audit report.html (e.g. the one "
+                   "beside cohorts.json); an earlier mitigation section is replaced.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def mitigate(checkpoint: Path, corpus: Path, cohorts_path: Path, cohort: str | None, method: str,
              out: Path, steps: int, lr: float, lam: float, fisher_batches: int, oversample: int,
              general_share: float | None, eval_split: str, zip_demographics: Path | None,
              embeddings: Path | None, eval_embeddings: Path | None, seed: int, bootstrap: int,
-             no_progress: bool) -> None:
+             report: Path | None, no_progress: bool) -> None:
     """Fine-tune a recognizer for the cohort an audit found; measure before and after.
 
     \b
@@ -89,9 +92,15 @@ def mitigate(checkpoint: Path, corpus: Path, cohorts_path: Path, cohort: str | N
                                 eval_split=eval_split, zip_table=zip_demographics,
                                 embeddings=embeddings, eval_embeddings=eval_embeddings,
                                 n_boot=bootstrap, progress=not no_progress, echo=click.echo)
+        if report is not None:
+            from fairstream.mitigation.report import add_to_report, mitigation_section
+
+            add_to_report(report, mitigation_section(result, cfg))
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
     click.echo(result.comparison.markdown())
+    if report is not None:
+        click.echo(f"before/after section added to {report}")
     click.echo(f"new checkpoint {result.checkpoint}")
     click.echo(f"comparison     {out / 'comparison.md'} (.json, .png)")
 
