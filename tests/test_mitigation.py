@@ -315,6 +315,16 @@ def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_fact
                              "--report", str(report)])  # resumed: done, section replaced
     assert r.exit_code == 0, r.output
     assert report.read_text().count('id="mitigation"') == 1
+    r = runner.invoke(main, [*base, "--method", "cohort-input", "--out", str(tmp_path / "ci")])
+    assert r.exit_code == 0, r.output
+    from fairstream.mitigation.cohort_input import load_offsets
+
+    offsets, labels, name = load_offsets(tmp_path / "ci" / "cohort_input.pt")
+    assert labels == ["rest", "cohort"] and name == f"attribute:accent={accent}"
+    assert offsets.shape == (2, 80) and np.abs(offsets).sum() > 0  # trained, not left at zero
+    ci = pd.read_parquet(tmp_path / "ci" / "results_test.parquet")
+    before = pd.read_parquet(tmp_path / "before_test.parquet")
+    assert sorted(ci["utt_id"]) == sorted(before["utt_id"])
     assert "(mitigated)" in r.output
     out = json.loads((tmp_path / "ewc" / "comparison.json").read_text())
     assert out["bottom"] == accent and out["summary"]["n_speakers"] > 0
@@ -334,3 +344,36 @@ def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_fact
                              "--bootstrap", "20"])
     assert r.exit_code == 0, r.output
     assert "overall WER" in r.output
+
+
+# ------------------------------------------------------------------ cohort input
+
+def test_cohort_input_adds_its_offset_to_valid_frames_and_equals_a_cohort_cmvn() -> None:
+    from fairstream.features.fbank import Cmvn
+    from fairstream.mitigation.cohort_input import CohortInputObjective, cohort_cmvn
+    from fairstream.training.data import Batch
+
+    seen = {}
+
+    def base(model, batch):  # records what the model would see
+        seen["x"] = batch.features
+        return LossOutput(batch.features.sum(), batch.size, {})
+
+    offsets = nn.Parameter(torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]]))
+    feats = torch.zeros(2, 4, 3)
+    batch = Batch(features=feats, feature_lens=torch.tensor([4, 2]),
+                  tokens=torch.zeros(2, 1, dtype=torch.long), token_lens=torch.tensor([1, 1]),
+                  cut_ids=["u1", "u2"], speaker_ids=["rest", "member"], texts=["a", "b"])
+    out = CohortInputObjective(base, offsets, {"member": 1})(None, batch)
+    x = seen["x"]
+    assert torch.equal(x[0], torch.zeros(4, 3))  # the rest's offset starts at zero
+    assert torch.equal(x[1, :2], torch.tensor([[1.0, 2.0, 3.0]] * 2))
+    assert torch.equal(x[1, 2:], torch.zeros(2, 3))  # padding untouched
+    out.loss.backward()
+    assert torch.equal(offsets.grad[1], torch.tensor([2.0, 2.0, 2.0]))  # two valid frames
+    cmvn = Cmvn(mean=np.array([1.0, -2.0, 0.5]), std=np.array([2.0, 0.5, 1.0]))
+    raw = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    off = np.array([0.3, -1.0, 2.0], dtype=np.float32)
+    shifted = cohort_cmvn(cmvn, off)
+    np.testing.assert_allclose((raw - shifted.mean) / shifted.std,
+                               (raw - cmvn.mean) / cmvn.std + off, rtol=1e-5, atol=1e-5)

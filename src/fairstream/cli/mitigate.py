@@ -24,7 +24,8 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--cohort", default=None, metavar="METHOD=LABEL",
               help="Which cohort, e.g. attribute:accent=en-029 (default: the bottom cohort with "
                    "the strongest selection-corrected evidence across the audit's methods).")
-@click.option("--method", type=click.Choice(["ewc", "finetune", "l2sp", "oversample"]),
+@click.option("--method",
+              type=click.Choice(["ewc", "finetune", "l2sp", "oversample", "cohort-input"]),
               default="ewc", show_default=True, help="How to fine-tune (see below).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (checkpoints, results, comparison.{json,md,png}).")
@@ -72,6 +73,9 @@ def mitigate(checkpoint: Path, corpus: Path, cohorts_path: Path, cohort: str | N
       finetune    the cohort's data only (the forgetting baseline)
       l2sp        the cohort's data + λ/2 Σ (θ_i − θ*_i)²
       oversample  all training data, the cohort's cuts --oversample times per epoch
+      cohort-input  all training data, plus a learned cohort vector added to the input
+                  features (from the speaker's metadata, at test time too; stored as
+                  OUT/cohort_input.pt, applied as a per-cohort CMVN mean)
     The eval split is decoded before and after (greedy search) and compared per cohort of
     the method that found the cohort, with paired speaker-bootstrap intervals: WER, overall
     WER, mean / max / variance across cohorts, the gap, and forgetting. A killed run resumes.

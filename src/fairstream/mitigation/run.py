@@ -17,6 +17,9 @@ Steps (each written to ``OUT`` so a killed run resumes where it stopped):
      checkpoint and reused);
    * ``l2sp``: the same penalty with F ≡ 1;
    * ``oversample``: all training data, the cohort's cuts ``oversample`` times per epoch;
+   * ``cohort-input``: all training data, with a learned cohort vector added to the encoder's
+     input features (cohort vs the rest, from the speaker's metadata;
+     :mod:`fairstream.mitigation.cohort_input`), applied at test time too;
 
    ``general_share`` mixes that share of general training cuts into the cohort data of
    ``finetune``, ``ewc`` and ``l2sp``;
@@ -52,10 +55,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ewc", "finetune", "l2sp", "oversample")
+METHODS = ("ewc", "finetune", "l2sp", "oversample", "cohort-input")
 #: fewer matching training speakers than this is refused: a handful of voices is not a
 #: cohort to fine-tune on (the bootstrap and the audit's privacy minimum work in the same units)
 MIN_COHORT_SPEAKERS = 3
+#: the learned cohort-input offsets, beside the fine-tuned checkpoint
+COHORT_INPUT_FILE = "cohort_input.pt"
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class MitigationConfig:
             average pull for both).
         fisher_batches: general training batches the Fisher is estimated from.
         oversample: how many times ``oversample`` shows each cohort cut per epoch.
+        cohort_lr: learning rate of the ``cohort-input`` vectors (Adam; they start at zero).
         general_share: share of general training cuts mixed into the cohort data (``None``:
             none).
         seed: data order, augmentation and dropout seed.
@@ -84,6 +90,7 @@ class MitigationConfig:
     lam: float = 1.0
     fisher_batches: int = 30
     oversample: int = 4
+    cohort_lr: float = 0.01
     general_share: float | None = None
     seed: int = 0
     threads: int = 1
@@ -196,6 +203,44 @@ def decode_split(checkpoint: str | Path, corpus_dir: str | Path, split: str, out
     return df
 
 
+def decode_split_cohort_input(checkpoint: Path, offsets_file: Path, corpus_dir: str | Path,
+                              split: str, members: set[str], out: Path, *,
+                              progress: bool = False) -> pd.DataFrame:
+    """Greedy decode of ``split`` with the cohort input: the cohort's speakers (``members``)
+    with the cohort's offset, the others with the rest's, each as a per-cohort CMVN."""
+    from fairstream._threads import torch_threads
+    from fairstream.data.corpus import load_corpus
+    from fairstream.inference import SearchConfig, decode_cuts, load_transducer
+    from fairstream.mitigation.cohort_input import cohort_cmvn, load_offsets
+    from fairstream.results import read_results, write_results
+
+    stamp = _fingerprint_file(checkpoint) + _fingerprint_file(offsets_file)
+    if out.exists():
+        df, cfg = read_results(out)
+        if cfg.get("checkpoint_sha") == stamp:
+            return df
+    corpus = load_corpus(corpus_dir)
+    loaded = load_transducer(checkpoint)
+    offsets, _, _ = load_offsets(offsets_file)
+    cuts = corpus.cuts(split)
+    parts = []
+    with torch_threads(1):
+        for index, inside in ((1, True), (0, False)):
+            subset = cuts.filter(lambda c, inside=inside: (c.supervisions[0].speaker in members)
+                                 == inside).to_eager()
+            if len(subset) == 0:
+                continue
+            parts.append(decode_cuts(loaded.model.eval(), loaded.tokenizer,
+                                     cohort_cmvn(loaded.cmvn, offsets[index]), subset,
+                                     search=SearchConfig(method="greedy"),
+                                     speakers=corpus.speakers, split=split, progress=progress))
+    df = pd.concat(parts, ignore_index=True)
+    write_results(df, out, config={"checkpoint": str(checkpoint), "checkpoint_sha": stamp,
+                                   "cohort_input": str(offsets_file), "split": split,
+                                   "search": "greedy"})
+    return df
+
+
 def ensure_fisher(checkpoint: str | Path, corpus_dir: str | Path, n_batches: int, *,
                   progress: bool = False) -> Path:
     """The Fisher file of ``checkpoint`` (``<checkpoint>.fisher.pt``), estimated from
@@ -247,11 +292,16 @@ def ensure_fisher(checkpoint: str | Path, corpus_dir: str | Path, n_batches: int
 
 
 def fine_tune(checkpoint: str | Path, corpus_dir: str | Path, speakers: Sequence[str],
-              cfg: MitigationConfig, out_dir: Path, *, progress: bool = False) -> Path:
-    """Train from ``checkpoint`` as ``cfg`` says; returns the averaged checkpoint."""
+              cfg: MitigationConfig, out_dir: Path, *, progress: bool = False,
+              cohort_name: str = "cohort") -> Path:
+    """Train from ``checkpoint`` as ``cfg`` says; returns the averaged checkpoint (and, for
+    ``cohort-input``, writes the learned offsets to ``out_dir/cohort_input.pt``)."""
+    import torch
+
     from fairstream.inference import load_transducer
     from fairstream.mitigation.penalty import AnchorPenalty, fisher_path, load_fisher
     from fairstream.training.config import config_from_dict
+    from fairstream.training.loop import TrainHook
     from fairstream.training.transducer import train
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +310,6 @@ def fine_tune(checkpoint: str | Path, corpus_dir: str | Path, speakers: Sequence
     loaded = load_transducer(checkpoint)
     sets = [
         f"init={Path(checkpoint).resolve()}", f"data.corpus={Path(corpus_dir).resolve()}",
-        f"data.select.speakers_file={spk_file.resolve()}",
         f"schedule.max_steps={cfg.steps}", "schedule.max_epochs=100000",
         f"schedule.checkpoint_interval={max(1, cfg.steps // 4)}",
         "schedule.valid_interval=0", "schedule.valid_wer_utterances=0",
@@ -268,17 +317,36 @@ def fine_tune(checkpoint: str | Path, corpus_dir: str | Path, speakers: Sequence
         f"optim.lr={cfg.lr}", f"optim.warmup_steps={cfg.warmup_steps}",
         f"optim.decay_steps={cfg.steps}", f"seed={cfg.seed}", f"threads={cfg.threads}",
     ]
+    if cfg.method != "cohort-input":  # it trains on all data, the cohort marked by its input
+        sets.append(f"data.select.speakers_file={spk_file.resolve()}")
     if cfg.method == "oversample":
         sets.append(f"data.select.oversample={cfg.oversample}")
-    elif cfg.general_share is not None:
+    elif cfg.general_share is not None and cfg.method != "cohort-input":
         sets.append(f"data.select.general_share={cfg.general_share}")
     config = config_from_dict(loaded.config, sets)
-    hooks = []
+    hooks: list[TrainHook] = []
+    objective = None
+    offsets = None
     if cfg.method in ("ewc", "l2sp"):
         fisher = load_fisher(fisher_path(checkpoint), loaded.model) if cfg.method == "ewc" \
             else None
         hooks.append(AnchorPenalty(cfg.lam, fisher))
-    result = train(config, out_dir=out_dir, hooks=hooks, progress=progress)
+    if cfg.method == "cohort-input":
+        from torch import nn
+
+        from fairstream.mitigation.cohort_input import CohortInputHook, CohortInputObjective
+        from fairstream.training.transducer import TransducerObjective
+
+        offsets = nn.Parameter(torch.zeros(2, loaded.cmvn.mean.shape[0]))
+        objective = CohortInputObjective(TransducerObjective(), offsets,
+                                         {s: 1 for s in speakers})
+        hooks.append(CohortInputHook(offsets, cfg.cohort_lr))
+    result = train(config, out_dir=out_dir, objective=objective, hooks=hooks,
+                   progress=progress)
+    if offsets is not None:
+        from fairstream.mitigation.cohort_input import save_offsets
+
+        save_offsets(out_dir / COHORT_INPUT_FILE, offsets, ["rest", "cohort"], cohort_name)
     return Path(result.averaged_checkpoint)
 
 
@@ -323,16 +391,25 @@ def mitigate(checkpoint: str | Path, corpus_dir: str | Path, cohorts_path: str |
         echo(f"Fisher information: {fisher_path(checkpoint)}")
         ensure_fisher(checkpoint, corpus_dir, cfg.fisher_batches, progress=progress)
     echo(f"{cfg.method}: {cfg.steps} steps from {checkpoint} -> {out}")
-    new_ckpt = fine_tune(checkpoint, corpus_dir, speakers, cfg, out, progress=progress)
+    new_ckpt = fine_tune(checkpoint, corpus_dir, speakers, cfg, out, progress=progress,
+                         cohort_name=chosen.name)
     before_path = Path(before_results) if before_results else \
         out.parent / f"before_{eval_split}.parquet"
     echo(f"decoding {eval_split} before and after (greedy)")
     before = decode_split(checkpoint, corpus_dir, eval_split, before_path, progress=progress)
     after_path = out / f"results_{eval_split}.parquet"
-    after = decode_split(new_ckpt, corpus_dir, eval_split, after_path, progress=progress)
     eval_speakers = corpus.speakers[corpus.speakers["split"].astype(str) == eval_split]
+    eval_emb = _read_embeddings(eval_embeddings)
+    if cfg.method == "cohort-input":  # the cohort from the test speakers' metadata
+        inside = assign_cohort(chosen, eval_speakers.reset_index(drop=True), zip_table=ztab,
+                               embeddings=eval_emb)
+        members = set(eval_speakers.reset_index(drop=True).loc[inside, "speaker_id"].astype(str))
+        after = decode_split_cohort_input(new_ckpt, out / COHORT_INPUT_FILE, corpus_dir,
+                                          eval_split, members, after_path, progress=progress)
+    else:
+        after = decode_split(new_ckpt, corpus_dir, eval_split, after_path, progress=progress)
     labels = cohort_labels(cohorts, chosen.method, eval_speakers, zip_table=ztab,
-                           embeddings=_read_embeddings(eval_embeddings))
+                           embeddings=eval_emb)
     comparison = compare_results(before, after, labels, bottom=chosen.label, n_boot=n_boot)
     comparison.write(out)
     atomic_write_text(out / "mitigation.json", json.dumps({
