@@ -165,7 +165,44 @@ def main(argv: list[str] | None = None) -> int:
                                if not (r["method"] == method and r["seed"] == seed)] + [row]
             save(out, data)
     print(format_table(data["methods"]))
+    if data["methods"]:
+        print(f"plot: {plot_methods(data['methods'], out.with_suffix('.png'))}")
     return 0
+
+
+def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Per method and seed: the cohort's WER change, the overall change (paired 95 %
+    intervals) and the largest increase on another cohort (forgetting), in WER points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fairstream._io import atomic_path
+
+    rows = sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["seed"]))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        for key, dy, colour, name in (("bottom", 0.15, "#2b6cb0", "mitigated cohort"),
+                                      ("overall", -0.15, "#718096", "overall")):
+            x = 100 * r[f"{key}_diff"]
+            lo, hi = (100 * v for v in r[f"{key}_diff_ci"])
+            ax.errorbar(x, y + dy, xerr=[[x - lo], [hi - x]], fmt="o", color=colour,
+                        capsize=3, label=name if y == ys[0] else None)
+        ax.plot(100 * r["forgetting_max"], y, "x", color="#c53030",
+                label="forgetting (max over other cohorts)" if y == ys[0] else None)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels([f"{r['method']} s{r['seed']}" for r in rows])
+    ax.set_xlabel("WER change, after − before (points; negative is better)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Mitigation on the test speakers (paired 95 % intervals)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _pts(x: float | None) -> str:

@@ -283,10 +283,10 @@ def test_general_share_mixes_that_share_of_other_cuts(tmp_path: Path) -> None:
 
 def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_factory,
                                                 tmp_path: Path) -> None:
+    from _tiny_asr import tiny_trained_model
     from click.testing import CliRunner
 
     from fairstream.cli import main
-    from tests._tiny_asr import tiny_trained_model
 
     exp = tiny_trained_model(tiny_corpus, tmp_path_factory)
     speakers = pd.read_csv(tiny_corpus / "speakers.csv")
