@@ -92,6 +92,27 @@ def test_demo_extends_its_corpus_with_an_audit_split_and_audits_it(
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert "reusing the corpus" in again.output and "results_audit.parquet" in again.output
+    # the mitigation stage itself, on a cohort named by hand (12 audited speakers are too
+    # few for the audit to report one): EWC, the test split before and after, the audit again
+    from fairstream.data.corpus import load_corpus
+    from fairstream.demo import DemoConfig, _mitigate
+
+    gender = str(load_corpus(out / "corpus").speakers.query("split == 'train'")["gender"]
+                 .value_counts().index[0])
+    (out / "audit" / "cohorts.json").write_text(json.dumps({"version": 1, "methods": [{
+        "method": "attribute:gender", "bottom": gender, "evidence": {"p_value": 0.01},
+        "cohorts": [{"label": g, "bottom": g == gender, "wer": 0.3, "n_speakers": 6,
+                     "definition": {"kind": "attribute", "values": {"gender": g}}}
+                    for g in ("female", "male")]}]}))
+    lines: list[str] = []
+    md = _mitigate(out, load_corpus(out / "corpus"), out / "exp" / "averaged.pt",
+                   out / "audit", DemoConfig(out=out, mitigate_steps=2, n_boot=20,
+                                             progress=False), lines.append)
+    assert md is not None and f"attribute:gender={gender}" in md and "(mitigated)" in md
+    page = (out / "audit" / "report.html").read_text()
+    assert 'id="mitigation"' in page and "Audit again on the test speakers" in page
+    for tag in ("before", "after"):
+        assert (out / "mitigate" / f"audit_{tag}" / "report.html").exists()
 
 
 def test_demo_steps_is_the_stopping_rule_and_a_full_run_has_no_warning(

@@ -21,7 +21,8 @@ Stages (each is skipped when its output already exists, so a killed demo resumes
    selection-corrected evidence across methods, map its definition onto the training speakers,
    fine-tune with EWC (:mod:`fairstream.mitigation`), decode the **test** split again (speakers
    disjoint from the audited ones: the cohort is chosen on one set of speakers and measured on
-   another) and add the before/after section to ``audit/report.html``
+   another), audit the test speakers again before and after (``mitigate/audit_before``,
+   ``mitigate/audit_after``) and add the before/after section to ``audit/report.html``
    (``mitigate/comparison.{md,json,png}``).
 
 ``OUT/summary.md`` collects the numbers (the steps trained against the target among them);
@@ -427,7 +428,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
         mitigation_md = None
         if config.mitigate and audited_split != "test":
             done = _stage("mitigate", timings, echo)
-            mitigation_md = _mitigate(out, corpus_dir, checkpoint, audit_dir, config, echo)
+            mitigation_md = _mitigate(out, corpus, checkpoint, audit_dir, config, echo)
             done()
 
     summary_path = _write_summary(out, corpus.planted, by_accent, audit.methods, timings,
@@ -438,10 +439,12 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = log.info) -> Demo
                       audit_methods=audit.methods, timings=timings, training=training)
 
 
-def _mitigate(out: Path, corpus_dir: Path, checkpoint: Path, audit_dir: Path,
+def _mitigate(out: Path, corpus: Corpus, checkpoint: Path, audit_dir: Path,
               config: DemoConfig, echo: Callable[[str], None]) -> str | None:
-    """EWC on the audit's strongest bottom cohort, measured on the test split; the
-    comparison's Markdown for the summary (None when there is nothing to mitigate)."""
+    """EWC on the audit's strongest bottom cohort, measured on the test split, then the audit
+    run again on the test speakers before and after; the comparison's Markdown for the summary
+    (None when there is nothing to mitigate)."""
+    from fairstream.audit import AuditConfig, run_audit
     from fairstream.errors import InputDataError
     from fairstream.mitigation.report import add_to_report, mitigation_section
     from fairstream.mitigation.run import MitigationConfig, mitigate
@@ -449,17 +452,29 @@ def _mitigate(out: Path, corpus_dir: Path, checkpoint: Path, audit_dir: Path,
     cfg = MitigationConfig(method="ewc", steps=config.mitigate_steps, seed=config.seed,
                            threads=config.threads)
     try:
-        result = mitigate(checkpoint, corpus_dir, audit_dir / "cohorts.json", out / "mitigate",
-                          cfg, eval_split="test", n_boot=config.n_boot,
+        result = mitigate(checkpoint, corpus.root, audit_dir / "cohorts.json",
+                          out / "mitigate", cfg, eval_split="test", n_boot=config.n_boot,
                           progress=config.progress, echo=echo)
     except InputDataError as exc:  # no tested bottom cohort, or too few training speakers
         echo(f"mitigation skipped: {exc}")
         return None
-    add_to_report(audit_dir / "report.html", mitigation_section(result, cfg))
+    # audit again: the same methods on the test speakers, before and after
+    embeddings = (_speaker_embeddings(out, corpus, "test", config, echo)
+                  if config.speaker_model else None)
+    again = {}
+    for tag, results in (("before", result.before), ("after", result.after)):
+        audit = run_audit(results, corpus_dir=corpus.root, embeddings=embeddings,
+                          out_dir=out / "mitigate" / f"audit_{tag}",
+                          config=AuditConfig(n_boot=config.n_boot, seed=config.seed),
+                          progress=config.progress)
+        again[tag] = audit.methods
+    add_to_report(audit_dir / "report.html",
+                  mitigation_section(result, cfg, audit_again=(again["before"], again["after"])))
     s = result.comparison.summary
     echo(f"EWC on {result.cohort.name}: cohort WER {s['bottom_before']:.2%} -> "
          f"{s['bottom_after']:.2%}, overall {s['overall_before']:.2%} -> "
-         f"{s['overall_after']:.2%} (test speakers); before/after in "
+         f"{s['overall_after']:.2%} (test speakers); audit again: "
+         f"{out / 'mitigate' / 'audit_after' / 'report.html'}; before/after in "
          f"{audit_dir / 'report.html'}")
     return (f"EWC (λ = {cfg.lam:g}, {cfg.steps} steps) on `{result.cohort.name}` (found by "
             f"`{result.cohort.method}` on the audited speakers; {len(result.train_speakers)} "

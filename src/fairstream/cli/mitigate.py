@@ -26,7 +26,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
                    "the strongest selection-corrected evidence across the audit's methods).")
 @click.option("--method",
               type=click.Choice(["ewc", "finetune", "l2sp", "oversample", "cohort-input"]),
-              default="ewc", show_default=True, help="How to fine-tune (see below).")
+              default="ewc", show_default=True, help="How to fine-tune (see the list above).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (checkpoints, results, comparison.{json,md,png}).")
 @click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True,

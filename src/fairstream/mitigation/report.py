@@ -12,6 +12,8 @@ import base64
 import html
 from pathlib import Path
 
+import pandas as pd
+
 from fairstream._io import atomic_write_text
 from fairstream.errors import InputDataError
 from fairstream.mitigation.run import MitigationConfig, MitigationResult
@@ -30,8 +32,34 @@ def _ci(v: list[float] | None) -> str:
     return "" if not v else f" [{_pts(v[0])}, {_pts(v[1])}]"
 
 
-def mitigation_section(result: MitigationResult, cfg: MitigationConfig) -> str:
-    """The HTML fragment: what was done, the per-cohort chart and table, the summary."""
+def _audit_again(before: pd.DataFrame, after: pd.DataFrame) -> str:
+    """Methods side by side on the measured speakers, before → after."""
+    rows = []
+    b, a = before.set_index("method"), after.set_index("method")
+    for m in b.index:
+        cells = []
+        for t in (b, a):
+            if m not in t.index:
+                cells.append("—")
+                continue
+            r = t.loc[m]
+            gap = r.get("wer_gap_pct")
+            p = r.get("p_value")
+            cells.append(html.escape(str(r.get("bottom_cohort"))) + (
+                f" ({gap:+.1f} %, p = {p:.3g})" if pd.notna(gap) and pd.notna(p) else ""))
+        rows.append(f"<tr><td><code>{html.escape(str(m))}</code></td><td>{cells[0]}</td>"
+                    f"<td>{cells[1]}</td></tr>")
+    return ("<div class='tablebox'><table><caption>Audit again on the test speakers: each "
+            "method's bottom cohort (WER gap, selection-corrected p) before → after</caption>"
+            "<thead><tr><th>method</th><th>before</th><th>after</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></div>")
+
+
+def mitigation_section(result: MitigationResult, cfg: MitigationConfig,
+                       audit_again: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> str:
+    """The HTML fragment: what was done, the per-cohort chart and table, the summary, and
+    (``audit_again``: the methods tables of the audit of the measured speakers before and
+    after) the audit run again."""
     comp = result.comparison
     s = comp.summary
     c = result.cohort
@@ -84,7 +112,8 @@ def mitigation_section(result: MitigationResult, cfg: MitigationConfig) -> str:
         "<div class='tablebox'><table><caption>WER per cohort (%), test speakers</caption>"
         "<thead><tr><th>cohort</th><th class='num'>speakers</th><th class='num'>before</th>"
         "<th class='num'>after</th><th class='num'>after − before [95 % CI]</th></tr></thead>"
-        "<tbody>" + "".join(rows) + "</tbody></table></div>", _END, ""])
+        "<tbody>" + "".join(rows) + "</tbody></table></div>",
+        _audit_again(*audit_again) if audit_again is not None else "", _END, ""])
 
 
 def add_to_report(report: str | Path, section: str) -> Path:
