@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrs", default="5e-5,1.5e-4,5e-4",
                     help="peak learning rates tried on dev with finetune; the chosen one is used "
                          "by every method")
-    ap.add_argument("--lambdas", default="0.01,0.1,1,10",
+    ap.add_argument("--lambdas", default="0.01,0.1,1,10,100",
                     help="λ values tried on dev for ewc and l2sp")
     ap.add_argument("--oversample", type=int, default=4)
     ap.add_argument("--fisher-batches", type=int, default=30)
