@@ -35,6 +35,8 @@ SMALL: dict[str, dict[str, object]] = {
                  "num_layers": 2, "hidden_dim": 32, "output_dim": 24},
     "contextnet": {"channels": 16, "num_blocks": 4, "layers_per_block": 2, "se_reduction": 4,
                    "output_dim": 24},
+    "transformer": {"conv_channels": 8, "d_model": 32, "num_heads": 2, "ffn_dim": 48,
+                    "num_layers": 2, "left_context": 5, "output_dim": 24, "gated": True},
 }
 
 

@@ -90,3 +90,4 @@ from fairstream.models.encoders import conformer as _conformer  # noqa: E402, F4
 from fairstream.models.encoders import contextnet as _contextnet  # noqa: E402, F401
 from fairstream.models.encoders import convrnnt as _convrnnt  # noqa: E402, F401
 from fairstream.models.encoders import lstm as _lstm  # noqa: E402, F401
+from fairstream.models.encoders import transformer as _transformer  # noqa: E402, F401
