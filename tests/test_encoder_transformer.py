@@ -129,3 +129,26 @@ def test_bad_options_are_named() -> None:
         TransformerEncoder(FEATS, d_model=30, num_heads=4)
     with pytest.raises(InputDataError, match="target_share"):
         TransformerEncoder(FEATS, target_share=1.5)
+
+
+def test_speed_benchmark_forces_the_gate_rates_it_asks_for(tmp_path) -> None:
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "amortized_speed.py"
+    spec = importlib.util.spec_from_file_location("bench_amortized_speed", script)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_amortized_speed"] = mod
+    spec.loader.exec_module(mod)
+    out = tmp_path / "speed.json"
+    assert mod.main(["--rates", "1,0.5,0", "--batch", "2", "--seconds", "1", "--runs", "1",
+                     "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["rate"] for r in rows] == [None, 1.0, 0.5, 0.0]
+    for r in rows[1:]:
+        assert abs(r["measured_rate"] - r["rate"]) < 0.05
+    flops = [r["flops_ratio"] for r in rows[1:]]
+    assert flops[0] > flops[1] > flops[2]  # fewer gates on, fewer FLOPs
