@@ -286,37 +286,23 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         return out
 
     # ------------------------------------------------------------------ the blocks
-    def _layer(self, block: _Block, x: Tensor, kw: Tensor, vw: Tensor, valid_w: Tensor,
+    def _layer(self, block: _Block, x: Tensor, kp: Tensor, vp: Tensor, valid_w: Tensor,
                frame_valid: Tensor) -> tuple[Tensor, Tensor | None]:
-        """One block on new frames ``x`` (B, T, d) whose key/value windows are ``kw``,
-        ``vw`` (B, T, W, H, E) with ``valid_w`` (B, T, W); returns the output and the gate
-        probabilities (B, T, 2) (None ungated)."""
+        """One block on new frames ``x`` (B, T, d); ``kp``, ``vp`` (B, W - 1 + T, H, E) are
+        the keys and values of the W - 1 frames before them and of them, so the window of
+        frame t is rows t .. t + W - 1; ``valid_w`` (B, T, W) marks the frames that exist.
+        Returns the output and the gate probabilities (B, T, 2) (None ungated)."""
         b, t, d = x.shape
         gate = probs = None
         if block.arbitrator is not None:
             gate, probs = block.gates(x, self.options.gate_noise)
-        sparse = gate is not None and not self.training and self.sparse_inference
         h = block.ln_att(x)
-        if sparse:
-            assert gate is not None
-            on = (gate[..., 0] > 0) & frame_valid
-            idx = on.reshape(-1).nonzero().squeeze(1)
-            out = torch.zeros(b * t, d, dtype=x.dtype, device=x.device)
-            if len(idx):
-                out[idx] = block.attend(h.reshape(b * t, d)[idx],
-                                        kw.reshape(b * t, *kw.shape[2:])[idx],
-                                        vw.reshape(b * t, *vw.shape[2:])[idx],
-                                        valid_w.reshape(b * t, -1)[idx])
-            x = x + out.reshape(b, t, d)
-            on = (gate[..., 1] > 0) & frame_valid
-            idx = on.reshape(-1).nonzero().squeeze(1)
-            out = torch.zeros(b * t, d, dtype=x.dtype, device=x.device)
-            if len(idx):
-                out[idx] = block.ffn(block.ln_ffn(x.reshape(b * t, d)[idx]))
-            x = x + out.reshape(b, t, d)
-            return x, probs
-        att = block.attend(h.reshape(b * t, d), kw.reshape(b * t, *kw.shape[2:]),
-                           vw.reshape(b * t, *vw.shape[2:]), valid_w.reshape(b * t, -1))
+        if gate is not None and not self.training and self.sparse_inference:
+            return self._sparse(block, x, h, gate, kp, vp, valid_w, frame_valid), probs
+        w = self.window
+        kw = _windows(kp, w).reshape(b * t, w, *kp.shape[2:])
+        vw = _windows(vp, w).reshape(b * t, w, *vp.shape[2:])
+        att = block.attend(h.reshape(b * t, d), kw, vw, valid_w.reshape(b * t, -1))
         att = block.drop(att.reshape(b, t, d))
         if gate is not None:
             att = att * gate[..., :1]
@@ -325,6 +311,27 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         if gate is not None:
             f = f * gate[..., 1:]
         return x + f, probs
+
+    def _sparse(self, block: _Block, x: Tensor, h: Tensor, gate: Tensor, kp: Tensor,
+                vp: Tensor, valid_w: Tensor, frame_valid: Tensor) -> Tensor:
+        """The block with hard gates, computing only the gated-on frames' sub-blocks: their
+        queries, scores, weighted sums and output projections against the key/value rows of
+        their windows (gathered for them alone), and their feed-forward."""
+        b, t, d = x.shape
+        flat = x.reshape(b * t, d)
+        on = ((gate[..., 0] > 0) & frame_valid).reshape(-1)
+        idx = on.nonzero().squeeze(1)
+        if len(idx):
+            bi, ti = idx // t, idx % t
+            rows = ti.unsqueeze(1) + torch.arange(self.window, device=x.device)
+            att = block.attend(h.reshape(b * t, d)[idx], kp[bi.unsqueeze(1), rows],
+                               vp[bi.unsqueeze(1), rows], valid_w.reshape(b * t, -1)[idx])
+            flat = flat.index_add(0, idx, att)
+        on = ((gate[..., 1] > 0) & frame_valid).reshape(-1)
+        idx = on.nonzero().squeeze(1)
+        if len(idx):
+            flat = flat.index_add(0, idx, block.ffn(block.ln_ffn(flat[idx])))
+        return flat.reshape(b, t, d)
 
     def _window_mask(self, first_pos: Tensor, t: int, device: torch.device) -> Tensor:
         """(B, t, W): window slot w of query i holds absolute frame first_pos + i - (W-1) + w;
@@ -353,12 +360,10 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         probs: list[Tensor] = []
         hard: list[Tensor] = []
         for block in self._blocks():
-            hn = block.ln_att(h)
-            k, v = block.key_values(hn)
+            k, v = block.key_values(block.ln_att(h))
             pad = (0, 0, 0, 0, self.window - 1, 0)
-            kw, vw = _windows(F.pad(k, pad), self.window), _windows(F.pad(v, pad), self.window)
             h_in = h
-            h, p = self._layer(block, h, kw, vw, valid_w, frame_valid)
+            h, p = self._layer(block, h, F.pad(k, pad), F.pad(v, pad), valid_w, frame_valid)
             if p is not None:
                 probs.append(p)
                 assert block.arbitrator is not None
@@ -428,8 +433,7 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
             kc = torch.cat([state.keys[i], k], dim=1)  # (B, W - 1 + t, H, E)
             vc = torch.cat([state.values[i], v], dim=1)
             if t:
-                kw, vw = _windows(kc, self.window), _windows(vc, self.window)
-                h, _ = self._layer(block, h, kw, vw, valid_w, frame_valid)
+                h, _ = self._layer(block, h, kc, vc, valid_w, frame_valid)
             keys.append(take_frames(kc, lens, self.window - 1))  # the last W - 1 valid
             values.append(take_frames(vc, lens, self.window - 1))
         y = self.output_proj(self.output_norm(h))
