@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             data["methods"] = [r for r in data["methods"]
                                if not (r["method"] == method and r["seed"] == seed)] + [row]
             save(out, data)
+    print(format_selection(data["selection"]))
     print(format_table(data["methods"]))
     if data["methods"]:
         print(f"plot: {plot_methods(data['methods'], out.with_suffix('.png'))}")
@@ -207,6 +208,18 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def _pts(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def format_selection(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of the dev runs that chose the learning rate and λ."""
+    lines = ["| method | lr | λ | cohort dev WER before → after | overall dev diff | dev score |",
+             "|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        lam = "" if r.get("lam") is None else f"{r['lam']:g}"
+        lines.append(f"| {r['method']} | {r['lr']:g} | {lam} | {r['bottom_wer_before']:.2%} → "
+                     f"{r['bottom_wer_after']:.2%} | {_pts(r['overall_diff'])} | "
+                     f"{r['dev_score']:.4f} |")
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
