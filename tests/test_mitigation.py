@@ -344,6 +344,14 @@ def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_fact
                              "--bootstrap", "20"])
     assert r.exit_code == 0, r.output
     assert "overall WER" in r.output
+    # the same with the cohorts of cohorts.json mapped onto the results' speakers
+    r = runner.invoke(main, ["compare", str(tmp_path / "before_test.parquet"),
+                             str(tmp_path / "ewc" / "results_test.parquet"), "--cohorts",
+                             str(cohorts), "--cohort", f"attribute:accent={accent}",
+                             "--bootstrap", "20", "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    assert f"{accent} (mitigated)" in r.output
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["bottom"] == accent
 
 
 # ------------------------------------------------------------------ cohort input
