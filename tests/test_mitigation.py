@@ -315,6 +315,10 @@ def test_mitigate_end_to_end_on_the_tiny_corpus(tiny_corpus: Path, tmp_path_fact
                              "--report", str(report)])  # resumed: done, section replaced
     assert r.exit_code == 0, r.output
     assert report.read_text().count('id="mitigation"') == 1
+    # the same directory with other settings is refused, not silently resumed
+    r = runner.invoke(main, [*base, "--method", "ewc", "--lam", "3", "--out",
+                             str(tmp_path / "ewc")])
+    assert r.exit_code != 0 and "holds a mitigation run with other settings (config" in r.output
     r = runner.invoke(main, [*base, "--method", "cohort-input", "--out", str(tmp_path / "ci")])
     assert r.exit_code == 0, r.output
     from fairstream.mitigation.cohort_input import load_offsets

@@ -61,6 +61,8 @@ METHODS = ("ewc", "finetune", "l2sp", "oversample", "cohort-input")
 MIN_COHORT_SPEAKERS = 3
 #: the learned cohort-input offsets, beside the fine-tuned checkpoint
 COHORT_INPUT_FILE = "cohort_input.pt"
+#: what a mitigation directory is for (written first, completed at the end)
+RUN_FILE = "mitigation.json"
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,8 @@ def mitigate(checkpoint: str | Path, corpus_dir: str | Path, cohorts_path: str |
                                         embeddings=_read_embeddings(embeddings))
     echo(f"cohort {chosen.name} (found by {chosen.method}, corrected p = "
          f"{chosen.evidence.get('p_value')}): {len(speakers)} training speakers")
+    _claim(out, {"cohort": chosen.name, "method": cfg.method, "config": asdict(cfg),
+                 "checkpoint": str(Path(checkpoint).resolve()), "eval_split": eval_split})
     if cfg.method == "ewc":
         echo(f"Fisher information: {fisher_path(checkpoint)}")
         ensure_fisher(checkpoint, corpus_dir, cfg.fisher_batches, progress=progress)
@@ -412,14 +416,33 @@ def mitigate(checkpoint: str | Path, corpus_dir: str | Path, cohorts_path: str |
                            embeddings=eval_emb)
     comparison = compare_results(before, after, labels, bottom=chosen.label, n_boot=n_boot)
     comparison.write(out)
-    atomic_write_text(out / "mitigation.json", json.dumps({
+    atomic_write_text(out / RUN_FILE, json.dumps({
         "cohort": chosen.name, "method": cfg.method, "config": asdict(cfg),
-        "train_speakers": len(speakers), "checkpoint": str(new_ckpt),
-        "before": str(before_path), "after": str(after_path),
+        "checkpoint": str(Path(checkpoint).resolve()), "eval_split": eval_split,
+        "train_speakers": len(speakers), "new_checkpoint": str(new_ckpt),
+        "before": str(before_path), "after": str(after_path), "done": True,
     }, indent=1))
     return MitigationResult(cohort=chosen, train_speakers=speakers, checkpoint=new_ckpt,
                             before=before_path, after=after_path, comparison=comparison,
                             out_dir=out)
+
+
+def _claim(out: Path, run: dict[str, Any]) -> None:
+    """Record what ``out`` is for (``mitigation.json``), or refuse a directory that holds a
+    run with other settings: resuming it would finish that run, not this one."""
+    path = out / RUN_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+        diff = sorted(k for k in run if old.get(k) != run[k])
+        if diff:
+            raise InputDataError(
+                f"{out} holds a mitigation run with other settings ({', '.join(diff)} "
+                f"differ); choose another --out, or delete it to start over")
+        return
+    atomic_write_text(path, json.dumps({**run, "done": False}, indent=1))
 
 
 def summary_row(result: MitigationResult) -> dict[str, Any]:
