@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrs", default="5e-5,1.5e-4,5e-4",
                     help="peak learning rates tried on dev with finetune; the chosen one is used "
                          "by every method")
-    ap.add_argument("--lambdas", default="0.01,0.1,1,10,100",
+    ap.add_argument("--lambdas", default="0.01,0.1,1,10,100,1000",
                     help="λ values tried on dev for ewc and l2sp")
     ap.add_argument("--oversample", type=int, default=4)
     ap.add_argument("--fisher-batches", type=int, default=30)
@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                    and r.get("lr") == lr for r in data["methods"]):
                 continue
             print(f"[test] {method} seed {seed}", flush=True)
-            row = run(method, seed, lam, "test", f"{method}-seed{seed}", lr)
+            name = (f"{method}-lam{lam:g}-seed{seed}" if method in PENALIZED
+                    else f"{method}-seed{seed}")
+            row = run(method, seed, lam, "test", name, lr)
             row.pop("_summary")
             data["methods"] = [r for r in data["methods"]
                                if not (r["method"] == method and r["seed"] == seed)] + [row]
