@@ -69,6 +69,10 @@ RUN_FILE = "mitigation.json"
 class MitigationConfig:
     """How ``fairstream mitigate`` fine-tunes (the same ``steps`` for every method).
 
+    The defaults of ``lr`` and ``lam`` are what ``benchmarks/mitigation.py`` chose on the demo
+    corpus's dev split (docs/mitigation.md): lr from {5e-5, 1.5e-4, 5e-4} with ``finetune``,
+    then λ of ``ewc`` from {0.01, ..., 1000} at that lr.
+
     Attributes:
         method: one of :data:`METHODS`.
         steps: optimizer steps.
