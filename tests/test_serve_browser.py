@@ -117,6 +117,36 @@ def _aligned_correlation(sent: np.ndarray, received: np.ndarray) -> tuple[int, f
     return shift, float(corr[shift] / np.sqrt(np.dot(ref, ref) * np.dot(received, received)))
 
 
+def _golden_audio(utt: str) -> np.ndarray:
+    """The file the fake microphone plays."""
+    audio, _ = sf.read(GOLDEN / f"{utt}.wav", dtype="float32")
+    return np.asarray(audio)
+
+
+def _block_match(sent: np.ndarray, received: np.ndarray, block: int = RATE // 4) -> float:
+    """Share of the ``block``-sample pieces of ``received`` that each match some stretch of
+    the looped file (normalized correlation > 0.98, each piece aligned on its own): a buffer
+    the fake device dropped or repeated misaligns what follows it for a whole-signal
+    correlation, not for the pieces."""
+    looped = np.concatenate([sent, sent[:block]])
+    n = len(sent)
+    size = 1 << int(np.ceil(np.log2(len(looped) + block)))
+    spec = np.fft.rfft(looped, size)
+    energy = np.concatenate([[0.0], np.cumsum(looped.astype(np.float64) ** 2)])
+    window = energy[block: block + n] - energy[:n]  # energy of looped[k : k + block]
+    good = total = 0
+    for start in range(0, len(received) - block + 1, block):
+        piece = received[start: start + block].astype(np.float64)
+        norm = np.dot(piece, piece)
+        if norm < 1e-8:  # silence matches silence
+            continue
+        corr = np.fft.irfft(spec * np.conj(np.fft.rfft(piece, size)), size)[:n]
+        best = float(np.max(corr / np.sqrt(np.maximum(window, 1e-12) * norm)))
+        total += 1
+        good += best > 0.98
+    return good / total if total else 0.0
+
+
 def _offline_greedy(loaded: LoadedModel, wav: Path, reference: str) -> str:
     from lhotse import CutSet, Recording, SupervisionSegment
 
@@ -135,16 +165,21 @@ def _page_session(golden: LoadedModel, utt: str, tmp_path: Path,
     """Stream ``utt`` through the page; return what the page shows and the audio the server
     received from it.
 
-    Chromium's fake capture device sometimes drops or repeats a buffer on a busy machine, so
-    a session whose audio is not the file is run again (at most three times in all) before
-    the check fails: the check is on the microphone path we do not control, and every other
-    assertion still holds for each session."""
+    Chromium's fake capture device sometimes drops or repeats a buffer on a busy machine. So
+    the audio passes as the file when it correlates with it as a whole, or when at least 90 %
+    of its quarter-second pieces each match the file (a dropped buffer shifts what follows);
+    otherwise the session is run again (at most three times in all) before the check fails.
+    The check is on the microphone path we do not control; every other assertion holds for
+    each session, and the page is held to the offline transcript of the audio it sent."""
     for attempt in range(3):
         page, audio, corr = _one_page_session(golden, utt, tmp_path / f"try{attempt}",
                                               monkeypatch, endpoint)
-        if corr > 0.98:
+        pieces = _block_match(_golden_audio(utt), audio) if corr <= 0.98 else 1.0
+        if corr > 0.98 or pieces >= 0.9:
             break
-    assert corr > 0.98, f"the audio received is not {utt}.wav: correlation {corr:.3f}"
+    assert corr > 0.98 or pieces >= 0.9, (
+        f"the audio received is not {utt}.wav: correlation {corr:.3f}, {pieces:.0%} of its "
+        "quarter-second pieces match the file")
     return page, audio
 
 
