@@ -184,7 +184,7 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     from fairstream._io import atomic_path
 
     rows = sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["seed"]))
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     ys = list(range(len(rows)))[::-1]
     for y, r in zip(ys, rows):
         for key, dy, colour, name in (("bottom", 0.15, "#2b6cb0", "mitigated cohort"),
@@ -199,7 +199,8 @@ def plot_methods(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_yticks(ys)
     ax.set_yticklabels([f"{r['method']} s{r['seed']}" for r in rows])
     ax.set_xlabel("WER change, after − before (points; negative is better)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
+              frameon=False)
     ax.set_title("Mitigation on the test speakers (paired 95 % intervals)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
