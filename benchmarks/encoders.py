@@ -114,6 +114,7 @@ ENCODERS = {
     "convrnnt": "convrnnt_transducer",
     "conformer": "conformer_transducer",
     "contextnet": "contextnet_transducer",
+    "transformer": "transformer_transducer",
     "convrnnt-no-global": "convrnnt_no_global",
     "convrnnt-no-local": "convrnnt_no_local",
     "convrnnt-utterance-se": "convrnnt_utterance_se",
