@@ -189,65 +189,51 @@ def _fingerprint_file(path: Path) -> str:
 
 
 def decode_split(checkpoint: str | Path, corpus_dir: str | Path, split: str, out: Path, *,
+                 cohort_input: tuple[Path, set[str]] | None = None,
                  progress: bool = False) -> pd.DataFrame:
     """Greedy decode of ``split`` (offline; the streaming result is the same) into ``out``,
-    reused when ``out`` was written from the same checkpoint file."""
-    from fairstream._threads import torch_threads
-    from fairstream.data.corpus import load_corpus
-    from fairstream.inference import SearchConfig, decode_cuts, load_transducer
-    from fairstream.results import read_results, write_results
+    reused when ``out`` was written from the same files.
 
-    stamp = _fingerprint_file(Path(checkpoint))
-    if out.exists():
-        df, cfg = read_results(out)
-        if cfg.get("checkpoint_sha") == stamp:
-            return df
-    corpus = load_corpus(corpus_dir)
-    loaded = load_transducer(checkpoint)
-    with torch_threads(1):
-        df = decode_cuts(loaded.model.eval(), loaded.tokenizer, loaded.cmvn, corpus.cuts(split),
-                         search=SearchConfig(method="greedy"), speakers=corpus.speakers,
-                         split=split, progress=progress)
-    write_results(df, out, config={"checkpoint": str(checkpoint), "checkpoint_sha": stamp,
-                                   "split": split, "search": "greedy"})
-    return df
-
-
-def decode_split_cohort_input(checkpoint: Path, offsets_file: Path, corpus_dir: str | Path,
-                              split: str, members: set[str], out: Path, *,
-                              progress: bool = False) -> pd.DataFrame:
-    """Greedy decode of ``split`` with the cohort input: the cohort's speakers (``members``)
-    with the cohort's offset, the others with the rest's, each as a per-cohort CMVN."""
+    ``cohort_input`` = (``cohort_input.pt``, the cohort's speakers): decode the cohort's
+    speakers with the cohort's offset and the others with the rest's, each as a per-cohort
+    CMVN (:mod:`fairstream.mitigation.cohort_input`)."""
     from fairstream._threads import torch_threads
     from fairstream.data.corpus import load_corpus
     from fairstream.inference import SearchConfig, decode_cuts, load_transducer
     from fairstream.mitigation.cohort_input import cohort_cmvn, load_offsets
     from fairstream.results import read_results, write_results
 
-    stamp = _fingerprint_file(checkpoint) + _fingerprint_file(offsets_file)
+    stamp = _fingerprint_file(Path(checkpoint))
+    if cohort_input is not None:
+        stamp += _fingerprint_file(cohort_input[0])
     if out.exists():
         df, cfg = read_results(out)
         if cfg.get("checkpoint_sha") == stamp:
             return df
     corpus = load_corpus(corpus_dir)
     loaded = load_transducer(checkpoint)
-    offsets, _, _ = load_offsets(offsets_file)
     cuts = corpus.cuts(split)
+    groups = [(cuts, loaded.cmvn)]
+    if cohort_input is not None:
+        offsets, _, _ = load_offsets(cohort_input[0])
+        members = cohort_input[1]
+        groups = [(cuts.filter(lambda c, inside=inside: (c.supervisions[0].speaker in members)
+                               == inside).to_eager(), cohort_cmvn(loaded.cmvn, offsets[index]))
+                  for index, inside in ((1, True), (0, False))]
     parts = []
     with torch_threads(1):
-        for index, inside in ((1, True), (0, False)):
-            subset = cuts.filter(lambda c, inside=inside: (c.supervisions[0].speaker in members)
-                                 == inside).to_eager()
-            if len(subset) == 0:
-                continue
-            parts.append(decode_cuts(loaded.model.eval(), loaded.tokenizer,
-                                     cohort_cmvn(loaded.cmvn, offsets[index]), subset,
-                                     search=SearchConfig(method="greedy"),
-                                     speakers=corpus.speakers, split=split, progress=progress))
+        for subset, cmvn in groups:
+            if len(subset):
+                parts.append(decode_cuts(loaded.model.eval(), loaded.tokenizer, cmvn, subset,
+                                         search=SearchConfig(method="greedy"),
+                                         speakers=corpus.speakers, split=split,
+                                         progress=progress))
     df = pd.concat(parts, ignore_index=True)
-    write_results(df, out, config={"checkpoint": str(checkpoint), "checkpoint_sha": stamp,
-                                   "cohort_input": str(offsets_file), "split": split,
-                                   "search": "greedy"})
+    config = {"checkpoint": str(checkpoint), "checkpoint_sha": stamp, "split": split,
+              "search": "greedy"}
+    if cohort_input is not None:
+        config["cohort_input"] = str(cohort_input[0])
+    write_results(df, out, config=config)
     return df
 
 
@@ -416,8 +402,9 @@ def mitigate(checkpoint: str | Path, corpus_dir: str | Path, cohorts_path: str |
         inside = assign_cohort(chosen, eval_speakers.reset_index(drop=True), zip_table=ztab,
                                embeddings=eval_emb)
         members = set(eval_speakers.reset_index(drop=True).loc[inside, "speaker_id"].astype(str))
-        after = decode_split_cohort_input(new_ckpt, out / COHORT_INPUT_FILE, corpus_dir,
-                                          eval_split, members, after_path, progress=progress)
+        after = decode_split(new_ckpt, corpus_dir, eval_split, after_path,
+                             cohort_input=(out / COHORT_INPUT_FILE, members),
+                             progress=progress)
     else:
         after = decode_split(new_ckpt, corpus_dir, eval_split, after_path, progress=progress)
     labels = cohort_labels(cohorts, chosen.method, eval_speakers, zip_table=ztab,
