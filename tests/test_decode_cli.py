@@ -321,3 +321,65 @@ def test_search_recipe_uses_the_checkpoint_search_and_the_lm_beside_it(exp, corp
     assert meta["decode"]["search"]["lm_order"] == 3
     greedy = _invoke([*common, "--out", tmp_path / "d.parquet"])  # the default stays greedy
     assert greedy.exit_code == 0 and "search: greedy search" in greedy.stderr
+
+
+def _gated_transformer_checkpoint(exp, path):
+    """The experiment's tokenizer and features with a random gated Transformer encoder whose
+    arbitrators turn about half the sub-blocks off."""
+    import torch
+
+    from fairstream.checkpoint import load_checkpoint, save_checkpoint
+    from fairstream.models.factory import build_model, model_config_from_dict
+
+    ck = load_checkpoint(exp / "final.pt")
+    config = json.loads(json.dumps(ck.config))
+    config["model"]["encoder"] = {"name": "transformer", "kwargs": {
+        "subsampling": 4, "conv_channels": 8, "d_model": 32, "num_heads": 2, "ffn_dim": 64,
+        "num_layers": 2, "left_context": 4, "output_dim": 32, "gated": True}}
+    torch.manual_seed(3)
+    model = build_model(model_config_from_dict(config["model"]))
+    with torch.no_grad():
+        for block in model.encoder.blocks:
+            block.arbitrator[2].weight.normal_(0.0, 2.0)
+            block.arbitrator[2].bias.zero_()
+    return save_checkpoint(path, config=config, model=model.state_dict(), extra=ck.extra,
+                           kind=ck.kind)
+
+
+def test_gated_transformer_streams_and_decode_prints_its_gate_share(exp, corpus, few_cuts,
+                                                                    tmp_path):
+    import re
+
+    import numpy as np
+    import soundfile as sf
+
+    ckpt = _gated_transformer_checkpoint(exp, tmp_path / "gated.pt")
+    spk = min((corpus / "audio" / "test").iterdir())
+    wav = tmp_path / "u.wav"
+    sf.write(str(wav), np.concatenate([sf.read(str(f))[0]
+                                       for f in sorted(spk.glob("*.flac"))[:2]]), 16000)
+    offline = _invoke(["transcribe", wav, "--checkpoint", ckpt])
+    streamed = _invoke(["transcribe", wav, "--checkpoint", ckpt, "--stream", "--chunk-ms", "80"])
+    assert offline.exit_code == 0 and streamed.exit_code == 0, offline.output + streamed.output
+    final = [x for x in streamed.stdout.splitlines() if "final:" in x]
+    assert final and final[0].split("final: ", 1)[1] == offline.stdout.splitlines()[0]
+
+    res = _invoke(["decode", "--checkpoint", ckpt, "--cuts", few_cuts, "--out",
+                   tmp_path / "g.parquet", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.output.splitlines() if x.startswith("gates: "))
+    share = float(re.match(r"gates: ([\d.]+) % of the encoder-block compute ran", line)[1])
+    assert 10.0 < share < 95.0  # random arbitrators: some sub-blocks ran, some did not
+    # the same share counted directly on the encoder, utterance by utterance (no padding)
+    import torch
+    from lhotse import CutSet
+
+    from fairstream.inference import cut_fbank
+
+    loaded = load_transducer(ckpt)
+    tally = loaded.model.encoder.start_gate_tally()
+    with torch.inference_mode():
+        for cut in CutSet.from_file(few_cuts):
+            feats = torch.from_numpy(loaded.cmvn.apply(cut_fbank(cut))).unsqueeze(0)
+            loaded.model.encode(feats, torch.tensor([feats.shape[1]]))
+    assert share == pytest.approx(100 * tally.compute_share(), abs=0.05)

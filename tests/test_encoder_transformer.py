@@ -152,3 +152,40 @@ def test_speed_benchmark_forces_the_gate_rates_it_asks_for(tmp_path) -> None:
         assert abs(r["measured_rate"] - r["rate"]) < 0.05
     flops = [r["flops_ratio"] for r in rows[1:]]
     assert flops[0] > flops[1] > flops[2]  # fewer gates on, fewer FLOPs
+
+
+def test_counted_flops_of_skipping_match_the_flop_counter() -> None:
+    """The per-frame costs the compute share is made of (``frame_flops``) against
+    ``torch.utils.flop_counter`` on the real, sparse inference pass of one utterance."""
+    enc = _gated()
+    x = torch.randn(1, 57, FEATS, generator=torch.Generator().manual_seed(4))
+    lens = torch.tensor([57])
+
+    def flops() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            enc(x, lens)
+        return int(counter.get_total_flops())
+
+    tally = enc.start_gate_tally()
+    some = flops()
+    enc.gate_tally = None  # count the first pass only
+    with torch.no_grad():
+        for block in enc.blocks:
+            block.arbitrator[2].weight.zero_()
+            block.arbitrator[2].bias.fill_(5.0)  # every gate on
+    every = flops()
+    f = enc.frame_flops()
+    layers, frames = len(enc.blocks), tally.frames[0]
+    off_att = layers * frames - sum(o[0] for o in tally.on)
+    off_ffn = layers * frames - sum(o[1] for o in tally.on)
+    assert 0 < off_att < layers * frames and 0 < off_ffn < layers * frames
+    assert every - some == off_att * f["att"] + off_ffn * f["ffn"]
+    plain = TransformerEncoder(FEATS, **SMALL).eval()
+    plain.load_state_dict({k: v for k, v in enc.state_dict().items() if "arbitrator" not in k})
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        plain(x, lens)
+    assert every - int(counter.get_total_flops()) == layers * frames * f["arb"]
+    dense = layers * frames * (f["kv"] + f["att"] + f["ffn"])
+    expected = (dense + layers * frames * f["arb"] - off_att * f["att"]
+                - off_ffn * f["ffn"]) / dense
+    assert tally.compute_share() == pytest.approx(expected)

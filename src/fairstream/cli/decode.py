@@ -138,6 +138,9 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
                 progress=progress,
             )
 
+        start_tally = getattr(loaded.model.encoder, "start_gate_tally", None)
+        gated = bool(getattr(loaded.model.encoder, "gated", False))
+        tally = start_tally() if start_tally is not None and gated else None  # gate shares
         specs: list[PartSpec] = []
         if env is None:
             df = run(cuts, not no_progress)
@@ -170,6 +173,8 @@ def decode(checkpoint: Path, corpus: Path | None, split: str, cuts_path: Path | 
         shown = summary.assign(wer=(100 * summary["wer"]).round(2))
         click.echo(shown[[*by, "speakers", "utterances", "ref_words", "errors", "wer"]]
                    .to_string(index=False))
+    if tally is not None and sum(tally.frames):
+        click.echo(tally.describe())
     if skipped:
         click.echo(f"skipped {len(skipped)} utterance(s):")
         for cut_id, reason in skipped:

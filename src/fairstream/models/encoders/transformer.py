@@ -58,7 +58,12 @@ from fairstream.models.encoders.common import (
 )
 from fairstream.models.state import EncoderState
 
-__all__ = ["TransformerEncoder", "TransformerEncoderOptions", "TransformerEncoderState"]
+__all__ = [
+    "GateTally",
+    "TransformerEncoder",
+    "TransformerEncoderOptions",
+    "TransformerEncoderState",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ class TransformerEncoderOptions:
         compute_weight: λ of the compute loss (0: none).
         target_share: ``< 0``: the loss is ``λ · share``; otherwise ``λ · (share − target)²``.
         gate_noise: scale of the logistic noise on the gate logits in training.
+        arbitrator_gain: the gate logits are this times the arbitrator's output. With Adam
+            (steps of about the learning rate per parameter whatever the gradient's size) a
+            gain of g moves the gates g times faster than the rest of the network: a
+            learning-rate multiplier for the arbitrators without a second parameter group,
+            so that fine-tuning a dense model at a small learning rate can still turn gates
+            off within a few hundred steps.
     """
 
     subsampling: int = 4
@@ -96,6 +107,7 @@ class TransformerEncoderOptions:
     compute_weight: float = 0.0
     target_share: float = -1.0
     gate_noise: float = 1.0
+    arbitrator_gain: float = 10.0
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -108,6 +120,8 @@ class TransformerEncoderOptions:
             raise InputDataError(f"target_share must be <= 1, got {self.target_share}")
         if self.compute_weight < 0 or self.gate_noise < 0:
             raise InputDataError("compute_weight and gate_noise must be >= 0")
+        if self.arbitrator_gain <= 0:
+            raise InputDataError(f"arbitrator_gain must be > 0, got {self.arbitrator_gain}")
 
 
 _D = TransformerEncoderOptions()
@@ -151,7 +165,7 @@ class TransformerEncoderState(EncoderState):
 
 class _Block(nn.Module):
     def __init__(self, d: int, heads: int, ffn: int, window: int, dropout: float,
-                 gated: bool, arb_dim: int) -> None:
+                 gated: bool, arb_dim: int, gain: float = 1.0) -> None:
         super().__init__()
         self.heads, self.e, self.window = heads, d // heads, window
         self.ln_att = nn.LayerNorm(d)
@@ -163,13 +177,14 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.SiLU(), nn.Dropout(dropout),
                                  nn.Linear(ffn, d))
         self.drop = nn.Dropout(dropout)
+        self.gain = gain
         self.arbitrator = (nn.Sequential(nn.Linear(d, arb_dim), nn.ReLU(),
                                          nn.Linear(arb_dim, 2)) if gated else None)
         if self.arbitrator is not None:
             last = self.arbitrator[2]
             assert isinstance(last, nn.Linear)
             nn.init.zeros_(last.weight)
-            nn.init.constant_(last.bias, 2.0)  # start with every sub-block on (p ≈ 0.88)
+            nn.init.constant_(last.bias, 2.0 / gain)  # every sub-block on (p ≈ 0.88)
 
     def key_values(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T, d) normalized inputs -> keys, values (B, T, H, E)."""
@@ -189,19 +204,70 @@ class _Block(nn.Module):
         result: Tensor = self.o(out)
         return result
 
-    def gates(self, x: Tensor, noise: float) -> tuple[Tensor, Tensor]:
-        """Hard gates (straight-through in training) and probabilities, (..., 2) each."""
+    def gates(self, x: Tensor, noise: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Gates (hard; straight-through in training), their probabilities, and the
+        noise-free hard decisions inference would take, (..., 2) each."""
         assert self.arbitrator is not None
-        logits = self.arbitrator(x)
+        logits = self.gain * self.arbitrator(x)
+        decisions = (logits > 0).to(logits.dtype)
         if self.training:
             if noise > 0:
                 u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
                 logits = logits + noise * (torch.log(u) - torch.log1p(-u))
             p = torch.sigmoid(logits)
             hard = (p > 0.5).to(p.dtype)
-            return hard + p - p.detach(), p
-        p = torch.sigmoid(logits)
-        return (logits > 0).to(logits.dtype), p
+            return hard + p - p.detach(), p, decisions
+        return decisions, torch.sigmoid(logits), decisions
+
+
+class GateTally:
+    """Counts of the gate decisions of eval-mode passes (see
+    :meth:`TransformerEncoder.start_gate_tally`): per layer, the valid frames and those
+    whose attention / feed-forward ran.
+
+    Attributes:
+        frames: (L,) valid frames seen per layer.
+        on: (L, 2) frames whose attention (column 0) / feed-forward (column 1) ran.
+    """
+
+    def __init__(self, layers: int, flops: dict[str, int]) -> None:
+        self.frames = [0] * layers
+        self.on = [[0, 0] for _ in range(layers)]
+        self.flops = dict(flops)
+
+    def add(self, layer: int, decisions: Tensor, frame_valid: Tensor) -> None:
+        """Add one pass of ``layer``: ``decisions`` (B, T, 2), ``frame_valid`` (B, T)."""
+        m = frame_valid.unsqueeze(-1)
+        self.frames[layer] += int(frame_valid.sum())
+        counts = ((decisions > 0) & m).sum(dim=(0, 1))
+        self.on[layer][0] += int(counts[0])
+        self.on[layer][1] += int(counts[1])
+
+    def compute_share(self) -> float:
+        """Encoder-block FLOPs run (keys/values and arbitrators of every frame, the
+        sub-blocks whose gate was on) over the same blocks without gates."""
+        f = self.flops
+        frames = sum(self.frames)
+        if not frames:
+            return float("nan")
+        run = (frames * (f["kv"] + f["arb"]) + sum(o[0] for o in self.on) * f["att"]
+               + sum(o[1] for o in self.on) * f["ffn"])
+        return run / (frames * (f["kv"] + f["att"] + f["ffn"]))
+
+    def rates(self) -> tuple[float, float]:
+        """Share of frames whose attention / feed-forward ran, over all layers."""
+        frames = max(sum(self.frames), 1)
+        return (sum(o[0] for o in self.on) / frames, sum(o[1] for o in self.on) / frames)
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``gates: 41.2 % of the encoder-block compute ran
+        (attention on 55.0 % of frames, feed-forward on 30.1 %; by layer ...)``."""
+        att, ffn = self.rates()
+        layers = ", ".join(f"{100 * o[0] / max(n, 1):.0f}/{100 * o[1] / max(n, 1):.0f}"
+                           for o, n in zip(self.on, self.frames, strict=True))
+        return (f"gates: {100 * self.compute_share():.1f} % of the encoder-block compute ran "
+                f"(attention on {100 * att:.1f} % of frames, feed-forward on "
+                f"{100 * ffn:.1f} %; by layer, attention/feed-forward %: {layers})")
 
 
 def _windows(x: Tensor, width: int) -> Tensor:
@@ -238,6 +304,7 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         compute_weight: float = _D.compute_weight,
         target_share: float = _D.target_share,
         gate_noise: float = _D.gate_noise,
+        arbitrator_gain: float = _D.arbitrator_gain,
     ) -> None:
         super().__init__()
         self.options = build_options(
@@ -246,7 +313,8 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
             ffn_dim=ffn_dim, num_layers=num_layers, left_context=left_context,
             output_dim=output_dim, dropout=dropout, gated=gated,
             arbitrator_dim=arbitrator_dim, compute_weight=compute_weight,
-            target_share=target_share, gate_noise=gate_noise)
+            target_share=target_share, gate_noise=gate_noise,
+            arbitrator_gain=arbitrator_gain)
         self.input_dim = input_dim
         self.subsampling = subsampling
         self.output_dim = output_dim
@@ -260,8 +328,8 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         self.input_proj = nn.Linear(conv_channels * freq, d_model)
         self.input_norm = nn.LayerNorm(d_model)
         self.blocks = nn.ModuleList(
-            _Block(d_model, num_heads, ffn_dim, self.window, dropout, gated, arbitrator_dim)
-            for _ in range(num_layers))
+            _Block(d_model, num_heads, ffn_dim, self.window, dropout, gated, arbitrator_dim,
+                   arbitrator_gain) for _ in range(num_layers))
         self.dropout = nn.Dropout(dropout)
         self.output_norm = nn.LayerNorm(d_model)
         self.output_proj = nn.Linear(d_model, output_dim)
@@ -272,6 +340,23 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         #: in eval mode, run only the gated-on frames' sub-blocks (False: the dense
         #: computation multiplied by the hard gates; the same numbers, for comparisons)
         self.sparse_inference = True
+        #: set to a :class:`GateTally` to count the gate decisions of eval-mode passes
+        self.gate_tally: GateTally | None = None
+
+    def frame_flops(self) -> dict[str, int]:
+        """FLOPs (2 × multiply-accumulates) per encoder frame and block of each part:
+        ``att`` (query and output projections, scores and weighted sum over the window),
+        ``kv`` (keys and values, computed for every frame), ``ffn`` and ``arb`` (the
+        arbitrator, 0 ungated)."""
+        o = self.options
+        arb = 2 * (o.d_model * o.arbitrator_dim + o.arbitrator_dim * 2) if o.gated else 0
+        return {"att": self.flops_att, "kv": self.flops_kv, "ffn": self.flops_ffn,
+                "arb": arb}
+
+    def start_gate_tally(self) -> GateTally:
+        """Count the gate decisions of the eval-mode passes from now on (a fresh tally)."""
+        self.gate_tally = GateTally(len(self.blocks), self.frame_flops())
+        return self.gate_tally
 
     @property
     def gated(self) -> bool:
@@ -287,18 +372,22 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
 
     # ------------------------------------------------------------------ the blocks
     def _layer(self, block: _Block, x: Tensor, kp: Tensor, vp: Tensor, valid_w: Tensor,
-               frame_valid: Tensor) -> tuple[Tensor, Tensor | None]:
+               frame_valid: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One block on new frames ``x`` (B, T, d); ``kp``, ``vp`` (B, W - 1 + T, H, E) are
         the keys and values of the W - 1 frames before them and of them, so the window of
         frame t is rows t .. t + W - 1; ``valid_w`` (B, T, W) marks the frames that exist.
-        Returns the output and the gate probabilities (B, T, 2) (None ungated)."""
+        Returns the output, the gate probabilities and the noise-free gate decisions
+        (B, T, 2) each (None ungated)."""
         b, t, d = x.shape
-        gate = probs = None
+        gate = probs = decisions = None
         if block.arbitrator is not None:
-            gate, probs = block.gates(x, self.options.gate_noise)
+            gate, probs, decisions = block.gates(x, self.options.gate_noise)
+            if self.gate_tally is not None and not self.training:
+                self.gate_tally.add(self._blocks().index(block), decisions, frame_valid)
         h = block.ln_att(x)
         if gate is not None and not self.training and self.sparse_inference:
-            return self._sparse(block, x, h, gate, kp, vp, valid_w, frame_valid), probs
+            return (self._sparse(block, x, h, gate, kp, vp, valid_w, frame_valid), probs,
+                    decisions)
         w = self.window
         kw = _windows(kp, w).reshape(b * t, w, *kp.shape[2:])
         vw = _windows(vp, w).reshape(b * t, w, *vp.shape[2:])
@@ -310,7 +399,7 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         f = block.drop(block.ffn(block.ln_ffn(x)))
         if gate is not None:
             f = f * gate[..., 1:]
-        return x + f, probs
+        return x + f, probs, decisions
 
     def _sparse(self, block: _Block, x: Tensor, h: Tensor, gate: Tensor, kp: Tensor,
                 vp: Tensor, valid_w: Tensor, frame_valid: Tensor) -> Tensor:
@@ -362,12 +451,11 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         for block in self._blocks():
             k, v = block.key_values(block.ln_att(h))
             pad = (0, 0, 0, 0, self.window - 1, 0)
-            h_in = h
-            h, p = self._layer(block, h, F.pad(k, pad), F.pad(v, pad), valid_w, frame_valid)
-            if p is not None:
+            h, p, g = self._layer(block, h, F.pad(k, pad), F.pad(v, pad), valid_w,
+                                  frame_valid)
+            if p is not None and g is not None:
                 probs.append(p)
-                assert block.arbitrator is not None
-                hard.append((block.arbitrator(h_in) > 0).to(p.dtype))
+                hard.append(g)
         y = self.output_proj(self.output_norm(h))
         if not probs:
             return EncoderOutput(y, lens)
@@ -433,7 +521,7 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
             kc = torch.cat([state.keys[i], k], dim=1)  # (B, W - 1 + t, H, E)
             vc = torch.cat([state.values[i], v], dim=1)
             if t:
-                h, _ = self._layer(block, h, kc, vc, valid_w, frame_valid)
+                h, _, _ = self._layer(block, h, kc, vc, valid_w, frame_valid)
             keys.append(take_frames(kc, lens, self.window - 1))  # the last W - 1 valid
             values.append(take_frames(vc, lens, self.window - 1))
         y = self.output_proj(self.output_norm(h))
