@@ -352,7 +352,7 @@ def executed_flops(encoder: Any, profile: dict[str, Any]) -> np.ndarray:
     f = block_flops(encoder)
     frames = profile["frames"].astype(np.float64)
     on = profile["on"].astype(np.float64).sum(axis=1)  # N, 2 summed over layers
-    return (frames * f["layers"] * (f["kv"] + f["arb"]) + on[:, 0] * f["att"]
+    return (frames * f["layers"] * (f["kv"] + f["core"] + f["arb"]) + on[:, 0] * f["att"]
             + on[:, 1] * f["ffn"])
 
 
@@ -478,6 +478,20 @@ def encoder_batch_seconds(encoder: Any, batches: Sequence[tuple[torch.Tensor, to
     return time.perf_counter() - t0
 
 
+def frontend_batch_seconds(encoder: Any, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                           ) -> float:
+    """Wall-clock of the encoder's front end alone (subsampling convs, input projection)
+    over ``batches`` (one pass)."""
+    from fairstream.models.encoders.common import subsampling_full
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x, lens in batches:
+            h, _ = subsampling_full(encoder.convs, x, lens)
+            encoder._project(h)
+    return time.perf_counter() - t0
+
+
 def encoder_stream_seconds(encoder: Any, feats: Sequence[torch.Tensor]) -> float:
     """Wall-clock of streaming each of ``feats`` through the encoder at batch 1 in 160 ms
     chunks (one pass)."""
@@ -501,14 +515,16 @@ def timing_record(s: Settings, spec: Spec, loaded: Any, ref: Any, test: TestSet)
     stream = [torch.from_numpy(f) for f in feats[:s.stream_utterances]]
     model_enc, ref_enc = loaded.model.eval().encoder, ref.model.eval().encoder
     times: dict[str, list[float]] = {"batch": [], "batch_ref": [], "stream": [],
-                                     "stream_ref": []}
+                                     "stream_ref": [], "front": [], "front_ref": []}
     for i in range(s.runs + 1):
         b = encoder_batch_seconds(model_enc, offline)
         br = encoder_batch_seconds(ref_enc, offline)
         st = encoder_stream_seconds(model_enc, stream)
         sr = encoder_stream_seconds(ref_enc, stream)
+        fm = frontend_batch_seconds(model_enc, offline)
+        fr = frontend_batch_seconds(ref_enc, offline)
         if i:  # the first pass warms up
-            for k, v in zip(times, (b, br, st, sr), strict=True):
+            for k, v in zip(times, (b, br, st, sr, fm, fr), strict=True):
                 times[k].append(v)
     med = {k: statistics.median(v) for k, v in times.items()}
     audio_batch = sum(int(x.shape[0]) for i in range(0, 3 * s.batch)
@@ -517,6 +533,9 @@ def timing_record(s: Settings, spec: Spec, loaded: Any, ref: Any, test: TestSet)
     return {
         "wallclock_share_batch": med["batch"] / med["batch_ref"],
         "wallclock_share_stream": med["stream"] / med["stream_ref"],
+        "wallclock_share_batch_blocks": (med["batch"] - med["front"])
+        / (med["batch_ref"] - med["front_ref"]),
+        "frontend_wallclock_share_batch": med["front_ref"] / med["batch_ref"],
         "encoder_rtf_batch": med["batch"] / audio_batch,
         "encoder_rtf_batch_ungated": med["batch_ref"] / audio_batch,
         "encoder_rtf_stream": med["stream"] / audio_stream,
@@ -621,9 +640,12 @@ def assemble(s: Settings, todo: Sequence[Spec], test: TestSet) -> Record:
             "gateable_share": None,
             "frontend_flops_share": r["frontend_flops_per_frame"] / (
                 r["frontend_flops_per_frame"] + ref_dense["layers"] * (
-                    ref_dense["att"] + ref_dense["kv"] + ref_dense["ffn"])),
+                    ref_dense["att"] + ref_dense["kv"] + ref_dense["core"]
+                    + ref_dense["ffn"])),
             "wallclock_share_stream": timing.get("wallclock_share_stream"),
             "wallclock_share_batch": timing.get("wallclock_share_batch"),
+            "wallclock_share_batch_blocks": timing.get("wallclock_share_batch_blocks"),
+            "frontend_wallclock_share_batch": timing.get("frontend_wallclock_share_batch"),
             "greedy_wer": a["greedy_wer"], "greedy_wer_ci": a["greedy_wer_ci"],
             "ungated_greedy_wer": r["greedy_wer"],
             "rel_wer_increase": rel, "rel_wer_increase_ci": rel_ci,
@@ -636,7 +658,8 @@ def assemble(s: Settings, todo: Sequence[Spec], test: TestSet) -> Record:
         if spec.kind == "target":
             f = a["block_flops_per_frame"]
             gateable = a["frames"] * f["layers"] * (f["att"] + f["ffn"])
-            on_flops = a["executed_block_flops"] - a["frames"] * f["layers"] * (f["kv"] + f["arb"])
+            on_flops = a["executed_block_flops"] - a["frames"] * f["layers"] * (
+                f["kv"] + f["core"] + f["arb"])
             row = {"target_rate": spec.value, "lambda": s.weight, **row,
                    "gateable_share": on_flops / gateable}
             points.append(row)

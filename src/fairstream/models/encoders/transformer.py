@@ -192,17 +192,10 @@ class _Block(nn.Module):
         shape = (*h.shape[:-1], self.heads, self.e)
         return k.reshape(shape), v.reshape(shape)
 
-    def attend(self, h: Tensor, kw: Tensor, vw: Tensor, valid: Tensor) -> Tensor:
-        """Queries of ``h`` (N, d) against their windows ``kw``, ``vw`` (N, W, H, E) with
-        ``valid`` (N, W) -> the sub-block's output (N, d)."""
-        q = self.q(h).reshape(h.shape[0], self.heads, self.e)
-        scores = torch.einsum("nhe,nwhe->nhw", q, kw) / math.sqrt(self.e)
-        scores = scores + self.pos_bias.unsqueeze(0)
-        scores = scores.masked_fill(~valid.unsqueeze(1), float("-inf"))
-        att = torch.softmax(scores, dim=-1)
-        out = torch.einsum("nhw,nwhe->nhe", att, vw).reshape(h.shape[0], -1)
-        result: Tensor = self.o(out)
-        return result
+    def queries(self, h: Tensor) -> Tensor:
+        """(N, d) normalized inputs -> queries (N, H, E)."""
+        q: Tensor = self.q(h)
+        return q.reshape(h.shape[0], self.heads, self.e)
 
     def gates(self, x: Tensor, noise: float) -> tuple[Tensor, Tensor, Tensor]:
         """Gates (hard; straight-through in training), their probabilities, and the
@@ -244,15 +237,15 @@ class GateTally:
         self.on[layer][1] += int(counts[1])
 
     def compute_share(self) -> float:
-        """Encoder-block FLOPs run (keys/values and arbitrators of every frame, the
-        sub-blocks whose gate was on) over the same blocks without gates."""
+        """Encoder-block FLOPs run (keys/values, attention scores and arbitrators of every
+        frame, the projections whose gate was on) over the same blocks without gates."""
         f = self.flops
         frames = sum(self.frames)
         if not frames:
             return float("nan")
-        run = (frames * (f["kv"] + f["arb"]) + sum(o[0] for o in self.on) * f["att"]
+        run = (frames * (f["kv"] + f["core"] + f["arb"]) + sum(o[0] for o in self.on) * f["att"]
                + sum(o[1] for o in self.on) * f["ffn"])
-        return run / (frames * (f["kv"] + f["att"] + f["ffn"]))
+        return run / (frames * (f["kv"] + f["core"] + f["att"] + f["ffn"]))
 
     def rates(self) -> tuple[float, float]:
         """Share of frames whose attention / feed-forward ran, over all layers."""
@@ -270,10 +263,43 @@ class GateTally:
                 f"{100 * ffn:.1f} %; by layer, attention/feed-forward %: {layers})")
 
 
-def _windows(x: Tensor, width: int) -> Tensor:
-    """(B, P + T, ...) -> (B, T, W, ...): for each of the last T positions, the W positions
-    ending at it (P = W - 1 positions of history first)."""
-    return x.unfold(1, width, 1).movedim(-1, 2)
+def _banded_attention(q: Tensor, kp: Tensor, vp: Tensor, key_valid: Tensor,
+                      pos_bias: Tensor) -> Tensor:
+    """Sliding-window attention without materializing each query's window.
+
+    Query ``t`` of ``q`` (B, T, H, E) attends to rows ``t .. t + W - 1`` of ``kp``, ``vp``
+    (B, W - 1 + T, H, E) whose ``key_valid`` (B, W - 1 + T) is set, with the bias
+    ``pos_bias`` (H, W) of each offset. The queries are cut into blocks of ``S = min(W, T)``;
+    each block attends to the ``S + W - 1`` key rows it can reach (one batched matrix
+    product), the band outside each query's window masked. Keys are copied about twice
+    instead of W times; the score FLOPs are ``(S + W - 1) / W`` times the window's.
+
+    Returns:
+        (B, T, H, E).
+    """
+    b, t, h, e = q.shape
+    w = pos_bias.shape[1]
+    s = max(1, min(w, t))
+    nb = -(-t // s)
+    extra = nb * s - t
+    if extra:
+        q = F.pad(q, (0, 0, 0, 0, 0, extra))
+        kp = F.pad(kp, (0, 0, 0, 0, 0, extra))
+        vp = F.pad(vp, (0, 0, 0, 0, 0, extra))
+        key_valid = F.pad(key_valid, (0, extra), value=True)
+    span = s + w - 1
+    kb = kp.unfold(1, span, s)  # (B, nb, H, E, span)
+    vb = vp.unfold(1, span, s)
+    ok = key_valid.unfold(1, span, s)  # (B, nb, span)
+    scores = torch.einsum("bnshe,bnhel->bnhsl", q.reshape(b, nb, s, h, e), kb)
+    offset = (torch.arange(span, device=q.device).unsqueeze(0)
+              - torch.arange(s, device=q.device).unsqueeze(1))  # (s, span): w of each key
+    band = (offset >= 0) & (offset < w)
+    scores = scores / math.sqrt(e) + pos_bias[:, offset.clamp(0, w - 1)]
+    mask = band.view(1, 1, 1, s, span) & ok.view(b, nb, 1, 1, span)
+    att = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    out = torch.einsum("bnhsl,bnhel->bnshe", att, vb)
+    return out.reshape(b, nb * s, h, e)[:, :t]
 
 
 class TransformerEncoder(EncoderModule[TransformerEncoderState]):
@@ -334,8 +360,11 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         self.output_norm = nn.LayerNorm(d_model)
         self.output_proj = nn.Linear(d_model, output_dim)
         # per-frame FLOPs (2 x multiply-accumulates) of each sub-block
-        self.flops_att = 2 * (2 * d_model * d_model + 2 * self.window * d_model)
+        self.flops_att = 2 * 2 * d_model * d_model  # query and output projections
         self.flops_kv = 2 * 2 * d_model * d_model
+        # scores and weighted sum of every frame (queries of skipped frames are zeros): the
+        # banded kernel's blocks of W queries reach 2W - 1 keys
+        self.flops_core = 2 * 2 * (2 * self.window - 1) * d_model
         self.flops_ffn = 2 * 2 * d_model * ffn_dim
         #: in eval mode, run only the gated-on frames' sub-blocks (False: the dense
         #: computation multiplied by the hard gates; the same numbers, for comparisons)
@@ -350,7 +379,8 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         arbitrator, 0 ungated)."""
         o = self.options
         arb = 2 * (o.d_model * o.arbitrator_dim + o.arbitrator_dim * 2) if o.gated else 0
-        return {"att": self.flops_att, "kv": self.flops_kv, "ffn": self.flops_ffn,
+        return {"att": self.flops_att, "kv": self.flops_kv, "core": self.flops_core,
+                "ffn": self.flops_ffn,
                 "arb": arb}
 
     def start_gate_tally(self) -> GateTally:
@@ -371,13 +401,13 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         return out
 
     # ------------------------------------------------------------------ the blocks
-    def _layer(self, block: _Block, x: Tensor, kp: Tensor, vp: Tensor, valid_w: Tensor,
+    def _layer(self, block: _Block, x: Tensor, kp: Tensor, vp: Tensor, key_valid: Tensor,
                frame_valid: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One block on new frames ``x`` (B, T, d); ``kp``, ``vp`` (B, W - 1 + T, H, E) are
         the keys and values of the W - 1 frames before them and of them, so the window of
-        frame t is rows t .. t + W - 1; ``valid_w`` (B, T, W) marks the frames that exist.
-        Returns the output, the gate probabilities and the noise-free gate decisions
-        (B, T, 2) each (None ungated)."""
+        frame t is rows t .. t + W - 1; ``key_valid`` (B, W - 1 + T) marks the rows of
+        frames that exist. Returns the output, the gate probabilities and the noise-free
+        gate decisions (B, T, 2) each (None ungated)."""
         b, t, d = x.shape
         gate = probs = decisions = None
         if block.arbitrator is not None:
@@ -386,13 +416,11 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
                 self.gate_tally.add(self._blocks().index(block), decisions, frame_valid)
         h = block.ln_att(x)
         if gate is not None and not self.training and self.sparse_inference:
-            return (self._sparse(block, x, h, gate, kp, vp, valid_w, frame_valid), probs,
+            return (self._sparse(block, x, h, gate, kp, vp, key_valid, frame_valid), probs,
                     decisions)
-        w = self.window
-        kw = _windows(kp, w).reshape(b * t, w, *kp.shape[2:])
-        vw = _windows(vp, w).reshape(b * t, w, *vp.shape[2:])
-        att = block.attend(h.reshape(b * t, d), kw, vw, valid_w.reshape(b * t, -1))
-        att = block.drop(att.reshape(b, t, d))
+        q = block.queries(h.reshape(b * t, d)).reshape(b, t, self.heads, -1)
+        core = _banded_attention(q, kp, vp, key_valid, block.pos_bias)
+        att = block.drop(block.o(core.reshape(b, t, d)))
         if gate is not None:
             att = att * gate[..., :1]
         x = x + att
@@ -402,33 +430,31 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         return x + f, probs, decisions
 
     def _sparse(self, block: _Block, x: Tensor, h: Tensor, gate: Tensor, kp: Tensor,
-                vp: Tensor, valid_w: Tensor, frame_valid: Tensor) -> Tensor:
-        """The block with hard gates, computing only the gated-on frames' sub-blocks: their
-        queries, scores, weighted sums and output projections against the key/value rows of
-        their windows (gathered for them alone), and their feed-forward."""
+                vp: Tensor, key_valid: Tensor, frame_valid: Tensor) -> Tensor:
+        """The block with hard gates, running the projections only for the gated-on frames:
+        their queries and output projections (the banded scores and weighted sums run for
+        every frame, a skipped frame's query being zeros) and their feed-forward."""
         b, t, d = x.shape
         flat = x.reshape(b * t, d)
         on = ((gate[..., 0] > 0) & frame_valid).reshape(-1)
         idx = on.nonzero().squeeze(1)
         if len(idx):
-            bi, ti = idx // t, idx % t
-            rows = ti.unsqueeze(1) + torch.arange(self.window, device=x.device)
-            att = block.attend(h.reshape(b * t, d)[idx], kp[bi.unsqueeze(1), rows],
-                               vp[bi.unsqueeze(1), rows], valid_w.reshape(b * t, -1)[idx])
-            flat = flat.index_add(0, idx, att)
+            q = h.new_zeros(b * t, self.heads, d // self.heads)
+            q[idx] = block.queries(h.reshape(b * t, d)[idx])
+            core = _banded_attention(q.reshape(b, t, self.heads, -1), kp, vp, key_valid,
+                                     block.pos_bias).reshape(b * t, d)
+            flat = flat.index_add(0, idx, block.o(core[idx]))
         on = ((gate[..., 1] > 0) & frame_valid).reshape(-1)
         idx = on.nonzero().squeeze(1)
         if len(idx):
             flat = flat.index_add(0, idx, block.ffn(block.ln_ffn(flat[idx])))
         return flat.reshape(b, t, d)
 
-    def _window_mask(self, first_pos: Tensor, t: int, device: torch.device) -> Tensor:
-        """(B, t, W): window slot w of query i holds absolute frame first_pos + i - (W-1) + w;
-        valid when that frame exists (>= 0)."""
-        w = self.window
-        pos = (first_pos.view(-1, 1, 1) + torch.arange(t, device=device).view(1, -1, 1)
-               - (w - 1) + torch.arange(w, device=device).view(1, 1, -1))
-        return pos >= 0
+    def _key_valid(self, first_pos: Tensor, t: int, device: torch.device) -> Tensor:
+        """(B, W - 1 + t): key row r holds absolute frame first_pos - (W - 1) + r; valid
+        when that frame exists (>= 0)."""
+        rows = torch.arange(self.window - 1 + t, device=device).unsqueeze(0)
+        return first_pos.view(-1, 1) - (self.window - 1) + rows >= 0
 
     # ------------------------------------------------------------------ full pass
     def forward(self, x: Tensor, x_lens: Tensor) -> EncoderOutput:
@@ -444,14 +470,14 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         h = self._project(h)
         b, t, _ = h.shape
         frame_valid = torch.arange(t, device=h.device).unsqueeze(0) < lens.unsqueeze(1)
-        valid_w = self._window_mask(torch.zeros(b, dtype=torch.long, device=h.device), t,
+        key_valid = self._key_valid(torch.zeros(b, dtype=torch.long, device=h.device), t,
                                     h.device)
         probs: list[Tensor] = []
         hard: list[Tensor] = []
         for block in self._blocks():
             k, v = block.key_values(block.ln_att(h))
             pad = (0, 0, 0, 0, self.window - 1, 0)
-            h, p, g = self._layer(block, h, F.pad(k, pad), F.pad(v, pad), valid_w,
+            h, p, g = self._layer(block, h, F.pad(k, pad), F.pad(v, pad), key_valid,
                                   frame_valid)
             if p is not None and g is not None:
                 probs.append(p)
@@ -514,14 +540,14 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
         h = self._project(h)
         b, t, _ = h.shape
         frame_valid = torch.arange(t, device=h.device).unsqueeze(0) < lens.unsqueeze(1)
-        valid_w = self._window_mask(state.frames_out, t, h.device)
+        key_valid = self._key_valid(state.frames_out, t, h.device)
         keys, values = [], []
         for i, block in enumerate(self._blocks()):
             k, v = block.key_values(block.ln_att(h))
             kc = torch.cat([state.keys[i], k], dim=1)  # (B, W - 1 + t, H, E)
             vc = torch.cat([state.values[i], v], dim=1)
             if t:
-                h, _, _ = self._layer(block, h, kc, vc, valid_w, frame_valid)
+                h, _, _ = self._layer(block, h, kc, vc, key_valid, frame_valid)
             keys.append(take_frames(kc, lens, self.window - 1))  # the last W - 1 valid
             values.append(take_frames(vc, lens, self.window - 1))
         y = self.output_proj(self.output_norm(h))
