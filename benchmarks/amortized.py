@@ -233,9 +233,11 @@ class TestSet:
     meta: pd.DataFrame  # utt_id, speaker_id, accent, noise_type, telephone, snr_db
 
 
-def load_test(corpus_dir: Path, limit: int | None = None) -> TestSet:
+def load_test(corpus_dir: Path, limit: int | None = None, cache: Path | None = None
+              ) -> TestSet:
+    """The test split (its first ``limit`` cuts in id order) with its raw fbank (cached in
+    ``cache``)."""
     from fairstream.data.corpus import load_corpus
-    from fairstream.inference import cut_fbank
 
     corpus = load_corpus(corpus_dir)
     cuts = sorted(corpus.cuts("test"), key=lambda c: c.id)[:limit]
@@ -247,8 +249,25 @@ def load_test(corpus_dir: Path, limit: int | None = None) -> TestSet:
                      "accent": custom.get("accent"), "noise_type": custom.get("noise_type"),
                      "telephone": bool(custom.get("telephone")),
                      "snr_db": custom.get("snr_db")})
+    return TestSet(cuts, _fbank(cuts, cache), pd.DataFrame(rows))
+
+
+def _fbank(cuts: Sequence[Any], cache: Path | None) -> list[np.ndarray]:  # Any: lhotse cuts
+    """The raw fbank of ``cuts``, read from ``cache`` (an ``.npz`` keyed by cut id) when it
+    holds them all, else computed and written there."""
+    from fairstream.inference import cut_fbank
+
+    if cache is not None and cache.is_file():
+        with np.load(cache) as stored:
+            if all(c.id in stored for c in cuts):
+                return [stored[c.id] for c in cuts]
     log.info("computing the fbank of %d test utterances", len(cuts))
-    return TestSet(cuts, [cut_fbank(c) for c in cuts], pd.DataFrame(rows))
+    feats = [cut_fbank(c) for c in cuts]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{c.id: f for c, f in zip(cuts, feats, strict=True)})
+    return feats
 
 
 def block_flops(encoder: Any) -> dict[str, float]:  # Any: a TransformerEncoder
@@ -294,16 +313,23 @@ def _pad(feats: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, lens
 
 
-def gate_profile(loaded: Any, test: TestSet) -> dict[str, Any]:  # Any: LoadedModel
-    """Hard gate decisions of every test frame (eval mode, as inference runs them).
+def decode_and_profile(loaded: Any, test: TestSet) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Greedy search (no LM, up to 3 tokens a frame) over the test split, with the hard gate
+    decisions of every frame taken from the same encoder pass (eval mode, as inference runs
+    them).
 
     Returns:
-        ``frames`` (N,) encoder frames per utterance; ``on`` (N, L, 2) frames per utterance,
-        layer and sub-block (attention, feed-forward) whose gate is on (all frames
-        ungated); ``blank`` and ``frame_on`` (per encoder frame over the whole split: the
-        CTC head's blank posterior and the mean on-rate over layers of each sub-block), or
-        None without a CTC head.
+        The per-utterance table (utt_id, speaker_id, n_ref_words, greedy errors, ref, hyp) in
+        test order, and the profile: ``frames`` (N,) encoder frames per utterance; ``on``
+        (N, L, 2) frames per utterance, layer and sub-block (attention, feed-forward) whose
+        gate is on (all frames ungated); ``blank`` and ``frame_on`` (per encoder frame over
+        the split: the CTC head's blank posterior and the mean on-rate over layers of each
+        sub-block), or None without a CTC head.
     """
+    from fairstream.data.text import normalize
+    from fairstream.decoding.greedy import greedy_search
+    from fairstream.metrics.wer import score_pairs
+
     model = loaded.model.eval()
     enc = model.encoder
     layers = len(enc.blocks)
@@ -311,6 +337,7 @@ def gate_profile(loaded: Any, test: TestSet) -> dict[str, Any]:  # Any: LoadedMo
     n = len(feats)
     frames = np.zeros(n, dtype=np.int64)
     on = np.zeros((n, layers, 2), dtype=np.int64)
+    hyps = [""] * n
     blank_all: list[np.ndarray] = []
     frame_on_all: list[np.ndarray] = []
     captured: dict[int, torch.Tensor] = {}
@@ -324,6 +351,9 @@ def gate_profile(loaded: Any, test: TestSet) -> dict[str, Any]:  # Any: LoadedMo
             for idx in _batches(n, [f.shape[0] for f in feats], 6000):
                 x, lens = _pad([feats[i] for i in idx])
                 y, y_lens = model.encode(x, lens)
+                for j, h in zip(idx, greedy_search(model, y, y_lens, max_symbols_per_frame=3),
+                                strict=True):
+                    hyps[j] = loaded.tokenizer.decode(list(h.tokens))
                 valid = (torch.arange(y.shape[1]).unsqueeze(0) < y_lens.unsqueeze(1))
                 if enc.gated:
                     g = torch.stack([captured[i] for i in range(layers)], dim=1)  # B,L,T,2
@@ -339,11 +369,20 @@ def gate_profile(loaded: Any, test: TestSet) -> dict[str, Any]:  # Any: LoadedMo
                     blank_all.append(post[valid].numpy())
                     frame_on_all.append(rate[valid].numpy())
     finally:
-        for h in hooks:
-            h.remove()
-    return {"frames": frames, "on": on,
-            "blank": np.concatenate(blank_all) if blank_all else None,
-            "frame_on": np.concatenate(frame_on_all) if frame_on_all else None}
+        for hook in hooks:
+            hook.remove()
+    refs = [normalize(c.supervisions[0].text or "") for c in test.cuts]
+    hyp_texts = [normalize(h) for h in hyps]
+    counts = score_pairs(refs, hyp_texts, normalized=True)
+    df = pd.DataFrame({
+        "utt_id": test.meta["utt_id"], "speaker_id": test.meta["speaker_id"],
+        "n_ref_words": [c.ref_words for c in counts],
+        "greedy": [c.substitutions + c.deletions + c.insertions for c in counts],
+        "ref": refs, "hyp": hyp_texts})
+    profile = {"frames": frames, "on": on,
+               "blank": np.concatenate(blank_all) if blank_all else None,
+               "frame_on": np.concatenate(frame_on_all) if frame_on_all else None}
+    return df, profile
 
 
 def executed_flops(encoder: Any, profile: dict[str, Any]) -> np.ndarray:
@@ -390,19 +429,6 @@ def relative_increase(df: pd.DataFrame, ref: pd.DataFrame, n_boot: int
     return float((x[0].sum() - x[1].sum()) / x[1].sum()), [float(lo), float(hi)]
 
 
-def decode_greedy(loaded: Any, test: TestSet, progress: bool) -> pd.DataFrame:
-    """Greedy search (no LM) over the test split: utt_id, speaker_id, n_ref_words, greedy
-    (errors), hyp."""
-    from fairstream.inference import SearchConfig, decode_cuts
-
-    df = decode_cuts(loaded.model.eval(), loaded.tokenizer, loaded.cmvn, test.cuts,
-                     search=SearchConfig(method="greedy"), progress=progress)
-    out = df[["utt_id", "speaker_id", "n_ref_words"]].copy()
-    out["greedy"] = df["sub"] + df["del"] + df["ins"]
-    out["hyp"] = df["hyp"].fillna("")
-    return out.set_index("utt_id").loc[test.meta["utt_id"]].reset_index()
-
-
 def accuracy_record(s: Settings, spec: Spec, loaded: Any, test: TestSet) -> Record:
     """Everything about one model that does not need a clock (cached in its run directory
     as ``amortized_accuracy.json`` with its per-utterance table)."""
@@ -412,8 +438,7 @@ def accuracy_record(s: Settings, spec: Spec, loaded: Any, test: TestSet) -> Reco
     if cache.is_file() and table.is_file():
         return dict(json.loads(cache.read_text()))
     log.info("decoding the test split and profiling the gates: %s", spec.run_dir_name)
-    df = decode_greedy(loaded, test, s.progress)
-    prof = gate_profile(loaded, test)
+    df, prof = decode_and_profile(loaded, test)
     enc = loaded.model.encoder
     df["frames"] = prof["frames"]
     df["flops"] = executed_flops(enc, prof)
@@ -690,8 +715,11 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}"
 
 
-def _ci(ci: Sequence[float] | None) -> str:
-    return "" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+def _ci(ci: Sequence[float] | None, signed: bool = True) -> str:
+    if not ci:
+        return ""
+    fmt = "+.1f" if signed else ".1f"
+    return f" [{100 * ci[0]:{fmt}}, {100 * ci[1]:{fmt}}]"
 
 
 def format_table(doc: Record) -> str:
@@ -701,14 +729,14 @@ def format_table(doc: Record) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in doc["reference"]:
         lines.append(f"| ungated | {r['seed']} | 100 | 100 | 100 / 100 | "
-                     f"{_pct(r['greedy_wer'], 2)}{_ci(r['greedy_wer_ci'])} | 0 |")
+                     f"{_pct(r['greedy_wer'], 2)}{_ci(r['greedy_wer_ci'], False)} | 0 |")
     for r in [*doc["points"], *doc["baselines"]]:
         name = r.get("name") or f"target {r['target_rate']:g}"
         lines.append(
             f"| {name} | {r['seed']} | {_pct(r['compute_share'])} | "
             f"{_pct(r.get('gateable_share'))} | {_pct(r['wallclock_share_batch'])} / "
             f"{_pct(r['wallclock_share_stream'])} | {_pct(r['greedy_wer'], 2)}"
-            f"{_ci(r['greedy_wer_ci'])} | {_pct(r['rel_wer_increase'])}"
+            f"{_ci(r['greedy_wer_ci'], False)} | {_pct(r['rel_wer_increase'])}"
             f"{_ci(r['rel_wer_increase_ci'])} |")
     return "\n".join(lines)
 
@@ -722,7 +750,7 @@ def format_groups(doc: Record, by: Sequence[str] = ("planted", "noise_type", "te
     keys = sorted({(g["name"], g["by"], g["value"]) for g in rows})
     for name, col, value in keys:
         sel = [g for g in rows if (g["name"], g["by"], g["value"]) == (name, col, value)]
-        share = " / ".join(f"{_pct(g['compute_share'])}{_ci(g['compute_share_ci'])}"
+        share = " / ".join(f"{_pct(g['compute_share'])}{_ci(g['compute_share_ci'], False)}"
                            for g in sel)
         cost = " / ".join(f"{100 * g['wer_cost']:+.2f}{_ci(g['wer_cost_ci'])}" for g in sel)
         lines.append(f"| {name} | {col} | {value} | {share} | {cost} |")
@@ -851,7 +879,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if a.measure_only:
             todo = [t for t in todo if (s.workdir / t.run_dir_name / "averaged.pt").is_file()
                     and _finished_steps(s.workdir / t.run_dir_name) is not None]
-        doc = assemble(s, todo, load_test(s.corpus, s.max_utterances))
+        doc = assemble(s, todo, load_test(s.corpus, s.max_utterances,
+                                          s.workdir / "test_fbank.npz"))
     atomic_write_text(s.out, json.dumps(doc, indent=1) + "\n")
     print(format_table(doc))
     print()
