@@ -424,3 +424,39 @@ def test_forward_never_materializes_logits_sized_tensors(monkeypatch):
     with _StorageRecorder() as rec:
         loss.backward()
     assert rec.large(full // 3, logits) == [full]  # the gradient, and nothing else that size
+
+
+@pytest.mark.parametrize(("seed", "B", "T", "U", "V", "blank", "t_lens", "u_lens"), CASES)
+def test_label_bias_matches_the_autograd_reference_of_the_biased_lattice(
+        seed, B, T, U, V, blank, t_lens, u_lens):
+    """The bias is added to log p(y_{u+1} | t, u) before the recursions; the gradient with
+    respect to the logits is autograd's through the biased log-probabilities."""
+    logits, targets, tl, ul = make_case(seed, B, T, U, V, blank=blank, t_lens=t_lens, u_lens=u_lens)
+    bias = -torch.rand(B, T, U, generator=torch.Generator().manual_seed(seed + 100),
+                       dtype=torch.float64) * 3
+
+    def reference(x):
+        lp = x.log_softmax(-1)
+        index = targets.clamp_min(0).unsqueeze(1).unsqueeze(-1).expand(-1, T, -1, -1)
+        extra = torch.zeros_like(lp)
+        inside = (torch.arange(U).unsqueeze(0) < ul.unsqueeze(1)).unsqueeze(1)  # (B, 1, U)
+        extra[:, :, :-1].scatter_(3, index, (bias * inside).unsqueeze(-1))
+        return reference_nll_from_log_probs(lp + extra, targets, tl, ul, blank)
+
+    ours, g_ours = grad_of(
+        lambda x: rnnt_loss(x, targets, tl, ul, blank=blank, reduction="none",
+                            label_bias=bias), logits)
+    ref, g_ref = grad_of(reference, logits)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-10)
+    if U:
+        plain = rnnt_loss(logits, targets, tl, ul, blank=blank, reduction="none")
+        assert bool((ours >= plain - 1e-12).all())  # a negative bias only lowers P
+
+
+def test_label_bias_of_the_wrong_shape_or_not_finite_is_named():
+    logits, targets, tl, ul = make_case(0, 2, 4, 3, 5)
+    with pytest.raises(ValueError, match=r"label_bias must be \(B, T, U\) = \(2, 4, 3\)"):
+        rnnt_loss(logits, targets, tl, ul, label_bias=torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="non-finite"):
+        rnnt_loss(logits, targets, tl, ul, label_bias=torch.full((2, 4, 3), float("nan")))

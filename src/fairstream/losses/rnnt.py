@@ -42,6 +42,14 @@ log-softmax. Concretely ``A_label`` is replaced by ``(1 + λ)·A_label`` in both
 formula above. The returned loss value is always the plain negative log-likelihood (so logged
 numbers stay comparable across λ); other implementations (NeMo, warprnnt-numba) report
 ``(1 + λ)·NLL`` instead, with the same gradient.
+
+A label bias (``label_bias``, a constant (B, T, U) tensor) is added to the next-label
+log-probabilities of the lattice before the recursions: the loss becomes ``-log P̃`` of the
+biased lattice and the gradient is the same "softmax minus occupancy" with the biased
+occupancies (the bias does not depend on the logits, so ``d(label_lp + bias)/dz`` is
+unchanged). A negative bias that grows with the frame makes late emissions of chosen labels
+costly: the end-of-turn latency penalty of the multi-talker transducer
+(:mod:`fairstream.multitalker`) is one.
 """
 
 from __future__ import annotations
@@ -77,6 +85,7 @@ def rnnt_loss(
     reduction: Reduction = "mean",
     fastemit_lambda: float = 0.0,
     clamp: float | None = None,
+    label_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """RNN-T negative log-likelihood of the targets given un-normalized joiner outputs.
 
@@ -94,6 +103,9 @@ def rnnt_loss(
             changed.
         clamp: if given (> 0), every element of each utterance's gradient with respect to the
             logits is clipped to ``[-clamp, clamp]`` before the reduction weights are applied.
+        label_bias: optional (B, T, U) finite constant added to the log-probability of
+            emitting target ``u`` at frame ``t`` (see the module docstring); not
+            differentiated.
 
     Returns:
         A scalar for ``"mean"`` and ``"sum"``, a (B,) tensor for ``"none"``, in the dtype of
@@ -104,6 +116,15 @@ def rnnt_loss(
         InputDataError: (a ``ValueError``) naming the first problem found in the arguments.
     """
     _validate(logits, targets, logit_lens, target_lens, blank, reduction, fastemit_lambda, clamp)
+    if label_bias is not None:
+        expected = (logits.shape[0], logits.shape[1], logits.shape[2] - 1)
+        if not isinstance(label_bias, torch.Tensor) or tuple(label_bias.shape) != expected:
+            got = (tuple(label_bias.shape) if isinstance(label_bias, torch.Tensor)
+                   else type(label_bias).__name__)
+            raise InputDataError(f"label_bias must be (B, T, U) = {expected}, got {got}")
+        if not bool(torch.isfinite(label_bias).all()):
+            raise InputDataError("label_bias has non-finite values")
+        label_bias = label_bias.detach().to(device=logits.device, dtype=torch.float64)
     return _apply_rnnt_loss(
         logits,
         targets.to(device=logits.device, dtype=torch.int64),
@@ -113,6 +134,7 @@ def rnnt_loss(
         reduction,
         float(fastemit_lambda),
         None if clamp is None else float(clamp),
+        label_bias,
     )
 
 
@@ -373,6 +395,7 @@ class _RNNTLossFunction(torch.autograd.Function):
         reduction: str,
         fastemit_lambda: float,
         clamp: float | None,
+        label_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch, max_t, max_u1, _ = logits.shape
         t_list = logit_lens.tolist()
@@ -390,7 +413,10 @@ class _RNNTLossFunction(torch.autograd.Function):
         has_label[:, :, -1] = False
         zero = torch.zeros((), dtype=torch.float64, device=logits.device)
         blank_lp = torch.where(valid, blank_lp.to(torch.float64), zero)
-        label_lp = torch.where(has_label, label_lp.to(torch.float64), zero)
+        label_lp = label_lp.to(torch.float64)
+        if label_bias is not None:
+            label_lp[:, :, :-1] += label_bias
+        label_lp = torch.where(has_label, label_lp, zero)
         alpha = _alpha(blank_lp, label_lp)
         rows = torch.arange(batch, device=logits.device)
         last_t = logit_lens - 1
@@ -415,7 +441,7 @@ class _RNNTLossFunction(torch.autograd.Function):
     def backward(
         ctx: Any, grad_out: torch.Tensor  # Any: autograd's context object, as in forward
     ) -> tuple[torch.Tensor | None, ...]:
-        nones = (None,) * 7
+        nones = (None,) * 8
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
         (
@@ -478,6 +504,7 @@ _Tensor = torch.Tensor
 #: :meth:`_RNNTLossFunction.apply` with the signature of its ``forward`` (without ``ctx``):
 #: autograd declares ``Function.apply`` untyped.
 _apply_rnnt_loss = cast(
-    Callable[[_Tensor, _Tensor, _Tensor, _Tensor, int, str, float, float | None], _Tensor],
+    Callable[[_Tensor, _Tensor, _Tensor, _Tensor, int, str, float, float | None,
+              _Tensor | None], _Tensor],
     _RNNTLossFunction.apply,
 )
