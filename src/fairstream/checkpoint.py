@@ -59,7 +59,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "fairstream-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Values of the ``kind`` field: what model a checkpoint holds.
-CHECKPOINT_KINDS = ("transducer", "speaker")
+CHECKPOINT_KINDS = ("transducer", "speaker", "multitalker")
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 

@@ -30,6 +30,7 @@ _COMMANDS: dict[str, str] = {
     "export": "fairstream.cli.export:export",
     "serve": "fairstream.cli.serve:serve",
     "client": "fairstream.cli.client:client",
+    "mt": "fairstream.cli.mt:mt",
 }
 
 _HELP = {
@@ -46,6 +47,7 @@ _HELP = {
     "export": "Export a checkpoint to ONNX for sherpa-onnx and onnxruntime.",
     "serve": "Serve streaming recognition over WebSockets.",
     "client": "Stream a WAV file to a recognition server.",
+    "mt": "Multi-talker recognition: train, decode and score mixed sessions.",
 }
 
 

@@ -1,0 +1,122 @@
+"""Decoding sessions into SegLST turns and scoring them (``fairstream mt decode|score``).
+
+**Decoding.** Each session's audio goes through the model whole (offline) or in chunks of
+``chunk_ms`` (:class:`~fairstream.multitalker.model.MultiTalkerStream`, the same result);
+every channel's tokens are cut into turns at ``<sot>``/``<eot>``
+(:func:`~fairstream.multitalker.model.turns_of`) and written as SegLST with the channel as
+the speaker (``ch0``, ``ch1``) and the end of the ``<eot>`` frame as the turn's end time; a
+session without any recognized turn gets one empty segment (``ch0``, no words).
+
+**Scores** (all fractions):
+
+* ``cpwer`` and ``orc_wer`` (:mod:`fairstream.metrics.multitalker`): ORC-WER is the metric
+  of separation systems (a turn may go to either channel); cpWER charges a talker moving
+  between channels.
+* ``turn_count_acc``: share of sessions whose number of hypothesis turns equals the
+  reference's.
+* ``eot_latency_ms_p50`` / ``_p90``: over sessions with the right turn count, reference and
+  hypothesis turns paired in order of end time, the hypothesis end (the ``<eot>`` emission)
+  minus the reference end, in milliseconds; negative when the model closes a turn early.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fairstream.errors import InputDataError
+from fairstream.metrics.multitalker import Segment, cp_wer, orc_wer
+from fairstream.multitalker.model import MultiTalkerStream, turns_of
+
+__all__ = ["decode_sessions", "score_sessions"]
+
+
+def decode_sessions(loaded: Any, sessions: Sequence[Any], *, streaming: bool = False,
+                    chunk_ms: int = 160, progress: bool = False) -> list[Segment]:
+    """SegLST hypothesis turns of ``sessions`` (``Session`` objects) by a
+    ``LoadedMultiTalker``."""
+    from tqdm.auto import tqdm
+
+    from fairstream.multitalker.train import session_features
+
+    model = loaded.model.eval()
+    out: list[Segment] = []
+    chunk = max(1, chunk_ms // 10)
+    for s in tqdm(sessions, desc="sessions", disable=not progress):
+        x = torch.from_numpy(session_features(s, loaded.cmvn)).unsqueeze(0)
+        n = x.shape[1]
+        if streaming:
+            stream = MultiTalkerStream(model, 1)
+            for start in range(0, n, chunk):
+                piece = x[:, start:start + chunk]
+                stream.push(piece, torch.tensor([piece.shape[1]]), final=start + chunk >= n)
+            hyps = stream.hypotheses()[0]
+        else:
+            hyps = model.decode(x, torch.tensor([n]))[0]
+        turns = []
+        for c, h in enumerate(hyps):
+            turns += turns_of(h, s.session_id, c, sot_id=model.sot_id, eot_id=model.eot_id,
+                              decode=loaded.tokenizer.decode, frame_s=model.frame_s)
+        # a session where nothing was recognized still gets an (empty) entry, so scorers
+        # (meeteval among them) see that it was decoded
+        out += turns or [Segment(s.session_id, "ch0", 0.0, 0.0, "")]
+    return out
+
+
+def score_sessions(reference: Sequence[Segment], hypothesis: Sequence[Segment], *,
+                   on_error: str = "raise") -> dict[str, Any]:  # Any: JSON data
+    """The scores of the module docstring, and per-session rows.
+
+    Args:
+        on_error: ``raise`` on a hypothesis for a session the reference lacks; ``skip``
+            leaves it out and lists it under ``excluded``.
+
+    Raises:
+        InputDataError: an unknown hypothesis session (named) with ``on_error="raise"``.
+    """
+    ref_ids = {s.session_id for s in reference}
+    unknown = sorted({s.session_id for s in hypothesis} - ref_ids)
+    if unknown and on_error != "skip":
+        raise InputDataError(f"hypothesis for session(s) the reference does not have: "
+                             f"{', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''} "
+                             f"({len(unknown)} in all; --on-error skip leaves them out)")
+    hyp = [s for s in hypothesis if s.session_id in ref_ids]
+    cp, orc = cp_wer(reference, hyp), orc_wer(reference, hyp)
+    by_ref: dict[str, list[Segment]] = defaultdict(list)
+    by_hyp: dict[str, list[Segment]] = defaultdict(list)
+    for s in reference:
+        by_ref[s.session_id].append(s)
+    for s in hyp:
+        if s.words.strip():  # an empty segment marks a decoded session, not a turn
+            by_hyp[s.session_id].append(s)
+    rows, latencies = [], []
+    right = 0
+    for sid in sorted(by_ref):
+        r, h = by_ref[sid], by_hyp.get(sid, [])
+        ok = len(r) == len(h)
+        right += ok
+        lat = []
+        if ok:
+            for a, b in zip(sorted(r, key=lambda s: s.end_time),
+                            sorted(h, key=lambda s: s.end_time), strict=True):
+                lat.append(1000.0 * (b.end_time - a.end_time))
+            latencies += lat
+        rows.append({"session_id": sid, "ref_turns": len(r), "hyp_turns": len(h),
+                     "ref_speakers": len({s.speaker for s in r}),
+                     "cp_errors": cp.sessions[sid][0], "orc_errors": orc.sessions[sid][0],
+                     "ref_words": orc.sessions[sid][1], "eot_latency_ms": lat})
+    lat_arr = np.asarray(latencies, dtype=np.float64)
+    return {
+        "sessions": len(by_ref),
+        "cpwer": cp.wer, "orc_wer": orc.wer, "ref_words": orc.length,
+        "turn_count_acc": right / len(by_ref) if by_ref else float("nan"),
+        "eot_latency_ms_p50": float(np.percentile(lat_arr, 50)) if lat_arr.size else None,
+        "eot_latency_ms_p90": float(np.percentile(lat_arr, 90)) if lat_arr.size else None,
+        "eot_turns_timed": int(lat_arr.size),
+        "excluded": [{"session_id": sid, "reason": "not in the reference"} for sid in unknown],
+        "per_session": rows,
+    }
