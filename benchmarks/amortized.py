@@ -21,7 +21,8 @@ reference:
 * ``greedy_wer`` (no LM) with a speaker-bootstrap 95 % interval, ``rel_wer_increase`` against
   the ungated model of the same seed, with a paired speaker-bootstrap interval;
 * ``compute_share``: encoder-block FLOPs executed on the test split, counting the arbitrators
-  and the keys/values every frame still computes, over the ungated model's (the front end —
+  and the keys/values and attention scores every frame still computes (the scores as the
+  offline banded kernel does them, 2W − 1 keys a query), over the ungated model's (the front end —
   subsampling convs and input projection — is excluded and reported as ``frontend_flops_share``
   of the ungated encoder);
 * ``wallclock_share_batch``: whole-encoder wall-clock (front end included) of an offline
@@ -146,9 +147,11 @@ def narrowed_init(s: Settings, window: int) -> Path:
     position biases of the ``window`` nearest offsets (the last columns), written once into
     the work directory."""
     from fairstream.checkpoint import load_checkpoint, save_checkpoint
+    from fairstream.inference.sharding import file_digest
 
     path = s.workdir / f"base-window{window}.pt"
-    if path.is_file():
+    digest = file_digest(s.base)
+    if path.is_file() and load_checkpoint(path).extra.get("narrowed_from") == digest:
         return path
     ck = load_checkpoint(s.base)
     state = dict(ck.model)
@@ -163,9 +166,11 @@ def narrowed_init(s: Settings, window: int) -> Path:
     if not found:
         raise ValueError(f"{s.base} has no attention position biases: not a transformer "
                          "encoder checkpoint")
+    config = json.loads(json.dumps(ck.config))
+    config["model"]["encoder"]["kwargs"]["left_context"] = window - 1
     s.workdir.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(path, config=ck.config, model=state, progress=ck.progress,
-                           extra=ck.extra, kind=ck.kind)
+    return save_checkpoint(path, config=config, model=state, progress=ck.progress,
+                           extra={**ck.extra, "narrowed_from": digest}, kind=ck.kind)
 
 
 def overrides(s: Settings, spec: Spec) -> list[str]:
@@ -190,15 +195,25 @@ def overrides(s: Settings, spec: Spec) -> list[str]:
 
 def train_spec(s: Settings, spec: Spec) -> Path:
     """Train (or reuse, or resume) one model; its averaged checkpoint."""
-    from fairstream.training.config import load_config
+    from fairstream.checkpoint import config_differences, load_checkpoint
+    from fairstream.training.config import config_to_dict, load_config
     from fairstream.training.transducer import train
 
     run_dir = s.workdir / spec.run_dir_name
     done = run_dir / "averaged.pt"
     expected = s.base_steps + s.steps if spec.kind == "dense_small" else s.steps
-    if done.is_file() and _finished_steps(run_dir) == expected:
-        return done
     config = load_config(RECIPE, overrides(s, spec))
+    if done.is_file() and _finished_steps(run_dir) == expected:
+        stored = load_checkpoint(done).config
+        wanted = config_to_dict(config)
+        differ = [(k, a, b) for k, a, b in config_differences(stored, wanted)
+                  if not k.startswith(("model.vocab_size", "tokenizer"))
+                  and not k.endswith("arbitrator_gain")]
+        if differ:
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in differ[:3])
+            raise ValueError(f"{run_dir} holds a run with other settings ({shown}); use "
+                             "another --workdir")
+        return done
     log.info("training %s (%d steps) -> %s", spec.run_dir_name, expected, run_dir)
     result = train(config, out_dir=run_dir, resume=True, progress=s.progress)
     if result.stop_reason != "max_steps" or result.steps != expected:
@@ -432,11 +447,19 @@ def relative_increase(df: pd.DataFrame, ref: pd.DataFrame, n_boot: int
 def accuracy_record(s: Settings, spec: Spec, loaded: Any, test: TestSet) -> Record:
     """Everything about one model that does not need a clock (cached in its run directory
     as ``amortized_accuracy.json`` with its per-utterance table)."""
+    from fairstream.inference.sharding import file_digest
+
     run_dir = s.workdir / spec.run_dir_name
     cache = run_dir / "amortized_accuracy.json"
     table = run_dir / "amortized_test.csv.gz"
+    identity = {"checkpoint_sha256": file_digest(run_dir / "averaged.pt"),
+                "test_utterances": len(test.cuts)}
     if cache.is_file() and table.is_file():
-        return dict(json.loads(cache.read_text()))
+        cached = dict(json.loads(cache.read_text()))
+        if all(cached.get(k) == v for k, v in identity.items()):
+            return cached
+        log.info("%s: measured on another checkpoint or test set; measuring again",
+                 spec.run_dir_name)
     log.info("decoding the test split and profiling the gates: %s", spec.run_dir_name)
     df, prof = decode_and_profile(loaded, test)
     enc = loaded.model.encoder
@@ -480,7 +503,7 @@ def accuracy_record(s: Settings, spec: Spec, loaded: Any, test: TestSet) -> Reco
         "blank_gate_correlation": corr,
         "params": sum(p.numel() for p in loaded.model.parameters()),
         "encoder_params": sum(p.numel() for p in enc.parameters()),
-        "run_dir": str(run_dir), "test_utterances": len(df),
+        "run_dir": str(run_dir), **identity,
     }
     with atomic_path(table) as tmp:
         df.to_csv(tmp, index=False, compression="gzip")
@@ -536,7 +559,8 @@ def timing_record(s: Settings, spec: Spec, loaded: Any, ref: Any, test: TestSet)
     """Wall-clock shares against the ungated reference, measured interleaved in this process
     on one thread (median of ``s.runs`` after a warm-up)."""
     feats = [loaded.cmvn.apply(f).astype(np.float32) for f in test.fbank]
-    offline = [_pad(feats[i:i + s.batch]) for i in range(0, 3 * s.batch, s.batch)]
+    n_batch = min(3 * s.batch, len(feats))
+    offline = [_pad(feats[i:i + s.batch]) for i in range(0, n_batch, s.batch)]
     stream = [torch.from_numpy(f) for f in feats[:s.stream_utterances]]
     model_enc, ref_enc = loaded.model.eval().encoder, ref.model.eval().encoder
     times: dict[str, list[float]] = {"batch": [], "batch_ref": [], "stream": [],
@@ -552,8 +576,7 @@ def timing_record(s: Settings, spec: Spec, loaded: Any, ref: Any, test: TestSet)
             for k, v in zip(times, (b, br, st, sr, fm, fr), strict=True):
                 times[k].append(v)
     med = {k: statistics.median(v) for k, v in times.items()}
-    audio_batch = sum(int(x.shape[0]) for i in range(0, 3 * s.batch)
-                      for x in [feats[i]]) * FRAME_S
+    audio_batch = sum(int(feats[i].shape[0]) for i in range(n_batch)) * FRAME_S
     audio_stream = sum(int(f.shape[0]) for f in stream) * FRAME_S
     return {
         "wallclock_share_batch": med["batch"] / med["batch_ref"],
@@ -565,7 +588,7 @@ def timing_record(s: Settings, spec: Spec, loaded: Any, ref: Any, test: TestSet)
         "encoder_rtf_batch_ungated": med["batch_ref"] / audio_batch,
         "encoder_rtf_stream": med["stream"] / audio_stream,
         "encoder_rtf_stream_ungated": med["stream_ref"] / audio_stream,
-        "timing": {"runs": s.runs, "batch_size": s.batch, "batches": 3,
+        "timing": {"runs": s.runs, "batch_size": s.batch, "batches": len(offline),
                    "batch_audio_s": audio_batch, "stream_utterances": len(stream),
                    "stream_audio_s": audio_stream, "chunk_ms": 160, "threads": 1},
     }
@@ -588,14 +611,21 @@ def _loaded(s: Settings, spec: Spec) -> Any:  # Any: LoadedModel
 
 def cached_timing(s: Settings, spec: Spec, test: TestSet) -> Record | None:
     """The timing record of ``spec`` (measured now unless cached; None with --no-timing)."""
+    from fairstream.inference.sharding import file_digest
+
     cache = s.workdir / spec.run_dir_name / "amortized_timing.json"
+    ref_dir = s.workdir / Spec("ungated", spec.seed).run_dir_name
+    identity = {"checkpoint_sha256": file_digest(s.workdir / spec.run_dir_name / "averaged.pt"),
+                "reference_sha256": file_digest(ref_dir / "averaged.pt"), "runs": s.runs}
     if cache.is_file():
-        return dict(json.loads(cache.read_text()))
+        cached = dict(json.loads(cache.read_text()))
+        if all(cached.get(k) == v for k, v in identity.items()):
+            return cached
     if not s.timing:
         return None
     log.info("timing %s against ungated-seed%d", spec.run_dir_name, spec.seed)
-    record = timing_record(s, spec, _loaded(s, spec), _loaded(s, Spec("ungated", spec.seed)),
-                           test)
+    record = {**timing_record(s, spec, _loaded(s, spec),
+                              _loaded(s, Spec("ungated", spec.seed)), test), **identity}
     atomic_write_text(cache, json.dumps(record, indent=1) + "\n")
     return record
 
@@ -702,9 +732,10 @@ def assemble(s: Settings, todo: Sequence[Spec], test: TestSet) -> Record:
                          "bootstrap_replicates": s.bootstrap,
                          "planted_accents": list(planted),
                          "compute_share": "encoder-block FLOPs executed on the test split "
-                                          "(keys/values and arbitrators of every frame, "
-                                          "sub-blocks whose gate is on) / the ungated "
-                                          "model's; front end excluded",
+                                          "(keys/values, attention scores and arbitrators "
+                                          "of every frame, projections and feed-forwards "
+                                          "whose gate is on) / the ungated model's; front "
+                                          "end excluded",
                          "wallclock": "whole encoder (front end included), one thread, "
                                       "median of interleaved runs against the ungated model "
                                       "of the same seed"},
@@ -743,7 +774,7 @@ def format_table(doc: Record) -> str:
 
 def format_groups(doc: Record, by: Sequence[str] = ("planted", "noise_type", "telephone")
                   ) -> str:
-    """Compute share and WER cost per group, averaged over seeds, per target point."""
+    """Compute share and WER cost per group and model, one value per seed (``a / b``)."""
     lines = ["| model | by | group | compute share % (seeds) | WER cost, points (seeds) |",
              "|---|---|---|---|---|"]
     rows = [g for g in doc["groups"] if g["by"] in by]
@@ -878,7 +909,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         if a.measure_only:
             todo = [t for t in todo if (s.workdir / t.run_dir_name / "averaged.pt").is_file()
-                    and _finished_steps(s.workdir / t.run_dir_name) is not None]
+                    and _finished_steps(s.workdir / t.run_dir_name) == (
+                        s.base_steps + s.steps if t.kind == "dense_small" else s.steps)]
         doc = assemble(s, todo, load_test(s.corpus, s.max_utterances,
                                           s.workdir / "test_fbank.npz"))
     atomic_write_text(s.out, json.dumps(doc, indent=1) + "\n")

@@ -15,8 +15,10 @@ session without any recognized turn gets one empty segment (``ch0``, no words).
 * ``turn_count_acc``: share of sessions whose number of hypothesis turns equals the
   reference's.
 * ``eot_latency_ms_p50`` / ``_p90``: over sessions with the right turn count, reference and
-  hypothesis turns paired in order of end time, the hypothesis end (the ``<eot>`` emission)
-  minus the reference end, in milliseconds; negative when the model closes a turn early.
+  hypothesis turns paired in order of end time, the hypothesis end minus the reference end,
+  in milliseconds; negative when the model closes a turn early. A hypothesis turn's end is
+  the emission of its ``<eot>``, or, for a turn the model never closed, the emission of its
+  last word (SegLST has no field to tell them apart).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def decode_sessions(loaded: Any, sessions: Sequence[Any], *, streaming: bool = F
         turns = []
         for c, h in enumerate(hyps):
             turns += turns_of(h, s.session_id, c, sot_id=model.sot_id, eot_id=model.eot_id,
-                              decode=loaded.tokenizer.decode, frame_s=model.frame_s)
+                              decode=loaded.tokenizer.decode, frame_s=model.frame_s,
+                              lookahead_s=model.lookahead_s)
         # a session where nothing was recognized still gets an (empty) entry, so scorers
         # (meeteval among them) see that it was decoded
         out += turns or [Segment(s.session_id, "ch0", 0.0, 0.0, "")]

@@ -16,7 +16,8 @@ information between dimensions, which a mask cannot.
 **Loss** of a batch: the mean over sessions of ``Σ_c RNN-T_c`` (each channel's transducer
 loss with FastEmit, the recipe's ``fastemit_lambda``) with the end-of-turn latency penalty
 in each channel's lattice (``eot_weight`` λ per second of delay,
-:func:`~fairstream.multitalker.targets.eot_delay_bias`).
+:func:`~fairstream.multitalker.targets.eot_delay_bias`), plus the encoder's auxiliary losses
+(a gated encoder's compute loss). The single-talker model's CTC head is not trained here.
 
 **Decoding** treats the channels as streams of a batch: ``B`` sessions × ``C`` channels are
 ``B·C`` rows for the transducer's greedy search, offline (:meth:`decode`) or chunk by chunk
@@ -107,6 +108,12 @@ class MultiTalkerTransducer(nn.Module):
         """Seconds per encoder frame."""
         return FRAME_SHIFT_S * self.transducer.subsampling
 
+    @property
+    def lookahead_s(self) -> float:
+        """Seconds of audio after an encoder frame that the encoder needs before it can emit
+        the frame (its ``right_context``): added to every emission time."""
+        return float(getattr(self.transducer.encoder, "right_context", 0)) * self.frame_s
+
     def separate(self, h: Tensor) -> Tensor:
         """Encoder output (B, T', D) -> channels (B, C, T', D)."""
         return torch.stack([self.norm(h + up(self.act(down(h))))
@@ -128,7 +135,8 @@ class MultiTalkerTransducer(nn.Module):
         if len(targets) != b or any(len(t) != self.channels for t in targets):
             raise InputDataError(f"need {self.channels} channel targets for each of the {b} "
                                  "sessions")
-        chans, lens = self.encode(features, feature_lens)
+        out = self.transducer.encoder(features, feature_lens)
+        chans, lens = self.separate(out.y), out.y_lens
         m = self.transducer
         losses = []
         for c in range(self.channels):
@@ -142,12 +150,16 @@ class MultiTalkerTransducer(nn.Module):
             bias = None
             if self.eot_weight > 0:
                 bias = eot_delay_bias([t[c] for t in targets], logits.shape[1], width,
-                                      self.frame_s, self.eot_weight)
+                                      self.frame_s, self.eot_weight,
+                                      lookahead_s=self.lookahead_s)
             losses.append(rnnt_loss(logits, tokens, lens, token_lens, blank=m.blank_id,
                                     reduction="mean", fastemit_lambda=m.fastemit_lambda,
                                     label_bias=bias))
         stacked = torch.stack(losses)
-        return MultiTalkerOutput(stacked.sum(), stacked.detach(), b)
+        loss = stacked.sum()
+        for aux in out.aux_losses.values():  # e.g. a gated encoder's compute loss
+            loss = loss + aux
+        return MultiTalkerOutput(loss, stacked.detach(), b)
 
     @torch.no_grad()
     def decode(self, features: Tensor, feature_lens: Tensor, *, max_symbols_per_frame: int = 3
@@ -197,19 +209,22 @@ class MultiTalkerStream:
 
 
 def turns_of(hypothesis: Hypothesis, session_id: str, channel: int, *, sot_id: int,
-             eot_id: int, decode: Any, frame_s: float) -> list[Segment]:  # Any: ids -> text
+             eot_id: int, decode: Any, frame_s: float,  # Any: ids -> text
+             lookahead_s: float = 0.0) -> list[Segment]:
     """Cut one channel's tokens into turns at its turn tokens: a turn starts at a ``<sot>``
-    (or at the first word when the channel opens without one) and ends at the next
-    ``<eot>`` (or at the channel's last token). Each turn is a SegLST segment whose speaker
-    is the channel (``"ch<c>"``), timed by its tokens' encoder frames; turns without words
-    are dropped.
+    (or at the first word when the channel opens without one) and ends at the end of the
+    frame of the next ``<eot>`` (or, without one, at the end of its last token's frame:
+    such a turn's end is not an ``<eot>`` emission). Times are emission times: a token of
+    encoder frame t is out at ``t · frame_s + lookahead_s``, its frame ends ``frame_s``
+    later. Each turn is a SegLST segment whose speaker is the channel (``"ch<c>"``); turns
+    without words are dropped.
     """
     out: list[Segment] = []
     words: list[int] = []
     start: float | None = None
     last = 0.0
     for tok, frame in zip(hypothesis.tokens, hypothesis.frames, strict=True):
-        at = frame * frame_s
+        at = frame * frame_s + lookahead_s
         if tok == sot_id:
             if words:
                 out.append(Segment(session_id, f"ch{channel}", start or 0.0, last,

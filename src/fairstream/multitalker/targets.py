@@ -15,8 +15,9 @@ before training, from the reference alone:
 
 The **end-of-turn latency penalty** makes emitting a turn's ``<eot>`` after the turn's true
 end ``e`` costly. In the transducer lattice, emitting target ``u`` (an ``<eot>``) at encoder
-frame ``t`` happens at time ``τ(t) = (t + 1) · Δ`` (the end of the frame; Δ the encoder
-frame shift), and its log-probability gets the bias
+frame ``t`` happens at time ``τ(t) = (t + 1) · Δ + r`` (the end of the frame, Δ the encoder
+frame shift, plus ``r`` the encoder's lookahead, 0 for the causal encoders), and its
+log-probability gets the bias
 
     b[t, u] = −λ · max(0, τ(t) − e)          (λ per second of delay)
 
@@ -154,9 +155,12 @@ def channel_targets(segments: Sequence[Segment], encode: Callable[[str], Sequenc
 
 
 def eot_delay_bias(targets: Sequence[ChannelTarget], frames: int, max_tokens: int,
-                   frame_s: float, weight: float) -> torch.Tensor:
+                   frame_s: float, weight: float, *, lookahead_s: float = 0.0
+                   ) -> torch.Tensor:
     """(B, T, U) label bias of the end-of-turn latency penalty (see the module docstring):
-    ``−weight · max(0, (t + 1) · frame_s − end)`` at each ``<eot>``'s position, 0 elsewhere.
+    ``−weight · max(0, (t + 1) · frame_s + lookahead_s − end)`` at each ``<eot>``'s
+    position, 0 elsewhere (``lookahead_s``: the encoder's right context, the audio it waits
+    for after a frame).
 
     Args:
         targets: one channel target per row of the batch.
@@ -168,7 +172,7 @@ def eot_delay_bias(targets: Sequence[ChannelTarget], frames: int, max_tokens: in
     bias = torch.zeros(len(targets), frames, max_tokens, dtype=torch.float64)
     if weight == 0:
         return bias
-    emit_s = (torch.arange(frames, dtype=torch.float64) + 1) * frame_s
+    emit_s = (torch.arange(frames, dtype=torch.float64) + 1) * frame_s + lookahead_s
     for b, tgt in enumerate(targets):
         for u, end in zip(tgt.eot_index, tgt.eot_end_s, strict=True):
             if u < max_tokens:

@@ -18,16 +18,23 @@ the gradient of ``p``. Inference uses ``g = 1[logit > 0]``.
 **Compute loss** (an auxiliary loss of :class:`EncoderOutput`): the expected share of the
 gateable FLOPs executed, ``share = Σ_l (p̄_att,l · C_att + p̄_ffn,l · C_ffn) / Σ_l (C_att +
 C_ffn)`` with ``p̄`` the mean gate probability over valid frames and ``C`` the per-frame FLOPs
-of each sub-block (attention: query and output projections, scores and weighted sum over the
-window; feed-forward: both layers). The loss is ``compute_weight · share``, or with
-``target_share >= 0`` the target-rate form ``compute_weight · (share − target_share)²``.
-The keys and values of every frame are always computed (other frames attend to them), so
-their cost is outside the gateable share; the statistics report both.
+of each sub-block (attention: the query and output projections; feed-forward: both layers).
+The loss is ``compute_weight · share``, or with ``target_share >= 0`` the target-rate form
+``compute_weight · (share − target_share)²``. The keys and values of every frame are always
+computed (other frames attend to them), and so are the attention scores and weighted sums
+of the banded kernel (a skipped frame's query is zeros), so their cost is outside the
+gateable share; the statistics report both.
+
+**Attention kernel**: banded (:func:`_banded_attention`): blocks of ``S = min(W, T)``
+queries against the ``S + W − 1`` keys they reach, one batched product per block, instead of
+a copied window per query. Its score cost per frame is ``4 (S + W − 1) d`` FLOPs:
+``4 (2W − 1) d`` offline (what :meth:`TransformerEncoder.frame_flops` counts, ``core``),
+less when a streaming chunk has fewer than W frames.
 
 **Real skipping at inference** (``eval()`` mode, gated): the feed-forward runs only on the
-frames whose gate is on (gather, compute, scatter); attention computes queries, scores,
-the weighted sum and the output projection only for those frames, against the keys and
-values of all frames. The result equals the dense computation with hard gates (a test).
+frames whose gate is on (gather, compute, scatter); the query and output projections run
+only for the frames whose attention gate is on (a layer where none is on skips the scores
+too). The result equals the dense computation with hard gates (a test).
 """
 
 from __future__ import annotations
@@ -374,9 +381,9 @@ class TransformerEncoder(EncoderModule[TransformerEncoderState]):
 
     def frame_flops(self) -> dict[str, int]:
         """FLOPs (2 × multiply-accumulates) per encoder frame and block of each part:
-        ``att`` (query and output projections, scores and weighted sum over the window),
-        ``kv`` (keys and values, computed for every frame), ``ffn`` and ``arb`` (the
-        arbitrator, 0 ungated)."""
+        ``att`` (query and output projections: gated), ``kv`` (keys and values, every
+        frame), ``core`` (scores and weighted sums of the offline banded kernel, every
+        frame), ``ffn`` (gated) and ``arb`` (the arbitrator, 0 ungated)."""
         o = self.options
         arb = 2 * (o.d_model * o.arbitrator_dim + o.arbitrator_dim * 2) if o.gated else 0
         return {"att": self.flops_att, "kv": self.flops_kv, "core": self.flops_core,
