@@ -14,6 +14,9 @@ in the same run, on the recipe's encoder size (``transformer_transducer.yaml``):
 * ``stream_ms``: wall-clock of streaming one utterance at batch 1 in chunks of
   ``--chunk-ms`` (160 ms: 2 encoder frames at subsampling 8), median of ``--runs``;
 
+the models timed in turn within each run (interleaved), so that the machine changing speed
+during the benchmark affects them alike;
+
 each also as a ratio to the ungated model. At ``rate = 1`` the gated model runs every
 sub-block, plus its arbitrators and the gather/scatter: its overhead. Features are random
 (the encoder's cost does not depend on them). Writes ``benchmarks/results/amortized_speed.json``
@@ -110,30 +113,40 @@ def flops(enc: TransformerEncoder, x: torch.Tensor, lens: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def time_offline(enc: TransformerEncoder, x: torch.Tensor, lens: torch.Tensor,
-                 runs: int) -> float:
-    times = []
+def time_offline(enc: TransformerEncoder, x: torch.Tensor, lens: torch.Tensor) -> float:
+    """Seconds of one full pass."""
     with torch.no_grad():
-        enc(x, lens)  # warm-up
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            enc(x, lens)
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+        t0 = time.perf_counter()
+        enc(x, lens)
+        return time.perf_counter() - t0
 
 
-def time_stream(enc: TransformerEncoder, x: torch.Tensor, chunk: int, runs: int) -> float:
-    times = []
+def time_stream(enc: TransformerEncoder, x: torch.Tensor, chunk: int) -> float:
+    """Seconds of streaming ``x`` (batch 1) in chunks of ``chunk`` frames, once."""
     with torch.no_grad():
-        for r in range(runs + 1):
-            state = None
-            t0 = time.perf_counter()
-            for s in range(0, x.shape[1], chunk):
-                part = x[:, s:s + chunk]
-                _, _, state = enc.stream(part, torch.tensor([part.shape[1]]), state)
-            if r:  # the first run warms up
-                times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+        state = None
+        t0 = time.perf_counter()
+        for s in range(0, x.shape[1], chunk):
+            part = x[:, s:s + chunk]
+            _, _, state = enc.stream(part, torch.tensor([part.shape[1]]), state)
+        return time.perf_counter() - t0
+
+
+def interleaved_ms(models: list[TransformerEncoder], x: torch.Tensor, lens: torch.Tensor,
+                   chunk: int, runs: int) -> list[tuple[float, float]]:
+    """(offline, streaming) median milliseconds of each model, the models timed in turn
+    within every run (after one warm-up run), so a change of machine speed during the
+    benchmark hits every model alike."""
+    offline: list[list[float]] = [[] for _ in models]
+    stream: list[list[float]] = [[] for _ in models]
+    for r in range(runs + 1):
+        for i, enc in enumerate(models):
+            a, b = time_offline(enc, x, lens), time_stream(enc, x[:1], chunk)
+            if r:
+                offline[i].append(a)
+                stream[i].append(b)
+    return [(1000 * statistics.median(o), 1000 * statistics.median(s))
+            for o, s in zip(offline, stream, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,22 +165,26 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, frames, 80, generator=g)
     lens = torch.full((args.batch,), frames)
-    one = x[:1]
     chunk = args.chunk_ms // 10
     torch.manual_seed(0)
     dense = TransformerEncoder(80, **{**opts, "gated": False}).eval()
-    base = {"flops": flops(dense, x, lens), "offline_ms": time_offline(dense, x, lens, args.runs),
-            "stream_ms": time_stream(dense, one, chunk, args.runs)}
+    rates = [float(r) for r in args.rates.split(",")]
+    gated, measured = [], []
+    for rate in rates:
+        torch.manual_seed(0)
+        enc = TransformerEncoder(80, **{**opts, "gated": True}).eval()
+        measured.append(calibrate(enc, x, lens, rate))
+        gated.append(enc)
+    times = interleaved_ms([dense, *gated], x, lens, chunk, args.runs)
+    base = {"flops": flops(dense, x, lens), "offline_ms": times[0][0],
+            "stream_ms": times[0][1]}
     rows: list[dict[str, Any]] = [{"model": "ungated", "rate": None, **base,
                                    "flops_ratio": 1.0, "offline_ratio": 1.0,
                                    "stream_ratio": 1.0}]
-    for rate in (float(r) for r in args.rates.split(",")):
-        torch.manual_seed(0)
-        enc = TransformerEncoder(80, **{**opts, "gated": True}).eval()
-        measured = calibrate(enc, x, lens, rate)
-        row = {"model": "gated", "rate": rate, "measured_rate": round(measured, 4),
-               "flops": flops(enc, x, lens), "offline_ms": time_offline(enc, x, lens, args.runs),
-               "stream_ms": time_stream(enc, one, chunk, args.runs)}
+    for rate, got, enc, (off_ms, st_ms) in zip(rates, measured, gated, times[1:],
+                                               strict=True):
+        row = {"model": "gated", "rate": rate, "measured_rate": round(got, 4),
+               "flops": flops(enc, x, lens), "offline_ms": off_ms, "stream_ms": st_ms}
         for key, ratio in (("flops", "flops_ratio"), ("offline_ms", "offline_ratio"),
                            ("stream_ms", "stream_ratio")):
             row[ratio] = round(row[key] / base[key], 4)
