@@ -58,7 +58,8 @@ def _random_weights(mt_exp: Path, path: Path) -> Path:
 
 
 def test_decode_offline_and_streaming_agree_and_score(mt_exp: Path, mixed: Path,
-                                                      tmp_path: Path) -> None:
+                                                      tiny_corpus: Path, tmp_path: Path
+                                                      ) -> None:
     ckpt = _random_weights(mt_exp, tmp_path / "random.pt")
     off = _invoke(["mt", "decode", "--checkpoint", ckpt, "--mix", mixed, "--out",
                    tmp_path / "off.json", "--no-progress"])
@@ -70,8 +71,23 @@ def test_decode_offline_and_streaming_agree_and_score(mt_exp: Path, mixed: Path,
     assert {h["speaker"] for h in hyp} <= {"ch0", "ch1"}
     assert sum(bool(h["words"]) for h in hyp) >= 2  # random weights: turns on both channels
     res = _invoke(["mt", "score", "--ref", mixed / "test.seglst.json", "--hyp",
-                   tmp_path / "off.json", "--out", tmp_path / "scores.json"])
+                   tmp_path / "off.json", "--out", tmp_path / "scores.json",
+                   "--results", tmp_path / "rows.parquet", "--speakers",
+                   tiny_corpus / "speakers.csv"])
     assert res.exit_code == 0, res.output
+    # the audit's rows: one per session and reference speaker, errors of the cpWER assignment
+    from fairstream.metrics.multitalker import cp_wer, read_seglst
+    from fairstream.results import read_results
+
+    rows, _ = read_results(tmp_path / "rows.parquet")
+    ref_segs = read_seglst(mixed / "test.seglst.json")
+    assert len(rows) == len({(s.session_id, s.speaker) for s in ref_segs})
+    cp = cp_wer(ref_segs, read_seglst(tmp_path / "off.json"))
+    for row in rows.to_dict("records"):
+        session, speaker = row["utt_id"].split("/")
+        errors = row["sub"] + row["del"] + row["ins"]
+        assert (errors, row["n_ref_words"]) == cp.speaker_errors[(session, speaker)]
+    assert rows["accent"].notna().all()  # speaker metadata joined
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["sessions"] == 3 and 0 <= scores["turn_count_acc"] <= 1
     assert scores["orc_wer"] <= scores["cpwer"] + 1e-12  # ORC never charges more than cp

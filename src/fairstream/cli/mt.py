@@ -112,14 +112,32 @@ def decode_cmd(checkpoint: Path, mix_dir: Path, split: str, out: Path, streaming
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
               show_default=True,
               help="skip: leave out hypothesis sessions the reference lacks, and count them.")
-def score_cmd(ref: Path, hyp: Path, out: Path | None, on_error: str) -> None:
+@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a results table (Parquet) for `fairstream audit`: one row per "
+                   "session and reference speaker, errors from the cpWER assignment.")
+@click.option("--speakers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="speakers.csv whose metadata (accent, gender, ...) the --results rows get.")
+def score_cmd(ref: Path, hyp: Path, out: Path | None, on_error: str, results: Path | None,
+              speakers: Path | None) -> None:
     """cpWER, ORC-WER, turn-counting accuracy and <eot> latency of a hypothesis."""
     from fairstream._io import atomic_write_text
     from fairstream.metrics.multitalker import read_seglst
-    from fairstream.multitalker.decode import score_sessions
+    from fairstream.multitalker.decode import score_sessions, session_results
 
     try:
-        scores = score_sessions(read_seglst(ref), read_seglst(hyp), on_error=on_error)
+        reference, hypothesis = read_seglst(ref), read_seglst(hyp)
+        scores = score_sessions(reference, hypothesis, on_error=on_error)
+        if results is not None:
+            import pandas as pd
+
+            from fairstream.results import write_results
+
+            known = {s.session_id for s in reference}
+            table = session_results(
+                reference, [h for h in hypothesis if h.session_id in known],
+                pd.read_csv(speakers, dtype={"zip": str, "speaker_id": str})
+                if speakers is not None else None)
+            write_results(table, results, {"multitalker": {"ref": str(ref), "hyp": str(hyp)}})
     except FairstreamError as e:
         raise click.ClickException(str(e)) from e
 
@@ -136,3 +154,5 @@ def score_cmd(ref: Path, hyp: Path, out: Path | None, on_error: str) -> None:
     if out is not None:
         atomic_write_text(out, json.dumps(scores, indent=1) + "\n")
         click.echo(f"scores: {out}")
+    if results is not None:
+        click.echo(f"results table (one row per session and speaker): {results}")

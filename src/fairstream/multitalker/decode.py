@@ -14,6 +14,11 @@ session without any recognized turn gets one empty segment (``ch0``, no words).
   between channels.
 * ``turn_count_acc``: share of sessions whose number of hypothesis turns equals the
   reference's.
+**The audit's rows** (:func:`session_results`): one results-table row per session and
+reference speaker (:mod:`fairstream.results`: ``utt_id`` = ``<session>/<speaker>``), the
+speaker's words in time order against the hypothesis stream cpWER assigned to them, so
+``fairstream audit`` groups multi-talker errors by speaker metadata like any other table.
+
 * ``eot_latency_ms_p50`` / ``_p90``: over sessions with the right turn count, reference and
   hypothesis turns paired in order of end time, the hypothesis end minus the reference end,
   in milliseconds; negative when the model closes a turn early. A hypothesis turn's end is
@@ -34,7 +39,7 @@ from fairstream.errors import InputDataError
 from fairstream.metrics.multitalker import Segment, cp_wer, orc_wer
 from fairstream.multitalker.model import MultiTalkerStream, turns_of
 
-__all__ = ["decode_sessions", "score_sessions"]
+__all__ = ["decode_sessions", "score_sessions", "session_results"]
 
 
 def decode_sessions(loaded: Any, sessions: Sequence[Any], *, streaming: bool = False,
@@ -123,3 +128,52 @@ def score_sessions(reference: Sequence[Segment], hypothesis: Sequence[Segment], 
         "excluded": [{"session_id": sid, "reason": "not in the reference"} for sid in unknown],
         "per_session": rows,
     }
+
+
+def session_results(reference: Sequence[Segment], hypothesis: Sequence[Segment],
+                    speakers: Any = None) -> Any:  # Any: pandas DataFrames
+    """The results table of a multi-talker hypothesis: one row per (session, reference
+    speaker), with sub/del/ins/hits of that speaker's words against the stream the cpWER
+    assignment gave them (all deletions when none), the session columns (``session_id``,
+    ``channel`` = the stream, ``start``/``end`` = the speaker's first start and last end)
+    and, with ``speakers`` (a ``speakers.csv`` table), the speaker's metadata. A stream left
+    without a speaker is in no row (its insertions count in cpWER only).
+    """
+    import pandas as pd
+
+    from fairstream.data.text import normalize
+    from fairstream.metrics.wer import score_pairs
+    from fairstream.results import METADATA_COLUMNS, order_columns
+
+    cp = cp_wer(reference, hypothesis)
+    ref_by: dict[tuple[str, str], list[Segment]] = defaultdict(list)
+    hyp_by: dict[tuple[str, str], list[Segment]] = defaultdict(list)
+    for seg in reference:
+        ref_by[(seg.session_id, seg.speaker)].append(seg)
+    for seg in hypothesis:
+        hyp_by[(seg.session_id, seg.speaker)].append(seg)
+
+    def words(segs: Sequence[Segment]) -> str:
+        return normalize(" ".join(x.words for x in sorted(segs, key=lambda x: x.start_time)))
+
+    keys = sorted(ref_by)
+    streams = [cp.assignment.get(sid, {}).get(spk) for sid, spk in keys]
+    refs = [words(ref_by[k]) for k in keys]
+    hyps = [words(hyp_by[(k[0], st)]) if st is not None else "" for k, st in zip(keys, streams)]
+    counts = score_pairs(refs, hyps, normalized=True)
+    rows = []
+    for (sid, spk), st, r, h, c in zip(keys, streams, refs, hyps, counts, strict=True):
+        segs = ref_by[(sid, spk)]
+        rows.append({"utt_id": f"{sid}/{spk}", "speaker_id": spk, "ref": r, "hyp": h,
+                     "n_ref_words": c.ref_words, "sub": c.substitutions, "del": c.deletions,
+                     "ins": c.insertions, "hits": c.hits,
+                     "duration": max(x.end_time for x in segs) - min(x.start_time for x in segs),
+                     "timestamps": [], "session_id": sid, "channel": st,
+                     "start": min(x.start_time for x in segs),
+                     "end": max(x.end_time for x in segs)})
+    df = pd.DataFrame(rows)
+    if speakers is not None and len(df):
+        meta = [c for c in METADATA_COLUMNS if c in speakers.columns]
+        df = df.merge(speakers[["speaker_id", *meta]].astype({"speaker_id": str}),
+                      on="speaker_id", how="left")
+    return order_columns(df)
