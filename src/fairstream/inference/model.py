@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fairstream.checkpoint import load_checkpoint
+from fairstream.checkpoint import Checkpoint, load_checkpoint
 from fairstream.errors import CheckpointError, InputDataError
 from fairstream.features.fbank import Cmvn
 from fairstream.models.transducer import Transducer
@@ -37,6 +37,24 @@ class LoadedModel:
     path: Path
 
 
+def stored_tokenizer(ck: Checkpoint) -> Tokenizer:
+    """The tokenizer a training checkpoint stores (``extra["tokenizer_files"]``).
+
+    Raises:
+        CheckpointError: no stored tokenizer, or one that does not load (named).
+    """
+    files = ck.extra.get("tokenizer_files")
+    if not files:
+        raise CheckpointError(f"{ck.path} stores no tokenizer")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            Path(tmp, Path(name).name).write_bytes(bytes(data.numpy().tobytes()))
+        try:
+            return Tokenizer.load(tmp)
+        except InputDataError as exc:
+            raise CheckpointError(f"{ck.path}: stored tokenizer is unusable: {exc}") from exc
+
+
 def load_transducer(path: str | os.PathLike[str]) -> LoadedModel:
     """Rebuild the model, tokenizer and CMVN stored in a training checkpoint.
 
@@ -57,13 +75,7 @@ def load_transducer(path: str | os.PathLike[str]) -> LoadedModel:
         model_cfg = model_config_from_dict(ck.config["model"])
     except (KeyError, InputDataError) as exc:
         raise CheckpointError(f"{ck.path}: stored model config is unusable: {exc}") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files.items():
-            Path(tmp, Path(name).name).write_bytes(bytes(data.numpy().tobytes()))
-        try:
-            tokenizer = Tokenizer.load(tmp)
-        except InputDataError as exc:
-            raise CheckpointError(f"{ck.path}: stored tokenizer is unusable: {exc}") from exc
+    tokenizer = stored_tokenizer(ck)
     if tokenizer.vocab_size != model_cfg.vocab_size:
         raise CheckpointError(
             f"{ck.path}: tokenizer vocabulary ({tokenizer.vocab_size}) does not match the "

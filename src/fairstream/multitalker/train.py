@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -269,6 +268,7 @@ def load_multitalker(path: str | Path) -> LoadedMultiTalker:
         CheckpointError: not a multi-talker checkpoint, or its parts do not fit (named).
     """
     from fairstream.checkpoint import load_checkpoint
+    from fairstream.inference.model import stored_tokenizer
     from fairstream.models.factory import build_model, model_config_from_dict
 
     ck = load_checkpoint(Path(path))
@@ -288,9 +288,6 @@ def load_multitalker(path: str | Path) -> LoadedMultiTalker:
     except (KeyError, InputDataError, RuntimeError) as exc:
         raise CheckpointError(f"{ck.path}: the stored model does not rebuild: "
                               f"{str(exc).splitlines()[0]}") from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files.items():
-            Path(tmp, Path(name).name).write_bytes(bytes(data.numpy().tobytes()))
-        tokenizer = Tokenizer.load(tmp)
+    tokenizer = stored_tokenizer(ck)
     cmvn = Cmvn(mean=ck.extra["cmvn_mean"].numpy(), std=ck.extra["cmvn_std"].numpy())
     return LoadedMultiTalker(model.eval(), tokenizer, cmvn, ck.config, ck.path)
