@@ -39,7 +39,12 @@ import pandas as pd
 from fairstream._io import atomic_path, atomic_write_text
 from fairstream.errors import CorpusError, InputDataError
 
-__all__ = ["MixConfig", "mix_corpus"]
+__all__ = ["SESSION_COLUMNS", "MixConfig", "mix_corpus", "overlap_ratio", "write_split",
+           "write_summary"]
+
+#: the columns of ``sessions.csv``.
+SESSION_COLUMNS = ("session_id", "split", "turns", "speakers", "duration", "overlap_ratio",
+                   "scale")
 
 
 @dataclass(frozen=True)
@@ -121,14 +126,46 @@ def _plan(rng: random.Random, pool: dict[str, list[Any]], cfg: MixConfig, sessio
     return turns
 
 
-def _overlap_ratio(turns: Sequence[_Turn], sr: int) -> float:
-    end = max(t.start + t.cut.duration for t in turns)
+def overlap_ratio(intervals: Sequence[tuple[float, float]]) -> float:
+    """Seconds with two or more talkers / seconds with speech, on a 10 ms grid, for a
+    session's turns given as (start, end) seconds."""
+    if not intervals:
+        return 0.0
+    end = max(b for _, b in intervals)
     active = np.zeros(int(round(end * 100)) + 1, dtype=np.int64)  # 10 ms grid
-    for t in turns:
-        a, b = int(round(t.start * 100)), int(round((t.start + t.cut.duration) * 100))
-        active[a:b] += 1
+    for a, b in intervals:
+        active[int(round(a * 100)):int(round(b * 100))] += 1
     speech = int((active > 0).sum())
     return float((active > 1).sum() / speech) if speech else 0.0
+
+
+def write_split(out: Path, split: str, segments: list[dict[str, Any]], recordings: list[Any],
+                supervisions: list[Any]) -> None:
+    """A split's SegLST reference and Lhotse recording/supervision manifests."""
+    from lhotse import RecordingSet, SupervisionSet
+
+    from fairstream.data.layout import write_manifest
+    from fairstream.metrics.multitalker import write_seglst
+
+    write_seglst(segments, out / f"{split}.seglst.json")
+    write_manifest(out, split, "recordings",
+                   (r.to_dict() for r in RecordingSet.from_recordings(recordings)))
+    write_manifest(out, split, "supervisions",
+                   (x.to_dict() for x in SupervisionSet.from_segments(supervisions)))
+
+
+def write_summary(out: Path, rows: list[dict[str, Any]], head: dict[str, Any]) -> dict[str, Any]:
+    """``sessions.csv`` (the rows) and then ``mix.json`` (``head`` + counts); returns it."""
+    table = pd.DataFrame(rows, columns=SESSION_COLUMNS)
+    atomic_write_text(out / "sessions.csv", table.to_csv(index=False))
+    summary = {**head,
+               "sessions": {str(s): int(n) for s, n in table["split"].value_counts(sort=False)
+                            .items()},
+               "overlapped_sessions": int((table["overlap_ratio"] > 0).sum()),
+               "mean_overlap_ratio": float(table["overlap_ratio"].mean()) if len(table)
+               else 0.0}
+    atomic_write_text(out / "mix.json", json.dumps(summary, indent=1))
+    return summary
 
 
 def mix_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg: MixConfig | None = None, *,
@@ -139,13 +176,11 @@ def mix_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg: MixConfig | Non
         CorpusError: a split is missing, or runs out of utterances.
     """
     import soundfile as sf
-    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse import Recording, SupervisionSegment
     from tqdm.auto import tqdm
 
     from fairstream.data.corpus import load_corpus
-    from fairstream.data.layout import write_manifest
     from fairstream.data.text import normalize
-    from fairstream.metrics.multitalker import write_seglst
 
     cfg = cfg or MixConfig()
     corpus = load_corpus(corpus_dir)
@@ -190,21 +225,8 @@ def mix_corpus(corpus_dir: str | Path, out_dir: str | Path, cfg: MixConfig | Non
             rows.append({"session_id": sid, "split": split, "turns": len(turns),
                          "speakers": len({t.speaker for t in turns}),
                          "duration": round(end, 3),
-                         "overlap_ratio": round(_overlap_ratio(turns, sr), 4),
+                         "overlap_ratio": round(overlap_ratio(
+                             [(t.start, t.start + t.cut.duration) for t in turns]), 4),
                          "scale": round(scale, 4)})
-        write_seglst(segs, out / f"{split}.seglst.json")
-        write_manifest(out, split, "recordings",
-                       (r.to_dict() for r in RecordingSet.from_recordings(recs)))
-        write_manifest(out, split, "supervisions",
-                       (x.to_dict() for x in SupervisionSet.from_segments(sups)))
-    table = pd.DataFrame(rows)
-    atomic_write_text(out / "sessions.csv", table.to_csv(index=False))
-    summary = {"source_corpus": str(corpus.root), "config": asdict(cfg),
-               "sessions": {s: int((table["split"] == s).sum()) for s, _ in cfg.sessions}
-               if len(table) else {},
-               "overlapped_sessions": int((table["overlap_ratio"] > 0).sum()) if len(table)
-               else 0,
-               "mean_overlap_ratio": float(table["overlap_ratio"].mean()) if len(table)
-               else 0.0}
-    atomic_write_text(out / "mix.json", json.dumps(summary, indent=1))
-    return summary
+        write_split(out, split, segs, recs, sups)
+    return write_summary(out, rows, {"source_corpus": str(corpus.root), "config": asdict(cfg)})
