@@ -141,6 +141,58 @@ def run_system(a: argparse.Namespace, mix: Path, name: str, seed: int) -> Record
     return record
 
 
+def plot(doc: Record, path: Path) -> Path:
+    """Three panels per system and seed: ORC-WER (all and overlapped sessions), turn-counting
+    accuracy (same), and the ``<eot>`` latency p50 / p90."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fairstream._io import atomic_path
+
+    runs = [r for r in doc["systems"] if r["seed"] != "mean"]
+    names = list(dict.fromkeys(r["system"] for r in runs))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, key, label in ((axes[0], "orc_wer", "ORC-WER % (test)"),
+                           (axes[1], "turn_count_acc", "turn-counting accuracy %")):
+        for k, (suffix, marker, what) in enumerate((("", "o", "all sessions"),
+                                                    ("_overlapped", "s", "overlapped"))):
+            for i, name in enumerate(names):
+                rs = [r for r in runs if r["system"] == name]
+                for j, r in enumerate(rs):
+                    v, ci = r.get(key + suffix), r.get(key + suffix + "_ci")
+                    if v is None:
+                        continue
+                    x = i + 0.2 * k + 0.08 * j - 0.14
+                    yerr = ([[100 * (v - ci[0])], [100 * (ci[1] - v)]] if ci else None)
+                    ax.errorbar([x], [100 * v], yerr=yerr, marker=marker, capsize=3,
+                                color=f"C{k}", label=what if i == 0 and j == 0 else None)
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    for i, name in enumerate(names):
+        for j, r in enumerate(r for r in runs if r["system"] == name):
+            for k, q in enumerate(("p50", "p90")):
+                v = r.get(f"eot_latency_ms_{q}")
+                if v is not None:
+                    ax.scatter([i + 0.2 * k + 0.08 * j - 0.14], [v], color=f"C{k + 2}",
+                               label=q if i == 0 and j == 0 else None)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("<eot> emission − true turn end (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle("multi-talker systems, each seed (95 % session-bootstrap intervals)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def _sessions_csv(mix: Path) -> list[Record]:
     import csv
 
@@ -179,29 +231,48 @@ def main(argv: Sequence[str] | None = None) -> None:
         for seed in (int(s) for s in a.seeds.split(",")):
             for name in a.systems.split(","):
                 records.append(run_system(a, a.mix, name, seed))
+    overlap = {r["session_id"] for r in _sessions_csv(a.mix) if float(r["overlap_ratio"]) > 0}
+    for r in records:  # overlapped-only scores with intervals (also for cached runs)
+        ov = [x for x in r["per_session"] if x["session_id"] in overlap]
+        if ov:
+            r["orc_wer_overlapped_ci"] = session_interval(ov, "orc_errors", "ref_words",
+                                                          a.bootstrap)
+            r["turn_count_acc_overlapped_ci"] = session_interval(ov, "turn_ok", None,
+                                                                 a.bootstrap)
     systems: list[Record] = [{k: v for k, v in r.items() if k != "per_session"}
                              for r in records]
     for name in a.systems.split(","):
         rs = [r for r in systems if r["system"] == name]
         systems.append({"system": name, "seed": "mean", **{
             k: float(np.mean([r[k] for r in rs])) for k in
-            ("cpwer", "orc_wer", "turn_count_acc", "rtf_1thread")}})
+            ("cpwer", "orc_wer", "turn_count_acc", "orc_wer_overlapped",
+             "turn_count_acc_overlapped", "eot_latency_ms_p50", "eot_latency_ms_p90",
+             "rtf_1thread") if all(r.get(k) is not None for r in rs)}})
     comparisons = []
     for seed in sorted({r["seed"] for r in records}):
         by = {r["system"]: r for r in records if r["seed"] == seed}
-        if "sts" in by and "mt_rnnt" in by:
-            for metric, num, den in (("orc_wer", "orc_errors", "ref_words"),
-                                     ("cpwer", "cp_errors", "ref_words"),
-                                     ("turn_count_acc", "turn_ok", None)):
-                d, ci = paired(by["sts"]["per_session"], by["mt_rnnt"]["per_session"], num,
-                               den, a.bootstrap)
-                comparisons.append({"seed": seed, "a": "sts", "b": "mt_rnnt",
-                                    "metric": metric, "diff": d, "diff_ci": ci})
+        for sys_a, sys_b in (("sts", "mt_rnnt"), ("sts", "sts_no_latency_penalty")):
+            if sys_a not in by or sys_b not in by:
+                continue
+            for metric, num, den, subset in (
+                    ("orc_wer", "orc_errors", "ref_words", None),
+                    ("cpwer", "cp_errors", "ref_words", None),
+                    ("turn_count_acc", "turn_ok", None, None),
+                    ("orc_wer_overlapped", "orc_errors", "ref_words", overlap),
+                    ("turn_count_acc_overlapped", "turn_ok", None, overlap)):
+                ra, rb = (
+                    [x for x in by[s]["per_session"] if subset is None
+                     or x["session_id"] in subset] for s in (sys_a, sys_b))
+                d, ci = paired(ra, rb, num, den, a.bootstrap)
+                comparisons.append({"seed": seed, "a": sys_a, "b": sys_b,
+                                    "metric": metric, "diff": d, "diff_ci": ci,
+                                    "sessions": len(ra)})
     doc = {"benchmark": "multitalker", "systems": systems, "comparisons": comparisons,
            "protocol": {"init": str(a.init), "steps": a.steps, "lr": a.lr,
                         "eot_weight": a.eot_weight, "mix": str(a.mix),
                         "bootstrap": "sessions, 1000 replicates"}}
     atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
+    png = plot(doc, a.out.with_suffix(".png"))
     print("| system | seed | cpWER % | ORC-WER % | turn counting % | <eot> p50 / p90 ms | RTF |")
     print("|---|---|---|---|---|---|---|")
     for r in systems:
@@ -211,7 +282,13 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{100 * r['orc_wer']:.2f} | {100 * r['turn_count_acc']:.1f} | "
               f"{r['eot_latency_ms_p50']} / {r['eot_latency_ms_p90']} | "
               f"{r['rtf_1thread']:.3f} |")
-    print(f"wrote {a.out}")
+    print("| comparison | seed | metric | difference | 95 % interval | sessions |")
+    print("|---|---|---|---|---|---|")
+    for c in comparisons:
+        print(f"| {c['a']} − {c['b']} | {c['seed']} | {c['metric']} | {100 * c['diff']:+.2f} "
+              f"| [{100 * c['diff_ci'][0]:+.2f}, {100 * c['diff_ci'][1]:+.2f}] | "
+              f"{c['sessions']} |")
+    print(f"wrote {a.out} and {png}")
 
 
 if __name__ == "__main__":

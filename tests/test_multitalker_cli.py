@@ -88,6 +88,11 @@ def test_decode_offline_and_streaming_agree_and_score(mt_exp: Path, mixed: Path,
         errors = row["sub"] + row["del"] + row["ins"]
         assert (errors, row["n_ref_words"]) == cp.speaker_errors[(session, speaker)]
     assert rows["accent"].notna().all()  # speaker metadata joined
+    aud = _invoke(["audit", "--results", tmp_path / "rows.parquet", "--methods",
+                   "attribute:accent", "--min-cohort", "1", "--n-boot", "50", "--out",
+                   tmp_path / "audit", "--no-progress"])
+    assert aud.exit_code == 0, aud.output  # the audit reads the multi-talker rows
+    assert any((tmp_path / "audit").iterdir())
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["sessions"] == 3 and 0 <= scores["turn_count_acc"] <= 1
     assert scores["orc_wer"] <= scores["cpwer"] + 1e-12  # ORC never charges more than cp
