@@ -106,6 +106,18 @@ def test_decode_offline_and_streaming_agree_and_score(mt_exp: Path, mixed: Path,
     errors = sum(e.errors for e in theirs.values())
     length = sum(e.length for e in theirs.values())
     assert scores["cpwer"] == pytest.approx(errors / length)
+    # and meeteval's own command runs on our files with the same cpWER and ORC-WER
+    import shutil
+    import subprocess
+    import sys
+
+    tool = Path(sys.executable).parent / "meeteval-wer"
+    shutil.copy(mixed / "test.seglst.json", tmp_path / "ref.json")
+    for metric, key in (("cpwer", "cpwer"), ("orcwer", "orc_wer")):
+        subprocess.run([str(tool), metric, "-r", "ref.json", "-h", "off.json"], cwd=tmp_path,
+                       check=True, capture_output=True)
+        theirs = json.loads((tmp_path / f"off_{metric}.json").read_text())
+        assert scores[key] == pytest.approx(theirs["error_rate"]), metric
 
 
 def test_unknown_sessions_and_bad_checkpoints_are_named(mt_exp: Path, mixed: Path,
