@@ -193,6 +193,10 @@ def plot(doc: Record, path: Path) -> Path:
     return path
 
 
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.0f}"
+
+
 def _sessions_csv(mix: Path) -> list[Record]:
     import csv
 
@@ -269,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     "sessions": len(ra)})
     doc = {"benchmark": "multitalker", "systems": systems, "comparisons": comparisons,
            "protocol": {"init": str(a.init), "steps": a.steps, "lr": a.lr,
+                        "max_duration_s": a.max_duration, "seeds": a.seeds,
                         "eot_weight": a.eot_weight, "mix": str(a.mix),
                         "bootstrap": "sessions, 1000 replicates"}}
     atomic_write_text(a.out, json.dumps(doc, indent=1) + "\n")
@@ -280,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         print(f"| {r['system']} | {r['seed']} | {100 * r['cpwer']:.2f} | "
               f"{100 * r['orc_wer']:.2f} | {100 * r['turn_count_acc']:.1f} | "
-              f"{r['eot_latency_ms_p50']} / {r['eot_latency_ms_p90']} | "
+              f"{_ms(r['eot_latency_ms_p50'])} / {_ms(r['eot_latency_ms_p90'])} | "
               f"{r['rtf_1thread']:.3f} |")
     print("| comparison | seed | metric | difference | 95 % interval | sessions |")
     print("|---|---|---|---|---|---|")
