@@ -17,7 +17,8 @@ def mt() -> None:
     """Multi-talker streaming recognition: the separator-transducer-segmenter.
 
     \b
-    Sessions come from `fairstream corpus mix` (two-speaker conversations with overlap).
+    Sessions come from `fairstream corpus mix` (two-speaker conversations with overlap)
+    or `fairstream corpus import-mix` (real recordings with a SegLST or STM reference).
     A model starts from a trained single-talker transducer, adds <sot>/<eot> turn tokens
     and a separator with --channels outputs (1 channel: the multi-turn RNN-T baseline).
 
@@ -38,7 +39,7 @@ def mt() -> None:
               help="Recipe: its optim, schedule, data.max_duration (seconds of sessions per "
                    "step), data.train_split/valid_split and seed are used.")
 @click.option("--mix", "mix_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="A `fairstream corpus mix` directory.")
+              required=True, help="A `fairstream corpus mix` or `import-mix` directory.")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="Single-talker transducer checkpoint to start from.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -76,7 +77,7 @@ def train_cmd(config_path: Path, mix_dir: Path, init: Path, out: Path, channels:
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True)
 @click.option("--mix", "mix_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="A `fairstream corpus mix` directory.")
+              required=True, help="A `fairstream corpus mix` or `import-mix` directory.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Hypothesis SegLST JSON (speakers are the channels: ch0, ch1).")
