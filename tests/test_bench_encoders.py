@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "encoders.py"
+ONNX_SCRIPT = SCRIPT.with_name("encoders_onnx.py")
 
 FIELDS = {
     "encoder", "size", "seed", "params", "steps", "train_s", "flops_per_audio_s",
@@ -44,14 +45,18 @@ PER_ENCODER = {
 }
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_encoders", SCRIPT)
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_encoders"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _load(SCRIPT, "bench_encoders")
 
 
 def test_encoder_benchmark_fields_pairing_and_resume(
@@ -124,6 +129,26 @@ def test_encoder_benchmark_fields_pairing_and_resume(
     summary = bench.format_summary(data["runs"]).splitlines()
     assert len(summary) == 4 and summary[2].startswith("| lstm | demo | 0 |")
     assert "seed 0: " in summary[3] and summary[3].startswith("| contextnet |")
+
+    # the same trained runs streamed in PyTorch and in their ONNX export, side by side
+    onnx_bench = _load(ONNX_SCRIPT, "bench_encoders_onnx")
+    onnx_out = tmp_path / "encoders_onnx.json"
+    rows = [onnx_bench.measure_one(tiny_corpus, tmp_path / "work", enc, "demo", 0, 160, 2.0, 1,
+                                   6, echo=skipped.append) for enc in ("lstm", "contextnet")]
+    onnx_bench.merge_rows(onnx_out, rows, {"rtf": "test"})
+    stored_rows = json.loads(onnx_out.read_text())["runs"]
+    assert [(r["encoder"], r["seed"]) for r in stored_rows] == [("lstm", 0), ("contextnet", 0)]
+    for row in stored_rows:
+        assert row["onnx_refused"] is None
+        assert row["rtf_1thread_pytorch"] > 0 and row["rtf_1thread_onnxruntime"] > 0
+        assert row["speedup"] == pytest.approx(
+            row["rtf_1thread_pytorch"] / row["rtf_1thread_onnxruntime"])
+        assert row["agreement_utterances"] == 6
+        assert row["transcripts_equal"] == 1.0  # the export is a faithful copy
+        assert row["wer_pytorch"] == row["wer_onnxruntime"]
+    assert "| contextnet | demo | 0 |" in onnx_bench.format_table(stored_rows)
+    with pytest.raises(SystemExit, match="no trained lstm \\(demo, seed 1\\)"):
+        onnx_bench.measure_one(tiny_corpus, tmp_path / "work", "lstm", "demo", 1, 160, 2.0, 1, 1)
 
 
 def test_unknown_encoder_is_named(bench: ModuleType) -> None:
