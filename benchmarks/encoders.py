@@ -1035,6 +1035,11 @@ def format_summary(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def _label(run: Run) -> str:
+    """The encoder's name, with its size unless it is the demo size (``lstm 8m``)."""
+    return run["encoder"] + ("" if run.get("size", "demo") == "demo" else f" {run['size']}")
+
+
 def plot(runs: Sequence[Run], path: Path) -> Path:
     """Greedy WER (95 % interval bars) against encoder FLOPs per audio second, one marker
     and colour per encoder, each seed its own point."""
@@ -1045,9 +1050,9 @@ def plot(runs: Sequence[Run], path: Path) -> Path:
 
     markers = "osD^vP*Xh<>"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    names = sorted({r["encoder"] for r in runs}, key=lambda e: (e != REFERENCE, e))
+    names = sorted({_label(r) for r in runs}, key=lambda e: (not e.startswith(REFERENCE), e))
     for i, name in enumerate(names):
-        mine = [r for r in runs if r["encoder"] == name]
+        mine = [r for r in runs if _label(r) == name]
         x = np.array([r["flops_per_audio_s"] / 1e9 for r in mine])
         y = np.array([100 * r["greedy_wer"] for r in mine])
         lo = np.array([100 * r["greedy_wer_ci"][0] for r in mine])
@@ -1094,14 +1099,15 @@ def plot_curves(runs: Sequence[Run], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r["encoder"] for r, _ in curves}, key=lambda e: (e != REFERENCE, e))
+    names = sorted({_label(r) for r, _ in curves},
+                   key=lambda e: (not e.startswith(REFERENCE), e))
     colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r, c in sorted(curves, key=lambda rc: (names.index(rc[0]["encoder"]), rc[0]["seed"])):
+    for r, c in sorted(curves, key=lambda rc: (names.index(_label(rc[0])), rc[0]["seed"])):
         steps, wer = zip(*c, strict=True)
         ax.plot(steps, [100 * w for w in wer], styles[r["seed"] % len(styles)], marker=".",
-                color=colours[r["encoder"]], label=f"{r['encoder']} seed {r['seed']}")
+                color=colours[_label(r)], label=f"{_label(r)} seed {r['seed']}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("dev greedy WER, % (validation subset, no LM)")
     ax.set_ylim(0, 100)
