@@ -542,13 +542,15 @@ def _same_run(a: Run, b: Run) -> bool:
     return all(a.get(k) == b.get(k) for k in ("encoder", "size", "seed", "steps"))
 
 
-def _reference_errors(runs: Sequence[Run], run: Run, reference: str
+def _reference_errors(runs: Sequence[Run], run: Run, reference: str, size: str | None = None
                       ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Per-utterance errors of ``run`` and of the ``reference`` encoder's run with the same
-    size, seed and steps; ``None`` without such a run or when a table is missing (a removed
-    work directory: the stored difference is kept, with a warning)."""
+    seed and steps, and the same size (or ``size``); ``None`` without such a run or when a
+    table is missing (a removed work directory: the stored difference is kept, with a
+    warning)."""
+    want = {**run, "size": size or run["size"]}
     ref = next((r for r in runs if r["encoder"] == reference
-                and _same_run({**r, "encoder": run["encoder"]}, run)), None)
+                and _same_run({**r, "encoder": run["encoder"]}, want)), None)
     if ref is None:
         return None
     files = [Path(r["run_dir"]) / "test_utterances.csv" for r in (run, ref)]
@@ -563,14 +565,18 @@ def _reference_errors(runs: Sequence[Run], run: Run, reference: str
 
 def add_paired_differences(runs: list[Run], n_boot: int) -> None:
     """Fill ``paired_diff_vs_lstm`` (and ``recipe_paired_diff_vs_lstm``) of every run whose
-    LSTM reference (same size, seed and steps) is in ``runs``, and ``paired_diff_vs_convrnnt``
-    of every ConvRNN-T ablation (``convrnnt-...``) whose full ConvRNN-T run is, from the
-    per-utterance errors in the runs' directories; LSTM rows keep ``null``."""
+    LSTM reference (same size, seed and steps) is in ``runs``, ``paired_diff_vs_convrnnt``
+    of every ConvRNN-T ablation (``convrnnt-...``) whose full ConvRNN-T run is, and
+    ``paired_diff_vs_demo`` of every run of another size (``8m``) whose same encoder, seed
+    and steps at the demo size is, from the per-utterance errors in the runs' directories;
+    LSTM rows keep ``null``."""
     for run in runs:
+        pair: tuple[pd.DataFrame, pd.DataFrame] | None
         if run["encoder"] == REFERENCE:
             run["paired_diff_vs_lstm"] = run["paired_diff_vs_lstm_ci"] = None
-            continue
-        pair = _reference_errors(runs, run, REFERENCE)
+            pair = None
+        else:
+            pair = _reference_errors(runs, run, REFERENCE)
         if pair is not None:
             mine, theirs = pair
             diff, ci, n = paired_difference(mine, theirs, "greedy", n_boot)
@@ -586,6 +592,11 @@ def add_paired_differences(runs: list[Run], n_boot: int) -> None:
         if pair is not None:
             diff, ci, _ = paired_difference(*pair, "greedy", n_boot)
             run.update({"paired_diff_vs_convrnnt": diff, "paired_diff_vs_convrnnt_ci": ci})
+        pair = (_reference_errors(runs, run, run["encoder"], "demo")
+                if run["size"] != "demo" else None)
+        if pair is not None:
+            diff, ci, _ = paired_difference(*pair, "greedy", n_boot)
+            run.update({"paired_diff_vs_demo": diff, "paired_diff_vs_demo_ci": ci})
 
 
 

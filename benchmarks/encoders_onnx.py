@@ -1,7 +1,7 @@
 """Trained encoders streamed in PyTorch and in their ONNX export: RTF side by side.
 
 For every trained run of the encoder comparison (``benchmarks/encoders.py``: the averaged
-checkpoint in ``--workdir/<encoder>-<size>-seed<seed>``) the model is exported to ONNX
+checkpoint in the run's ``run_dir``, read from ``--results``) the model is exported to ONNX
 (``fairstream export``: the LSTM in sherpa-onnx's layout, ContextNet and ConvRNN-T in the
 generic one, CMVN folded in, fp32) and two streaming greedy recognizers are timed on the same
 audio, in the same process, on one thread:
@@ -30,7 +30,8 @@ Encoders the export refuses (the Conformer, ConvRNN-T with utterance SE) get a r
 Usage::
 
     .venv/bin/python benchmarks/encoders_onnx.py --corpus demo_out/corpus \\
-        [--encoders lstm,convrnnt,...] [--seeds 0,1] [--size demo] [--workdir runs/encoders]
+        [--encoders lstm,convrnnt,...] [--seeds 0,1] [--size demo] \\
+        [--results benchmarks/results/encoders.json]
 
 Writes ``benchmarks/results/encoders_onnx.json`` (atomically; rows of other encoders, seeds
 or sizes already in it are kept) and prints a table.
@@ -58,9 +59,9 @@ from encoders import (  # noqa: E402  (the sibling benchmark scripts)
     _locked,
     _machine,
     load_results,
-    run_name,
     save_results,
 )
+from encoders import RESULTS as ENCODER_RESULTS  # noqa: E402
 from streaming import SR  # noqa: E402
 
 from fairstream._threads import torch_threads  # noqa: E402
@@ -110,13 +111,14 @@ def _wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
                        sum(c.insertions for c in counts), sum(c.hits for c in counts)).wer
 
 
-def measure_one(corpus_dir: Path, workdir: Path, encoder: str, size: str, seed: int,
+def measure_one(corpus_dir: Path, run_dir: Path, encoder: str, size: str, seed: int,
                 chunk_ms: int, rtf_seconds: float, runs: int, agreement_utts: int,
                 echo: Callable[[str], None] = print) -> Run:
-    """The row of one trained run (see the module docstring).
+    """The row of one trained run, whose averaged checkpoint is in ``run_dir`` (see the
+    module docstring).
 
     Raises:
-        SystemExit: the run has no averaged checkpoint (named, with the command to train it).
+        SystemExit: the run has no averaged checkpoint (named).
     """
     from fairstream.data.corpus import load_corpus
     from fairstream.data.text import normalize
@@ -125,12 +127,9 @@ def measure_one(corpus_dir: Path, workdir: Path, encoder: str, size: str, seed: 
     from fairstream.export import OnnxStreamingRecognizer, export_transducer
     from fairstream.inference import cut_audio, load_transducer
 
-    run_dir = workdir / run_name(encoder, size, seed)
     checkpoint = run_dir / "averaged.pt"
     if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint}: no trained {encoder} ({size}, seed {seed}); train it "
-                         f"with benchmarks/encoders.py --encoders {encoder} --seeds {seed} "
-                         f"--size {size} --steps N --workdir {workdir}")
+        raise SystemExit(f"{checkpoint}: no trained {encoder} ({size}, seed {seed}) here")
     loaded = load_transducer(checkpoint)
     model = loaded.model.eval()
     corpus = load_corpus(corpus_dir)
@@ -219,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"comma-separated, from: {', '.join(ENCODERS)}")
     parser.add_argument("--seeds", type=_csv(int), default=[0, 1])
     parser.add_argument("--size", choices=SIZES, default="demo")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/encoders"),
-                        help="encoders.py's work directory (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=ENCODER_RESULTS,
+                        help="encoders.py's results file: where each run's checkpoint is "
+                        "(its run_dir; default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="default: %(default)s")
     parser.add_argument("--chunk-ms", type=int, default=160)
     parser.add_argument("--rtf-seconds", type=float, default=30.0,
@@ -244,12 +244,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "agreement": f"first {args.agreement_utterances} test utterances in id order",
         "load_average_before": list(os.getloadavg()),
     }
-    rows = []
+    trained = {(r["encoder"], r["size"], int(r["seed"])): Path(r["run_dir"])
+               for r in load_results(args.results)["runs"] if r.get("run_dir")}
     pairs = [(e, s) for e in args.encoders for s in args.seeds]
+    missing = [f"{e} seed {s}" for e, s in pairs if (e, args.size, s) not in trained]
+    if missing:
+        print(f"skipped (no {args.size} run in {args.results}): {', '.join(missing)}",
+              flush=True)
+    pairs = [(e, s) for e, s in pairs if (e, args.size, s) in trained]
+    if not pairs:
+        raise SystemExit(f"nothing to measure: no run of {', '.join(args.encoders)} at seeds "
+                         f"{', '.join(map(str, args.seeds))} ({args.size}) in {args.results}")
+    rows = []
     for i, (enc, seed) in enumerate(pairs, 1):
         print(f"[{i}/{len(pairs)}] {enc} ({args.size}, seed {seed})", flush=True)
-        rows.append(measure_one(args.corpus, args.workdir, enc, args.size, seed, args.chunk_ms,
-                                args.rtf_seconds, args.rtf_runs, args.agreement_utterances))
+        rows.append(measure_one(args.corpus, trained[(enc, args.size, seed)], enc, args.size,
+                                seed, args.chunk_ms, args.rtf_seconds, args.rtf_runs,
+                                args.agreement_utterances))
     protocol["load_average_after"] = list(os.getloadavg())
     merge_rows(args.out, rows, protocol)
     print(format_table(rows))

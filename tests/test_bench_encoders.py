@@ -133,8 +133,9 @@ def test_encoder_benchmark_fields_pairing_and_resume(
     # the same trained runs streamed in PyTorch and in their ONNX export, side by side
     onnx_bench = _load(ONNX_SCRIPT, "bench_encoders_onnx")
     onnx_out = tmp_path / "encoders_onnx.json"
-    rows = [onnx_bench.measure_one(tiny_corpus, tmp_path / "work", enc, "demo", 0, 160, 2.0, 1,
-                                   6, echo=skipped.append) for enc in ("lstm", "contextnet")]
+    rows = [onnx_bench.measure_one(tiny_corpus, tmp_path / "work" / f"{enc}-demo-seed0", enc,
+                                   "demo", 0, 160, 2.0, 1, 6, echo=skipped.append)
+            for enc in ("lstm", "contextnet")]
     onnx_bench.merge_rows(onnx_out, rows, {"rtf": "test"})
     stored_rows = json.loads(onnx_out.read_text())["runs"]
     assert [(r["encoder"], r["seed"]) for r in stored_rows] == [("lstm", 0), ("contextnet", 0)]
@@ -148,7 +149,11 @@ def test_encoder_benchmark_fields_pairing_and_resume(
         assert row["wer_pytorch"] == row["wer_onnxruntime"]
     assert "| contextnet | demo | 0 |" in onnx_bench.format_table(stored_rows)
     with pytest.raises(SystemExit, match="no trained lstm \\(demo, seed 1\\)"):
-        onnx_bench.measure_one(tiny_corpus, tmp_path / "work", "lstm", "demo", 1, 160, 2.0, 1, 1)
+        onnx_bench.measure_one(tiny_corpus, tmp_path / "work" / "lstm-demo-seed1", "lstm", "demo",
+                               1, 160, 2.0, 1, 1)
+    with pytest.raises(SystemExit, match="nothing to measure: no run of lstm at seeds 5"):
+        onnx_bench.main(["--corpus", str(tiny_corpus), "--encoders", "lstm", "--seeds", "5",
+                         "--results", str(out), "--out", str(onnx_out)])
 
 
 def test_unknown_encoder_is_named(bench: ModuleType) -> None:
