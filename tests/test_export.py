@@ -294,7 +294,7 @@ class _Detok(_FakeTokenizer):
         return "".join(self.id_to_piece(i) for i in ids if i)
 
 
-@pytest.mark.parametrize("name", ["contextnet", "convrnnt"])
+@pytest.mark.parametrize("name", ["contextnet", "convrnnt", "transformer"])
 def test_generic_encoder_graph_equals_pytorch_stream(name: str, tmp_path: Path) -> None:
     import onnxruntime as ort
 
@@ -334,7 +334,7 @@ def test_generic_encoder_graph_equals_pytorch_stream(name: str, tmp_path: Path) 
             np.testing.assert_allclose(got_t, want_t.numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["contextnet", "convrnnt"])
+@pytest.mark.parametrize("name", ["contextnet", "convrnnt", "transformer"])
 def test_generic_export_greedy_equals_pytorch_streaming(name: str, tmp_path: Path) -> None:
     from fairstream.decoding.streaming import StreamingRecognizer
 
